@@ -1,0 +1,35 @@
+# podtrail: every target installs what it needs first (idempotent), so each works on a fresh node.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+ARGS    ?=
+
+.PHONY: setup run test lint bench docs clean
+
+setup: $(STAMP)
+	@bash scripts/setup-system.sh
+
+$(STAMP): pyproject.toml scripts/setup-system.sh
+	bash scripts/setup-system.sh
+	test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The main job on the embedded default: eBPF sensor -> container context -> JSON lines on stdout.
+run: setup
+	$(VENV)/bin/podtrail run $(ARGS)
+
+test: setup
+	$(VENV)/bin/ruff check podtrail tests bench
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -ra $(ARGS)
+
+bench: setup
+	$(PY) -m bench $(ARGS)
+
+docs: setup
+	$(VENV)/bin/podtrail fields --markdown > docs/fields.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from podtrail.cli import main
+
+raise SystemExit(main())

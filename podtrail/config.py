@@ -1,0 +1,149 @@
+"""Agent configuration: YAML file -> typed dataclasses, with one-line errors for mistakes.
+
+Each section is a dataclass; unknown keys and wrong types are reported with their YAML path
+(``outputs[1].port: expected int, got 'abc'``) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; the CLI prints it as one line."""
+
+
+@dataclass
+class SensorConfig:
+    """eBPF / auditd sensor settings."""
+
+    source: str = "ebpf"  # ebpf | auditd | auto
+    argv_max_args: int = 32  # arguments kept per exec
+    argv_max_arg_bytes: int = 256  # bytes kept per argument
+    ringbuf_pages: int = 1024  # ring buffer size in pages (power of two)
+    containers_only: bool = False  # drop host events in the kernel
+    exit_grace_seconds: float = 30.0  # keep exited processes in the table this long
+    proc_fallback: bool = False  # force /proc/<pid>/cgroup instead of cgroup ids
+    # socket/file sensor (in-kernel filters)
+    sockets: bool = True
+    files: bool = True
+    loopback: bool = True
+    write_prefixes: list[str] = field(default_factory=lambda: ["/etc/", "/usr/", "/bin/", "/sbin/", "/lib/", "/root/", "/tmp/", "/dev/shm/", "/var/spool/cron/", "/home/"])
+    sensitive_paths: list[str] = field(default_factory=list)  # empty: the shipped list
+    exclude_comms: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AuditConfig:
+    input: str = "plugin"  # plugin (stdin) | socket | log
+    path: str = "/var/log/audit/audit.log"
+    socket_path: str = "/var/run/audispd_events"
+    event_timeout_seconds: float = 2.0
+
+
+@dataclass
+class KubernetesConfig:
+    enabled: bool = True  # try the API; fall back to /var/log/pods when unreachable
+    kubeconfig: str = ""  # empty: in-cluster config, then ~/.kube/config
+    node_name: str = field(default_factory=lambda: os.environ.get("NODE_NAME", ""))
+    cluster_name: str = ""
+    label_allowlist: list[str] = field(default_factory=lambda: ["app", "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component", "team"])
+    tombstone_seconds: float = 600.0
+    pending_seconds: float = 2.0
+    pending_max: int = 10000
+    pod_logs_dir: str = "/var/log/pods"
+
+
+@dataclass
+class OsqueryConfig:
+    socket: str = ""  # osqueryd extension manager socket; empty: no extension
+    events_expiry_seconds: int = 3600
+    events_max: int = 50000
+    api_socket: str = "/run/podtrail/api.sock"  # local query API for `podtrail query/shell/extension`
+
+
+@dataclass
+class MetricsConfig:
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 9464
+    health_interval_seconds: float = 60.0
+
+
+@dataclass
+class Config:
+    sensor: SensorConfig = field(default_factory=SensorConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    osquery: OsqueryConfig = field(default_factory=OsqueryConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # Each output is a dict with "type" (stdout, syslog, webhook, file) and its own keys;
+    # podtrail.outputs validates them. Default: JSON lines on stdout.
+    outputs: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "stdout", "format": "json"}])
+    spool_dir: str = "/var/lib/podtrail/spool"
+
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, v: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, v, where)  # type: ignore[arg-type]
+    origin = typing.get_origin(tp)
+    if origin is list:
+        if not isinstance(v, list):
+            raise ConfigError(f"{where}: expected a list, got {type(v).__name__}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(item, x, f"{where}[{i}]") for i, x in enumerate(v)]
+    if origin is dict:
+        if not isinstance(v, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(v).__name__}")
+        return v
+    if origin in (typing.Union, types.UnionType):
+        return v
+    if tp is Any:
+        return v
+    if tp is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    if tp in (int, float, str, bool) and (not isinstance(v, tp) or (tp is int and isinstance(v, bool))):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {v!r}")
+    return v
+
+
+def load(path: str | Path | None) -> Config:
+    """Load a YAML config file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML: {str(e).splitlines()[0]}") from None
+    return from_dict(Config, data)

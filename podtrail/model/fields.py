@@ -1,0 +1,280 @@
+"""The one declaration of every event field.
+
+Each field is declared exactly once here, with its type, meaning, and the name it takes in
+every consumer: osquery column, CEF key, LEEF key, ECS JSON path. Tables, formatters,
+``docs/fields.md`` and validation are all derived from this list, in the spirit of osquery's
+``specs/*.table`` files. Add a field here and every output learns it.
+
+Naming rules:
+- ``name`` is podtrail's canonical snake_case key in the event dict.
+- ``osquery`` defaults to ``name``; ``None`` means "not a column".
+- ``cef``: a standard ArcSight key where one means the same thing, ``cs1``..``cs6`` with
+  ``cef_label`` for the six labelled context strings, else a lowerCamel custom key.
+- ``leef``: a predefined LEEF key where one exists, else a lowerCamel custom key.
+- ``ecs``: the ECS path where ECS has the concept, else ``podtrail.<name>``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Final
+
+
+class FieldType(enum.Enum):
+    """Logical value types; each consumer maps them to its own types."""
+
+    TEXT = "text"
+    INTEGER = "integer"  # fits in 32 bits
+    BIGINT = "bigint"  # 64-bit
+    DOUBLE = "double"
+    BOOLEAN = "boolean"  # Python bool; osquery INTEGER 0/1
+    TIMESTAMP_NS = "timestamp_ns"  # wall clock, ns since the Unix epoch
+    JSON = "json"  # list or dict; osquery TEXT holding compact JSON
+
+    @property
+    def osquery_type(self) -> str:
+        return _OSQUERY_TYPES[self]
+
+
+_OSQUERY_TYPES: Final = {
+    FieldType.TEXT: "TEXT",
+    FieldType.INTEGER: "INTEGER",
+    FieldType.BIGINT: "BIGINT",
+    FieldType.DOUBLE: "DOUBLE",
+    FieldType.BOOLEAN: "INTEGER",
+    FieldType.TIMESTAMP_NS: "BIGINT",
+    FieldType.JSON: "TEXT",
+}
+
+
+class Kind(enum.Enum):
+    """Event kinds; each is an osquery evented table and a SIEM event class."""
+
+    PROCESS = "process"
+    SOCKET = "socket"
+    FILE = "file"
+    AGENT = "agent"  # agent health and self-reports
+
+
+ALL_KINDS: Final = frozenset(Kind)
+ACTIVITY: Final = frozenset({Kind.PROCESS, Kind.SOCKET, Kind.FILE})
+P: Final = frozenset({Kind.PROCESS})
+S: Final = frozenset({Kind.SOCKET})
+F: Final = frozenset({Kind.FILE})
+
+_DEFAULT = "\0default"
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    type: FieldType
+    kinds: frozenset[Kind]
+    description: str
+    osquery: str | None = _DEFAULT
+    hidden: bool = False  # osquery HIDDEN column option
+    index: bool = False  # osquery INDEX column option (pushed-down constraint)
+    cef: str | None = None
+    cef_label: str | None = None  # for cs1..cs6 / cn1..cn3
+    cef_max: int = 4000  # the CEF spec's maximum value length for the key
+    leef: str | None = None
+    ecs: str | None = None
+    ecs_values: dict[str, str] = field(default_factory=dict)  # value renames for ECS
+
+    def __post_init__(self) -> None:
+        if self.osquery == _DEFAULT:
+            object.__setattr__(self, "osquery", self.name)
+
+    @property
+    def osquery_type(self) -> str:
+        return self.type.osquery_type
+
+
+def _f(
+    name: str,
+    type_: FieldType,
+    kinds: frozenset[Kind],
+    description: str,
+    **kw: object,
+) -> Field:
+    return Field(name, type_, kinds, description, **kw)  # type: ignore[arg-type]
+
+
+T, I, B, D, BOOL, TS, J = (  # noqa: E741 - short names keep the table readable
+    FieldType.TEXT,
+    FieldType.INTEGER,
+    FieldType.BIGINT,
+    FieldType.DOUBLE,
+    FieldType.BOOLEAN,
+    FieldType.TIMESTAMP_NS,
+    FieldType.JSON,
+)
+
+FIELDS_LIST: Final[tuple[Field, ...]] = (
+    # ---- every event -------------------------------------------------------------------
+    _f("event_id", T, ALL_KINDS, "Unique id of this event (host-unique, stable across replays) so a SIEM can drop duplicates.",
+       osquery="eid", hidden=True, cef="externalId", cef_max=40, leef="eventId", ecs="event.id"),
+    _f("event_type", T, ALL_KINDS, "Event kind: process, socket, file or agent.",
+       osquery=None, cef="cat", cef_max=1023, leef="cat", ecs="event.category",
+       ecs_values={"socket": "network", "agent": "host"}),
+    _f("action", T, ALL_KINDS, "What happened: exec, fork, exit, connect, accept, bind, listen, open, create, write, read, unlink, rename, chmod, truncate, health.",
+       index=True, cef="act", cef_max=63, leef="action", ecs="event.action"),
+    _f("time", B, ALL_KINDS, "Wall-clock time of the event, seconds since the Unix epoch (osquery's `time`).",
+       index=True, cef=None, leef=None, ecs=None),
+    _f("time_ns", TS, ALL_KINDS, "Wall-clock time of the event, nanoseconds since the Unix epoch.",
+       hidden=True, cef="rt", leef="devTime", ecs="@timestamp"),
+    _f("mono_ns", B, ALL_KINDS, "Monotonic kernel time (CLOCK_MONOTONIC / bpf_ktime_get_ns) of the event, ns since boot.",
+       osquery="uptime_ns", hidden=True, cef=None, leef=None, ecs="podtrail.mono_ns"),
+    _f("severity", I, ALL_KINDS, "Severity 0 (lowest) to 10, mapped from the event's action and flags.",
+       cef=None, leef="sev", ecs="event.severity"),
+    _f("source", T, ALL_KINDS, "Which sensor produced the event: ebpf, auditd or procfs.",
+       cef="sourceServiceName", cef_max=1023, leef="source", ecs="event.provider"),
+    _f("hostname", T, ALL_KINDS, "Host name of the node that observed the event.",
+       osquery=None, cef="dvchost", cef_max=100, leef="identHostName", ecs="host.hostname"),
+    _f("message", T, ALL_KINDS, "Human summary (agent events carry their health report here).",
+       osquery=None, cef="msg", cef_max=1023, leef="msg", ecs="message"),
+    _f("result", I, ALL_KINDS, "Syscall result: 0 or a count on success, -errno on failure.",
+       osquery="status", cef="reason", cef_max=1023, leef="result", ecs="podtrail.result"),
+    _f("outcome", T, ALL_KINDS, "success or failure, from `result`.",
+       osquery=None, cef="outcome", cef_max=63, leef="outcome", ecs="event.outcome"),
+    _f("dropped_before", B, frozenset({Kind.AGENT}), "Agent events: events dropped since the previous health report.",
+       osquery=None, cef="cnt", leef="droppedBefore", ecs="podtrail.dropped_before"),
+    # ---- process context (every activity event) -------------------------------------------
+    _f("pid", I, ACTIVITY, "Process (thread group) id as seen from the host PID namespace.",
+       index=True, cef="spid", leef="pid", ecs="process.pid"),
+    _f("tid", I, ACTIVITY, "Thread id.", hidden=True, cef="tid", leef="tid", ecs="process.thread.id"),
+    _f("ppid", I, ACTIVITY, "Parent process id.",
+       osquery="parent", cef="ppid", leef="ppid", ecs="process.parent.pid"),
+    _f("process_key", T, ACTIVITY, "Stable process identity `pid:start_ns` (pid reuse cannot mix two processes).",
+       hidden=True, cef="processKey", leef="processKey", ecs="process.entity_id"),
+    _f("parent_key", T, ACTIVITY, "process_key of the parent.",
+       hidden=True, cef="parentKey", leef="parentKey", ecs="process.parent.entity_id"),
+    _f("comm", T, ACTIVITY, "Kernel task name (comm, at most 15 bytes).",
+       cef="sproc", cef_max=1023, leef="comm", ecs="process.name"),
+    _f("path", T, ACTIVITY, "Executable path of the process.",
+       cef="processPath", leef="processPath", ecs="process.executable"),
+    _f("cmdline", T, ACTIVITY, "Command line, arguments joined by spaces.",
+       cef="cmdline", leef="cmdline", ecs="process.command_line"),
+    _f("argv", J, P, "Arguments as a list (exec only), at most the configured count and size.",
+       osquery="json_cmdline", cef=None, leef=None, ecs="process.args"),
+    _f("args_truncated", BOOL, P, "True when argv was cut to the configured count or size.",
+       cef="argsTruncated", leef="argsTruncated", ecs="process.args_truncated"),
+    _f("cwd", T, ACTIVITY, "Working directory of the process, when known.",
+       cef="cwd", leef="cwd", ecs="process.working_directory"),
+    _f("uid", I, ACTIVITY, "Real user id.", index=True, cef="suid", cef_max=1023, leef="uid", ecs="user.id"),
+    _f("gid", I, ACTIVITY, "Real group id.", cef="sgid", leef="gid", ecs="group.id"),
+    _f("user", T, ACTIVITY, "User name for uid, from the container's own /etc/passwd when in a container.",
+       osquery="username", cef="suser", cef_max=1023, leef="usrName", ecs="user.name"),
+    _f("auid", I, ACTIVITY, "Audit (login) user id, 4294967295 when unset.",
+       cef="auid", leef="auid", ecs="user.audit.id"),
+    _f("exit_code", I, P, "Exit status (exit events): the code, or 128+signal when killed.",
+       cef="exitCode", leef="exitCode", ecs="process.exit_code"),
+    _f("parent_path", T, ACTIVITY, "Executable path of the parent.",
+       cef="parentPath", leef="parentPath", ecs="process.parent.executable"),
+    _f("parent_cmdline", T, ACTIVITY, "Command line of the parent.",
+       cef="parentCmdline", leef="parentCmdline", ecs="process.parent.command_line"),
+    _f("ancestors", J, ACTIVITY, "Up to 5 ancestors above the parent, nearest first: [{pid, path, cmdline}].",
+       cef="ancestors", leef="ancestors", ecs="podtrail.ancestors"),
+    _f("drift", BOOL, P, "Exec of a binary created or modified inside the container after it started, or run from memfd or /dev/shm.",
+       cef="drift", leef="drift", ecs="podtrail.drift"),
+    _f("drift_reason", T, P, "Why `drift` is set: created_in_container, modified_in_container, memfd or dev_shm.",
+       cef="driftReason", leef="driftReason", ecs="podtrail.drift_reason"),
+    # ---- container and Kubernetes context (every activity event) ----------------------------
+    _f("cgroup_id", B, ACTIVITY, "cgroup v2 id of the task (inode of its cgroup directory).",
+       hidden=True, cef="cgroupId", leef="cgroupId", ecs="podtrail.cgroup_id"),
+    _f("cgroup_path", T, ACTIVITY, "cgroup v2 path of the task, relative to the cgroup2 mount.",
+       hidden=True, cef="cgroupPath", leef="cgroupPath", ecs="podtrail.cgroup_path"),
+    _f("container_id", T, ACTIVITY, "Full 64-hex container id; empty for host processes.",
+       index=True, cef="cs4", cef_label="containerId", leef="containerId", ecs="container.id"),
+    _f("container_runtime", T, ACTIVITY, "Container runtime from the cgroup path: docker, containerd, cri-o, podman, cri-dockerd, kubelet.",
+       cef="containerRuntime", leef="containerRuntime", ecs="container.runtime"),
+    _f("container_id_method", T, ACTIVITY, "How the container was found: cgroup_id (eBPF cgroup v2 id) or proc_cgroup (/proc/<pid>/cgroup).",
+       hidden=True, cef="containerIdMethod", leef="containerIdMethod", ecs="podtrail.container_id_method"),
+    _f("container_name", T, ACTIVITY, "Container name in its pod.",
+       cef="containerName", leef="containerName", ecs="container.name"),
+    _f("image", T, ACTIVITY, "Container image reference.",
+       cef="cs5", cef_label="image", leef="image", ecs="container.image.name"),
+    _f("image_digest", T, ACTIVITY, "Container image digest (sha256:...).",
+       cef="imageDigest", leef="imageDigest", ecs="container.image.hash.all"),
+    _f("privileged", BOOL, ACTIVITY, "The container runs privileged.",
+       cef="privileged", leef="privileged", ecs="podtrail.privileged"),
+    _f("pod_name", T, ACTIVITY, "Kubernetes pod name.",
+       index=True, cef="cs3", cef_label="pod", leef="podName", ecs="orchestrator.resource.name"),
+    _f("pod_uid", T, ACTIVITY, "Kubernetes pod UID (from the cgroup path even without API access).",
+       index=True, cef="podUid", leef="podUid", ecs="orchestrator.resource.id"),
+    _f("namespace", T, ACTIVITY, "Kubernetes namespace of the pod.",
+       index=True, cef="cs2", cef_label="namespace", leef="namespace", ecs="orchestrator.namespace"),
+    _f("qos_class", T, ACTIVITY, "Pod QoS class from the cgroup path: guaranteed, burstable or besteffort.",
+       cef="qosClass", leef="qosClass", ecs="podtrail.qos_class"),
+    _f("workload_kind", T, ACTIVITY, "Controller kind: Deployment, StatefulSet, DaemonSet, CronJob, Job, ReplicaSet, or empty.",
+       cef="workloadKind", leef="workloadKind", ecs="podtrail.workload.kind"),
+    _f("workload_name", T, ACTIVITY, "Controller name (Deployment for a ReplicaSet's pods, CronJob for a Job's).",
+       cef="cs6", cef_label="workload", leef="workload", ecs="podtrail.workload.name"),
+    _f("service_account", T, ACTIVITY, "Pod service account.",
+       cef="serviceAccount", leef="serviceAccount", ecs="podtrail.service_account"),
+    _f("pod_labels", J, ACTIVITY, "Selected pod labels (configured allow-list) as an object.",
+       cef="podLabels", leef="podLabels", ecs="orchestrator.resource.label"),
+    _f("pod_ips", J, ACTIVITY, "Pod IP addresses.", cef="podIps", leef="podIps", ecs="podtrail.pod_ips"),
+    _f("host_network", BOOL, ACTIVITY, "The pod uses the host network namespace.",
+       cef="hostNetwork", leef="hostNetwork", ecs="podtrail.host_network"),
+    _f("host_pid", BOOL, ACTIVITY, "The pod uses the host PID namespace.",
+       cef="hostPid", leef="hostPid", ecs="podtrail.host_pid"),
+    _f("node_name", T, ALL_KINDS, "Kubernetes node name (NODE_NAME), else the host name.",
+       cef="nodeName", leef="nodeName", ecs="host.name"),
+    _f("cluster_name", T, ALL_KINDS, "Configured cluster name.",
+       cef="cs1", cef_label="cluster", leef="cluster", ecs="orchestrator.cluster.name"),
+    _f("metadata_source", T, ACTIVITY, "Which source filled the pod metadata: api, pod_logs, cgroup, or empty for host processes.",
+       cef="metadataSource", leef="metadataSource", ecs="podtrail.metadata_source"),
+    _f("metadata_missing", BOOL, ACTIVITY, "A container event whose pod metadata could not be found in time.",
+       cef="metadataMissing", leef="metadataMissing", ecs="podtrail.metadata_missing"),
+    # ---- socket events ----------------------------------------------------------------------
+    _f("family", I, S, "Address family: 2 (AF_INET), 10 (AF_INET6), 1 (AF_UNIX).",
+       cef="family", leef="family", ecs="podtrail.family"),
+    _f("protocol", I, S, "IP protocol number: 6 (TCP), 17 (UDP), 0 when unknown.",
+       cef="protocol", leef="protocol", ecs="network.iana_number"),
+    _f("transport", T, S, "tcp, udp or unix.", osquery=None, cef="proto", cef_max=31, leef="proto", ecs="network.transport"),
+    _f("direction", T, S, "outbound (connect), inbound (accept), or listening (bind, listen).",
+       cef="direction", leef="direction", ecs="network.direction"),
+    _f("fd", I, S | F, "File descriptor the syscall used, when known.", cef="fd", leef="fd", ecs="podtrail.fd"),
+    _f("local_address", T, S, "Local IP address.", cef="localAddress", leef="localAddress", ecs="podtrail.local.address"),
+    _f("local_port", I, S, "Local port.", cef="localPort", leef="localPort", ecs="podtrail.local.port"),
+    _f("remote_address", T, S, "Remote IP address.", index=True, cef="remoteAddress", leef="remoteAddress", ecs="podtrail.remote.address"),
+    _f("remote_port", I, S, "Remote port.", cef="remotePort", leef="remotePort", ecs="podtrail.remote.port"),
+    _f("src_address", T, S, "Initiator address (remote for inbound, local for outbound).",
+       osquery=None, cef="src", leef="src", ecs="source.ip"),
+    _f("src_port", I, S, "Initiator port.", osquery=None, cef="spt", leef="srcPort", ecs="source.port"),
+    _f("dst_address", T, S, "Responder address (local for inbound, remote for outbound).",
+       osquery=None, cef="dst", leef="dst", ecs="destination.ip"),
+    _f("dst_port", I, S, "Responder port.", osquery=None, cef="dpt", leef="dstPort", ecs="destination.port"),
+    _f("socket_path", T, S, "Path of a unix socket.", osquery="socket", cef="socketPath", leef="socketPath", ecs="podtrail.socket_path"),
+    _f("remote_pod", T, S, "Pod that held the remote address at the event's time.",
+       cef="remotePod", leef="remotePod", ecs="podtrail.remote.pod"),
+    _f("remote_namespace", T, S, "Namespace of the remote pod or service.",
+       cef="remoteNamespace", leef="remoteNamespace", ecs="podtrail.remote.namespace"),
+    _f("remote_workload", T, S, "Workload (Kind/name) of the remote pod.",
+       cef="remoteWorkload", leef="remoteWorkload", ecs="podtrail.remote.workload"),
+    _f("remote_service", T, S, "Service whose cluster IP is the remote address.",
+       cef="remoteService", leef="remoteService", ecs="podtrail.remote.service"),
+    # ---- file events --------------------------------------------------------------------------
+    _f("target_path", T, F, "Path of the file acted on, absolute when it could be resolved.",
+       index=True, cef="filePath", cef_max=1023, leef="filePath", ecs="file.path"),
+    _f("file_name", T, F, "Last path component of target_path.", osquery=None, cef="fname", cef_max=1023, leef="fileName", ecs="file.name"),
+    _f("old_path", T, F, "Previous path (rename).", cef="oldFilePath", cef_max=1023, leef="oldFilePath", ecs="podtrail.file.old_path"),
+    _f("flags", I, F, "open(2) flags.", cef="openFlags", leef="openFlags", ecs="podtrail.file.flags"),
+    _f("mode", I, F, "File mode (create, chmod).", cef="fileMode", leef="fileMode", ecs="file.mode"),
+    _f("path_unresolved", BOOL, F, "True when a relative path could not be resolved to an absolute one.",
+       cef="pathUnresolved", leef="pathUnresolved", ecs="podtrail.file.path_unresolved"),
+    _f("sensitive", T, F, "Sensitive-file category matched (shadow, ssh_key, sa_token, ...), empty otherwise.",
+       cef="sensitive", leef="sensitive", ecs="podtrail.file.sensitive"),
+)
+
+FIELDS: Final[dict[str, Field]] = {f.name: f for f in FIELDS_LIST}
+
+
+def fields_for(kind: Kind) -> tuple[Field, ...]:
+    """The fields an event of ``kind`` may carry, in declaration order."""
+    return _BY_KIND[kind]
+
+
+_BY_KIND: Final = {k: tuple(f for f in FIELDS_LIST if k in f.kinds) for k in Kind}

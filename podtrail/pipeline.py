@@ -1,0 +1,143 @@
+"""How events move: Source -> stages (enrichment) -> finalize -> sinks.
+
+The kernel reader never waits: a source hands events to a bounded queue and counts what
+does not fit. One pipeline thread runs the stages and fans events out to sinks, each of
+which queues (and spools) on its own, so a slow SIEM never reaches back to the kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from podtrail import metrics
+from podtrail.model.event import Event, finalize
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Event], None]
+
+
+class Source(Protocol):
+    """A sensor: eBPF or auditd. ``run`` blocks in its own thread until ``stop`` is set."""
+
+    name: str
+
+    def run(self, emit: Emit, stop: threading.Event) -> None: ...
+
+
+class Stage(Protocol):
+    """One enrichment step. ``process`` passes the event on through ``out`` (now or later);
+    ``tick`` is called periodically to release events a stage held back (e.g. waiting for
+    pod metadata)."""
+
+    def process(self, ev: Event, out: Emit) -> None: ...
+
+    def tick(self, now: float, out: Emit) -> None: ...
+
+
+class Sink(Protocol):
+    """A consumer: stdout, a SIEM output, the osquery event buffer. ``submit`` never blocks."""
+
+    name: str
+
+    def submit(self, ev: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FnStage:
+    """A stage from a plain function that enriches in place and never holds events."""
+
+    def __init__(self, fn: Callable[[Event], object]) -> None:
+        self._fn = fn
+
+    def process(self, ev: Event, out: Emit) -> None:
+        self._fn(ev)
+        out(ev)
+
+    def tick(self, now: float, out: Emit) -> None:
+        return None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        sinks: Sequence[Sink],
+        *,
+        queue_size: int = 65536,
+        tick_interval: float = 0.1,
+    ) -> None:
+        self._stages = list(stages)
+        self._sinks = list(sinks)
+        self._q: queue.Queue[Event] = queue.Queue(maxsize=queue_size)
+        self._tick_interval = tick_interval
+        self._outs = self._build_chain()
+        self.stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- source side (kernel reader thread) -------------------------------------------------
+    def emit(self, ev: Event) -> None:
+        """Hand an event over without blocking; count it as dropped if the queue is full."""
+        try:
+            self._q.put_nowait(ev)
+        except queue.Full:
+            metrics.dropped(ev.get("source", "unknown"), "pipeline_queue_full")
+
+    # -- pipeline thread --------------------------------------------------------------------
+    def _build_chain(self) -> list[Emit]:
+        """outs[i] feeds stage i; outs[len(stages)] finalizes and fans out to the sinks."""
+        sinks = self._sinks
+
+        def deliver(ev: Event) -> None:
+            finalize(ev)
+            metrics.event_out(ev)
+            for s in sinks:
+                s.submit(ev)
+
+        outs: list[Emit] = [deliver]
+        for stage in reversed(self._stages):
+            nxt = outs[0]
+            outs.insert(0, (lambda st, n: (lambda ev: st.process(ev, n)))(stage, nxt))
+        return outs
+
+    def _tick(self, now: float) -> None:
+        for i, stage in enumerate(self._stages):
+            stage.tick(now, self._outs[i + 1])
+
+    def run(self) -> None:
+        """Consume until stopped; then drain what is queued and release held events."""
+        first = self._outs[0]
+        next_tick = time.monotonic() + self._tick_interval
+        while not self.stop_event.is_set() or not self._q.empty():
+            try:
+                ev = self._q.get(timeout=self._tick_interval)
+            except queue.Empty:
+                ev = None
+            if ev is not None:
+                try:
+                    first(ev)
+                except Exception:  # an enrichment bug must not kill the agent
+                    log.exception("event processing failed")
+                    metrics.dropped(ev.get("source", "unknown"), "processing_error")
+            now = time.monotonic()
+            if now >= next_tick:
+                self._tick(now)
+                next_tick = now + self._tick_interval
+        self._tick(float("inf"))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="podtrail-pipeline", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for s in self._sinks:
+            s.close()
