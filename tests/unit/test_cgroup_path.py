@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from containers import SHAPES, shape_path
+
 from podtrail.enrich.cgroup_path import parse_cgroup_path, parse_proc_cgroup
 
 CID = "0123456789abcdef" * 4

@@ -1,0 +1,1 @@
+"""Benchmarks: each module compares podtrail with the reference its issue names, in one run."""
