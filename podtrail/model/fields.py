@@ -265,7 +265,7 @@ FIELDS_LIST: Final[tuple[Field, ...]] = (
     _f("mode", I, F, "File mode (create, chmod).", cef="fileMode", leef="fileMode", ecs="file.mode"),
     _f("path_unresolved", BOOL, F, "True when a relative path could not be resolved to an absolute one.",
        cef="pathUnresolved", leef="pathUnresolved", ecs="podtrail.file.path_unresolved"),
-    _f("sensitive", T, F, "Sensitive-file category matched (shadow, ssh_key, sa_token, ...), empty otherwise.",
+    _f("sensitive", T, S | F, "Sensitive-file category matched (shadow, ssh_key, sa_token, ...; runtime_socket for a unix connect to a container runtime socket), empty otherwise.",
        cef="sensitive", leef="sensitive", ecs="podtrail.file.sensitive"),
 )
 
