@@ -1,0 +1,177 @@
+"""Assemble the agent from a Config: sources -> stages -> sinks, and run it.
+
+Order of stages matters: the process table first (ancestry, and the pid -> process key that
+later stages cache on), then container identity, then drift/relative-path fixes from the
+file sensor, then Kubernetes context (which may hold events briefly), then sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from podtrail import metrics
+from podtrail.config import Config
+from podtrail.enrich.cgroup_index import CgroupIndex
+from podtrail.enrich.container import ContainerStage
+from podtrail.pipeline import Pipeline, Sink, Source, Stage
+from podtrail.procs.stage import ProcessStage
+from podtrail.procs.table import ProcessTable
+
+log = logging.getLogger(__name__)
+
+
+class SourceUnavailable(RuntimeError):
+    """No sensor could start; the message says why and what to do."""
+
+
+@dataclass
+class Agent:
+    cfg: Config
+    sources: list[Source] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
+    sinks: list[Sink] = field(default_factory=list)
+    table: ProcessTable | None = None
+    containers: ContainerStage | None = None
+    source_name: str = ""
+    source_reason: str = ""
+    started_at: float = 0.0
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _pipeline: Pipeline | None = None
+    _closables: list[Any] = field(default_factory=list)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._pipeline = Pipeline(self.stages, self.sinks)
+        for s in self.sources:  # compile/attach first: a failure here is reported, not half-run
+            load = getattr(s, "load", None)
+            if load is not None:
+                load()
+        self._pipeline.start()
+        for s in self.sources:
+            t = threading.Thread(target=self._run_source, args=(s,), name=f"podtrail-{s.name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.started_at = time.time()
+
+    def _run_source(self, s: Source) -> None:
+        assert self._pipeline is not None
+        try:
+            s.run(self._pipeline.emit, self._pipeline.stop_event)
+        except Exception:
+            log.exception("source %s failed", s.name)
+            metrics.dropped(s.name, "source_failed")
+
+    @property
+    def stop_event(self) -> threading.Event:
+        assert self._pipeline is not None
+        return self._pipeline.stop_event
+
+    def stop(self) -> None:
+        if self._pipeline is None:
+            return
+        self._pipeline.stop_event.set()
+        for t in self._threads:
+            t.join(10)
+        self._pipeline.close()
+        for c in self._closables:
+            try:
+                c()
+            except Exception:
+                log.exception("shutdown step failed")
+
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def state(self) -> dict[str, Any]:
+        """What the health endpoint and `doctor` report."""
+        return {
+            "source": self.source_name,
+            "source_reason": self.source_reason,
+            "sources": [s.name for s in self.sources],
+            "alive": self.alive(),
+            "process_table_size": len(self.table) if self.table is not None else 0,
+            "containers": len(self.containers.containers) if self.containers is not None else 0,
+            "uptime_s": time.time() - self.started_at if self.started_at else 0.0,
+        }
+
+
+def _ebpf_sources(cfg: Config, index: CgroupIndex) -> tuple[list[Source], list[Stage]]:
+    from podtrail.bpf.process import build_process_source
+
+    sources: list[Source] = [build_process_source(cfg.sensor, index.learn)]
+    stages: list[Stage] = []
+    if cfg.sensor.sockets or cfg.sensor.files:
+        from podtrail.bpf.netfile import build_socket_file_sources
+
+        nf_sources, nf_stages, _tracker = build_socket_file_sources(cfg.sensor)
+        sources.extend(nf_sources)
+        stages.extend(nf_stages)
+    return sources, stages
+
+
+def _audit_sources(cfg: Config) -> list[Source]:
+    try:
+        from podtrail.audit import build_audit_source  # type: ignore[attr-defined]
+    except ImportError:
+        raise SourceUnavailable("the auditd source is not available in this build") from None
+    return [build_audit_source(cfg)]
+
+
+def _try_ebpf(cfg: Config, index: CgroupIndex) -> tuple[list[Source], list[Stage]]:
+    sources, stages = _ebpf_sources(cfg, index)
+    for s in sources:
+        s.load()  # type: ignore[attr-defined]
+    return sources, stages
+
+
+def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list[Stage] | None = None) -> Agent:
+    """Choose the source (eBPF, auditd, or auto: eBPF when it loads, else auditd), build the
+    stages and the sinks. Raises SourceUnavailable with the reason when nothing can run."""
+    table = ProcessTable(cfg.sensor.exit_grace_seconds)
+    table.seed()
+    index = CgroupIndex()
+    containers = ContainerStage(index, force_proc=cfg.sensor.proc_fallback)
+    agent = Agent(cfg, table=table, containers=containers)
+    src = cfg.sensor.source
+    extra: list[Stage] = []
+    if src == "ebpf":
+        agent.sources, extra = _ebpf_sources(cfg, index)
+        agent.source_name, agent.source_reason = "ebpf", "selected by configuration"
+    elif src == "auditd":
+        agent.sources = _audit_sources(cfg)
+        agent.source_name, agent.source_reason = "auditd", "selected by configuration"
+    elif src == "auto":
+        try:
+            agent.sources, extra = _try_ebpf(cfg, index)
+            agent.source_name, agent.source_reason = "ebpf", "auto: eBPF programs loaded"
+        except Exception as e:  # noqa: BLE001 - any load failure means: fall back
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            agent.sources = _audit_sources(cfg)
+            agent.source_name, agent.source_reason = "auditd", f"auto: eBPF could not load ({reason})"
+    else:
+        raise SourceUnavailable(f"unknown source {src!r} (ebpf, auditd or auto)")
+    agent.stages = [ProcessStage(table), containers, *extra, *(extra_stages or [])]
+    agent.sinks = list(sinks) if sinks is not None else build_default_sinks(cfg)
+    return agent
+
+
+def build_default_sinks(cfg: Config) -> list[Sink]:
+    """The configured outputs (podtrail.outputs.build_sinks when the forwarder is present)."""
+    from podtrail import outputs
+
+    build_sinks = getattr(outputs, "build_sinks", None)
+    if build_sinks is not None:
+        return list(build_sinks(cfg))
+    from podtrail.config import ConfigError
+    from podtrail.outputs.stdout import build_stdout
+
+    sinks: list[Sink] = []
+    for i, spec in enumerate(cfg.outputs):
+        if spec.get("type") != "stdout":
+            raise ConfigError(f"outputs[{i}]: output type {spec.get('type')!r} is not available in this build")
+        sinks.append(build_stdout(spec))
+    return sinks

@@ -1,0 +1,112 @@
+"""The container-identity stage: cgroup -> runtime, container id, pod UID, QoS class.
+
+eBPF events carry a cgroup v2 id (resolved through ``CgroupIndex``); events without one
+(auditd) or hosts without a usable cgroup v2 fall back to ``/proc/<pid>/cgroup``. Which
+method answered goes on the event (``container_id_method``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from podtrail.enrich.cgroup_index import CgroupIndex
+from podtrail.enrich.cgroup_path import ContainerRef, parse_cgroup_path, parse_proc_cgroup
+from podtrail.model.event import Event
+from podtrail.pipeline import Emit
+
+_MAX_CACHE = 65536
+
+
+@dataclass(slots=True)
+class ContainerInfo:
+    """A container seen on this node (for the osquery ``containers`` table)."""
+
+    container_id: str
+    runtime: str
+    pod_uid: str
+    qos_class: str
+    cgroup_path: str
+    first_seen: float
+    last_seen: float
+
+
+def read_proc_cgroup(pid: int) -> tuple[str, ContainerRef | None] | None:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return parse_proc_cgroup(f.read())
+    except OSError:
+        return None
+
+
+class ContainerStage:
+    def __init__(self, index: CgroupIndex | None = None, force_proc: bool = False) -> None:
+        self.index = index if index is not None else CgroupIndex()
+        self.force_proc = force_proc or not self.index.usable
+        self._refs: dict[str, ContainerRef | None] = {}
+        self._by_key: dict[str, tuple[str, ContainerRef | None]] = {}  # process_key -> /proc answer
+        self._by_pid_parent: dict[int, tuple[str, ContainerRef | None]] = {}
+        self.containers: dict[str, ContainerInfo] = {}
+
+    def _parse(self, path: str) -> ContainerRef | None:
+        if path in self._refs:
+            return self._refs[path]
+        if len(self._refs) >= _MAX_CACHE:
+            self._refs.clear()
+        ref = self._refs[path] = parse_cgroup_path(path)
+        return ref
+
+    def resolve(self, ev: Event) -> tuple[str, ContainerRef | None, str] | None:
+        cg = ev.get("cgroup_id")
+        if cg and not self.force_proc:
+            path = self.index.path(cg)
+            if path is not None:
+                return path, self._parse(path), "cgroup_id"
+        pid = ev.get("pid")
+        if not isinstance(pid, int):
+            return None
+        key = ev.get("process_key") or str(pid)
+        hit = self._by_key.get(key)
+        if hit is None:
+            hit = read_proc_cgroup(pid)
+            if hit is None:  # already gone: its parent's container (processes rarely change cgroups)
+                ppid = ev.get("ppid")
+                hit = read_proc_cgroup(ppid) if isinstance(ppid, int) and ppid > 0 else None
+            if hit is None:
+                return None
+            if len(self._by_key) >= _MAX_CACHE:
+                self._by_key.clear()
+            self._by_key[key] = hit
+        return hit[0], hit[1], "proc_cgroup"
+
+    def apply(self, ev: Event) -> None:
+        r = self.resolve(ev)
+        if r is None:
+            return
+        path, ref, method = r
+        ev["cgroup_path"] = path
+        if ref is None:
+            return
+        ev["container_id"] = ref.container_id
+        ev["container_runtime"] = ref.runtime
+        ev["container_id_method"] = method
+        if ref.pod_uid:
+            ev["pod_uid"] = ref.pod_uid
+        if ref.qos_class:
+            ev["qos_class"] = ref.qos_class
+        now = time.time()
+        info = self.containers.get(ref.container_id)
+        if info is None:
+            self.containers[ref.container_id] = ContainerInfo(ref.container_id, ref.runtime, ref.pod_uid, ref.qos_class, path, now, now)
+        else:
+            info.last_seen = now
+
+    def process(self, ev: Event, out: Emit) -> None:
+        self.apply(ev)
+        out(ev)
+
+    def tick(self, now: float, out: Emit) -> None:
+        return None
+
+    def snapshot(self) -> list[ContainerInfo]:
+        return list(self.containers.values())

@@ -1,0 +1,75 @@
+"""JSON lines on stdout: the embedded default output (no SIEM needed).
+
+A writer thread drains a bounded queue, so a slow reader of stdout never stalls the
+pipeline; what does not fit is counted as dropped."""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+from typing import IO, Any
+
+from podtrail import metrics
+from podtrail.model.event import Event
+
+
+def to_json_line(ev: Event) -> str:
+    """One event, one line: flat canonical field names; non-ASCII escaped so no byte of an
+    attacker-controlled value can split the line."""
+    return json.dumps(ev, ensure_ascii=True, separators=(",", ":"), default=str)
+
+
+class StdoutSink:
+    def __init__(self, stream: IO[str] | None = None, max_queue: int = 65536) -> None:
+        self.name = "stdout"
+        self._stream = stream or sys.stdout
+        self._q: queue.Queue[Event | None] = queue.Queue(maxsize=max_queue)
+        self._t = threading.Thread(target=self._run, name="podtrail-stdout", daemon=True)
+        self._t.start()
+
+    def submit(self, ev: Event) -> None:
+        try:
+            self._q.put_nowait(ev)
+        except queue.Full:
+            metrics.dropped("stdout", "queue_full")
+
+    def _run(self) -> None:
+        s = self._stream
+        while True:
+            ev = self._q.get()
+            if ev is None:
+                break
+            lines = [to_json_line(ev)]
+            try:
+                while len(lines) < 512:
+                    nxt = self._q.get_nowait()
+                    if nxt is None:
+                        self._write(s, lines)
+                        return
+                    lines.append(to_json_line(nxt))
+            except queue.Empty:
+                pass
+            self._write(s, lines)
+
+    @staticmethod
+    def _write(s: IO[str], lines: list[str]) -> None:
+        try:
+            s.write("\n".join(lines) + "\n")
+            s.flush()
+        except (BrokenPipeError, ValueError):
+            metrics.dropped("stdout", "closed", len(lines))
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._t.join(10)
+
+
+def build_stdout(spec: dict[str, Any]) -> StdoutSink:
+    fmt = spec.get("format", "json")
+    if fmt != "json":
+        from podtrail.config import ConfigError
+
+        raise ConfigError(f"outputs: stdout format {fmt!r} is not supported here (json)")
+    return StdoutSink()

@@ -1,0 +1,81 @@
+"""The process-table stage: keeps the table current and gives every event its ancestry."""
+
+from __future__ import annotations
+
+import time
+
+from podtrail.model.event import Event
+from podtrail.pipeline import Emit
+from podtrail.procs.table import Proc, ProcessTable
+from podtrail.procs.users import UserNames
+
+
+def _ancestor(p: Proc) -> dict[str, object]:
+    return {"pid": p.pid, "path": p.path, "cmdline": p.cmdline}
+
+
+class ProcessStage:
+    def __init__(self, table: ProcessTable, users: UserNames | None = None) -> None:
+        self.table = table
+        self.users = users or UserNames()
+
+    def process(self, ev: Event, out: Emit) -> None:
+        self.apply(ev)
+        out(ev)
+
+    def apply(self, ev: Event) -> None:
+        t = self.table
+        pid = ev.get("pid")
+        if not isinstance(pid, int):
+            return
+        action = ev.get("action")
+        p: Proc | None
+        if ev.get("event_type") == "process":
+            if action == "fork":
+                p = t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic())
+            elif action == "exec" and (ev.get("result") or 0) >= 0:
+                p = t.on_exec(pid, ev.get("path") or "", ev.get("cmdline") or "", ev.get("comm") or "",
+                              ev.get("uid", -1), ev.get("cgroup_id") or 0, ev.get("mono_ns") or 0)
+                if "cmdline" not in ev:  # exec began before the agent: argv from /proc
+                    ev["cmdline"] = p.cmdline = p.cmdline or ""
+            elif action == "exit":
+                p = t.on_exit(pid, time.monotonic())
+            else:
+                p = t.get(pid)
+        else:
+            p = t.get(pid)
+        if p is None:
+            return
+        ev["process_key"] = p.key
+        if ev.get("event_type") != "process" or action != "exec":
+            # socket/file events, fork and exit: the process's own facts from the table
+            if p.path and not ev.get("path"):
+                ev["path"] = p.path
+            if p.cmdline and not ev.get("cmdline"):
+                ev["cmdline"] = p.cmdline
+        if p.cwd and not ev.get("cwd"):
+            ev["cwd"] = p.cwd
+        uid = ev.get("uid")
+        if isinstance(uid, int) and "user" not in ev:
+            name = p.extra.get("user")
+            if name is None or p.extra.get("uid") != uid:
+                name = self.users.name(uid, pid, ev.get("cgroup_id") or p.cgroup_id)
+                p.extra["user"], p.extra["uid"] = name, uid
+            if name:
+                ev["user"] = name
+        parent = p.parent
+        if parent is not None:
+            ev["ppid"] = parent.pid
+            ev["parent_key"] = parent.key
+            if parent.path:
+                ev["parent_path"] = parent.path
+            if parent.cmdline:
+                ev["parent_cmdline"] = parent.cmdline
+            anc = t.ancestors(p)
+            if anc:
+                ev["ancestors"] = [_ancestor(a) for a in anc]
+        elif p.ppid:
+            ev["ppid"] = p.ppid
+
+    def tick(self, now: float, out: Emit) -> None:
+        self.table.reap(now if now != float("inf") else time.monotonic())

@@ -1,0 +1,171 @@
+"""The user-space process table: who is whose parent, and what each process runs.
+
+Seeded from /proc, kept current by fork/exec/exit events. Entries link to their parent
+*object*, not a pid, so pid reuse can never splice two processes' ancestry together; the
+key ``pid:start_ns`` names a process uniquely. Exited processes stay for a grace period so
+late events (socket/file samples, queued events) still find their context.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from podtrail import metrics
+
+MAX_ANCESTORS = 5
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(slots=True, eq=False)
+class Proc:
+    pid: int
+    start_ns: int
+    parent: Proc | None = None
+    ppid: int = 0
+    path: str = ""
+    cmdline: str = ""
+    comm: str = ""
+    cwd: str = ""
+    uid: int = -1
+    cgroup_id: int = 0
+    exited_at: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # enrichers cache per-process facts here
+
+    @property
+    def key(self) -> str:
+        return f"{self.pid}:{self.start_ns}"
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def proc_stat(pid: int) -> tuple[int, int, str] | None:
+    """(ppid, start_ns since boot, comm) from /proc/<pid>/stat; None if gone."""
+    raw = _read(f"/proc/{pid}/stat")
+    if raw is None:
+        return None
+    r = raw.rfind(b")")
+    comm = raw[raw.find(b"(") + 1:r].decode("utf-8", "backslashreplace")
+    rest = raw[r + 2:].split()
+    return int(rest[1]), int(rest[19]) * (1_000_000_000 // _CLK_TCK), comm
+
+
+def proc_facts(pid: int) -> tuple[str, str, str]:
+    """(exe path, cmdline, cwd) of a live process, empty strings where unreadable."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = ""
+    raw = _read(f"/proc/{pid}/cmdline") or b""
+    cmd = " ".join(a.decode("utf-8", "backslashreplace") for a in raw.rstrip(b"\0").split(b"\0")) if raw else ""
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        cwd = ""
+    return exe, cmd, cwd
+
+
+class ProcessTable:
+    def __init__(self, exit_grace_s: float = 30.0) -> None:
+        self.by_pid: dict[int, Proc] = {}
+        self.grace = exit_grace_s
+        self._exited: deque[tuple[float, Proc]] = deque()
+
+    def __len__(self) -> int:
+        return len(self.by_pid)
+
+    # -- building ------------------------------------------------------------------------------
+    def seed(self, proc_root: str = "/proc") -> int:
+        """Load every live process (parents linked after all are read)."""
+        pids = [int(d) for d in os.listdir(proc_root) if d.isdigit()]
+        for pid in pids:
+            self._load(pid, link=False)
+        for p in self.by_pid.values():
+            if p.parent is None and p.ppid:
+                p.parent = self.by_pid.get(p.ppid)
+        metrics.PROCESS_TABLE_SIZE.set(len(self.by_pid))
+        return len(self.by_pid)
+
+    def _load(self, pid: int, link: bool = True) -> Proc | None:
+        st = proc_stat(pid)
+        if st is None:
+            return None
+        ppid, start, comm = st
+        exe, cmd, cwd = proc_facts(pid)
+        p = Proc(pid, start, None, ppid, exe, cmd, comm, cwd)
+        if link and ppid:
+            p.parent = self.by_pid.get(ppid) or (self._load(ppid) if ppid != pid else None)
+        self.by_pid[pid] = p
+        return p
+
+    def get(self, pid: int) -> Proc | None:
+        """The process with this pid: from the table, else from /proc (started before us)."""
+        p = self.by_pid.get(pid)
+        if p is None and pid > 0:
+            p = self._load(pid)
+        return p
+
+    def on_fork(self, ppid: int, pid: int, mono_ns: int, now: float) -> Proc:
+        parent = self.get(ppid)
+        child = Proc(pid, mono_ns, parent, ppid)
+        if parent is not None:  # the child runs the parent's image until it execs
+            child.path, child.cmdline, child.comm, child.cwd, child.uid = parent.path, parent.cmdline, parent.comm, parent.cwd, parent.uid
+            child.cgroup_id = parent.cgroup_id
+        self.by_pid[pid] = child
+        return child
+
+    def on_exec(self, pid: int, path: str, cmdline: str, comm: str, uid: int, cgroup_id: int, mono_ns: int) -> Proc:
+        p = self.by_pid.get(pid)
+        if p is None or p.exited_at is not None:
+            p = self._load(pid) or Proc(pid, mono_ns)
+            self.by_pid[pid] = p
+        p.path, p.cmdline, p.comm, p.uid, p.cgroup_id = path, cmdline, comm, uid, cgroup_id
+        p.extra.clear()
+        try:
+            p.cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            pass  # already gone: keep the inherited cwd
+        return p
+
+    def on_exit(self, pid: int, now: float) -> Proc | None:
+        p = self.by_pid.get(pid)
+        if p is not None and p.exited_at is None:
+            p.exited_at = now
+            self._exited.append((now, p))
+        return p
+
+    def reap(self, now: float) -> int:
+        """Forget processes that exited more than the grace period ago."""
+        n = 0
+        while self._exited and now - self._exited[0][0] >= self.grace:
+            _, p = self._exited.popleft()
+            if self.by_pid.get(p.pid) is p:
+                del self.by_pid[p.pid]
+                n += 1
+        metrics.PROCESS_TABLE_SIZE.set(len(self.by_pid))
+        return n
+
+    # -- reading -------------------------------------------------------------------------------
+    @staticmethod
+    def ancestors(p: Proc, n: int = MAX_ANCESTORS) -> list[Proc]:
+        """Up to ``n`` ancestors above the parent, nearest first (cycle-safe)."""
+        out: list[Proc] = []
+        cur = p.parent.parent if p.parent is not None else None
+        seen = {id(p)}
+        while cur is not None and len(out) < n and id(cur) not in seen:
+            seen.add(id(cur))
+            out.append(cur)
+            cur = cur.parent
+        return out
+
+    def snapshot(self) -> list[Proc]:
+        """Live processes (for the osquery ``container_processes`` table)."""
+        return [p for p in self.by_pid.values() if p.exited_at is None]
