@@ -81,13 +81,14 @@ static __always_inline int in_container(void) {
     return bpf_get_ns_current_pid_tgid(HOST_PIDNS_DEV, HOST_PIDNS_INO, &ns, sizeof(ns)) != 0;
 }
 
-/* Fill the common header from the current task; 0 when the task's events are filtered. */
+/* Fill the common header from the current task; 0 when the task's events are filtered.
+ * The agent's own events are dropped, except its forks: the child is not the agent. */
 static __always_inline int fill_hdr(struct hdr_t *h, u32 type) {
     u32 z = 0;
     struct cfg_t *c = cfg.lookup(&z);
     u64 pt = bpf_get_current_pid_tgid();
     u32 tgid = pt >> 32;
-    if (c && tgid == c->self_tgid)
+    if (c && tgid == c->self_tgid && type != EV_FORK)
         return 0;
     int inc = in_container();
     if (c && c->containers_only && !inc)

@@ -1,0 +1,130 @@
+"""Checks behind ``podtrail doctor``: can a sensor run here, and if not, what to do.
+
+Each check is a small function returning a ``Check``; other parts of podtrail (Kubernetes,
+auditd) add theirs to ``CHECKS``. The verdict names the source ``podtrail run --source auto``
+would pick and why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from podtrail.bpf.runtime import is_mounted
+from podtrail.enrich.cgroup_index import cgroup2_mount
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    needed_by: str = ""  # "ebpf", "auditd" or "" (informational)
+
+
+def check_root() -> Check:
+    ok = os.geteuid() == 0
+    return Check("privileges", ok, "running as root" if ok else f"running as uid {os.geteuid()}",
+                 "run as root, or grant CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE (and CAP_SYS_ADMIN on kernels < 5.8)", "ebpf")
+
+
+def check_kernel() -> Check:
+    rel = os.uname().release
+    try:
+        major, minor = (int(x) for x in rel.split(".")[:2])
+    except ValueError:
+        major, minor = 0, 0
+    ok = (major, minor) >= (5, 8)
+    return Check("kernel", ok, f"Linux {rel}" + ("" if ok else " (ring buffer needs 5.8+)"),
+                 "use the auditd source on this kernel", "ebpf")
+
+
+def check_btf() -> Check:
+    ok = os.path.exists("/sys/kernel/btf/vmlinux")
+    return Check("btf", ok, "/sys/kernel/btf/vmlinux present" if ok else "no BTF (not required: podtrail reads no kernel structs)")
+
+
+def check_tracefs() -> Check:
+    ok = os.path.isdir("/sys/kernel/tracing/events")
+    return Check("tracefs", ok, "mounted at /sys/kernel/tracing" if ok else "not mounted",
+                 "mount -t tracefs tracefs /sys/kernel/tracing", "ebpf")
+
+
+def check_mounts() -> Check:
+    missing = [p for p in ("/sys/kernel/debug", "/sys/fs/bpf") if not is_mounted(p)]
+    return Check("debugfs/bpffs", not missing, "mounted" if not missing else f"not mounted: {', '.join(missing)}",
+                 "mount -t debugfs debugfs /sys/kernel/debug; mount -t bpf bpf /sys/fs/bpf")
+
+
+def check_headers() -> Check:
+    build = f"/lib/modules/{os.uname().release}/build"
+    ok = os.path.exists(os.path.join(build, "include"))
+    return Check("kernel headers", ok, f"{build} -> {os.path.realpath(build)}" if ok else f"{build} missing",
+                 "apt-get install linux-headers-amd64 and link /lib/modules/$(uname -r)/build to /usr/src/linux-headers-*-amd64 (scripts/setup-system.sh does this)", "ebpf")
+
+
+def check_bcc() -> Check:
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return Check("bcc", False, "python module bcc not importable",
+                     "apt-get install python3-bpfcc; use a venv made with --system-site-packages", "ebpf")
+    return Check("bcc", True, "bcc importable")
+
+
+_PROBE = "TRACEPOINT_PROBE(sched, sched_process_fork) { return 0; }"
+
+
+def check_bpf_load() -> Check:
+    """Actually load and attach a trivial tracepoint program: the only real proof."""
+    if not (os.geteuid() == 0 and os.path.isdir("/sys/kernel/tracing/events")):
+        return Check("bpf load", False, "skipped (needs root and tracefs)", "fix the checks above", "ebpf")
+    try:
+        from bcc import BPF
+
+        b = BPF(text=_PROBE)
+        b.cleanup()
+    except Exception as e:  # noqa: BLE001
+        last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        return Check("bpf load", False, f"cannot load a tracepoint program: {last}",
+                     "check kernel lockdown, seccomp/LSM policy and capabilities", "ebpf")
+    return Check("bpf load", True, "a tracepoint program loaded and attached")
+
+
+def check_cgroup() -> Check:
+    m = cgroup2_mount()
+    if m:
+        return Check("cgroup v2", True, f"cgroup2 at {m}: container identity from cgroup ids")
+    return Check("cgroup v2", False, "no cgroup2 mount: container identity from /proc/<pid>/cgroup (slower, races with short-lived processes)")
+
+
+def check_auditd() -> Check:
+    path = shutil.which("auditd") or shutil.which("auditctl")
+    if not path:
+        return Check("auditd", False, "auditd not installed", "apt-get install auditd (fallback source)", "auditd")
+    r = subprocess.run(["auditctl", "-s"], capture_output=True, text=True) if shutil.which("auditctl") else None
+    detail = "installed" + (f"; {' '.join(r.stdout.split()[:2])}" if r is not None and r.returncode == 0 else "")
+    return Check("auditd", True, detail, needed_by="auditd")
+
+
+CHECKS: list[Callable[[], Check]] = [
+    check_root, check_kernel, check_btf, check_tracefs, check_mounts, check_headers, check_bcc,
+    check_bpf_load, check_cgroup, check_auditd,
+]
+
+
+def verdict(results: list[Check]) -> tuple[str | None, str]:
+    """Which source `--source auto` would run, and why; (None, what to do) when none can."""
+    ebpf_bad = [c for c in results if c.needed_by == "ebpf" and not c.ok]
+    audit_bad = [c for c in results if c.needed_by == "auditd" and not c.ok]
+    if not ebpf_bad:
+        return "ebpf", "every eBPF requirement is met and a test program loaded"
+    why = "; ".join(f"{c.name}: {c.detail}" for c in ebpf_bad)
+    if not audit_bad:
+        return "auditd", f"eBPF cannot run ({why}); auditd is available"
+    fixes = "; ".join(c.fix for c in ebpf_bad + audit_bad if c.fix)
+    return None, f"no source can run: {why}. To fix: {fixes}"

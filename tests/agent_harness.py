@@ -1,0 +1,48 @@
+"""A real agent (real eBPF programs, real pipeline) whose events tests can wait for."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from podtrail.config import Config
+
+
+class CaptureSink:
+    name = "capture"
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._cv = threading.Condition()
+
+    def submit(self, ev: dict[str, Any]) -> None:
+        with self._cv:
+            self.events.append(ev)
+            self._cv.notify_all()
+
+    def close(self) -> None:
+        pass
+
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0, count: int = 1) -> list[dict[str, Any]]:
+        """Events matching ``pred``, waiting until ``count`` of them arrived (or timeout)."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                hits = [e for e in self.events if pred(e)]
+                left = deadline - time.monotonic()
+                if len(hits) >= count or left <= 0:
+                    return hits
+                self._cv.wait(left)
+
+
+def start_agent(cfg: Config | None = None, extra_stages: list[Any] | None = None) -> tuple[Any, CaptureSink]:
+    from podtrail.agent import build_agent
+
+    cfg = cfg or Config()
+    cfg.metrics.enabled = False
+    sink = CaptureSink()
+    agent = build_agent(cfg, sinks=[sink], extra_stages=extra_stages)
+    agent.start()
+    return agent, sink
