@@ -76,6 +76,24 @@ static __always_inline void count_lost(void) {
         __sync_fetch_and_add(l, 1);
 }
 
+/* Wake the reader once per WAKEUP_EVERY samples per CPU, not per sample: in an exec storm a
+ * wake-up per sample costs the workload more than the sample. The reader also polls with a
+ * short timeout, so a lone sample waits at most that long. */
+#define WAKEUP_EVERY 64
+BPF_PERCPU_ARRAY(since_wakeup, u32, 1);
+
+static __always_inline void submit(void *data, u64 size) {
+    u32 z = 0;
+    u64 flags = BPF_RB_NO_WAKEUP;
+    u32 *n = since_wakeup.lookup(&z);
+    if (n && ++(*n) >= WAKEUP_EVERY) {
+        *n = 0;
+        flags = BPF_RB_FORCE_WAKEUP;
+    }
+    if (events.ringbuf_output(data, size, flags) != 0)
+        count_lost();
+}
+
 static __always_inline int in_container(void) {
     struct bpf_pidns_info ns = {};
     return bpf_get_ns_current_pid_tgid(HOST_PIDNS_DEV, HOST_PIDNS_INO, &ns, sizeof(ns)) != 0;
@@ -154,8 +172,7 @@ static __always_inline void emit_exec(struct exec_t *e) {
     asm volatile("" : "+r"(n)); /* keep the bound check below in the verifier's sight */
     if (n > ARGS_BUF)
         n = 0;
-    if (events.ringbuf_output(e, offsetof(struct exec_t, args) + n, 0) != 0)
-        count_lost();
+    submit(e, offsetof(struct exec_t, args) + n);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_execve) {
@@ -250,8 +267,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     h.ppid = h.pid;
     h.pid = args->child_pid;
     h.tid = args->child_pid;
-    if (events.ringbuf_output(&h, sizeof(h), 0) != 0)
-        count_lost();
+    submit(&h, sizeof(h));
     return 0;
 }
 
@@ -305,8 +321,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
             h.result = *code;
             h.flags |= F_EXIT_KNOWN;
         }
-        if (events.ringbuf_output(&h, sizeof(h), 0) != 0)
-            count_lost();
+        submit(&h, sizeof(h));
     }
     exit_codes.delete(&tgid);
     return 0;
@@ -328,8 +343,7 @@ TRACEPOINT_PROBE(cgroup, cgroup_mkdir) {
     c->h.ktime = bpf_ktime_get_ns();
     c->h.cgroup_id = args->id;
     TP_DATA_LOC_READ_STR(&c->path, path, sizeof(c->path));
-    if (events.ringbuf_output(c, sizeof(*c), 0) != 0)
-        count_lost();
+    submit(c, sizeof(*c));
     return 0;
 }
 
@@ -340,7 +354,6 @@ TRACEPOINT_PROBE(cgroup, cgroup_rmdir) {
     h.type = EV_CGROUP_RMDIR;
     h.ktime = bpf_ktime_get_ns();
     h.cgroup_id = args->id;
-    if (events.ringbuf_output(&h, sizeof(h), 0) != 0)
-        count_lost();
+    submit(&h, sizeof(h));
     return 0;
 }

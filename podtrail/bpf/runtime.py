@@ -126,6 +126,7 @@ class RingBufferSource:
         last = 0.0
         while not stop.is_set():
             self.bpf.ring_buffer_poll(self._poll_ms)
+            self.bpf.ring_buffer_consume()  # samples sent without a wake-up (batched in the kernel)
             now = time.monotonic()
             if now - last > 1.0:
                 self._count_lost()

@@ -10,8 +10,12 @@ from podtrail.procs.table import Proc, ProcessTable
 from podtrail.procs.users import UserNames
 
 
+ANCESTOR_CMDLINE_MAX = 512  # full command lines are on the parent; ancestors carry a prefix
+
+
 def _ancestor(p: Proc) -> dict[str, object]:
-    return {"pid": p.pid, "path": p.path, "cmdline": p.cmdline}
+    cmd = p.cmdline if len(p.cmdline) <= ANCESTOR_CMDLINE_MAX else p.cmdline[:ANCESTOR_CMDLINE_MAX] + "…"
+    return {"pid": p.pid, "path": p.path, "cmdline": cmd}
 
 
 class ProcessStage:
@@ -71,9 +75,12 @@ class ProcessStage:
                 ev["parent_path"] = parent.path
             if parent.cmdline:
                 ev["parent_cmdline"] = parent.cmdline
-            anc = t.ancestors(p)
+            # Ancestry as of this process's fork/exec, computed once and shared by its events.
+            anc = p.extra.get("ancestors")
+            if anc is None:
+                anc = p.extra["ancestors"] = [_ancestor(a) for a in t.ancestors(p)]
             if anc:
-                ev["ancestors"] = [_ancestor(a) for a in anc]
+                ev["ancestors"] = anc
         elif p.ppid:
             ev["ppid"] = p.ppid
 
