@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 from podtrail.procs.table import Proc, ProcessTable
 from podtrail.procs.users import UserNames
-
 
 ANCESTOR_CMDLINE_MAX = 512  # full command lines are on the parent; ancestors carry a prefix
 
@@ -19,13 +19,41 @@ def _ancestor(p: Proc) -> dict[str, object]:
 
 
 class ProcessStage:
-    def __init__(self, table: ProcessTable, users: UserNames | None = None) -> None:
+    """Socket and file samples come from other ring buffers than fork/exec, so one may arrive
+    before the process it belongs to is in the table (a short-lived ``cp`` is gone from /proc
+    by then). Such events wait up to ``hold_s`` for the process sensor to catch up."""
+
+    def __init__(self, table: ProcessTable, users: UserNames | None = None,
+                 hold_s: float = 0.5, max_held: int = 10000) -> None:
         self.table = table
         self.users = users or UserNames()
+        self.hold_s = hold_s
+        self.max_held = max_held
+        self._held: deque[tuple[float, Event]] = deque()
 
     def process(self, ev: Event, out: Emit) -> None:
+        # Process events are never held: they are what the held events wait for.
+        if ev.get("event_type") != "process" and (self._held or self._unknown(ev)):
+            if len(self._held) < self.max_held:
+                self._held.append((time.monotonic() + self.hold_s, ev))
+                return
+            self._release(float("inf"), out)  # full: flush the oldest first, order kept
         self.apply(ev)
         out(ev)
+
+    def _unknown(self, ev: Event) -> bool:
+        pid = ev.get("pid")
+        return isinstance(pid, int) and self.table.get(pid) is None
+
+    def _release(self, now: float, out: Emit) -> None:
+        held = self._held
+        while held:
+            deadline, ev = held[0]
+            if now < deadline and self._unknown(ev):
+                break
+            held.popleft()
+            self.apply(ev)
+            out(ev)
 
     def apply(self, ev: Event) -> None:
         t = self.table
@@ -85,4 +113,5 @@ class ProcessStage:
             ev["ppid"] = p.ppid
 
     def tick(self, now: float, out: Emit) -> None:
+        self._release(now, out)
         self.table.reap(now if now != float("inf") else time.monotonic())
