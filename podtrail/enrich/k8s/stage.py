@@ -1,0 +1,138 @@
+"""The Kubernetes stage: pod, namespace, workload, labels on every container event.
+
+An event whose container is not in the cache yet (the pod's first process often runs before
+the watch reports its container id) waits in a bounded pending queue for ``pending_s``; then
+the node-only fallback (/var/log/pods) is tried, and the event goes out with what is known and
+``metadata_missing`` set. Nothing waits on the API: the watcher fills the cache in its own
+thread, and this stage only reads it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge
+
+from podtrail.enrich.k8s.cache import PodCache
+from podtrail.enrich.k8s.model import PodInfo
+from podtrail.enrich.k8s.podlogs import PodLogs
+from podtrail.metrics import REGISTRY
+from podtrail.model.event import Event
+from podtrail.pipeline import Emit
+
+MISSING = Counter("podtrail_k8s_metadata_missing_total", "Container events sent without pod metadata.", registry=REGISTRY)
+PENDING = Gauge("podtrail_k8s_pending_events", "Events waiting for pod metadata.", registry=REGISTRY)
+PENDING_OVERFLOW = Counter("podtrail_k8s_pending_overflow_total", "Events sent on early because the pending queue was full.", registry=REGISTRY)
+
+
+class K8sStage:
+    def __init__(self, cache: PodCache | None, podlogs: PodLogs | None, *, cluster_name: str = "", node_name: str = "",
+                 labels: list[str] | None = None, pending_s: float = 2.0, pending_max: int = 10000,
+                 api_expected: Callable[[], bool] | None = None) -> None:
+        self.cache = cache
+        self.podlogs = podlogs
+        self.cluster_name = cluster_name
+        self.node_name = node_name
+        self.labels = set(labels or [])
+        self.pending_s = pending_s
+        self.pending_max = pending_max
+        self._pending: deque[tuple[float, Event]] = deque()
+        # Wait for the watch only while it can answer: API configured and last seen reachable.
+        self._api_expected = api_expected or (lambda: cache is not None)
+
+    # -- filling --------------------------------------------------------------------------------
+    def _fill_pod(self, ev: Event, pod: PodInfo) -> None:
+        ev["pod_name"] = pod.name
+        ev["namespace"] = pod.namespace
+        ev.setdefault("pod_uid", pod.uid)
+        if pod.service_account:
+            ev["service_account"] = pod.service_account
+        if pod.pod_ips:
+            ev["pod_ips"] = pod.pod_ips
+        ev["host_network"] = pod.host_network
+        ev["host_pid"] = pod.host_pid
+        if pod.workload_kind:
+            ev["workload_kind"] = pod.workload_kind
+            ev["workload_name"] = pod.workload_name
+        sel = {k: v for k, v in pod.labels.items() if k in self.labels}
+        if sel:
+            ev["pod_labels"] = sel
+        if pod.node_name:
+            ev["node_name"] = pod.node_name
+        ev["metadata_source"] = "api"
+
+    def _resolve(self, ev: Event, final: bool) -> bool:
+        """Fill what is known; True when the event may go (found, or nothing more to wait for)."""
+        cid = ev.get("container_id")
+        if not cid:
+            return True
+        cache = self.cache
+        if cache is not None:
+            pod = cache.by_container(cid)
+            if pod is not None:
+                self._fill_pod(ev, pod)
+                meta = pod.containers[cid]
+                ev["container_name"] = meta.name
+                if meta.image:
+                    ev["image"] = meta.image
+                if meta.image_digest:
+                    ev["image_digest"] = meta.image_digest
+                ev["privileged"] = meta.privileged
+                return True
+        uid = ev.get("pod_uid")
+        if not uid:
+            return True  # a container outside Kubernetes (docker, podman): there is no pod to find
+        if not final and cache is not None and self._api_expected():
+            return False  # wait: the watch will likely report this container soon
+        if cache is not None:
+            pod = cache.by_uid(uid)
+            if pod is not None:  # pod known, container id not yet in its status
+                self._fill_pod(ev, pod)
+                ev["metadata_missing"] = True
+                MISSING.inc()
+                return True
+        if self.podlogs is not None:
+            info = self.podlogs.lookup(uid, cid)
+            if info is not None:
+                ev["namespace"], ev["pod_name"] = info.namespace, info.pod_name
+                if info.container_name:
+                    ev["container_name"] = info.container_name
+                ev["metadata_source"] = "pod_logs"
+                return True
+        ev["metadata_missing"] = True
+        MISSING.inc()
+        return True
+
+    def _common(self, ev: Event) -> None:
+        if self.cluster_name:
+            ev["cluster_name"] = self.cluster_name
+        if self.node_name and "node_name" not in ev:
+            ev["node_name"] = self.node_name
+
+    # -- stage protocol ---------------------------------------------------------------------------
+    def process(self, ev: Event, out: Emit) -> None:
+        self._common(ev)
+        if self._resolve(ev, final=False):
+            out(ev)
+            return
+        if len(self._pending) >= self.pending_max:
+            PENDING_OVERFLOW.inc()
+            _, old = self._pending.popleft()
+            self._resolve(old, final=True)
+            out(old)
+        self._pending.append((time.monotonic() + self.pending_s, ev))
+        PENDING.set(len(self._pending))
+
+    def tick(self, now: float, out: Emit) -> None:
+        if not self._pending:
+            return
+        keep: deque[tuple[float, Event]] = deque()
+        for deadline, ev in self._pending:
+            if self._resolve(ev, final=now >= deadline):
+                out(ev)
+            else:
+                keep.append((deadline, ev))
+        self._pending = keep
+        PENDING.set(len(keep))
