@@ -154,7 +154,12 @@ def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list
             agent.source_name, agent.source_reason = "auditd", f"auto: eBPF could not load ({reason})"
     else:
         raise SourceUnavailable(f"unknown source {src!r} (ebpf, auditd or auto)")
-    agent.stages = [ProcessStage(table), containers, *extra, *(extra_stages or [])]
+    from podtrail.enrich.k8s import build_k8s_stage
+    from podtrail.model.event import HOSTNAME
+
+    k8s_stage, k8s_stop, _watcher = build_k8s_stage(cfg.kubernetes, HOSTNAME)
+    agent._closables.append(k8s_stop)
+    agent.stages = [ProcessStage(table), containers, *extra, k8s_stage, *(extra_stages or [])]
     agent.sinks = list(sinks) if sinks is not None else build_default_sinks(cfg)
     return agent
 

@@ -19,7 +19,7 @@ Event = dict[str, Any]
 
 _RUN_PREFIX = os.urandom(6).hex()
 _SEQ = itertools.count(1)
-_HOSTNAME = socket.gethostname()
+HOSTNAME = socket.gethostname()
 
 # AF_* and IPPROTO_* numbers, spelled out for readability of the model code.
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
@@ -40,7 +40,7 @@ def new_event(kind: Kind, action: str, *, time_ns: int | None = None, **values: 
         "action": action,
         "time": t // 1_000_000_000,
         "time_ns": t,
-        "hostname": _HOSTNAME,
+        "hostname": HOSTNAME,
     }
     ev.update(values)
     return ev
