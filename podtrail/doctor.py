@@ -111,9 +111,15 @@ def check_auditd() -> Check:
     return Check("auditd", True, detail, needed_by="auditd")
 
 
+def check_kubernetes() -> Check:
+    from podtrail.enrich.k8s.doctor import check_kubernetes as k8s
+
+    return k8s()
+
+
 CHECKS: list[Callable[[], Check]] = [
     check_root, check_kernel, check_btf, check_tracefs, check_mounts, check_headers, check_bcc,
-    check_bpf_load, check_cgroup, check_auditd,
+    check_bpf_load, check_cgroup, check_auditd, check_kubernetes,
 ]
 
 

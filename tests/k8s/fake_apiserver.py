@@ -39,11 +39,14 @@ def make_pod(name: str, ns: str, uid: str, node: str, *, container_id: str = "",
 class FakeAPIServer:
     def __init__(self) -> None:
         self.pods: dict[str, dict[str, Any]] = {}
+        self.services: dict[str, dict[str, Any]] = {}
         self.owners: dict[tuple[str, str, str], dict[str, Any]] = {}  # (kind, ns, name) -> object
         self.rv = 100
         self.log: list[tuple[int, str, dict[str, Any]]] = []
+        self.svc_log: list[tuple[int, str, dict[str, Any]]] = []
         self.compacted_below = 0
         self.down = False
+        self.denied: set[tuple[str, str]] = set()  # (resource, verb) RBAC says no to
         self.requests: list[str] = []
         self._cv = threading.Condition()
         self._disconnect = 0
@@ -62,14 +65,23 @@ class FakeAPIServer:
                 u = urlparse(self.path)
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
                 parts = u.path.strip("/").split("/")
-                if u.path == "/api/v1/pods":
-                    return self._watch(q) if q.get("watch") in ("1", "true") else self._list(q)
+                if u.path in ("/api/v1/pods", "/api/v1/services"):
+                    res = u.path.rsplit("/", 1)[1]
+                    return self._watch(q, res) if q.get("watch") in ("1", "true") else self._list(q, res)
                 if len(parts) == 7 and parts[:2] in (["apis", "apps"], ["apis", "batch"]) and parts[3] == "namespaces":
                     kind = {"replicasets": "ReplicaSet", "jobs": "Job"}.get(parts[5], "")
                     obj = srv.owners.get((kind, parts[4], parts[6]))
                     if obj is None:
                         return self._json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound"})
                     return self._json(200, obj)
+                self._json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404})
+
+            def do_POST(self) -> None:  # noqa: N802 - SelfSubjectAccessReview, as `kubectl auth can-i`
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                if self.path.startswith("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"):
+                    ra = body.get("spec", {}).get("resourceAttributes", {})
+                    body["status"] = {"allowed": (ra.get("resource"), ra.get("verb")) not in srv.denied}
+                    return self._json(201, body)
                 self._json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404})
 
             def _json(self, code: int, body: dict[str, Any]) -> None:
@@ -80,18 +92,20 @@ class FakeAPIServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _list(self, q: dict[str, str]) -> None:
+            def _list(self, q: dict[str, str], res: str) -> None:
+                objs = srv.pods if res == "pods" else srv.services
                 with srv._cv:
-                    items = [copy.deepcopy(p) for p in srv.pods.values() if srv._selected(p, q)]
+                    items = [copy.deepcopy(p) for p in objs.values() if srv._selected(p, q)]
                     rv = srv.rv
-                self._json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": str(rv)}, "items": items})
+                self._json(200, {"kind": "PodList" if res == "pods" else "ServiceList", "apiVersion": "v1", "metadata": {"resourceVersion": str(rv)}, "items": items})
 
             def _chunk(self, obj: dict[str, Any]) -> None:
                 data = json.dumps(obj).encode() + b"\n"
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
 
-            def _watch(self, q: dict[str, str]) -> None:
+            def _watch(self, q: dict[str, str], res: str) -> None:
+                log = srv.log if res == "pods" else srv.svc_log
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -108,7 +122,7 @@ class FakeAPIServer:
                     last_bookmark = time.monotonic()
                     while time.monotonic() < deadline and gen == srv._disconnect:
                         with srv._cv:
-                            pending = [(rv, t, o) for rv, t, o in srv.log if rv > since and srv._selected(o, q)]
+                            pending = [(rv, t, o) for rv, t, o in log if rv > since and srv._selected(o, q)]
                             if not pending:
                                 srv._cv.wait(0.1)
                         for rv, t, o in pending:
@@ -136,13 +150,21 @@ class FakeAPIServer:
             return pod.get("spec", {}).get("nodeName") == sel.split("=", 1)[1]
         return True
 
-    def _record(self, typ: str, pod: dict[str, Any]) -> None:
+    def _record(self, typ: str, pod: dict[str, Any], log: list[tuple[int, str, dict[str, Any]]] | None = None) -> None:
         with self._cv:
             self.rv += 1
             pod = copy.deepcopy(pod)
             pod["metadata"]["resourceVersion"] = str(self.rv)
-            self.log.append((self.rv, typ, pod))
+            (self.log if log is None else log).append((self.rv, typ, pod))
             self._cv.notify_all()
+
+    def add_service(self, name: str, ns: str, cluster_ip: str) -> None:
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "uid": f"svc-{ns}-{name}"},
+               "spec": {"clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "ports": [{"port": 80, "protocol": "TCP"}]}}
+        key = f"{ns}/{name}"
+        typ = "MODIFIED" if key in self.services else "ADDED"
+        self.services[key] = svc
+        self._record(typ, svc, self.svc_log)
 
     def add_pod(self, pod: dict[str, Any]) -> None:
         uid = pod["metadata"]["uid"]
@@ -168,6 +190,7 @@ class FakeAPIServer:
         with self._cv:
             self.compacted_below = self.rv
             self.log.clear()
+            self.svc_log.clear()
 
     def disconnect_watches(self) -> None:
         self._disconnect += 1

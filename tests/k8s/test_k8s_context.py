@@ -173,3 +173,49 @@ def test_workload_naming_fallback_when_owner_cannot_be_fetched() -> None:
     assert owner_to_workload("Job", "one-off", None, {}) == ("Job", "one-off")
     assert owner_to_workload("StatefulSet", "db", None, {}) == ("StatefulSet", "db")
     assert owner_to_workload("ReplicaSet", "x-1", lambda k, n: ("Deployment", "real"), {}) == ("Deployment", "real")
+
+
+def test_remote_ip_resolves_to_the_pod_that_held_it_then(api: FakeAPIServer, tmp_path: Path) -> None:
+    """An IP reused by a new pod: a socket event resolves by its own time; service IPs too."""
+    stage, stop, watcher = build_k8s_stage(_cfg(api, tmp_path))
+    try:
+        _wait(lambda: watcher.reachable)
+        old_uid, new_uid = str(uuid.uuid4()), str(uuid.uuid4())
+        api.add_service("payments", "shop", "10.96.0.20")
+        api.add_pod(make_pod("cache-old", "shop", old_uid, NODE, ip="10.1.2.3", owner=("StatefulSet", "cache")))
+        _wait(lambda: watcher.cache.by_uid(old_uid) is not None)
+        t_old = time.time_ns()
+        time.sleep(0.05)
+        api.delete_pod(old_uid)
+        _wait(lambda: watcher.cache.by_uid(old_uid).deleted_at is not None)
+        time.sleep(0.05)
+        api.add_pod(make_pod("worker-new", "jobs", new_uid, NODE, ip="10.1.2.3", owner=("DaemonSet", "worker")))
+        _wait(lambda: watcher.cache.by_uid(new_uid) is not None)
+        t_new = time.time_ns()
+
+        def sock(ip: str, t: int) -> dict[str, Any]:
+            ev = new_event(Kind.SOCKET, "connect", time_ns=t, pid=1, remote_address=ip, remote_port=443, direction="outbound")
+            out = _run(stage, ev, wait=0.2)
+            assert out is not None
+            return out
+
+        then, now = sock("10.1.2.3", t_old), sock("10.1.2.3", t_new)
+        assert (then["remote_pod"], then["remote_namespace"], then["remote_workload"]) == ("cache-old", "shop", "StatefulSet/cache")
+        assert (now["remote_pod"], now["remote_namespace"], now["remote_workload"]) == ("worker-new", "jobs", "DaemonSet/worker")
+        _wait(lambda: watcher.cache is not None and sock("10.96.0.20", time.time_ns()).get("remote_service") == "payments")
+        assert "remote_pod" not in sock("192.0.2.1", time.time_ns())
+    finally:
+        stop()
+
+
+def test_doctor_reports_reachability_and_missing_rbac(api: FakeAPIServer, tmp_path: Path) -> None:
+    from podtrail.enrich.k8s.doctor import check_kubernetes
+
+    cfg = _cfg(api, tmp_path)
+    assert check_kubernetes(cfg).ok
+    api.denied = {("replicasets", "get"), ("services", "watch")}
+    c = check_kubernetes(cfg)
+    assert not c.ok and "get replicasets" in c.detail and "watch services" in c.detail
+    api.down = True
+    assert "unreachable" in check_kubernetes(cfg).detail
+    assert "no API configured" in check_kubernetes(_cfg(None, tmp_path)).detail

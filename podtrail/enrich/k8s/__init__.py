@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from podtrail.config import KubernetesConfig
 from podtrail.enrich.k8s.cache import PodCache
+from podtrail.enrich.k8s.iphistory import IPHistory
 from podtrail.enrich.k8s.podlogs import PodLogs
 from podtrail.enrich.k8s.stage import K8sStage
 
@@ -26,19 +27,30 @@ def build_k8s_stage(cfg: KubernetesConfig, hostname: str = "") -> tuple[K8sStage
     node = cfg.node_name or hostname
     cache: PodCache | None = None
     watcher = None
+    ips: IPHistory | None = None
+    stops: list[Callable[[], None]] = []
     if cfg.enabled:
         try:
-            from podtrail.enrich.k8s.api import PodWatcher, load_client
+            from podtrail.enrich.k8s.api import PodWatcher, ServiceWatcher, load_client
 
             client = load_client(cfg.kubeconfig)
             cache = PodCache(cfg.tombstone_seconds)
-            watcher = PodWatcher(client, cache, cfg.node_name)
+            ips = IPHistory()
+            watcher = PodWatcher(client, cache, cfg.node_name, ips)
+            services = ServiceWatcher(client, ips)
             watcher.start()
+            services.start()
+            stops = [watcher.stop, services.stop]
         except Exception as e:  # noqa: BLE001 - no config at all: node-only mode
             log.info("Kubernetes API not configured (%s): pod names from %s only", str(e).splitlines()[0][:120] if str(e) else type(e).__name__, cfg.pod_logs_dir)
             cache = None
     w = watcher
     stage = K8sStage(cache, podlogs, cluster_name=cfg.cluster_name, node_name=node, labels=cfg.label_allowlist,
                      pending_s=cfg.pending_seconds, pending_max=cfg.pending_max,
-                     api_expected=(lambda: w is not None and (w.reachable or not w.last_error)))
-    return stage, (w.stop if w is not None else (lambda: None)), w
+                     api_expected=(lambda: w is not None and (w.reachable or not w.last_error)), ips=ips)
+
+    def stop() -> None:
+        for s in stops:
+            s()
+
+    return stage, stop, w

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from prometheus_client import Counter, Gauge
 
 from podtrail.enrich.k8s.cache import PodCache
+from podtrail.enrich.k8s.iphistory import IPHistory
 from podtrail.enrich.k8s.model import PodInfo
 from podtrail.enrich.k8s.podlogs import PodLogs
 from podtrail.metrics import REGISTRY
@@ -30,7 +31,7 @@ PENDING_OVERFLOW = Counter("podtrail_k8s_pending_overflow_total", "Events sent o
 class K8sStage:
     def __init__(self, cache: PodCache | None, podlogs: PodLogs | None, *, cluster_name: str = "", node_name: str = "",
                  labels: list[str] | None = None, pending_s: float = 2.0, pending_max: int = 10000,
-                 api_expected: Callable[[], bool] | None = None) -> None:
+                 api_expected: Callable[[], bool] | None = None, ips: IPHistory | None = None) -> None:
         self.cache = cache
         self.podlogs = podlogs
         self.cluster_name = cluster_name
@@ -38,6 +39,7 @@ class K8sStage:
         self.labels = set(labels or [])
         self.pending_s = pending_s
         self.pending_max = pending_max
+        self.ips = ips
         self._pending: deque[tuple[float, Event]] = deque()
         # Wait for the watch only while it can answer: API configured and last seen reachable.
         self._api_expected = api_expected or (lambda: cache is not None)
@@ -110,6 +112,18 @@ class K8sStage:
             ev["cluster_name"] = self.cluster_name
         if self.node_name and "node_name" not in ev:
             ev["node_name"] = self.node_name
+        if self.ips is not None and ev.get("event_type") == "socket":
+            ip = ev.get("remote_address")
+            if ip:
+                h = self.ips.lookup(ip, ev.get("time_ns") or 0)
+                if h is not None:
+                    ev["remote_namespace"] = h.namespace
+                    if h.kind == "service":
+                        ev["remote_service"] = h.name
+                    else:
+                        ev["remote_pod"] = h.name
+                        if h.workload:
+                            ev["remote_workload"] = h.workload
 
     # -- stage protocol ---------------------------------------------------------------------------
     def process(self, ev: Event, out: Emit) -> None:
