@@ -219,3 +219,15 @@ def test_doctor_reports_reachability_and_missing_rbac(api: FakeAPIServer, tmp_pa
     api.down = True
     assert "unreachable" in check_kubernetes(cfg).detail
     assert "no API configured" in check_kubernetes(_cfg(None, tmp_path)).detail
+
+
+def test_pod_from_api_dict_form_and_container_id_prefixes() -> None:
+    from podtrail.enrich.k8s.convert import pod_from_api, strip_container_id
+
+    p = make_pod("p", "ns", "u1", NODE, container_id="f" * 64, owner=("ReplicaSet", "p-abc"), labels={"pod-template-hash": "abc"})
+    p["status"]["initContainerStatuses"] = [{"name": "init", "containerID": "cri-o://" + "1" * 64}]
+    p["status"]["ephemeralContainerStatuses"] = [{"name": "debug", "containerID": "docker://" + "2" * 64}]
+    info = pod_from_api(p)
+    assert set(info.containers) == {"f" * 64, "1" * 64, "2" * 64}
+    assert (info.workload_kind, info.workload_name, info.pod_ips) == ("Deployment", "p", ["10.1.0.5"])
+    assert strip_container_id("containerd://" + "a" * 63) == "" and strip_container_id(None) == ""

@@ -20,12 +20,16 @@ def strip_container_id(raw: str | None) -> str:
     return m.group(1) if m else ""
 
 
+_IRREGULAR = {"container_id": "containerID", "image_id": "imageID", "pod_i_ps": "podIPs", "pod_ip": "podIP",
+              "host_pid": "hostPID", "pod_ips": "podIPs"}
+
+
 def _g(obj: Any, attr: str) -> Any:
     """Attribute of a kubernetes model object or key of its dict form (both are accepted)."""
     if obj is None:
         return None
     if isinstance(obj, dict):
-        camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), attr)
+        camel = _IRREGULAR.get(attr) or re.sub(r"_([a-z])", lambda m: m.group(1).upper(), attr)
         return obj.get(camel, obj.get(attr))
     return getattr(obj, attr, None)
 
