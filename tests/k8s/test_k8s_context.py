@@ -231,3 +231,33 @@ def test_pod_from_api_dict_form_and_container_id_prefixes() -> None:
     assert set(info.containers) == {"f" * 64, "1" * 64, "2" * 64}
     assert (info.workload_kind, info.workload_name, info.pod_ips) == ("Deployment", "p", ["10.1.0.5"])
     assert strip_container_id("containerd://" + "a" * 63) == "" and strip_container_id(None) == ""
+
+
+def test_ebpf_events_carry_pod_context_end_to_end(api: FakeAPIServer, tmp_path: Path) -> None:
+    """The whole agent: real eBPF exec events of a real container, pod context from the API."""
+    from agent_harness import start_agent
+    from conftest import require_ebpf
+
+    from podtrail.config import Config
+
+    require_ebpf()
+    require_runc()
+    c = run_container("containerd-systemd")
+    api.add_owner("Job", "batch", "report-29145600", ("CronJob", "report"))
+    api.add_pod(make_pod("report-29145600-abc", "batch", c.pod_uid, NODE, container_id=c.id, container="report",
+                         owner=("Job", "report-29145600"), labels={"app": "report"}))
+    cfg = Config()
+    cfg.kubernetes = _cfg(api, tmp_path)
+    cfg.sensor.sockets = cfg.sensor.files = False
+    agent, sink = start_agent(cfg)
+    try:
+        c.exec("/bin/busybox", "true", "k8s-e2e-marker")
+        hits = sink.wait_for(lambda e: e["action"] == "exec" and "k8s-e2e-marker" in e.get("cmdline", "") and e.get("comm") != "runc")
+        assert hits, "no exec event"
+        e = hits[0]
+        assert (e["pod_name"], e["namespace"], e["container_name"]) == ("report-29145600-abc", "batch", "report")
+        assert (e["workload_kind"], e["workload_name"], e["cluster_name"]) == ("CronJob", "report", "prod-eu")
+        assert e["container_id"] == c.id and e["metadata_source"] == "api" and validate(e) == []
+    finally:
+        agent.stop()
+        c.destroy()
