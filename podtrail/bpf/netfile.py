@@ -14,8 +14,6 @@ import ctypes as ct
 import logging
 import os
 import re
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -24,9 +22,8 @@ from typing import Any
 
 import yaml
 
-from podtrail import metrics
+from podtrail.bpf.runtime import RingBufferSource, host_pidns_flags, kstr
 from podtrail.config import ConfigError, SensorConfig
-from podtrail.pipeline import Emit
 
 log = logging.getLogger(__name__)
 
@@ -70,26 +67,10 @@ def program_text(name: str) -> str:
 def cflags(cfg: SensorConfig) -> list[str]:
     """Compile-time constants: the host PID namespace (containers are tasks outside it) and
     the ring buffer size. Everything a user may change at run time is in maps instead."""
-    st = os.stat("/proc/self/ns/pid")
-    flags = [
-        f"-DHOST_PIDNS_DEV={st.st_dev}",
-        f"-DHOST_PIDNS_INO={st.st_ino}",
-        f"-DRINGBUF_PAGES={cfg.ringbuf_pages}",
-    ]
+    flags = [*host_pidns_flags(), f"-DRINGBUF_PAGES={cfg.ringbuf_pages}"]
     if os.path.exists("/sys/kernel/tracing/events/syscalls/sys_enter_fchmodat2"):
         flags.append("-DHAVE_FCHMODAT2")
     return flags
-
-
-def compile_bpf(text: str, flags: list[str]) -> Any:
-    """Compile and attach with BCC. The shared runtime of the process sensor
-    (``podtrail.bpf.runtime``, which also mounts tracefs) was not in the tree when this was
-    written; this is the one place to switch to it."""
-    if not os.path.isdir("/sys/kernel/tracing/events"):
-        raise RuntimeError("tracefs is not mounted at /sys/kernel/tracing (mount -t tracefs tracefs /sys/kernel/tracing)")
-    from bcc import BPF
-
-    return BPF(text=text, cflags=flags)
 
 
 class NfCfg(ct.Structure):
@@ -265,85 +246,34 @@ class WriteMatcher:
         return out
 
 
-def text(raw: bytes) -> str:
-    """Kernel bytes to text: up to the first NUL, invalid UTF-8 kept visible, never raised."""
-    n = raw.find(b"\0")
-    if n >= 0:
-        raw = raw[:n]
-    return raw.decode("utf-8", "backslashreplace")
+text = kstr  # kernel bytes to text, shared with the process sensor
 
 
 # ---- the sources -----------------------------------------------------------------------------
 
 
-class NetFileSource:
-    """One of the two programs (socket.c, file.c) as a pipeline ``Source``.
-
-    ``load`` compiles and configures (a few seconds: BCC); ``run`` polls the ring buffer until
-    ``stop`` and counts kernel-side losses (the ``lost`` per-CPU counter) into metrics.
-    """
+class NetFileSource(RingBufferSource):
+    """One of the two programs (socket.c, file.c) as a pipeline ``Source``: the shared
+    ring-buffer reader (``podtrail.bpf.runtime``) plus the filter maps both programs share,
+    which ``reconfigure`` rewrites without a recompile."""
 
     def __init__(self, name: str, program: str, decode: Callable[[bytes], Any],
                  configure: Callable[[Any], None], cfg: SensorConfig) -> None:
-        self.name = name
         self.program = program
-        self._decode = decode
-        self._configure = configure
         self._cfg = cfg
-        self.bpf: Any = None
-        self._emit: Emit | None = None
-        self._lost_seen = 0
-        self.samples = 0
 
-    def load(self) -> None:
-        if self.bpf is not None:
-            return
-        self.bpf = compile_bpf(program_text(self.program), cflags(self._cfg))
-        configure_common(self.bpf, self._cfg)
-        self._configure(self.bpf)
-        self.bpf["events"].open_ring_buffer(self._on_sample)
+        def configure_all(bpf: Any) -> None:
+            configure_common(bpf, self._cfg)
+            configure(bpf)
+
+        super().__init__(name, lambda: program_text(program), lambda: cflags(self._cfg), decode,
+                         configure_all, poll_ms=POLL_MS)
 
     def reconfigure(self, cfg: SensorConfig) -> None:
         """New filter settings for the running program (maps only, no recompile)."""
         self._cfg = cfg
         self.bpf["excluded_comms"].clear()
         configure_common(self.bpf, cfg)
-
-    def _on_sample(self, _ctx: Any, data: Any, size: int) -> None:
-        self.samples += 1
-        try:
-            ev = self._decode(ct.string_at(data, size))
-        except Exception:  # a decoding bug must not stop the reader
-            log.debug("cannot decode a %s sample", self.name, exc_info=True)
-            metrics.dropped(self.name, "decode_error")
-            return
-        if ev is not None and self._emit is not None:
-            self._emit(ev)
-
-    def lost(self) -> int:
-        """Samples the kernel could not put in the ring buffer, since load."""
-        return int(sum(int(v) for v in self.bpf["lost"][ct.c_int(0)]))
-
-    def _count_lost(self) -> None:
-        n = self.lost()
-        if n > self._lost_seen:
-            metrics.LOST_SAMPLES.labels(self.name).inc(n - self._lost_seen)
-            metrics.dropped(self.name, "ringbuf_full", n - self._lost_seen)
-            self._lost_seen = n
-
-    def run(self, emit: Emit, stop: threading.Event) -> None:
-        self.load()
-        self._emit = emit
-        last = 0.0
-        while not stop.is_set():
-            self.bpf.ring_buffer_poll(POLL_MS)
-            self.bpf.ring_buffer_consume()  # samples below the wake-up batch (poll only wakes on them)
-            now = time.monotonic()
-            if now - last > 1.0:
-                self._count_lost()
-                last = now
-        self.bpf.ring_buffer_consume()
-        self._count_lost()
 
 
 def build_socket_file_sources(cfg: SensorConfig) -> tuple[list[NetFileSource], list[Any], Any]:
