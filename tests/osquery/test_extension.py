@@ -1,0 +1,102 @@
+"""The osquery extension over real Thrift (osquery package definitions) against a
+protocol-faithful extension manager (tests/osquery/fake_manager.py: osqueryd is not
+installable here), with rows from real eBPF events of real runc containers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from agent_harness import CaptureSink
+from conftest import require_ebpf, require_runc
+from containers import run_container
+from fake_manager import FakeOsqueryd
+
+from podtrail.agent import build_agent
+from podtrail.config import Config
+from podtrail.tables.buffer import EventBuffers
+from podtrail.tables.osquery_ext import OsqueryExtension
+from podtrail.tables.schema import HIDDEN, INDEX, TABLES
+from podtrail.tables.service import TableService
+
+
+def _eq(name: str, value: str, affinity: str = "TEXT") -> dict[str, Any]:
+    return {"name": name, "list": [{"op": 2, "expr": value}], "affinity": affinity}
+
+
+def test_registration_columns_and_generate_with_real_container_events(tmp_path: Path) -> None:
+    require_ebpf()
+    require_runc()
+    buffers = EventBuffers(events_max=1000)
+    cfg = Config()
+    cfg.metrics.enabled = False
+    cfg.sensor.sockets = cfg.sensor.files = False
+    capture = CaptureSink()
+    agent = build_agent(cfg, sinks=[capture, buffers])
+    agent.start()
+    osq = FakeOsqueryd(str(tmp_path / "osquery.em"))
+    svc = TableService(buffers)
+    ext = OsqueryExtension(osq.path, TABLES, svc.generate, interval_s=0.2)
+    c = run_container("containerd-systemd")
+    try:
+        ext.start()
+        (info, registry) = osq.handler.registered[ext.uuid]
+        assert info.name == "podtrail" and set(registry["table"]) == set(TABLES)
+        cols = {r["name"]: r for r in registry["table"]["container_process_events"]}
+        assert int(cols["eid"]["op"]) & HIDDEN and int(cols["pid"]["op"]) & INDEX
+        assert cols["time"]["type"] == "BIGINT" and cols["container_id"]["type"] == "TEXT"
+        assert cols["parent"]["type"] == "INTEGER" and "pod_uid" in cols
+
+        c.exec("/bin/busybox", "true", "osq-marker")
+        hit = capture.wait_for(lambda e: e["action"] == "exec" and "osq-marker" in e.get("cmdline", "") and e.get("comm") != "runc")
+        assert hit
+        pid = str(hit[0]["pid"])
+        resp = osq.generate(ext.uuid, "container_process_events", [_eq("pid", pid, "INTEGER")])
+        assert resp.status.code == 0
+        rows = resp.response
+        assert rows and all(r["pid"] == pid for r in rows)
+        exec_row = next(r for r in rows if r["action"] == "exec")
+        assert exec_row["container_id"] == c.id and exec_row["pod_uid"] == c.pod_uid
+        assert exec_row["cmdline"] == "/bin/busybox true osq-marker" and exec_row["json_cmdline"].startswith("[")
+        # IN (...) arrives as several EQUALS on one column: any of them
+        both = osq.generate(ext.uuid, "container_process_events", [
+            {"name": "container_id", "list": [{"op": 2, "expr": c.id}, {"op": 2, "expr": "0" * 64}], "affinity": "TEXT"}])
+        assert both.response and all(r["container_id"] == c.id for r in both.response)
+        # time ranges are honoured
+        future = osq.generate(ext.uuid, "container_process_events", [
+            {"name": "time", "list": [{"op": 4, "expr": str(int(time.time()) + 3600)}], "affinity": "BIGINT"}])
+        assert future.response == []
+        assert osq.call(ext.uuid, "no_such_table", {"action": "generate"}).status.code != 0
+    finally:
+        ext.stop()
+        osq.stop()
+        agent.stop()
+        c.destroy()
+
+
+def test_ping_answered_during_slow_generate_and_exit_when_osqueryd_goes(tmp_path: Path) -> None:
+    osq = FakeOsqueryd(str(tmp_path / "osquery.em"))
+    release = threading.Event()
+
+    def slow(table: str, constraints: Any) -> list[dict[str, str]]:
+        release.wait(30)
+        return []
+
+    ext = OsqueryExtension(osq.path, TABLES, slow, interval_s=0.2)
+    ext.start()
+    try:
+        t = threading.Thread(target=lambda: osq.generate(ext.uuid, "containers"), daemon=True)
+        t.start()
+        time.sleep(0.2)
+        assert t.is_alive(), "the slow generate should still be running"
+        assert osq.ping_extension(ext.uuid).code == 0
+        assert t.is_alive(), "the ping was answered while generate was still running"
+        release.set()
+        t.join(10)
+        osq.stop()  # osqueryd goes away: the extension notices and stops
+        assert ext.stopped.wait(10)
+    finally:
+        release.set()
+        ext.stop()
