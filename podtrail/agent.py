@@ -42,6 +42,8 @@ class Agent:
     _threads: list[threading.Thread] = field(default_factory=list)
     _pipeline: Pipeline | None = None
     _closables: list[Any] = field(default_factory=list)
+    _starters: list[Any] = field(default_factory=list)
+    tables: Any = None  # TableService when the osquery tables are enabled
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -55,6 +57,8 @@ class Agent:
             t = threading.Thread(target=self._run_source, args=(s,), name=f"podtrail-{s.name}", daemon=True)
             t.start()
             self._threads.append(t)
+        for start in self._starters:
+            start()
         self.started_at = time.time()
 
     def _run_source(self, s: Source) -> None:
@@ -161,7 +165,54 @@ def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list
     agent._closables.append(k8s_stop)
     agent.stages = [ProcessStage(table), containers, *extra, k8s_stage, *(extra_stages or [])]
     agent.sinks = list(sinks) if sinks is not None else build_default_sinks(cfg)
+    if cfg.osquery.socket or cfg.osquery.api_socket:
+        _add_tables(agent, k8s_stage)
     return agent
+
+
+def _add_tables(agent: Agent, k8s_stage: Any) -> None:
+    """The osquery tables: buffers as one more sink; served over the local API (for `podtrail
+    query`/`shell`/`extension`) and, with ``osquery.socket``, to osqueryd directly."""
+    from podtrail.tables.buffer import EventBuffers
+    from podtrail.tables.local_api import LocalAPIServer
+    from podtrail.tables.service import TableService
+    from podtrail.tables.state import container_rows, pod_rows, process_rows
+
+    cfg = agent.cfg.osquery
+    assert agent.table is not None and agent.containers is not None
+    buffers = EventBuffers(cfg.events_max, cfg.events_expiry_seconds)
+    agent.sinks.append(buffers)
+    fill = k8s_stage.fill_container
+    pods = k8s_stage.cache.pods if k8s_stage.cache is not None else (lambda: [])
+    svc = TableService(buffers, process_rows(agent.table, agent.containers, fill),
+                       container_rows(agent.containers, fill), pod_rows(pods))
+    agent.tables = svc
+    if cfg.api_socket:
+        api = LocalAPIServer(cfg.api_socket, svc.generate)
+        agent._starters.append(api.start)
+        agent._closables.append(api.stop)
+    if cfg.socket:
+        from podtrail.tables.osquery_ext import OsqueryExtension
+        from podtrail.tables.schema import TABLES
+
+        ext = OsqueryExtension(cfg.socket, TABLES, svc.generate)
+        agent._starters.append(lambda: _start_extension(ext, agent))
+        agent._closables.append(ext.stop)
+
+
+def _start_extension(ext: Any, agent: Agent) -> None:
+    """osqueryd may start after us: keep trying to register until stopped."""
+
+    def loop() -> None:
+        while not agent.stop_event.is_set():
+            try:
+                ext.start()
+                return
+            except Exception as e:  # noqa: BLE001
+                log.info("osquery extension not registered yet (%s); retrying", e)
+                agent.stop_event.wait(5)
+
+    threading.Thread(target=loop, name="podtrail-osquery-register", daemon=True).start()
 
 
 def build_default_sinks(cfg: Config) -> list[Sink]:

@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--no-metrics", action="store_true", help="no Prometheus endpoint")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (default 9464, on 127.0.0.1)")
     p.add_argument("--cluster-name", help="cluster name put on every event")
+    p.add_argument("--osquery-socket", help="serve the tables to osqueryd at this extension manager socket")
     p.set_defaults(func=run)
 
 
@@ -39,6 +40,8 @@ def apply_flags(cfg: config_mod.Config, args: argparse.Namespace) -> None:
         cfg.metrics.port = args.metrics_port
     if args.cluster_name:
         cfg.kubernetes.cluster_name = args.cluster_name
+    if args.osquery_socket:
+        cfg.osquery.socket = args.osquery_socket
 
 
 def run(args: argparse.Namespace) -> int:

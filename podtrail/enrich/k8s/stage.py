@@ -125,6 +125,11 @@ class K8sStage:
                         if h.workload:
                             ev["remote_workload"] = h.workload
 
+    def fill_container(self, d: Event) -> None:
+        """Pod fields for a container id, from the cache only (state tables; never waits)."""
+        if self.cache is not None and self.cache.by_container(d.get("container_id") or "") is not None:
+            self._resolve(d, final=True)
+
     # -- stage protocol ---------------------------------------------------------------------------
     def process(self, ev: Event, out: Emit) -> None:
         self._common(ev)

@@ -1,0 +1,47 @@
+"""``podtrail extension``: the osquery autoload entry point (osqueryd starts it with --socket).
+
+It loads no BPF programs: it registers podtrail's tables with osqueryd and answers them by
+asking the node's running `podtrail run` daemon over its local API, so a node has one sensor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from podtrail.config import OsqueryConfig
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("extension", help="osquery extension (autoload); proxies to the running daemon")
+    p.add_argument("--socket", required=True, help="osqueryd's extension manager socket")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the socket")
+    p.add_argument("--interval", type=float, default=3.0, help="seconds between pings of osqueryd")
+    p.add_argument("--verbose", action="store_true", help="accepted for osquery compatibility")
+    p.add_argument("--api-socket", default=OsqueryConfig().api_socket, help="the running daemon's local API socket")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from podtrail.cli import UserError
+    from podtrail.tables.local_api import remote_generate
+    from podtrail.tables.osquery_ext import OsqueryExtension
+    from podtrail.tables.schema import TABLES
+
+    deadline = time.monotonic() + args.timeout
+    while not os.path.exists(args.socket):
+        if time.monotonic() > deadline:
+            raise UserError(f"no osquery extension manager socket at {args.socket}")
+        time.sleep(0.1)
+    ext = OsqueryExtension(args.socket, TABLES, remote_generate(args.api_socket), interval_s=args.interval, timeout_s=args.timeout)
+    try:
+        ext.start()
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"cannot register with osquery at {args.socket}: {e}") from None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: ext.stop())
+    ext.stopped.wait()
+    return 0
