@@ -165,3 +165,24 @@ def test_autoload_extension_proxies_to_the_daemon(scenario: dict[str, Any]) -> N
         if p.poll() is None:
             p.kill()
         osq.stop()
+
+
+def test_deploy_osquery_files_are_consistent() -> None:
+    root = Path(__file__).resolve().parents[2] / "deploy" / "osquery"
+    flags = (root / "osquery.flags").read_text()
+    assert "--extensions_autoload=/etc/osquery/extensions.load" in flags and "--extensions_require=podtrail" in flags
+    conf = json.loads((root / "osquery.conf").read_text())
+    assert conf["packs"]["podtrail-hunting"].endswith("podtrail-hunting.json")
+    wrapper = (root / "podtrail-osquery-extension").read_text()
+    assert (root / "extensions.load").read_text().strip().endswith("podtrail-osquery-extension")
+    assert "podtrail extension" in wrapper
+
+
+def test_shell_reads_statements_from_stdin(scenario: dict[str, Any]) -> None:
+    r = subprocess.run([sys.executable, "-m", "podtrail", "shell", "--events", str(scenario["events"]), "--format", "csv"],
+                       input=".tables\nSELECT count(*) AS n\n  FROM container_process_events WHERE drift = 1;\nSELEKT;\n.exit\n",
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    assert "container_socket_events" in r.stdout and "pods" in r.stdout.split()
+    n = int(r.stdout.split("n\n", 1)[1].split()[0])
+    assert n >= 1 and "error: SQL" in r.stderr
