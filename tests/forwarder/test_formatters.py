@@ -1,0 +1,92 @@
+"""CEF and LEEF: hostile values (an attacker controls argv, comm, paths and labels) never
+forge or break a message, and every field round-trips through a strict parser (and pycef)."""
+
+from __future__ import annotations
+
+import os
+
+import pycef
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from podtrail.formatters.cef import escape_value, format_cef
+from podtrail.formatters.common import ELLIPSIS, render, scrub_controls
+from podtrail.formatters.leef import format_leef, leef_value
+from podtrail.formatters.parse import parse_cef, parse_leef
+from podtrail.model.event import finalize, new_event
+from podtrail.model.fields import FIELDS, Kind
+
+EXAMPLES = int(os.environ.get("PODTRAIL_HYPOTHESIS_EXAMPLES", "300"))
+
+_PIECES = [*"ab =|\\\t\n\r\x00\x1b\x7f\u00e9\u2028", "\\xff", "CEF:0|", " key=", " cs1=x", "LEEF:2.0|", "\\="]
+hostile = st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
+
+
+def _event(comm: str, arg: str, path: str, label: str) -> dict:
+    return finalize(new_event(
+        Kind.PROCESS, "exec", pid=42, ppid=1, uid=0, comm=comm, path=path, argv=["/bin/sh", arg], cmdline=f"/bin/sh {arg}",
+        container_id="a" * 64, pod_name=label, namespace="ns", pod_labels={"app": label}, drift=True, source="ebpf"))
+
+
+def _expected_cef(ev: dict, name: str) -> str:
+    f = FIELDS[name]
+    text = scrub_controls(render(ev[name], f.type))
+    return text if len(text) <= f.cef_max else text[: f.cef_max - 1] + ELLIPSIS
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(hostile, hostile, hostile, hostile)
+def test_cef_round_trip_and_no_forgery(comm: str, arg: str, path: str, label: str) -> None:
+    ev = _event(comm, arg, path, label)
+    msg = format_cef(ev)
+    assert "\n" not in msg and "\r" not in msg and "\x00" not in msg  # one event, one line
+    header, ext = parse_cef(msg)
+    assert header[4] == "process:exec" and header[6] == str(ev["severity"])
+    for name in ("comm", "path", "cmdline", "pod_name", "pod_labels", "container_id", "argv"):
+        key = FIELDS[name].cef
+        if key is None:
+            continue
+        if ev.get(name) in (None, ""):
+            assert key not in ext
+        else:
+            assert ext[key] == _expected_cef(ev, name), name
+    assert ext["cs4Label"] == "containerId" and ext.get("cs3Label", "pod") == "pod"
+    # no key appears that podtrail did not write
+    allowed = {f.cef for f in FIELDS.values() if f.cef} | {f"{f.cef}Label" for f in FIELDS.values() if f.cef_label}
+    assert set(ext) <= allowed
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(hostile, hostile, hostile, hostile, st.sampled_from(["1.0", "2.0"]))
+def test_leef_round_trip_and_no_forgery(comm: str, arg: str, path: str, label: str, version: str) -> None:
+    ev = _event(comm, arg, path, label)
+    msg = format_leef(ev, version)
+    assert "\n" not in msg and "\r" not in msg and "\x00" not in msg
+    header, attrs = parse_leef(msg)
+    assert header[4] == "process:exec"
+    for name in ("comm", "path", "cmdline", "pod_name"):
+        key = FIELDS[name].leef
+        if ev.get(name) in (None, ""):
+            assert key not in attrs
+        else:
+            assert attrs[key] == leef_value(ev[name]), name
+    assert set(attrs) <= {f.leef for f in FIELDS.values() if f.leef}
+    assert 1 <= int(attrs["sev"]) <= 10
+
+
+def test_pycef_reads_what_we_write() -> None:
+    ev = _event("nc|x", "-e /bin/sh 10.0.0.1 4444 a=b \\", "/tmp/x y", "web")
+    parsed = pycef.parse(format_cef(ev))
+    assert parsed["DeviceVendor"] == "podtrail" and parsed["Severity"] == str(ev["severity"])
+    # pycef splits fields as we do but leaves escapes in place
+    assert parsed["cmdline"] == escape_value(ev["cmdline"]) and parsed["sproc"] == "nc|x"
+    assert parsed["pod"] == "web" and parsed["containerId"] == "a" * 64  # pycef names csN by its csNLabel
+    allowed = {f.cef for f in FIELDS.values() if f.cef} | {f.cef_label for f in FIELDS.values() if f.cef_label}
+    assert {k for k in parsed if k[0].islower()} <= allowed
+
+
+def test_length_limits_are_visible() -> None:
+    ev = finalize(new_event(Kind.FILE, "create", pid=1, target_path="/" + "a" * 5000, source="ebpf"))
+    _, ext = parse_cef(format_cef(ev))
+    assert len(ext["filePath"]) == 1023 and ext["filePath"].endswith(ELLIPSIS)
+    assert escape_value("a=b\\c\nd") == "a\\=b\\\\c\\nd"
