@@ -224,10 +224,15 @@ def build_default_sinks(cfg: Config) -> list[Sink]:
         return list(build_sinks(cfg))
     from podtrail.config import ConfigError
     from podtrail.outputs.stdout import build_stdout
+    from podtrail.outputs.syslog import build_syslog
 
     sinks: list[Sink] = []
     for i, spec in enumerate(cfg.outputs):
-        if spec.get("type") != "stdout":
-            raise ConfigError(f"outputs[{i}]: output type {spec.get('type')!r} is not available in this build")
-        sinks.append(build_stdout(spec))
+        kind = spec.get("type")
+        if kind == "stdout":
+            sinks.append(build_stdout(spec))
+        elif kind == "syslog":
+            sinks.append(build_syslog(spec, cfg.spool_dir, f"outputs[{i}]"))
+        else:
+            raise ConfigError(f"outputs[{i}]: output type {kind!r} is not available in this build (stdout, syslog)")
     return sinks

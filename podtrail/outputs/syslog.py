@@ -1,0 +1,258 @@
+"""Syslog output: RFC 5424 or RFC 3164 headers; UDP, TCP (RFC 6587 octet counting or LF
+framing) or TLS (RFC 5425, server certificate verified by default); spooled to disk first.
+
+``submit`` only formats and queues (bounded; overflow counted). A writer thread appends to
+the spool; a sender thread replays the spool from its acknowledged position, reconnecting
+with exponential backoff, so an outage or a restart loses nothing (at-least-once; every
+message carries the event's unique id for de-duplication).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter
+
+from podtrail.metrics import REGISTRY
+from podtrail.model.event import HOSTNAME, Event
+from podtrail.outputs.spool import Spool
+
+log = logging.getLogger(__name__)
+
+SENT = Counter("podtrail_output_sent_total", "Messages delivered, per output.", ["output"], registry=REGISTRY)
+FAILED = Counter("podtrail_output_failed_total", "Send attempts that failed, per output.", ["output"], registry=REGISTRY)
+DROPPED = Counter("podtrail_output_dropped_total", "Messages dropped (queue full, spool limit), per output.", ["output", "reason"], registry=REGISTRY)
+SPOOLED = Counter("podtrail_output_spooled_total", "Messages written to the disk spool, per output.", ["output"], registry=REGISTRY)
+
+_PRINTABLE = {c: "_" for c in (*range(0, 33), *range(127, 256))}
+
+
+def header_field(text: str, limit: int) -> str:
+    """RFC 5424 header fields: printable US-ASCII (33..126), bounded, '-' when empty."""
+    out = text.encode("ascii", "replace").decode().translate(_PRINTABLE)[:limit]
+    return out or "-"
+
+
+def rfc5424(msg: str, *, pri: int = 14, ts_ns: int | None = None, host: str = HOSTNAME, app: str = "podtrail",
+            procid: str = "-", msgid: str = "-") -> bytes:
+    t = time.time_ns() if ts_ns is None else ts_ns
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 1_000_000_000)) + f".{(t // 1000) % 1_000_000:06d}Z"
+    head = f"<{pri}>1 {stamp} {header_field(host, 255)} {header_field(app, 48)} {header_field(procid, 128)} {header_field(msgid, 32)} -"
+    return (head + " " + msg).encode("utf-8", "replace")
+
+
+def rfc3164(msg: str, *, pri: int = 14, ts_ns: int | None = None, host: str = HOSTNAME, tag: str = "podtrail") -> bytes:
+    t = (time.time_ns() if ts_ns is None else ts_ns) // 1_000_000_000
+    stamp = time.strftime("%b %e %H:%M:%S", time.gmtime(t))  # day space-padded, as RFC 3164 wants
+    return f"<{pri}>{stamp} {header_field(host, 255)} {header_field(tag, 32)}: {msg}".encode("utf-8", "replace")
+
+
+@dataclass
+class SyslogConfig:
+    type: str = "syslog"
+    host: str = "127.0.0.1"
+    port: int = 514
+    protocol: str = "tcp"  # udp | tcp | tls
+    framing: str = "octet-counting"  # octet-counting | lf
+    header: str = "rfc5424"  # rfc5424 | rfc3164
+    format: str = "cef"  # cef | leef | json
+    ca_file: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    verify: bool = True
+    udp_max_bytes: int = 2048
+    queue_size: int = 65536
+    spool_max_bytes: int = 1 << 30
+    event_types: list[str] = field(default_factory=list)  # empty: all
+    min_severity: int = 0
+    namespaces: list[str] = field(default_factory=list)  # empty: all
+    name: str = ""
+
+
+def _formatter(fmt: str) -> Callable[[Event], str]:
+    if fmt == "cef":
+        from podtrail.formatters.cef import format_cef
+
+        return format_cef
+    if fmt.startswith("leef"):
+        from podtrail.formatters.leef import format_leef
+
+        version = "1.0" if fmt == "leef1" else "2.0"
+        return lambda ev: format_leef(ev, version)
+    from podtrail.outputs.stdout import to_json_line
+
+    return to_json_line
+
+
+class SyslogSink:
+    def __init__(self, cfg: SyslogConfig, spool_dir: str) -> None:
+        self.cfg = cfg
+        self.name = cfg.name or f"syslog-{cfg.protocol}-{cfg.host}-{cfg.port}"
+        self._fmt = _formatter(cfg.format)
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=cfg.queue_size)
+        self.spool = Spool(Path(spool_dir) / self.name.replace("/", "_"), cfg.spool_max_bytes)
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._writer = threading.Thread(target=self._write_loop, name=f"{self.name}-spool", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name=f"{self.name}-send", daemon=True)
+        self._writer.start()
+        self._sender.start()
+
+    # -- pipeline side ------------------------------------------------------------------------
+    def wants(self, ev: Event) -> bool:
+        c = self.cfg
+        if c.event_types and ev.get("event_type") not in c.event_types:
+            return False
+        if (ev.get("severity") or 0) < c.min_severity:
+            return False
+        return not c.namespaces or ev.get("namespace") in c.namespaces
+
+    def message(self, ev: Event) -> bytes:
+        msg = self._fmt(ev)
+        if self.cfg.header == "rfc3164":
+            return rfc3164(msg, ts_ns=ev.get("time_ns"))
+        return rfc5424(msg, ts_ns=ev.get("time_ns"), msgid=str(ev.get("event_type", "-")))
+
+    def submit(self, ev: Event) -> None:
+        if not self.wants(ev):
+            return
+        try:
+            self._q.put_nowait(self.message(ev))
+        except queue.Full:
+            DROPPED.labels(self.name, "queue_full").inc()
+
+    # -- threads ------------------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        while True:
+            item = self._q.get()
+            batch = [] if item is None else [item]
+            try:
+                while len(batch) < 1000:
+                    nxt = self._q.get_nowait()
+                    if nxt is None:
+                        item = None
+                        break
+                    batch.append(nxt)
+            except queue.Empty:
+                pass
+            if batch:
+                before = self.spool.dropped
+                self.spool.append(batch)
+                SPOOLED.labels(self.name).inc(len(batch))
+                if self.spool.dropped > before:
+                    DROPPED.labels(self.name, "spool_full").inc(self.spool.dropped - before)
+            if item is None:
+                return
+
+    def _connect(self) -> socket.socket:
+        c = self.cfg
+        if c.protocol == "udp":
+            s = socket.socket(socket.AF_INET6 if ":" in c.host else socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect((c.host, c.port))
+            return s
+        s = socket.create_connection((c.host, c.port), timeout=10)
+        if c.protocol == "tls":
+            ctx = ssl.create_default_context(cafile=c.ca_file or None)
+            if not c.verify:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            if c.client_cert:
+                ctx.load_cert_chain(c.client_cert, c.client_key or None)
+            s = ctx.wrap_socket(s, server_hostname=c.host)
+        return s
+
+    def _frame(self, msg: bytes) -> bytes:
+        c = self.cfg
+        if c.protocol == "udp":
+            return msg[: c.udp_max_bytes]
+        if c.framing == "lf":
+            return msg.replace(b"\n", b" ") + b"\n"
+        return b"%d %s" % (len(msg), msg)
+
+    def _send_loop(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            records, pos = self.spool.pending(1000)
+            if not records:
+                self.spool.wait(0.2)
+                continue
+            try:
+                if self._sock is None:
+                    self._sock = self._connect()
+                payload = b"".join(self._frame(r) for r in records)
+                if self.cfg.protocol == "udp":
+                    for r in records:
+                        self._sock.send(self._frame(r))
+                else:
+                    self._sock.sendall(payload)
+                    self._check_alive()
+                self.spool.ack(pos)
+                SENT.labels(self.name).inc(len(records))
+                backoff = 0.2
+            except OSError as e:
+                FAILED.labels(self.name).inc()
+                log.debug("%s: send failed: %s", self.name, e)
+                self._drop_socket()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _check_alive(self) -> None:
+        """A TCP peer that closed is only noticed on a later write; look for EOF now, so
+        the batch just written is re-sent rather than acknowledged into the void."""
+        assert self._sock is not None
+        self._sock.setblocking(False)
+        try:
+            # syslog receivers never write back, so reading is only a way to see EOF
+            data = self._sock.recv(1) if isinstance(self._sock, ssl.SSLSocket) else self._sock.recv(1, socket.MSG_PEEK)
+            if data == b"":
+                raise ConnectionResetError("peer closed the connection")
+        except (BlockingIOError, ssl.SSLWantReadError):
+            pass
+        finally:
+            self._sock.setblocking(True)
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued is spooled and sent (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._q.empty() and not self.spool.pending(1)[0]:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._writer.join(10)
+        self.flush(5)
+        self._stop.set()
+        self._sender.join(5)
+        self._drop_socket()
+        self.spool.close()
+
+
+def build_syslog(spec: dict[str, Any], spool_dir: str, where: str) -> SyslogSink:
+    from podtrail.config import ConfigError, from_dict
+
+    cfg = from_dict(SyslogConfig, spec, where)
+    if cfg.protocol not in ("udp", "tcp", "tls"):
+        raise ConfigError(f"{where}.protocol: udp, tcp or tls, not {cfg.protocol!r}")
+    if cfg.format not in ("cef", "leef", "leef1", "json"):
+        raise ConfigError(f"{where}.format: cef, leef, leef1 or json, not {cfg.format!r}")
+    return SyslogSink(cfg, spool_dir)
