@@ -48,6 +48,9 @@ class Agent:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         self._pipeline = Pipeline(self.stages, self.sinks)
+        for sink in self.sinks:  # outputs report spool overflows as agent-health events
+            if hasattr(sink, "on_health"):
+                sink.on_health = self._pipeline.emit
         for s in self.sources:  # compile/attach first: a failure here is reported, not half-run
             load = getattr(s, "load", None)
             if load is not None:
@@ -233,6 +236,10 @@ def build_default_sinks(cfg: Config) -> list[Sink]:
             sinks.append(build_stdout(spec))
         elif kind == "syslog":
             sinks.append(build_syslog(spec, cfg.spool_dir, f"outputs[{i}]"))
+        elif kind == "webhook":
+            from podtrail.outputs.webhook import build_webhook
+
+            sinks.append(build_webhook(spec, cfg.spool_dir, f"outputs[{i}]"))
         else:
-            raise ConfigError(f"outputs[{i}]: output type {kind!r} is not available in this build (stdout, syslog)")
+            raise ConfigError(f"outputs[{i}]: output type {kind!r} is not available (stdout, syslog, webhook)")
     return sinks

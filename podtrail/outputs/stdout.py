@@ -9,6 +9,7 @@ import json
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from typing import IO, Any
 
 from podtrail import metrics
@@ -22,8 +23,10 @@ def to_json_line(ev: Event) -> str:
 
 
 class StdoutSink:
-    def __init__(self, stream: IO[str] | None = None, max_queue: int = 65536) -> None:
+    def __init__(self, stream: IO[str] | None = None, max_queue: int = 65536,
+                 formatter: Callable[[Event], str] = to_json_line) -> None:
         self.name = "stdout"
+        self._fmt = formatter
         self._stream = stream or sys.stdout
         self._q: queue.Queue[Event | None] = queue.Queue(maxsize=max_queue)
         self._t = threading.Thread(target=self._run, name="podtrail-stdout", daemon=True)
@@ -41,14 +44,14 @@ class StdoutSink:
             ev = self._q.get()
             if ev is None:
                 break
-            lines = [to_json_line(ev)]
+            lines = [self._fmt(ev)]
             try:
                 while len(lines) < 512:
                     nxt = self._q.get_nowait()
                     if nxt is None:
                         self._write(s, lines)
                         return
-                    lines.append(to_json_line(nxt))
+                    lines.append(self._fmt(nxt))
             except queue.Empty:
                 pass
             self._write(s, lines)
@@ -68,8 +71,14 @@ class StdoutSink:
 
 def build_stdout(spec: dict[str, Any]) -> StdoutSink:
     fmt = spec.get("format", "json")
-    if fmt != "json":
+    formats = {"json": to_json_line}
+    from podtrail.formatters.cef import format_cef
+    from podtrail.formatters.ecs_json import format_ecs
+    from podtrail.formatters.leef import format_leef
+
+    formats.update(ecs=format_ecs, cef=format_cef, leef=format_leef)
+    if fmt not in formats:
         from podtrail.config import ConfigError
 
-        raise ConfigError(f"outputs: stdout format {fmt!r} is not supported here (json)")
-    return StdoutSink()
+        raise ConfigError(f"outputs: stdout format {fmt!r} is not one of {', '.join(formats)}")
+    return StdoutSink(formatter=formats[fmt])

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SENT = Counter("podtrail_output_sent_total", "Messages delivered, per output.", ["output"], registry=REGISTRY)
 FAILED = Counter("podtrail_output_failed_total", "Send attempts that failed, per output.", ["output"], registry=REGISTRY)
 DROPPED = Counter("podtrail_output_dropped_total", "Messages dropped (queue full, spool limit), per output.", ["output", "reason"], registry=REGISTRY)
+RETRIED = Counter("podtrail_output_retried_total", "Messages sent again after a failed attempt, per output.", ["output"], registry=REGISTRY)
 SPOOLED = Counter("podtrail_output_spooled_total", "Messages written to the disk spool, per output.", ["output"], registry=REGISTRY)
 
 _PRINTABLE = {c: "_" for c in (*range(0, 33), *range(127, 256))}
@@ -93,34 +94,40 @@ def _formatter(fmt: str) -> Callable[[Event], str]:
     return to_json_line
 
 
-class SyslogSink:
-    def __init__(self, cfg: SyslogConfig, spool_dir: str) -> None:
-        self.cfg = cfg
-        self.name = cfg.name or f"syslog-{cfg.protocol}-{cfg.host}-{cfg.port}"
-        self._fmt = _formatter(cfg.format)
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=cfg.queue_size)
-        self.spool = Spool(Path(spool_dir) / self.name.replace("/", "_"), cfg.spool_max_bytes)
+class SpooledOutput:
+    """What every network output shares: filters, a bounded queue, the disk spool, and a
+    sender that replays the spool with exponential backoff. Subclasses say how a message is
+    made (``message``) and how a batch is delivered (``deliver``, raising OSError on failure)."""
+
+    def __init__(self, name: str, spool_dir: str, queue_size: int, spool_max_bytes: int,
+                 event_types: list[str], min_severity: int, namespaces: list[str]) -> None:
+        self.name = name
+        self.event_types, self.min_severity, self.namespaces = event_types, min_severity, namespaces
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=queue_size)
+        self.spool = Spool(Path(spool_dir) / name.replace("/", "_"), spool_max_bytes)
         self._stop = threading.Event()
-        self._sock: socket.socket | None = None
-        self._writer = threading.Thread(target=self._write_loop, name=f"{self.name}-spool", daemon=True)
-        self._sender = threading.Thread(target=self._send_loop, name=f"{self.name}-send", daemon=True)
+        self.on_health: Callable[[Event], None] | None = None  # the agent feeds these into the pipeline
+        self._writer = threading.Thread(target=self._write_loop, name=f"{name}-spool", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name=f"{name}-send", daemon=True)
         self._writer.start()
         self._sender.start()
 
+    def message(self, ev: Event) -> bytes:
+        raise NotImplementedError
+
+    def deliver(self, records: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def disconnect(self) -> None:
+        return None
+
     # -- pipeline side ------------------------------------------------------------------------
     def wants(self, ev: Event) -> bool:
-        c = self.cfg
-        if c.event_types and ev.get("event_type") not in c.event_types:
+        if self.event_types and ev.get("event_type") not in self.event_types:
             return False
-        if (ev.get("severity") or 0) < c.min_severity:
+        if (ev.get("severity") or 0) < self.min_severity:
             return False
-        return not c.namespaces or ev.get("namespace") in c.namespaces
-
-    def message(self, ev: Event) -> bytes:
-        msg = self._fmt(ev)
-        if self.cfg.header == "rfc3164":
-            return rfc3164(msg, ts_ns=ev.get("time_ns"))
-        return rfc5424(msg, ts_ns=ev.get("time_ns"), msgid=str(ev.get("event_type", "-")))
+        return not self.namespaces or ev.get("namespace") in self.namespaces
 
     def submit(self, ev: Event) -> None:
         if not self.wants(ev):
@@ -148,10 +155,72 @@ class SyslogSink:
                 before = self.spool.dropped
                 self.spool.append(batch)
                 SPOOLED.labels(self.name).inc(len(batch))
-                if self.spool.dropped > before:
-                    DROPPED.labels(self.name, "spool_full").inc(self.spool.dropped - before)
+                lost = self.spool.dropped - before
+                if lost:
+                    DROPPED.labels(self.name, "spool_full").inc(lost)
+                    self._health(f"output {self.name}: spool limit reached, {lost} oldest messages dropped", lost)
             if item is None:
                 return
+
+    def _health(self, message: str, dropped: int) -> None:
+        if self.on_health is not None:
+            from podtrail.model.event import new_event
+            from podtrail.model.fields import Kind
+
+            self.on_health(new_event(Kind.AGENT, "health", message=message, dropped_before=dropped, source="agent"))
+
+    def _send_loop(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            records, pos = self.spool.pending(1000)
+            if not records:
+                self.spool.wait(0.2)
+                continue
+            try:
+                self.deliver(records)
+                self.spool.ack(pos)
+                SENT.labels(self.name).inc(len(records))
+                backoff = 0.2
+            except OSError as e:
+                FAILED.labels(self.name).inc()
+                RETRIED.labels(self.name).inc(len(records))
+                log.debug("%s: send failed: %s", self.name, e)
+                self.disconnect()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued is spooled and sent (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._q.empty() and not self.spool.pending(1)[0]:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._writer.join(10)
+        self.flush(5)
+        self._stop.set()
+        self._sender.join(5)
+        self.disconnect()
+        self.spool.close()
+
+
+class SyslogSink(SpooledOutput):
+    def __init__(self, cfg: SyslogConfig, spool_dir: str) -> None:
+        self.cfg = cfg
+        self._fmt = _formatter(cfg.format)
+        self._sock: socket.socket | None = None
+        super().__init__(cfg.name or f"syslog-{cfg.protocol}-{cfg.host}-{cfg.port}", spool_dir, cfg.queue_size,
+                         cfg.spool_max_bytes, cfg.event_types, cfg.min_severity, cfg.namespaces)
+
+    def message(self, ev: Event) -> bytes:
+        msg = self._fmt(ev)
+        if self.cfg.header == "rfc3164":
+            return rfc3164(msg, ts_ns=ev.get("time_ns"))
+        return rfc5424(msg, ts_ns=ev.get("time_ns"), msgid=str(ev.get("event_type", "-")))
 
     def _connect(self) -> socket.socket:
         c = self.cfg
@@ -178,32 +247,15 @@ class SyslogSink:
             return msg.replace(b"\n", b" ") + b"\n"
         return b"%d %s" % (len(msg), msg)
 
-    def _send_loop(self) -> None:
-        backoff = 0.2
-        while not self._stop.is_set():
-            records, pos = self.spool.pending(1000)
-            if not records:
-                self.spool.wait(0.2)
-                continue
-            try:
-                if self._sock is None:
-                    self._sock = self._connect()
-                payload = b"".join(self._frame(r) for r in records)
-                if self.cfg.protocol == "udp":
-                    for r in records:
-                        self._sock.send(self._frame(r))
-                else:
-                    self._sock.sendall(payload)
-                    self._check_alive()
-                self.spool.ack(pos)
-                SENT.labels(self.name).inc(len(records))
-                backoff = 0.2
-            except OSError as e:
-                FAILED.labels(self.name).inc()
-                log.debug("%s: send failed: %s", self.name, e)
-                self._drop_socket()
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+    def deliver(self, records: list[bytes]) -> None:
+        if self._sock is None:
+            self._sock = self._connect()
+        if self.cfg.protocol == "udp":
+            for r in records:
+                self._sock.send(self._frame(r))
+            return
+        self._sock.sendall(b"".join(self._frame(r) for r in records))
+        self._check_alive()
 
     def _check_alive(self) -> None:
         """A TCP peer that closed is only noticed on a later write; look for EOF now, so
@@ -220,31 +272,13 @@ class SyslogSink:
         finally:
             self._sock.setblocking(True)
 
-    def _drop_socket(self) -> None:
+    def disconnect(self) -> None:
         if self._sock is not None:
             try:
                 self._sock.close()
             except OSError:
                 pass
             self._sock = None
-
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything queued is spooled and sent (tests, shutdown)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._q.empty() and not self.spool.pending(1)[0]:
-                return True
-            time.sleep(0.05)
-        return False
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._writer.join(10)
-        self.flush(5)
-        self._stop.set()
-        self._sender.join(5)
-        self._drop_socket()
-        self.spool.close()
 
 
 def build_syslog(spec: dict[str, Any], spool_dir: str, where: str) -> SyslogSink:
