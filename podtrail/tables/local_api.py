@@ -9,12 +9,11 @@ response: ``{"rows": [...]}`` or ``{"error": "..."}``.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import threading
 from collections.abc import Callable
 
 from podtrail.tables.constraints import Constraint
+from podtrail.tables.unix_server import UnixAcceptor
 
 Generate = Callable[[str, list[Constraint]], list[dict[str, str]]]
 MAX_REQUEST = 1 << 20
@@ -24,31 +23,10 @@ class LocalAPIServer:
     def __init__(self, path: str, generate: Generate) -> None:
         self.path = path
         self.generate = generate
-        self._stop = threading.Event()
-        self._sock: socket.socket | None = None
+        self._acceptor = UnixAcceptor(path, self._handle, "podtrail-local-api")
 
     def start(self) -> None:
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(self.path)
-        os.chmod(self.path, 0o600)
-        s.listen(16)
-        s.settimeout(0.2)
-        self._sock = s
-        threading.Thread(target=self._loop, name="podtrail-local-api", daemon=True).start()
-
-    def _loop(self) -> None:
-        assert self._sock is not None
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+        self._acceptor.start()
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
@@ -69,13 +47,7 @@ class LocalAPIServer:
                 pass
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._sock is not None:
-            self._sock.close()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        self._acceptor.stop()
 
 
 class DaemonUnavailable(RuntimeError):
