@@ -89,9 +89,9 @@ def with_auditd(n: int) -> dict[str, float]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         d = Path(tempfile.mkdtemp(prefix="podtrail-bench-auditd-"))
         log = d / "audit.log"
-        (d / "auditd.conf").write_text(f"log_file = {log}\nlog_format = ENRICHED\nflush = INCREMENTAL_ASYNC\nfreq = 50\nmax_log_file = 512\nmax_log_file_action = ROTATE\nspace_left = 1\nadmin_space_left = 1\ndisk_full_action = IGNORE\ndisk_error_action = IGNORE\n")
+        (d / "auditd.conf").write_text(f"log_file = {log}\nlog_format = ENRICHED\nflush = INCREMENTAL_ASYNC\nfreq = 50\nmax_log_file = 512\nmax_log_file_action = ROTATE\nspace_left = 2\nadmin_space_left = 1\ndisk_full_action = IGNORE\ndisk_error_action = IGNORE\n")
         os.chmod(d / "auditd.conf", 0o640)
-        auditd = subprocess.Popen(["auditd", "-f", "-n", "-c", str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        auditd = subprocess.Popen(["auditd", "-n", "-c", str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             time.sleep(1.0)
             subprocess.run(["auditctl", "-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-k", "bench"], check=True, capture_output=True)

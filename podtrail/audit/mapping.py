@@ -1,0 +1,105 @@
+"""Assembled audit events -> podtrail events (same model, same names as the eBPF sources).
+
+SYSCALL + EXECVE + CWD + PATH -> process exec; connect/accept/accept4/bind/listen with
+SOCKADDR -> socket event. Other events are not mapped yet (returns None).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from typing import Any
+
+from podtrail.audit.records import Record
+from podtrail.model.event import AF_INET, AF_INET6, AF_UNIX, Event, new_event
+from podtrail.model.fields import Kind
+
+# x86_64 syscall numbers (arch=c000003e); the ENRICHED SYSCALL= name is used when present.
+SYSCALLS_X86_64 = {59: "execve", 322: "execveat", 42: "connect", 43: "accept", 288: "accept4", 49: "bind", 50: "listen"}
+SOCKET_ACTIONS = {"connect": "connect", "accept": "accept", "accept4": "accept", "bind": "bind", "listen": "listen"}
+
+
+def execve_args(records: list[Record]) -> list[str]:
+    """argv from one or more EXECVE records, joining ``aN[k]`` chunks of long arguments."""
+    fields: dict[str, str] = {}
+    for r in records:
+        if r.type == "EXECVE":
+            fields.update(r.fields)
+    argc = int(fields.get("argc", "0") or 0)
+    argv = []
+    for i in range(argc):
+        if f"a{i}" in fields:
+            argv.append(fields[f"a{i}"])
+            continue
+        chunks, k = [], 0
+        while f"a{i}[{k}]" in fields:
+            chunks.append(fields[f"a{i}[{k}]"])
+            k += 1
+        argv.append("".join(chunks))
+    return argv
+
+
+def decode_sockaddr(hexstr: str) -> dict[str, Any]:
+    """SOCKADDR saddr (hex of struct sockaddr) -> family, address, port or unix path."""
+    try:
+        b = bytes.fromhex(hexstr)
+    except ValueError:
+        return {}
+    if len(b) < 2:
+        return {}
+    fam = struct.unpack_from("<H", b)[0]
+    if fam == AF_INET and len(b) >= 8:
+        return {"family": fam, "port": struct.unpack_from(">H", b, 2)[0], "address": str(ipaddress.IPv4Address(b[4:8]))}
+    if fam == AF_INET6 and len(b) >= 24:
+        return {"family": fam, "port": struct.unpack_from(">H", b, 2)[0], "address": str(ipaddress.IPv6Address(b[8:24]))}
+    if fam == AF_UNIX:
+        path = b[2:]
+        if path[:1] == b"\0":  # abstract socket
+            return {"family": fam, "path": "@" + path[1:].split(b"\0", 1)[0].decode("utf-8", "backslashreplace")}
+        return {"family": fam, "path": path.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")}
+    return {"family": fam}
+
+
+def _int(v: str | None) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def to_event(records: list[Record]) -> Event | None:
+    sc = next((r for r in records if r.type == "SYSCALL"), None)
+    if sc is None:
+        return None
+    f = sc.fields
+    name = sc.enriched.get("SYSCALL") or SYSCALLS_X86_64.get(_int(f.get("syscall")) or -1, "")
+    t_ns = int(float(sc.time) * 1e9)
+    common: dict[str, Any] = {
+        "source": "auditd", "pid": _int(f.get("pid")), "ppid": _int(f.get("ppid")), "uid": _int(f.get("uid")),
+        "gid": _int(f.get("gid")), "auid": _int(f.get("auid")), "comm": f.get("comm", ""), "path": f.get("exe", ""),
+    }
+    ok = f.get("success") == "yes"
+    exit_ = _int(f.get("exit"))
+    result = 0 if ok else (exit_ if exit_ is not None and exit_ < 0 else -1)
+    if name in ("execve", "execveat"):
+        argv = execve_args(records)
+        cwd = next((r.fields.get("cwd", "") for r in records if r.type == "CWD"), "")
+        ev = new_event(Kind.PROCESS, "exec", time_ns=t_ns, **common, argv=argv, cmdline=" ".join(argv), result=result,
+                       args_truncated=False)
+        if cwd:
+            ev["cwd"] = cwd
+        return {k: v for k, v in ev.items() if v is not None}
+    action = SOCKET_ACTIONS.get(name)
+    if action is not None:
+        sa = next((decode_sockaddr(r.fields.get("saddr", "")) for r in records if r.type == "SOCKADDR"), {})
+        ev = new_event(Kind.SOCKET, action, time_ns=t_ns, **common, result=result if not ok else 0,
+                       direction={"connect": "outbound", "accept": "inbound"}.get(action, "listening"))
+        if "family" in sa:
+            ev["family"] = sa["family"]
+        if "path" in sa:
+            ev["socket_path"] = sa["path"]
+        elif "address" in sa:
+            side = "local" if action == "bind" else "remote"
+            ev[f"{side}_address"], ev[f"{side}_port"] = sa["address"], sa["port"]
+        return {k: v for k, v in ev.items() if v is not None}
+    return None

@@ -1,0 +1,48 @@
+"""A real auditd, started by the test with its own config and log, holding the machine-wide
+lock (only one process may own the audit netlink socket); rules it adds are deleted after."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from conftest import require, require_root
+
+LOCK = "/tmp/podtrail-auditd.lock"
+
+
+@contextmanager
+def real_auditd(workdir: Path, rules: list[list[str]]) -> Iterator[Path]:
+    require_root()
+    require(shutil.which("auditd") is not None and shutil.which("auditctl") is not None, "auditd (apt auditd)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "audit.log"
+    conf = workdir / "auditd.conf"
+    conf.write_text(f"log_file = {log}\nlog_format = ENRICHED\nflush = INCREMENTAL_ASYNC\nfreq = 20\nmax_log_file = 64\n"
+                    "max_log_file_action = IGNORE\nspace_left = 2\nadmin_space_left = 1\ndisk_full_action = IGNORE\n"
+                    "disk_error_action = IGNORE\nwrite_logs = yes\n")
+    os.chmod(conf, 0o640)
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.Popen(["auditd", "-n", "-c", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                st = subprocess.run(["auditctl", "-s"], capture_output=True, text=True).stdout
+                if f"pid {proc.pid}" in st:
+                    break
+                time.sleep(0.1)
+            for r in rules:
+                subprocess.run(["auditctl", *r], check=True, capture_output=True)
+            yield log
+        finally:
+            subprocess.run(["auditctl", "-D"], capture_output=True)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(15)
