@@ -122,7 +122,7 @@ def _ebpf_sources(cfg: Config, index: CgroupIndex) -> tuple[list[Source], list[S
 
 def _audit_sources(cfg: Config) -> list[Source]:
     try:
-        from podtrail.audit import build_audit_source  # type: ignore[attr-defined]
+        from podtrail.audit import build_audit_source
     except ImportError:
         raise SourceUnavailable("the auditd source is not available in this build") from None
     return [build_audit_source(cfg)]

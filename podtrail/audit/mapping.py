@@ -17,6 +17,12 @@ from podtrail.model.fields import Kind
 # x86_64 syscall numbers (arch=c000003e); the ENRICHED SYSCALL= name is used when present.
 SYSCALLS_X86_64 = {59: "execve", 322: "execveat", 42: "connect", 43: "accept", 288: "accept4", 49: "bind", 50: "listen"}
 SOCKET_ACTIONS = {"connect": "connect", "accept": "accept", "accept4": "accept", "bind": "bind", "listen": "listen"}
+SYSCALLS_X86_64.update({2: "open", 257: "openat", 437: "openat2", 85: "creat", 87: "unlink", 263: "unlinkat", 82: "rename",
+                        264: "renameat", 316: "renameat2", 90: "chmod", 268: "fchmodat", 76: "truncate"})
+FILE_ACTIONS = {"open": "open", "openat": "open", "openat2": "open", "creat": "create", "unlink": "unlink",
+                "unlinkat": "unlink", "rename": "rename", "renameat": "rename", "renameat2": "rename",
+                "chmod": "chmod", "fchmodat": "chmod", "truncate": "truncate"}
+O_ACCMODE, O_CREAT = 3, 0o100
 
 
 def execve_args(records: list[Record]) -> list[str]:
@@ -102,4 +108,49 @@ def to_event(records: list[Record]) -> Event | None:
             side = "local" if action == "bind" else "remote"
             ev[f"{side}_address"], ev[f"{side}_port"] = sa["address"], sa["port"]
         return {k: v for k, v in ev.items() if v is not None}
+    key = f.get("key", "")
+    file_action = FILE_ACTIONS.get(name)
+    if file_action is not None or "sensitive_" in key:
+        return _file_event(records, f, common, t_ns, name, file_action, key, result)
     return None
+
+
+def _file_event(records: list[Record], f: dict[str, str], common: dict[str, Any], t_ns: int, syscall: str,
+                action: str | None, key: str, result: int) -> Event | None:
+    """PATH records name what was acted on (not the PARENT entries); CWD resolves relative names."""
+    paths = [r.fields for r in records if r.type == "PATH" and r.fields.get("nametype") != "PARENT"]
+    if not paths:
+        return None
+    cwd = next((r.fields.get("cwd", "") for r in records if r.type == "CWD"), "")
+
+    def absolute(p: str) -> tuple[str, bool]:
+        if p.startswith("/"):
+            return p, False
+        return (cwd.rstrip("/") + "/" + p, False) if cwd else (p, True)
+
+    flags = None
+    if action == "open":
+        raw = f.get("a2") if syscall in ("openat", "openat2") else f.get("a1")
+        try:
+            flags = int(raw or "0", 16)
+        except ValueError:
+            flags = 0
+        write = (flags & O_ACCMODE) != 0 or bool(flags & O_CREAT)
+        action = ("create" if any(p.get("nametype") == "CREATE" for p in paths) else "open") if write else "read"
+    action = action or "read"
+    target = next((p for p in paths if p.get("nametype") in ("CREATE", "DELETE")), paths[-1])
+    tp, unresolved = absolute(target.get("name", ""))
+    ev = new_event(Kind.FILE, action, time_ns=t_ns, **common, target_path=tp, result=result)
+    if unresolved:
+        ev["path_unresolved"] = True
+    if flags is not None and syscall != "openat2":
+        ev["flags"] = flags
+    if action == "rename":
+        old = next((p for p in paths if p.get("nametype") == "DELETE"), None)
+        new = next((p for p in paths if p.get("nametype") == "CREATE"), None)
+        if old and new:
+            ev["old_path"], ev["target_path"] = absolute(old.get("name", ""))[0], absolute(new.get("name", ""))[0]
+    for k in key.split("\x01"):
+        if k.startswith("sensitive_"):
+            ev["sensitive"] = k[len("sensitive_"):]
+    return {k: v for k, v in ev.items() if v is not None}

@@ -21,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--no-metrics", action="store_true", help="no Prometheus endpoint")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (default 9464, on 127.0.0.1)")
     p.add_argument("--cluster-name", help="cluster name put on every event")
+    p.add_argument("--audit-input", choices=("plugin", "socket", "log"), help="auditd source: plugin stdin, af_unix socket, or audit.log")
+    p.add_argument("--audit-log", help="audit.log to follow (with --audit-input log)")
     p.add_argument("--osquery-socket", help="serve the tables to osqueryd at this extension manager socket")
     p.set_defaults(func=run)
 
@@ -40,6 +42,10 @@ def apply_flags(cfg: config_mod.Config, args: argparse.Namespace) -> None:
         cfg.metrics.port = args.metrics_port
     if args.cluster_name:
         cfg.kubernetes.cluster_name = args.cluster_name
+    if args.audit_input:
+        cfg.audit.input = args.audit_input
+    if args.audit_log:
+        cfg.audit.path = args.audit_log
     if args.osquery_socket:
         cfg.osquery.socket = args.osquery_socket
 

@@ -67,7 +67,7 @@ class ProcessStage:
                 p = t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic())
             elif action == "exec" and (ev.get("result") or 0) >= 0:
                 p = t.on_exec(pid, ev.get("path") or "", ev.get("cmdline") or "", ev.get("comm") or "",
-                              ev.get("uid", -1), ev.get("cgroup_id") or 0, ev.get("mono_ns") or 0)
+                              ev.get("uid", -1), ev.get("cgroup_id") or 0, ev.get("mono_ns") or 0, ev.get("ppid"))
                 if "cmdline" not in ev:  # exec began before the agent: argv from /proc
                     ev["cmdline"] = p.cmdline = p.cmdline or ""
             elif action == "exit":

@@ -122,10 +122,13 @@ class ProcessTable:
         self.by_pid[pid] = child
         return child
 
-    def on_exec(self, pid: int, path: str, cmdline: str, comm: str, uid: int, cgroup_id: int, mono_ns: int) -> Proc:
+    def on_exec(self, pid: int, path: str, cmdline: str, comm: str, uid: int, cgroup_id: int, mono_ns: int,
+                ppid: int | None = None) -> Proc:
         p = self.by_pid.get(pid)
         if p is None or p.exited_at is not None:
             p = self._load(pid) or Proc(pid, mono_ns)
+            if p.parent is None and ppid:  # gone already (auditd reports late): its parent from the record
+                p.ppid, p.parent = ppid, self.get(ppid)
             self.by_pid[pid] = p
         p.path, p.cmdline, p.comm, p.uid, p.cgroup_id = path, cmdline, comm, uid, cgroup_id
         p.extra.clear()
