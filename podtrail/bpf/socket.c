@@ -235,20 +235,26 @@ TRACEPOINT_PROBE(syscalls, sys_exit_socket) {
 
 /* ---- connect ---------------------------------------------------------------------------- */
 
-TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
-    struct sock_event_t *e = start_event(A_CONNECT);
+/* connect and bind: the address comes from the caller's sockaddr (remote for connect,
+ * local for bind); the event waits in `pending` for the syscall's result. */
+static __always_inline int sockaddr_enter(u16 action, int fd, void *uaddr, int len, int remote) {
+    struct sock_event_t *e = start_event(action);
     if (!e)
         return 0;
-    u16 fam = read_sockaddr(e, args->uservaddr, args->addrlen, 1);
+    u16 fam = read_sockaddr(e, uaddr, len, remote);
     if (!wanted_family(fam))
         return 0;
     struct nf_cfg_t *cfg = get_cfg();
-    if (cfg && !cfg->loopback && is_loopback(fam, e->raddr))
+    if (cfg && !cfg->loopback && is_loopback(fam, remote ? e->raddr : e->laddr))
         return 0;
-    e->fd = args->fd;
+    e->fd = fd;
     add_sockinfo(e, e->pid, e->fd, 0);
     pending.update(&e->tid, e);
     return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
+    return sockaddr_enter(A_CONNECT, args->fd, (void *)args->uservaddr, args->addrlen, 1);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
@@ -454,19 +460,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_accept4) {
 /* ---- bind / listen ---------------------------------------------------------------------- */
 
 TRACEPOINT_PROBE(syscalls, sys_enter_bind) {
-    struct sock_event_t *e = start_event(A_BIND);
-    if (!e)
-        return 0;
-    u16 fam = read_sockaddr(e, args->umyaddr, args->addrlen, 0);
-    if (!wanted_family(fam))
-        return 0;
-    struct nf_cfg_t *cfg = get_cfg();
-    if (cfg && !cfg->loopback && is_loopback(fam, e->laddr))
-        return 0;
-    e->fd = args->fd;
-    add_sockinfo(e, e->pid, e->fd, 0);
-    pending.update(&e->tid, e);
-    return 0;
+    return sockaddr_enter(A_BIND, args->fd, (void *)args->umyaddr, args->addrlen, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_bind) {
