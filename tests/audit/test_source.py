@@ -134,3 +134,31 @@ def test_follow_survives_rotation_and_truncation(tmp_path: Path) -> None:
     stop.set()
     t.join(2)
     assert got == ["a1", "a2\x1dENRICHED=x", "b1", "c1"]
+
+
+def test_af_unix_dispatcher_socket_input(tmp_path: Path) -> None:
+    """auditd's built-in af_unix plugin writes records to a socket podtrail reads."""
+    sock = tmp_path / "audispd_events"
+    plugins = tmp_path / "plugins.d"
+    plugins.mkdir()
+    conf = (ROOT / "deploy/auditd/plugins.d/af_unix-podtrail.conf").read_text().replace("/var/run/audispd_events", str(sock))
+    (plugins / "af_unix.conf").write_text(conf)
+    os.chmod(plugins / "af_unix.conf", 0o640)
+    with real_auditd(tmp_path / "ad", _rules(), plugin_dir=plugins):
+        cfg = Config()
+        cfg.metrics.enabled = False
+        cfg.osquery.api_socket = ""
+        cfg.sensor.source = "auditd"
+        cfg.audit.input, cfg.audit.socket_path = "socket", str(sock)
+        sink = CaptureSink()
+        agent = build_agent(cfg, sinks=[sink])
+        agent.start()
+        try:
+            deadline = time.monotonic() + 20
+            hit: list = []
+            while time.monotonic() < deadline and not hit:
+                subprocess.run(["/bin/busybox", "true", "audit-socket-marker"])
+                hit = sink.wait_for(lambda e: "audit-socket-marker" in e.get("cmdline", ""), timeout=0.5)
+        finally:
+            agent.stop()
+    assert hit and hit[0]["source"] == "auditd" and validate(hit[0]) == []
