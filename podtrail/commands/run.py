@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import threading
+import time
 
 from podtrail import config as config_mod
 
@@ -76,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    done.wait(args.duration)
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    # stop on a signal, at the deadline, or when a source ends the agent (auditd closed the plugin's stdin)
+    while not done.wait(0.2) and not agent.stop_event.is_set():
+        if deadline is not None and time.monotonic() >= deadline:
+            break
     agent.stop()
     return 0

@@ -68,7 +68,7 @@ def test_as_a_real_auditd_plugin(tmp_path: Path) -> None:
     """auditd starts podtrail (plugins.d conf like the shipped one) and writes records to its stdin."""
     out = tmp_path / "events.jsonl"
     wrapper = tmp_path / "podtrail-audit-plugin"
-    wrapper.write_text(f"#!/bin/sh\ncd {ROOT}\nexec {sys.executable} -m podtrail run --source auditd --audit-input plugin "
+    wrapper.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/plugin.pid\ncd {ROOT}\nexec {sys.executable} -m podtrail run --source auditd --audit-input plugin "
                        f"--no-metrics --no-sockets --no-files > {out} 2>{tmp_path}/plugin.err\n")
     wrapper.chmod(0o755)
     plugins = tmp_path / "plugins.d"
@@ -84,6 +84,12 @@ def test_as_a_real_auditd_plugin(tmp_path: Path) -> None:
             time.sleep(0.5)
             seen = out.exists() and "audit-plugin-marker" in out.read_text()
     assert seen, (tmp_path / "plugin.err").read_text() if (tmp_path / "plugin.err").exists() else "plugin never started"
+    # auditd stopped, so it closed the plugin's stdin: podtrail must have exited by itself
+    pid = int((tmp_path / "plugin.pid").read_text())
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and "podtrail" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the plugin outlived auditd"
+        time.sleep(0.2)
     evs = [json.loads(line) for line in out.read_text().splitlines() if "audit-plugin-marker" in line]
     assert evs and evs[0]["source"] == "auditd" and validate(evs[0]) == []
 
