@@ -62,6 +62,12 @@ class Agent:
             self._threads.append(t)
         for start in self._starters:
             start()
+        if self.cfg.metrics.health_interval_seconds > 0:
+            from podtrail.health import periodic_health
+
+            threading.Thread(target=periodic_health, name="podtrail-health-events", daemon=True,
+                             args=(self, self._pipeline.emit, self.cfg.metrics.health_interval_seconds,
+                                   self._pipeline.stop_event)).start()
         self.started_at = time.time()
 
     def _run_source(self, s: Source) -> None:

@@ -77,6 +77,7 @@ class MetricsConfig:
     address: str = "127.0.0.1"
     port: int = 9464
     health_interval_seconds: float = 60.0
+    health_port: int = 9465  # /healthz and /readyz on `address`; 0 disables
 
 
 @dataclass

@@ -74,6 +74,15 @@ def run(args: argparse.Namespace) -> int:
         except OSError as e:
             agent.stop()
             raise UserError(f"cannot serve metrics on {cfg.metrics.address}:{cfg.metrics.port}: {e.strerror}") from None
+    if cfg.metrics.enabled and cfg.metrics.health_port:
+        from podtrail.health import HealthServer
+
+        try:
+            health = HealthServer(agent, cfg.metrics.address, cfg.metrics.health_port)
+        except OSError as e:
+            agent.stop()
+            raise UserError(f"cannot serve health on {cfg.metrics.address}:{cfg.metrics.health_port}: {e.strerror}") from None
+        health.start()
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

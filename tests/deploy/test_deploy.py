@@ -94,3 +94,53 @@ def test_systemd_unit_verifies_and_config_loads(tmp_path: Path) -> None:
     r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "podtrail.service")], capture_output=True, text=True)
     problems = [ln for ln in (r.stdout + r.stderr).splitlines() if "podtrail.service" in ln]
     assert r.returncode == 0 and not problems, r.stdout + r.stderr
+
+
+def test_health_endpoint_reports_the_running_agent(tmp_path: Path) -> None:
+    """A real `podtrail run`: /readyz and /healthz describe it, and agent-health events flow."""
+    import json
+    import socket
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import require_ebpf
+
+    require_ebpf()
+
+    def free() -> int:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        return port
+
+    mport, hport = free(), free()
+    cfg = tmp_path / "podtrail.yaml"
+    cfg.write_text(f"metrics: {{port: {mport}, health_port: {hport}, health_interval_seconds: 1}}\n"
+                   f"osquery: {{api_socket: ''}}\nsensor: {{sockets: false, files: false}}\n")
+    p = subprocess.Popen([sys.executable, "-m", "podtrail", "run", "--config", str(cfg), "--duration", "30"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        body: dict[str, Any] = {}
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            subprocess.run(["/bin/busybox", "true"])
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{hport}/readyz", timeout=2) as r:
+                    body = json.loads(r.read())
+                    if body["events"] > 0:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert body.get("ok") is True and body["source"] == "ebpf" and body["alive"] is True, body
+        assert body["events"] > 0 and body["process_table_size"] > 0 and body["kernel_lost"] == 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{hport}/healthz", timeout=2) as r:
+            assert r.status == 200
+        time.sleep(1.5)
+    finally:
+        p.send_signal(2)
+        out, err = p.communicate(timeout=30)
+    health = [json.loads(line) for line in out.splitlines() if '"event_type":"agent"' in line]
+    assert health and health[0]["action"] == "health" and "source=ebpf" in health[0]["message"], err

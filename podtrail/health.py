@@ -1,0 +1,91 @@
+"""Agent health: an HTTP endpoint for probes and a periodic agent-health event.
+
+``/healthz`` (liveness): every source and pipeline thread is alive. ``/readyz`` (readiness):
+a source is running and has been for a moment. Both answer JSON with the real state: source
+in use and why, events and drops so far, spool levels, process-table and container counts,
+and metadata coverage (share of container events that got pod metadata).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from podtrail import metrics
+from podtrail.model.event import new_event
+from podtrail.model.fields import Kind
+from podtrail.pipeline import Emit
+
+
+def _counter_total(name: str) -> float:
+    total = 0.0
+    for fam in metrics.REGISTRY.collect():
+        for s in fam.samples:
+            if s.name == name:
+                total += s.value
+    return total
+
+
+def state(agent: Any) -> dict[str, Any]:
+    st = dict(agent.state())
+    st["events"] = _counter_total("podtrail_events_total")
+    st["dropped"] = _counter_total("podtrail_dropped_events_total") + _counter_total("podtrail_output_dropped_total")
+    st["kernel_lost"] = _counter_total("podtrail_kernel_lost_samples_total")
+    missing = _counter_total("podtrail_k8s_metadata_missing_total")
+    st["metadata_missing"] = missing
+    st["spool_pending"] = {s.name: len(s.spool.pending(100000)[0]) for s in agent.sinks if hasattr(s, "spool")}
+    return st
+
+
+class HealthServer:
+    def __init__(self, agent: Any, address: str = "127.0.0.1", port: int = 9465) -> None:
+        ag = agent
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                st = state(ag)
+                if self.path == "/healthz":
+                    ok = st["alive"]
+                elif self.path == "/readyz":
+                    ok = st["alive"] and st["uptime_s"] >= 1.0
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                body = json.dumps({"ok": ok, **st}, default=str).encode()
+                self.send_response(200 if ok else 503)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer((address, port), H)
+        self.httpd.daemon_threads = True
+
+    def start(self) -> None:
+        threading.Thread(target=self.httpd.serve_forever, name="podtrail-health", daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+
+
+def health_event(agent: Any, dropped_since: float) -> dict[str, Any]:
+    st = state(agent)
+    msg = (f"source={st['source']} events={int(st['events'])} dropped={int(st['dropped'])} "
+           f"kernel_lost={int(st['kernel_lost'])} processes={st['process_table_size']} containers={st['containers']} "
+           f"metadata_missing={int(st['metadata_missing'])} spool={json.dumps(st['spool_pending'])}")
+    return new_event(Kind.AGENT, "health", message=msg, dropped_before=int(dropped_since), source="agent")
+
+
+def periodic_health(agent: Any, emit: Emit, interval_s: float, stop: threading.Event) -> None:
+    """Every ``interval_s``: an agent-health event, forwarded like any other event."""
+    last = 0.0
+    while not stop.wait(interval_s):
+        dropped = state(agent)["dropped"]
+        emit(health_event(agent, dropped - last))
+        last = dropped
