@@ -35,10 +35,12 @@ fi
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
-# auditd is installed for the fallback; it must not hold the audit socket unless a test starts it.
-if command -v systemctl >/dev/null && systemctl is-active -q auditd 2>/dev/null; then
-  systemctl stop auditd || true
+# In CI the tests start their own auditd (only one process may own the audit socket), so a
+# system auditd that the package install started is stopped there; elsewhere it is left alone.
+if [ "${CI:-}" = "true" ]; then
+  if command -v systemctl >/dev/null && systemctl is-active -q auditd 2>/dev/null; then
+    systemctl stop auditd || true
+  fi
+  if pgrep -x auditd >/dev/null; then pkill -x auditd || true; fi
 fi
-if pgrep -x auditd >/dev/null; then pkill -x auditd || true; fi
-if pgrep -x rsyslogd >/dev/null; then :; fi
 exit 0
