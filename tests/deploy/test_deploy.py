@@ -144,3 +144,273 @@ def test_health_endpoint_reports_the_running_agent(tmp_path: Path) -> None:
         out, err = p.communicate(timeout=30)
     health = [json.loads(line) for line in out.splitlines() if '"event_type":"agent"' in line]
     assert health and health[0]["action"] == "health" and "source=ebpf" in health[0]["message"], err
+
+
+# --- overlays/osquery-sidecar: osqueryd and `podtrail extension` beside the daemon ------------------
+
+SIDECAR = K8S / "overlays" / "osquery-sidecar"
+# Strategic-merge keys (patchMergeKey in the Kubernetes API schema) of the lists these manifests patch.
+MERGE_KEYS = {"containers": "name", "initContainers": "name", "volumes": "name", "env": "name",
+              "volumeMounts": "mountPath", "ports": "containerPort", "imagePullSecrets": "name"}
+
+
+def _strategic_merge(base: Any, patch: Any, key: str = "") -> Any:
+    """Kubernetes' strategic merge for what the overlays use: maps merge, lists with a merge key
+    merge item by item (new items appended), other lists and scalars are replaced."""
+    import copy
+
+    if isinstance(base, dict) and isinstance(patch, dict):
+        assert not any(k.startswith("$") for k in patch), "patch directives are not modelled here"
+        out = dict(base)
+        for k, v in patch.items():
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = _strategic_merge(out[k], v, k) if k in out else copy.deepcopy(v)
+        return out
+    if isinstance(base, list) and isinstance(patch, list) and key in MERGE_KEYS:
+        mk = MERGE_KEYS[key]
+        merged = [copy.deepcopy(b) for b in base]
+        for item in patch:
+            at = next((i for i, b in enumerate(merged) if b.get(mk) == item.get(mk)), None)
+            if at is None:
+                merged.append(copy.deepcopy(item))
+            else:
+                merged[at] = _strategic_merge(merged[at], item, key)
+        return merged
+    return copy.deepcopy(patch)
+
+
+def _kustomize(root: Path) -> list[dict[str, Any]]:
+    """Render a kustomization (resources, strategic-merge patches, configMapGenerator files; the
+    generated name's content hash left out). Anything else in it fails loudly."""
+    kust = yaml.safe_load((root / "kustomization.yaml").read_text())
+    assert set(kust) <= {"apiVersion", "kind", "resources", "patches", "configMapGenerator"}, set(kust)
+    docs: list[dict[str, Any]] = []
+    for r in kust.get("resources", []):
+        p = (root / r).resolve()
+        docs += _kustomize(p) if p.is_dir() else [d for d in yaml.safe_load_all(p.read_text()) if d]
+    for entry in kust.get("patches", []):
+        assert set(entry) == {"path"}, entry
+        patch = yaml.safe_load((root / entry["path"]).read_text())
+        ident = (patch["kind"], patch["metadata"]["name"], patch["metadata"].get("namespace"))
+        hits = [i for i, d in enumerate(docs) if (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) == ident]
+        assert len(hits) == 1, ident
+        docs[hits[0]] = _strategic_merge(docs[hits[0]], patch)
+    for gen in kust.get("configMapGenerator", []):
+        assert set(gen) <= {"name", "namespace", "files"}, gen
+        meta = {"name": gen["name"], **({"namespace": gen["namespace"]} if "namespace" in gen else {})}
+        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+                     "data": {Path(f).name: (root / f).read_text() for f in gen["files"]}})
+    return docs
+
+
+def _canon(x: Any, key: str = "") -> Any:
+    if isinstance(x, dict):
+        return {k: _canon(v, k) for k, v in x.items()}
+    if isinstance(x, list):
+        items = [_canon(v, key) for v in x]
+        return sorted(items, key=lambda d: str(d.get(MERGE_KEYS[key]))) if key in MERGE_KEYS else items
+    return x
+
+
+def _sidecar() -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, str], list[dict[str, Any]]]:
+    """The overlay's pod spec, its containers by name, osqueryd's flags, and all rendered docs."""
+    docs = _kustomize(SIDECAR)
+    spec = next(d for d in docs if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in spec["containers"]}
+    osq_cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "podtrail-osquery")
+    flags = {}
+    for line in osq_cm["data"]["osquery.flags"].splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.strip().partition("=")
+            flags[name] = value
+    return spec, containers, flags, docs
+
+
+def _mount(container: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The volume mount under which ``path`` lies in ``container`` (the deepest one)."""
+    hits = [m for m in container.get("volumeMounts", []) if path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")]
+    return max(hits, key=lambda m: len(m["mountPath"]), default=None)
+
+
+def test_osquery_sidecar_renders_as_kustomize_does() -> None:
+    """The test's own rendering (used below) is what `kubectl kustomize` builds, hash aside."""
+    import json
+    import re
+
+    kubectl = shutil.which("kubectl") or shutil.which("kustomize")
+    require(kubectl is not None, "kubectl or kustomize (kustomize built in)")
+    assert kubectl is not None
+    cmd = [kubectl, "kustomize", str(SIDECAR)] if kubectl.endswith("kubectl") else [kubectl, "build", str(SIDECAR)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    text = json.dumps([d for d in yaml.safe_load_all(r.stdout) if d])
+    assert re.search(r'"podtrail-osquery-[a-z0-9]{10}"', text), "the generated ConfigMap carries a content hash"
+    theirs = json.loads(re.sub(r'"podtrail-osquery-[a-z0-9]{10}"', '"podtrail-osquery"', text))
+
+    def key(d: dict[str, Any]) -> tuple[str, str]:
+        return d["kind"], d["metadata"]["name"]
+
+    assert sorted(_canon(theirs), key=key) == sorted(_canon(_kustomize(SIDECAR)), key=key)
+
+
+def test_osquery_sidecar_loads_into_kubernetes_models_without_unknown_fields() -> None:
+    api = client.ApiClient()
+    _, containers, _, docs = _sidecar()
+    assert set(containers) == {"podtrail", "osquery", "podtrail-extension"}
+    for d in docs:
+        obj = api._ApiClient__deserialize(d, MODELS[d["kind"]])  # type: ignore[attr-defined]
+        assert _unknown(d, api.sanitize_for_serialization(obj)) == [], (d["kind"], d["metadata"]["name"])
+    # resources other than the DaemonSet and the generated ConfigMap are the base's, untouched
+    base = {(d["kind"], d["metadata"]["name"]): d for d in _docs()}
+    for d in docs:
+        if d["kind"] != "DaemonSet" and (d["kind"], d["metadata"]["name"]) in base:
+            assert d == base[(d["kind"], d["metadata"]["name"])]
+
+
+def test_osquery_sidecar_adds_no_privilege() -> None:
+    """The daemon stays the only sensor, unchanged; the added containers hold no capability."""
+    spec, containers, flags, _ = _sidecar()
+    base_spec = next(d for d in _docs() if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    assert containers["podtrail"] == base_spec["containers"][0]
+    assert {k: v for k, v in spec.items() if k not in ("containers", "volumes")} == \
+        {k: v for k, v in base_spec.items() if k not in ("containers", "volumes")}
+    for name in ("osquery", "podtrail-extension"):
+        c = containers[name]
+        sc = c["securityContext"]
+        assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False, name
+        assert sc["capabilities"] == {"drop": ["ALL"]} and sc["readOnlyRootFilesystem"] is True, name
+        assert c["resources"]["requests"] and c["resources"]["limits"], name
+        # no host path: only the daemon's socket directory (read-only) and the pod's own volumes
+        vols = {v["name"]: v for v in spec["volumes"]}
+        for m in c["volumeMounts"]:
+            assert "hostPath" not in vols[m["name"]] or (m["mountPath"] == "/run/podtrail" and m.get("readOnly")), (name, m)
+    assert containers["osquery"]["livenessProbe"]
+    assert flags["--disable_events"] == "true", "osquery must not run event publishers of its own"
+
+
+def test_osquery_sidecar_extension_socket_is_shared_and_config_consistent() -> None:
+    import json
+
+    spec, containers, flags, docs = _sidecar()
+    vols = {v["name"]: v for v in spec["volumes"]}
+    osq, ext = containers["osquery"], containers["podtrail-extension"]
+    # osqueryd reads its flagfile, config and pack from the generated ConfigMap
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "podtrail-osquery")
+    flagfile = next(a.split("=", 1)[1] for a in osq["args"] if a.startswith("--flagfile="))
+    conf_path = flags["--config_path"]
+    for path in (flagfile, conf_path):
+        m = _mount(osq, path)
+        assert m and vols[m["name"]]["configMap"]["name"] == "podtrail-osquery", path
+        assert path == f"{m['mountPath']}/{Path(path).name}" and Path(path).name in cm["data"], path
+    conf = json.loads(cm["data"]["osquery.conf"])
+    for pack in conf["packs"].values():
+        assert _mount(osq, pack) == _mount(osq, conf_path) and Path(pack).name in cm["data"], pack
+    # nothing is autoloaded (podtrail is not in the osquery image), nothing required at startup
+    assert "extensions.load" not in cm["data"] and "--extensions_require" not in flags
+    assert "--extensions_autoload" not in flags or flags["--extensions_autoload"] not in {f"/etc/osquery/{k}" for k in cm["data"]}
+    # the extension manager socket is on one writable emptyDir that both containers mount
+    sock = flags["--extensions_socket"]
+    m_osq, m_ext = _mount(osq, sock), _mount(ext, sock)
+    assert m_osq and m_ext and m_osq["name"] == m_ext["name"], "osquery.em must be on a volume both containers mount"
+    assert m_osq["mountPath"] == m_ext["mountPath"] and "emptyDir" in vols[m_osq["name"]]
+    assert not m_osq.get("readOnly") and not m_ext.get("readOnly"), "both create sockets there"
+    # osquery's database and pidfile are writable, but not on the volume shared with the extension
+    for path in (flags["--database_path"], flags["--pidfile"]):
+        m = _mount(osq, path)
+        assert m and not m.get("readOnly") and "emptyDir" in vols[m["name"]] and m["name"] != m_osq["name"], path
+    assert containers["osquery"]["livenessProbe"]["exec"]["command"][-1] == sock
+
+
+def test_osquery_sidecar_extension_args_register_with_that_socket() -> None:
+    """The podtrail-extension container's args, parsed by podtrail's real CLI: `podtrail extension`
+    at osqueryd's socket, answering from the daemon's configured API socket on a shared volume;
+    and the daemon itself does not register too (osquery refuses a second "podtrail")."""
+    from podtrail.cli import build_parser
+    from podtrail.commands import extension, run
+
+    spec, containers, flags, docs = _sidecar()
+    ext, daemon = containers["podtrail-extension"], containers["podtrail"]
+    assert "command" not in ext and ext["image"] == daemon["image"], "podtrail's own image and entrypoint"
+    args = build_parser().parse_args(ext["args"])
+    assert args.func is extension.run
+    assert args.socket == flags["--extensions_socket"]
+    assert args.timeout >= 10, "wait for osqueryd's socket while osqueryd starts"
+    cfg = from_dict(Config, yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "podtrail")["data"]["podtrail.yaml"]))
+    assert args.api_socket == cfg.osquery.api_socket
+    m_daemon, m_ext = _mount(daemon, args.api_socket), _mount(ext, args.api_socket)
+    assert m_daemon and m_ext and m_daemon["name"] == m_ext["name"] and m_daemon["mountPath"] == m_ext["mountPath"]
+    daemon_args = build_parser().parse_args(daemon["args"])
+    assert daemon_args.func is run.run and daemon_args.osquery_socket is None and cfg.osquery.socket == ""
+
+
+def test_osquery_sidecar_extension_container_registers_and_exits_with_osqueryd(tmp_path: Path) -> None:
+    """The container's exact args (its two socket directories mapped into tmp) against an
+    osqueryd stand-in: it registers the tables, proxies a query to a stand-in daemon, exits when
+    osqueryd goes away, and on restart (what the kubelet does) registers with the new osqueryd."""
+    import importlib.util
+    import sys
+    import time
+
+    from podtrail.tables.local_api import LocalAPIServer
+
+    spec_ = importlib.util.spec_from_file_location("fake_manager", ROOT / "tests/osquery/fake_manager.py")
+    assert spec_ and spec_.loader
+    fake = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(fake)
+
+    _, containers, _, _ = _sidecar()
+    ext = containers["podtrail-extension"]
+    remap = {m["mountPath"]: str(tmp_path / m["name"]) for m in ext["volumeMounts"]}
+
+    def mapped(a: str) -> str:
+        return next((str(Path(d) / Path(a).relative_to(mp)) for mp, d in remap.items() if a.startswith(mp + "/")), a)
+
+    argv = [mapped(a) for a in ext["args"]]
+    em = argv[argv.index("--socket") + 1]
+    api = LocalAPIServer(argv[argv.index("--api-socket") + 1], lambda table, constraints: [{"table": table}])
+    api.start()
+    for d in remap.values():
+        Path(d).mkdir(exist_ok=True)
+    try:
+        for attempt in range(2):
+            osq = fake.FakeOsqueryd(em)
+            p = subprocess.Popen([sys.executable, "-m", "podtrail", *argv], stderr=subprocess.PIPE, text=True)
+            try:
+                deadline = time.monotonic() + 20
+                while not osq.handler.registered and time.monotonic() < deadline and p.poll() is None:
+                    time.sleep(0.1)
+                assert osq.handler.registered, (attempt, p.stderr.read() if p.poll() is not None and p.stderr else "")
+                uuid, (info, registry) = next(iter(osq.handler.registered.items()))
+                assert info.name == "podtrail" and "containers" in registry["table"]
+                while time.monotonic() < deadline:  # it serves at <socket>.<uuid> right after registering
+                    try:
+                        if osq.ping_extension(uuid).code == 0:
+                            break
+                    except Exception:  # noqa: BLE001 - not listening yet
+                        time.sleep(0.1)
+                resp = osq.generate(uuid, "pods")
+                assert resp.status.code == 0 and resp.response == [{"table": "pods"}]
+                osq.stop()
+                assert p.wait(15) == 0, "exits when osqueryd goes away, so the kubelet restarts it"
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                osq.stop()
+    finally:
+        api.stop()
+
+
+def test_osquery_sidecar_pack_is_the_current_hunting_pack() -> None:
+    import json
+
+    _, _, flags, docs = _sidecar()
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "podtrail-osquery")
+    pack = json.loads((ROOT / "siem_content/osquery/podtrail-hunting.json").read_text())
+    assert json.loads(cm["data"]["podtrail-hunting.json"]) == pack, \
+        "stale copy: cp siem_content/osquery/podtrail-hunting.json deploy/kubernetes/overlays/osquery-sidecar/"
+    # the pack waits for the extension (discovery); osqueryd re-checks that often enough
+    assert any("osquery_extensions" in q and "'podtrail'" in q for q in pack.get("discovery", []))
+    assert int(flags["--pack_refresh_interval"]) <= 300
