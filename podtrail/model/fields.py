@@ -160,6 +160,8 @@ FIELDS_LIST: Final[tuple[Field, ...]] = (
        osquery="json_cmdline", cef=None, leef=None, ecs="process.args"),
     _f("args_truncated", BOOL, P, "True when argv was cut to the configured count or size.",
        cef="argsTruncated", leef="argsTruncated", ecs="process.args_truncated"),
+    _f("stdin", T, P, "What standard input was at exec: tty, socket, pipe, null, file, other; empty when unknown (a reverse shell's is a socket, `kubectl exec -it`'s a tty).",
+       osquery="stdin_type", cef="stdinType", leef="stdinType", ecs="podtrail.stdin"),
     _f("cwd", T, ACTIVITY, "Working directory of the process, when known.",
        cef="cwd", leef="cwd", ecs="process.working_directory"),
     _f("uid", I, ACTIVITY, "Real user id.", index=True, cef="suid", cef_max=1023, leef="uid", ecs="user.id"),

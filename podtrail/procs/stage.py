@@ -7,6 +7,7 @@ from collections import deque
 
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
+from podtrail.procs.stdin import stdin_kind
 from podtrail.procs.table import Proc, ProcessTable
 from podtrail.procs.users import UserNames
 
@@ -70,6 +71,8 @@ class ProcessStage:
                               ev.get("uid", -1), ev.get("cgroup_id") or 0, ev.get("mono_ns") or 0, ev.get("ppid"))
                 if "cmdline" not in ev:  # exec began before the agent: argv from /proc
                     ev["cmdline"] = p.cmdline = p.cmdline or ""
+                if "stdin" not in ev:
+                    ev["stdin"] = stdin_kind(pid)
             elif action == "exit":
                 p = t.on_exit(pid, time.monotonic())
             else:
