@@ -1,13 +1,21 @@
 # podtrail: every target installs what it needs first (idempotent), so each works on a fresh node.
 VENV    ?= .venv
+QVENV   ?= .venv-qradar
+QSTAMP  := $(QVENV)/.installed
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: setup run test lint bench docs clean
+.PHONY: setup run test lint bench docs rules clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(QSTAMP)
 	@bash scripts/setup-system.sh
+
+# The QRadar AQL Sigma backend pins pySigma < 0.12; it gets its own venv (see the requirements file).
+$(QSTAMP): podtrail/rules/qradar-requirements.txt
+	test -x $(QVENV)/bin/python || /usr/bin/python3 -m venv $(QVENV)
+	$(QVENV)/bin/python -m pip install -q -r podtrail/rules/qradar-requirements.txt
+	touch $(QSTAMP)
 
 $(STAMP): pyproject.toml scripts/setup-system.sh
 	bash scripts/setup-system.sh
@@ -31,5 +39,9 @@ bench: setup
 docs: setup
 	$(VENV)/bin/podtrail fields --markdown > docs/fields.md
 
+# Regenerate the Splunk/Elastic/QRadar content from siem_content/sigma (CI fails when stale).
+rules: setup
+	$(VENV)/bin/podtrail rules build
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(QVENV) .pytest_cache .mypy_cache .ruff_cache

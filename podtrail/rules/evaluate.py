@@ -21,6 +21,9 @@ from podtrail.rules.pipeline import build_pipeline
 from podtrail.rules.targets import TARGETS
 
 TABLE = "events"
+# Correlation time: microseconds from time_ns (else from time), so "A then B" within one second
+# keeps its order; `time` alone has whole seconds.
+TIME_COLUMN = "time_us"
 _SQL_TYPES = {FieldType.INTEGER: "INTEGER", FieldType.BIGINT: "INTEGER", FieldType.BOOLEAN: "INTEGER",
               FieldType.TIMESTAMP_NS: "INTEGER", FieldType.DOUBLE: "REAL"}
 
@@ -40,12 +43,19 @@ def _value(v: Any) -> Any:
     return v
 
 
+def _time_us(ev: dict[str, Any]) -> int | None:
+    if isinstance(ev.get("time_ns"), int):
+        return int(ev["time_ns"]) // 1000
+    return int(ev["time"]) * 1_000_000 if isinstance(ev.get("time"), int) else None
+
+
 def event_db(events: Iterable[dict[str, Any]]) -> sqlite3.Connection:
     db = sqlite3.connect(":memory:")
     names = [f.name for f in FIELDS_LIST]
-    db.execute(f"CREATE TABLE {TABLE} ({', '.join(_column(f) for f in FIELDS_LIST)})")
-    rows = ([_value(ev.get(n)) for n in names] for ev in events)
-    db.executemany(f"INSERT INTO {TABLE} VALUES ({', '.join('?' * len(names))})", rows)
+    columns = [_column(f) for f in FIELDS_LIST] + [f"`{TIME_COLUMN}` INTEGER"]
+    db.execute(f"CREATE TABLE {TABLE} ({', '.join(columns)})")
+    rows = ([*(_value(ev.get(n)) for n in names), _time_us(ev)] for ev in events)
+    db.executemany(f"INSERT INTO {TABLE} VALUES ({', '.join('?' * len(columns))})", rows)
     db.execute(f"CREATE INDEX events_id ON {TABLE} (event_id)")
     return db
 
@@ -53,8 +63,8 @@ def event_db(events: Iterable[dict[str, Any]]) -> sqlite3.Connection:
 def sqlite_queries(rf: RuleFile, files: list[RuleFile]) -> list[str]:
     from sigma.backends.sqlite import sqliteBackend
 
-    backend = sqliteBackend(build_pipeline(TARGETS["sqlite"]), table=TABLE, timestamp_field="time",
-                            timestamp_format="unix", event_id_field="event_id")
+    backend = sqliteBackend(build_pipeline(TARGETS["sqlite"]), table=TABLE, timestamp_field=TIME_COLUMN,
+                            timestamp_format="unix_us", event_id_field="event_id")
     return [str(q) for q in backend.convert(load(rf, files))]
 
 
