@@ -36,7 +36,7 @@ class SensorConfig:
     sockets: bool = True
     files: bool = True
     loopback: bool = True
-    write_prefixes: list[str] = field(default_factory=lambda: ["/etc/", "/usr/", "/bin/", "/sbin/", "/lib/", "/root/", "/tmp/", "/dev/shm/", "/var/spool/cron/", "/home/"])
+    write_prefixes: list[str] = field(default_factory=lambda: ["/etc/", "/usr/", "/bin/", "/sbin/", "/lib/", "/root/", "/tmp/", "/dev/shm/", "/var/spool/cron/", "/home/", "/var/log/"])
     sensitive_paths: list[str] = field(default_factory=list)  # empty: the shipped list
     exclude_comms: list[str] = field(default_factory=list)
     drift: bool = True  # pass exec-bit creates/chmods and renames in containers to the drift tracker

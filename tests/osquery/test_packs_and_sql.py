@@ -84,6 +84,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
                "api_socket": cfg.osquery.api_socket, "tmp": tmp}
     finally:
         for s in listeners:
+            s.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close alone leaves it listening
             s.close()
         agent.stop()
         c.destroy()

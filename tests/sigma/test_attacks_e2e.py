@@ -126,6 +126,7 @@ def captured() -> Iterator[dict[str, Any]]:
         for c in ctrs.values():
             c.destroy()
         for s in listeners:
+            s.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close alone leaves it listening
             s.close()
     yield {"events": events, "containers": {n: c.id for n, c in ctrs.items()}}
 
