@@ -5,10 +5,8 @@ the local API used by `podtrail query` and by `podtrail extension` (osquery auto
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ from conftest import require_ebpf, require_runc
 from containers import run_container
 from fake_manager import FakeOsqueryd
 from k8s.fake_apiserver import FakeAPIServer, make_pod
+from loopback import listen, stop
 
 from podtrail.agent import build_agent
 from podtrail.config import Config, KubernetesConfig
@@ -28,23 +27,6 @@ from podtrail.tables.schema import TABLES
 from podtrail.tables.sql import connect, query
 
 POOL_PORT, API_PORT = 3333, 6443
-
-
-def _listen(port: int) -> socket.socket:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port))
-    s.listen(8)
-
-    def serve() -> None:
-        while True:
-            try:
-                s.accept()[0].close()
-            except OSError:
-                return
-
-    threading.Thread(target=serve, daemon=True).start()
-    return s
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +45,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     capture = CaptureSink()
     agent = build_agent(cfg, sinks=[capture])
     agent.start()
-    listeners = [_listen(POOL_PORT), _listen(API_PORT)]
+    listeners = [listen(POOL_PORT), listen(API_PORT)]
     try:
         deadline = time.monotonic() + 15
         while agent.tables.pods() == [] and time.monotonic() < deadline:
@@ -84,8 +66,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
                "api_socket": cfg.osquery.api_socket, "tmp": tmp}
     finally:
         for s in listeners:
-            s.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close alone leaves it listening
-            s.close()
+            stop(s)
         agent.stop()
         c.destroy()
         api.close()

@@ -7,9 +7,7 @@ rule may fire on anything else (the host's own activity included)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 from agent_harness import start_agent
 from conftest import require, require_ebpf, require_runc
 from containers import RUNC, Container, run_container
+from loopback import listen, stop
 
 from podtrail.rules.evaluate import evaluate
 
@@ -40,29 +39,6 @@ EXPECTED: dict[str, set[str]] = {
     "escape": {"podtrail_namespace_escape_tool", "podtrail_mount_in_container", "podtrail_cgroup_release_agent_escape",
                "podtrail_corr_recon_burst"},
 }
-
-
-def _listener(port: int, send: bytes = b"", hold: float = 1.0) -> socket.socket:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port))
-    s.listen(8)
-
-    def serve() -> None:
-        while True:
-            try:
-                c = s.accept()[0]
-            except OSError:
-                return
-            try:
-                if send:
-                    c.sendall(send)
-                time.sleep(hold)
-            finally:
-                c.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return s
 
 
 def _attack_shell(c: Container) -> None:
@@ -105,8 +81,8 @@ ATTACKS = {"shell": _attack_shell, "revshell": _attack_revshell, "miner": _attac
 def captured() -> Iterator[dict[str, Any]]:
     require_ebpf()
     require_runc()
-    listeners = [_listener(REVSHELL_PORT, b"sleep 2\nexit\n", hold=3.0), _listener(POOL_PORT), _listener(API_PORT),
-                 _listener(WEB_PORT)]
+    listeners = [listen(REVSHELL_PORT, b"sleep 2\nexit\n", hold=3.0), listen(POOL_PORT, hold=1.0), listen(API_PORT, hold=1.0),
+                 listen(WEB_PORT, hold=1.0)]
     agent, sink = start_agent()
     ctrs: dict[str, Container] = {}
     try:
@@ -126,8 +102,7 @@ def captured() -> Iterator[dict[str, Any]]:
         for c in ctrs.values():
             c.destroy()
         for s in listeners:
-            s.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close alone leaves it listening
-            s.close()
+            stop(s)
     yield {"events": events, "containers": {n: c.id for n, c in ctrs.items()}}
 
 
