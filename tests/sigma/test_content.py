@@ -113,3 +113,22 @@ def test_every_rule_converts_or_is_listed_unsupported(outputs: dict[Any, str]) -
     # Elastic rules carry the ATT&CK threat mapping from the offline subset
     assert all(r["threat"] for r in elastic if r["type"] == "query"), "threat mapping missing"
     assert {r["language"] for r in elastic} >= {"lucene", "esql"}
+
+
+def test_rules_test_command_on_an_events_file(tmp_path: Any, capsys: Any) -> None:
+    """`podtrail rules test` reads JSON lines as `podtrail run` prints them; bad lines are a one-line error."""
+    from podtrail.cli import main
+
+    cid = "a" * 64
+    base = {"event_type": "process", "action": "exec", "container_id": cid, "pod_uid": "p1", "time": 1_800_000_000}
+    evs = [{**base, "event_id": "e1", "path": "/tmp/x", "cmdline": "/tmp/x --url stratum+tcp://pool:3333"},
+           {**base, "event_id": "e2", "path": "/tmp/x", "cmdline": "/tmp/x", "container_id": ""}]
+    f = tmp_path / "events.jsonl"
+    f.write_text("".join(json.dumps(e) + "\n" for e in evs))
+    assert main(["rules", "test", "--events", str(f)]) == 0
+    out = {json.loads(line)["rule"]: json.loads(line) for line in capsys.readouterr().out.splitlines()}
+    assert set(out) == {"podtrail_stratum_url", "podtrail_exec_from_tmp_or_shm"}
+    assert out["podtrail_stratum_url"]["event_ids"] == ["e1"]
+    f.write_text("{not json\n")
+    assert main(["rules", "test", "--events", str(f)]) == 2
+    assert "not a JSON event" in capsys.readouterr().err
