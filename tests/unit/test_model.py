@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from podtrail.model.docs import render_fields_md
+from podtrail.model.docs import SIEM_DOC, render_fields_md, render_siem_tables, update_siem_doc
 from podtrail.model.event import finalize, new_event, validate
 from podtrail.model.fields import FIELDS_LIST, Kind
 
@@ -48,3 +48,14 @@ def test_validate_catches_mistakes() -> None:
 def test_event_ids_unique() -> None:
     ids = {new_event(Kind.PROCESS, "exec")["event_id"] for _ in range(10000)}
     assert len(ids) == 10000
+
+
+def test_docs_siem_integration_tables_are_current() -> None:
+    current = (ROOT / SIEM_DOC).read_text()
+    assert current == update_siem_doc(current), f"{SIEM_DOC} is stale: run `python -m podtrail.model.docs`"
+    tables = render_siem_tables()
+    assert all(tables[s] in current for s in ("splunk", "elastic", "qradar"))
+    for f in FIELDS_LIST:  # every field in every table, under its name in that SIEM
+        assert f"| `{f.name}` |" in tables["splunk"] and (not f.cef or f"`{f.cef}`" in tables["splunk"])
+        assert not f.ecs or f"`{f.ecs}`" in tables["elastic"]
+        assert not f.leef or f"`{f.leef}`" in tables["qradar"]
