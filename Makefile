@@ -38,6 +38,7 @@ bench: setup
 
 docs: setup
 	$(VENV)/bin/podtrail fields --markdown > docs/fields.md
+	$(PY) -m podtrail.model.docs
 
 # Regenerate the Splunk/Elastic/QRadar content from siem_content/sigma (CI fails when stale).
 rules: setup
