@@ -25,25 +25,17 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
 
 
 def open_db(args: argparse.Namespace) -> Any:
-    from podtrail.cli import UserError
     from podtrail.tables.schema import TABLES
     from podtrail.tables.sql import connect
 
     if args.events:
+        from podtrail.commands._events import read_events
         from podtrail.tables.buffer import EventBuffers
         from podtrail.tables.service import TableService
 
         buffers = EventBuffers(events_max=10**7, expiry_s=10**9)
-        try:
-            with open(args.events, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            buffers.submit(json.loads(line))
-                        except json.JSONDecodeError:
-                            raise UserError(f"{args.events}:{n}: not a JSON event") from None
-        except OSError as e:
-            raise UserError(f"cannot read {args.events}: {e.strerror}") from None
+        for ev in read_events(args.events):
+            buffers.submit(ev)
         return connect(TABLES, TableService(buffers).generate)
     from podtrail.tables.local_api import remote_generate
 

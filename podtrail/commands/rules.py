@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,32 +39,11 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_events(path: str) -> list[dict[str, Any]]:
-    from podtrail.cli import UserError
-
-    try:
-        f = sys.stdin if path == "-" else open(path, encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
-    events = []
-    with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                raise UserError(f"{path}:{n}: not a JSON event") from None
-            if not isinstance(ev, dict):
-                raise UserError(f"{path}:{n}: not a JSON object")
-            events.append(ev)
-    return events
-
-
 def run_test(args: argparse.Namespace) -> int:
+    from podtrail.commands._events import read_events
     from podtrail.rules.evaluate import evaluate
 
-    hits = evaluate(_read_events(args.events), include_base=args.base)
+    hits = evaluate(read_events(args.events), include_base=args.base)
     for name, hit in sorted(hits.items()):
         ids = [r.get("event_id") for r in hit.rows if r.get("event_id")]
         print(json.dumps({"rule": name, "level": hit.level, "matches": len(hit.rows), "event_ids": ids[:20]}))

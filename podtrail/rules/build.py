@@ -9,9 +9,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from podtrail.model.fields import FIELDS
 from podtrail.rules.catalog import SIGMA_DIR, RuleFile, rule_files
@@ -47,12 +46,17 @@ def _attack(rf: RuleFile) -> list[str]:
     return [t.split(".", 1)[1].upper() for t in rf.doc.get("tags", []) if t.startswith("attack.t")]
 
 
-def splunk_conf(files: list[RuleFile], conv: dict[str, Converted]) -> str:
-    out = [f"# {HEADER}", "# Searches over podtrail's CEF events (sourcetype podtrail:cef; field extraction in props.conf).", ""]
+def _expressed(files: list[RuleFile], conv: dict[str, Converted]) -> Iterator[tuple[RuleFile, Converted]]:
+    """The rules this SIEM got, with their conversion (unsupported ones are in CONVERSION.md)."""
     for rf in files:
         c = conv.get(rf.name)
-        if c is None or c.unsupported:
-            continue
+        if c is not None and not c.unsupported:
+            yield rf, c
+
+
+def splunk_conf(files: list[RuleFile], conv: dict[str, Converted]) -> str:
+    out = [f"# {HEADER}", "# Searches over podtrail's CEF events (sourcetype podtrail:cef; field extraction in props.conf).", ""]
+    for rf, c in _expressed(files, conv):
         for i, q in enumerate(c.output):
             title = rf.doc["title"] + (f" ({i + 1})" if len(c.output) > 1 else "")
             search = " \\\n".join(str(q).split("\n"))
@@ -72,46 +76,17 @@ def splunk_conf(files: list[RuleFile], conv: dict[str, Converted]) -> str:
 
 
 def elastic_ndjson(files: list[RuleFile], conv: dict[str, Converted]) -> str:
-    lines = []
-    for rf in files:
-        c = conv.get(rf.name)
-        for r in ([] if c is None else c.output):
-            lines.append(json.dumps(r, sort_keys=True, ensure_ascii=False))
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False) for _, c in _expressed(files, conv) for r in c.output]
     return "\n".join(lines) + "\n"
 
 
 def qradar_aql(files: list[RuleFile], conv: dict[str, Converted]) -> str:
     out = [f"-- {HEADER}", "-- AQL over podtrail's LEEF events: log source type 'podtrail'; custom properties in custom-properties.csv.", ""]
-    for rf in files:
-        c = conv.get(rf.name)
-        if c is None or c.unsupported:
-            continue
+    for rf, c in _expressed(files, conv):
         out.append(f"-- {rf.name}: {rf.doc['title']} [{rf.doc['level']}; {', '.join(_attack(rf))}]")
         out += [f"{q};" for q in c.output]
         out.append("")
     return "\n".join(out)
-
-
-def _used_fields(rf: RuleFile) -> set[str]:
-    names: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k != "condition":
-                    names.add(str(k).split("|")[0]) if not isinstance(v, dict | list) or k in FIELDS or "|" in str(k) else None
-                    walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(rf.doc.get("detection", {}))
-    corr = rf.doc.get("correlation") or {}
-    names.update(corr.get("group-by", []))
-    cond = corr.get("condition") or {}
-    if "field" in cond:
-        names.add(cond["field"])
-    return {n for n in names if n in FIELDS}
 
 
 def used_fields(files: list[RuleFile]) -> list[str]:
@@ -119,7 +94,7 @@ def used_fields(files: list[RuleFile]) -> list[str]:
 
     names: set[str] = set()
     for rf in files:
-        names |= _used_fields(rf)
+        names |= rf.fields & FIELDS.keys()
     for _, conds in CATEGORIES.values():
         names |= set(conds)
     return [n for n in FIELDS if n in names]

@@ -30,6 +30,25 @@ class RuleFile:
         return str(corr["type"]) if corr else None
 
     @property
+    def detection_fields(self) -> set[str]:
+        """Field names the detection's selections test (modifiers stripped)."""
+        out: set[str] = set()
+        for name, sel in (self.doc.get("detection") or {}).items():
+            if name == "condition":
+                continue
+            for item in sel if isinstance(sel, list) else [sel]:
+                if isinstance(item, dict):
+                    out |= {str(k).split("|")[0] for k in item}
+        return out
+
+    @property
+    def fields(self) -> set[str]:
+        """Every field the rule reads: its detection's, a correlation's group-by and counted field."""
+        corr = self.doc.get("correlation") or {}
+        counted = (corr.get("condition") or {}).get("field")
+        return self.detection_fields | set(corr.get("group-by", [])) | ({counted} if counted else set())
+
+    @property
     def referenced(self) -> list[str]:
         corr = self.doc.get("correlation")
         return list(corr["rules"]) if corr else []

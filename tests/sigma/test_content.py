@@ -14,7 +14,7 @@ from conftest import require
 
 from podtrail.model.fields import FIELDS
 from podtrail.rules.attack import known_ids
-from podtrail.rules.build import _used_fields, build_outputs, qradar_python, stale
+from podtrail.rules.build import build_outputs, qradar_python, stale
 from podtrail.rules.catalog import rule_files
 from podtrail.rules.targets import CATEGORIES, TARGETS
 
@@ -39,36 +39,17 @@ def test_rule_metadata_and_fields(rf: Any) -> None:
         assert d.get(key), f"{rf.name}: missing {key}"
     assert d["logsource"]["product"] == "podtrail" and d["logsource"]["category"] in CATEGORIES
     kind = CATEGORIES[d["logsource"]["category"]][0]
-    used = _used_fields(rf)
-    for name in _all_detection_fields(d["detection"]):
+    for name in rf.detection_fields:
         assert name in FIELDS, f"{rf.name}: {name!r} is not a declared podtrail field"
         assert kind in FIELDS[name].kinds, f"{rf.name}: {name!r} is not carried by {kind.value} events"
         for t in ("splunk", "elastic", "qradar"):
             TARGETS[t].field_name(name)  # raises when that SIEM cannot see it
-    assert "event_type" not in used, "the log source selects the event type"
+    assert "event_type" not in rf.fields, "the log source selects the event type"
     techniques = [t for t in d["tags"] if re.fullmatch(r"attack\.t\d{4}(\.\d{3})?", t)]
     tactics = [t for t in d["tags"] if t.startswith("attack.") and t not in techniques]
     assert techniques and tactics, f"{rf.name}: needs an ATT&CK tactic and technique"
     missing = {t.split(".", 1)[1].upper() for t in techniques} - known_ids()
     assert not missing, f"{rf.name}: techniques not in siem_content/attack subset: {missing}"
-
-
-def _all_detection_fields(det: dict[str, Any]) -> set[str]:
-    out: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                out.add(str(k).split("|")[0])
-                walk(v) if isinstance(v, list) and v and isinstance(v[0], dict) else None
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    for k, v in det.items():
-        if k != "condition":
-            walk(v)
-    return out
 
 
 @pytest.mark.parametrize("rf", CORRS, ids=lambda f: f.name)
