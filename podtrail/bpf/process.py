@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from podtrail.bpf.runtime import RingBufferSource, WallClock, has_tracepoint_field, host_pidns_flags, kstr
+from podtrail.bpf.bcc_compat import BccRingBufferSource as RingBufferSource
+from podtrail.bpf.bcc_compat import has_tracepoint_field
+from podtrail.bpf.runtime import WallClock, host_pidns_flags, kstr
 from podtrail.config import SensorConfig
 from podtrail.model.event import Event, new_event
 from podtrail.model.fields import Kind
