@@ -25,6 +25,7 @@ BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 # enum bpf_map_type values podtrail checks
 MAP_PERCPU_HASH, MAP_PERCPU_ARRAY, MAP_LRU_PERCPU_HASH = 5, 6, 10
 PERCPU_TYPES = frozenset({MAP_PERCPU_HASH, MAP_PERCPU_ARRAY, MAP_LRU_PERCPU_HASH})
+_VA_LIST_SIZE = 32  # x86-64: 24 bytes; aarch64: 32 (copying more is harmless, it is on the stack)
 LOG_TAIL_LINES = 40  # of a verifier log, in the error message (the whole log goes to debug)
 
 _PRINT_FN = ct.CFUNCTYPE(ct.c_int, ct.c_int, ct.c_char_p, ct.c_void_p)
@@ -103,11 +104,13 @@ class _Lib:
             return cls._instance
 
     def _on_print(self, level: int, fmt: bytes | None, va: int | None) -> int:
-        buf = ct.create_string_buffer(4096)
-        n = self.libc.vsnprintf(buf, len(buf), fmt, va)
+        # x86-64/aarch64 va_list: a small struct passed by pointer; a byte copy is va_copy, so
+        # the length is measured first and the whole message (a verifier log can be MBs) kept.
+        copy = ct.create_string_buffer(ct.string_at(va, _VA_LIST_SIZE), _VA_LIST_SIZE) if va else None
+        n = self.libc.vsnprintf(None, 0, fmt, copy) if copy is not None else 0
+        buf = ct.create_string_buffer(max(n, 0) + 1)
+        self.libc.vsnprintf(buf, len(buf), fmt, va)
         text = buf.value.decode("utf-8", "backslashreplace")
-        if n >= len(buf):
-            text += "...\n"
         if self._messages is not None:
             self._messages.append(text)
         if level <= 1:  # LIBBPF_WARN, LIBBPF_INFO

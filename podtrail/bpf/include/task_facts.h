@@ -3,8 +3,8 @@
  * socket objects. Include after vmlinux.h, bpf_helpers.h and bpf_core_read.h.
  *
  * Paths: the kernel keeps a path as (dentry, vfsmount); we walk dentry->d_parent up to the
- * task's root (task->fs->root), hopping from a mount's root to its mountpoint, then write the
- * collected names root-first. The walk is bounded (PT_DEPTH components, PT_PATH_MAX bytes);
+ * task's root (task->fs->root), hopping from a mount's root to its mountpoint, writing each
+ * name in front of the previous one (as the kernel's d_path does). The walk is bounded (PT_DEPTH components, PT_PATH_MAX bytes);
  * cut paths carry PT_PATH_TRUNCATED. A file not under the task's root (a memfd, a file of
  * another mount namespace, the runtime's own binary) carries PT_PATH_OUTSIDE; its path is then
  * relative to its mount's topmost root ("/memfd:name" for a memfd).
@@ -38,9 +38,10 @@
 #define S_IFIFO 0010000
 #endif
 
-/* Scratch for one walk: the names, leaf first (kept in a map value, not on the stack). */
-struct pt_walk {
-    const unsigned char *names[PT_DEPTH];
+/* A path buffer: the path occupies [off, PT_PATH_MAX) where off is what pt_path returned
+ * (written back to front, as the kernel's d_path does); the tail is slack for the verifier. */
+struct pt_buf {
+    char s[PT_PATH_BUF];
 };
 
 static __always_inline struct vfsmount *pt_vfsmount(struct mount *m)
@@ -48,69 +49,96 @@ static __always_inline struct vfsmount *pt_vfsmount(struct mount *m)
     return (struct vfsmount *)((char *)m + bpf_core_field_offset(struct mount, mnt));
 }
 
-/* Write the path of (dentry, vfsmnt) as seen from (root_d, root_m) into buf (PT_PATH_BUF bytes,
- * a map value). Returns the length without the NUL; *flags gets PT_PATH_* bits. */
-static __always_inline __u32 pt_path(char *buf, struct pt_walk *w, struct dentry *dentry,
-                                     struct vfsmount *vfsmnt, struct dentry *root_d,
-                                     struct vfsmount *root_m, __u32 *flags)
+struct pt_req {
+    __u64 dentry, vfsmnt, root_d, root_m; /* kernel pointers */
+    __u32 flags;                          /* out: PT_PATH_* */
+    __u32 pad;
+};
+
+struct pt_walk_ctx {
+    struct pt_buf *b;
+    struct dentry *dentry;
+    struct vfsmount *vfsmnt;
+    struct mount *mnt;
+    struct dentry *root_d;
+    struct vfsmount *root_m;
+    __u32 off;
+    __u32 flags;
+    __u32 done;
+};
+
+/* One step of the walk (a bpf_loop callback, so the verifier checks the body once):
+ * stop at the root, hop from a mount's root to its mountpoint, or prepend one name. */
+static long pt_step(__u32 i, struct pt_walk_ctx *c)
 {
-    struct mount *mnt = container_of(vfsmnt, struct mount, mnt);
-    __u32 n = 0, hops = 0, done = 0;
-    buf[0] = 0;
-    if (!dentry || !vfsmnt)
-        return 0;
-    for (int i = 0; i < PT_DEPTH + PT_MOUNT_HOPS; i++) {
-        if (dentry == root_d && vfsmnt == root_m) {
-            done = 1;
-            break;
-        }
-        struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
-        struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
-        if (dentry == mnt_root || dentry == parent) {
-            struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
-            if (up == mnt || !up || ++hops > PT_MOUNT_HOPS) {
-                *flags |= PT_PATH_OUTSIDE;
-                done = 1;
-                break;
-            }
-            dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-            mnt = up;
-            vfsmnt = pt_vfsmount(up);
-            continue;
-        }
-        if (n >= PT_DEPTH) {
-            *flags |= PT_PATH_TRUNCATED;
-            done = 1;
-            break;
-        }
-        w->names[n & (PT_DEPTH - 1)] = BPF_CORE_READ(dentry, d_name.name);
-        n++;
-        dentry = parent;
-    }
-    if (!done)
-        *flags |= PT_PATH_TRUNCATED;
-    if (n == 0) {
-        buf[0] = '/';
-        buf[1] = 0;
+    struct dentry *dentry = c->dentry;
+    struct vfsmount *vfsmnt = c->vfsmnt;
+    struct mount *mnt = c->mnt;
+    if (dentry == c->root_d && vfsmnt == c->root_m) {
+        c->done = 1;
         return 1;
     }
-    __u32 off = 0;
-    for (int j = 0; j < PT_DEPTH; j++) {
-        if (j >= n)
-            break;
-        if (off >= PT_PATH_MAX - 1) {
-            *flags |= PT_PATH_TRUNCATED;
-            break;
+    struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+    struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
+    if (dentry == mnt_root || dentry == parent) {
+        struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+        if (up == mnt || !up) {
+            c->flags |= PT_PATH_OUTSIDE;
+            c->done = 1;
+            return 1;
         }
-        buf[off & (PT_PATH_MAX - 1)] = '/';
-        off++;
-        long r = bpf_probe_read_kernel_str(&buf[off & (PT_PATH_MAX - 1)], PT_NAME_MAX,
-                                           w->names[(n - 1 - j) & (PT_DEPTH - 1)]);
-        if (r <= 0)
-            break;
-        off += r - 1;
+        c->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+        c->mnt = up;
+        c->vfsmnt = pt_vfsmount(up);
+        return 0;
     }
-    return off; /* bpf_probe_read_kernel_str wrote the final NUL */
+    __u32 len = BPF_CORE_READ(dentry, d_name.len);
+    const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+    __u32 off = c->off;
+    if (len >= PT_NAME_MAX || len + 1 > off || off > PT_PATH_MAX) {
+        c->flags |= PT_PATH_TRUNCATED;
+        c->done = 1;
+        return 1;
+    }
+    off -= len + 1;
+    struct pt_buf *b = c->b;
+    if (!b)
+        return 1;
+    bpf_probe_read_kernel(&b->s[(off + 1) & (PT_PATH_MAX - 1)], len & (PT_NAME_MAX - 1), name);
+    b->s[off & (PT_PATH_MAX - 1)] = '/';
+    c->off = off;
+    c->dentry = parent;
+    return 0;
+}
+
+/* Write the path of (dentry, vfsmnt) as seen from (root_d, root_m) into b, back to front.
+ * Returns the offset where the path starts ("/" alone when dentry is the root); PT_PATH_*
+ * bits go to r->flags. Needs bpf_loop (Linux 5.17+). */
+static __always_inline int pt_path(struct pt_buf *b, struct pt_req *r)
+{
+    struct pt_walk_ctx c = {
+        .b = b,
+        .dentry = (struct dentry *)r->dentry,
+        .vfsmnt = (struct vfsmount *)r->vfsmnt,
+        .root_d = (struct dentry *)r->root_d,
+        .root_m = (struct vfsmount *)r->root_m,
+        .off = PT_PATH_MAX,
+    };
+    if (!c.dentry || !c.vfsmnt) {
+        b->s[PT_PATH_MAX - 1] = 0;
+        return PT_PATH_MAX - 1;
+    }
+    c.mnt = container_of(c.vfsmnt, struct mount, mnt);
+    bpf_loop(PT_DEPTH + PT_MOUNT_HOPS, pt_step, &c, 0);
+    if (!c.done)
+        c.flags |= PT_PATH_TRUNCATED;
+    r->flags |= c.flags;
+    __u32 off = c.off;
+    if (off >= PT_PATH_MAX) {
+        off = PT_PATH_MAX - 1;
+        b->s[PT_PATH_MAX - 1] = '/';
+    }
+    return off & (PT_PATH_MAX - 1);
 }
 
 /* The task's root and working directory. */
@@ -120,23 +148,31 @@ static __always_inline void pt_task_root(struct task_struct *t, struct dentry **
     *m = BPF_CORE_READ(t, fs, root.mnt);
 }
 
-/* cwd of `t` as seen from its own root. */
-static __always_inline __u32 pt_cwd(char *buf, struct pt_walk *w, struct task_struct *t, __u32 *flags)
+/* cwd of `t` as seen from its own root; returns pt_path's offset. */
+static __always_inline int pt_cwd(struct pt_buf *b, struct task_struct *t, __u32 *flags)
 {
     struct dentry *rd;
     struct vfsmount *rm;
     pt_task_root(t, &rd, &rm);
-    return pt_path(buf, w, BPF_CORE_READ(t, fs, pwd.dentry), BPF_CORE_READ(t, fs, pwd.mnt), rd, rm, flags);
+    struct pt_req r = {(__u64)BPF_CORE_READ(t, fs, pwd.dentry), (__u64)BPF_CORE_READ(t, fs, pwd.mnt),
+                       (__u64)rd, (__u64)rm, 0, 0};
+    int off = pt_path(b, &r);
+    *flags |= r.flags;
+    return off;
 }
 
-/* Path of an open file as seen from `t`'s root. */
-static __always_inline __u32 pt_file_path(char *buf, struct pt_walk *w, struct task_struct *t,
-                                          struct file *f, __u32 *flags)
+/* Path of an open file as seen from `t`'s root; returns pt_path's offset. */
+static __always_inline int pt_file_path(struct pt_buf *b, struct task_struct *t, struct file *f,
+                                        __u32 *flags)
 {
     struct dentry *rd;
     struct vfsmount *rm;
     pt_task_root(t, &rd, &rm);
-    return pt_path(buf, w, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), rd, rm, flags);
+    struct pt_req r = {(__u64)BPF_CORE_READ(f, f_path.dentry), (__u64)BPF_CORE_READ(f, f_path.mnt),
+                       (__u64)rd, (__u64)rm, 0, 0};
+    int off = pt_path(b, &r);
+    *flags |= r.flags;
+    return off;
 }
 
 /* The kind of an open file, from its inode's mode and device number. */
