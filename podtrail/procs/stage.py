@@ -65,7 +65,8 @@ class ProcessStage:
         p: Proc | None
         if ev.get("event_type") == "process":
             if action == "fork":
-                p = t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic(), ev.get("start_ns"))
+                p = t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic(), ev.get("start_ns"),
+                              ev.get("cwd"))
             elif action == "exec" and (ev.get("result") or 0) >= 0:
                 p = t.on_exec(pid, ev.get("path") or "", ev.get("cmdline") or "", ev.get("comm") or "",
                               ev.get("uid", -1), ev.get("cgroup_id") or 0, ev.get("mono_ns") or 0, ev.get("ppid"),

@@ -123,12 +123,15 @@ class ProcessTable:
             p = self._load(pid)
         return p
 
-    def on_fork(self, ppid: int, pid: int, mono_ns: int, now: float, start_ns: int | None = None) -> Proc:
+    def on_fork(self, ppid: int, pid: int, mono_ns: int, now: float, start_ns: int | None = None,
+                cwd: str | None = None) -> Proc:
         parent = self.get(ppid)
         child = Proc(pid, start_ns if start_ns is not None else mono_ns, parent, ppid)
         if parent is not None:  # the child runs the parent's image until it execs
             child.path, child.cmdline, child.comm, child.cwd, child.uid = parent.path, parent.cmdline, parent.comm, parent.cwd, parent.uid
             child.cgroup_id = parent.cgroup_id
+        if cwd is not None:  # the kernel's, at the fork (the parent may have changed directory)
+            child.cwd = cwd
         self.by_pid[pid] = child
         return child
 
