@@ -4,7 +4,8 @@ With the eBPF source every exec carries its mount namespace (read in the kernel)
 cached per mount namespace and read through a live process *of that namespace* that is not
 the runtime's setup (whose root may still be the host's before pivot_root), so a container's
 uid 1000 is never named after the host's account. The passwd file is read on a cache miss
-only (once per namespace and TTL), never per event.
+only (once per namespace and TTL), never per event; when no process seen there is alive any
+more (a container started before the agent), /proc is searched for one, at most every 10 s.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections import OrderedDict
 
 MAX_CANDIDATES = 8  # live pids remembered per mount namespace
 MAX_NAMESPACES = 4096
+SETUP_COMMS = (b"runc:[", b"crun\n", b"youki\n")  # as process.bpf.c's is_runtime
+RESCAN_S = 10.0  # a namespace none of whose processes is alive is looked for again after this
 
 
 def parse_passwd(text: str) -> dict[int, str]:
@@ -34,6 +37,7 @@ class UserNames:
         self._pids: OrderedDict[int, list[int]] = OrderedDict()
         self._ttl = ttl_s
         self._proc = proc
+        self._scanned: dict[int, float] = {}  # mnt_ns -> when /proc was last scanned for it
 
     def note(self, pid: int, mnt_ns: int) -> None:
         """A workload process (not runtime setup) of ``mnt_ns``: a way into its root later."""
@@ -68,12 +72,39 @@ class UserNames:
     def _read_ns(self, mnt_ns: int, pid: int, setup: bool) -> dict[int, str] | None:
         candidates = ([] if setup else [pid]) + list(reversed(self._pids.get(mnt_ns, []))) + [1]
         for c in candidates:
-            try:
-                if os.stat(f"{self._proc}/{c}/ns/mnt").st_ino != mnt_ns:
-                    continue  # gone, or the pid was reused by another namespace's process
-            except OSError:
-                continue
-            m = self._read(c)
+            m = self._read_if_in(c, mnt_ns)
             if m is not None:
                 return m
+        # Every process we saw there is gone (a container started before the agent, whose
+        # short-lived processes exit at once): look for any live one, at most every RESCAN_S.
+        now = time.monotonic()
+        if now - self._scanned.get(mnt_ns, -RESCAN_S) < RESCAN_S:
+            return None
+        self._scanned[mnt_ns] = now
+        try:
+            pids = [int(d) for d in os.listdir(self._proc) if d.isdigit()]
+        except OSError:
+            return None
+        for c in pids:
+            if self._is_runtime_setup(c):
+                continue  # its root may still be the host's (before pivot_root)
+            m = self._read_if_in(c, mnt_ns)
+            if m is not None:
+                self.note(c, mnt_ns)
+                return m
         return None
+
+    def _is_runtime_setup(self, pid: int) -> bool:
+        try:
+            with open(f"{self._proc}/{pid}/comm", "rb") as f:
+                return f.read().startswith(SETUP_COMMS)
+        except OSError:
+            return True
+
+    def _read_if_in(self, pid: int, mnt_ns: int) -> dict[int, str] | None:
+        try:
+            if os.stat(f"{self._proc}/{pid}/ns/mnt").st_ino != mnt_ns:
+                return None  # gone, or the pid was reused by another namespace's process
+        except OSError:
+            return None
+        return self._read(pid)

@@ -269,3 +269,19 @@ def test_containers_only_filters_host_tasks_in_the_kernel(ctr: Container) -> Non
     assert any("ctr-only-marker" in (e.get("argv") or []) for e in out)
     assert not any("host-only-marker" in (e.get("argv") or []) for e in out)
     assert all(e.get("pid_ns") != os.stat("/proc/self/ns/pid").st_ino for e in out if e["action"] == "exec")
+
+
+def test_user_names_for_a_container_started_before_the_agent(ctr: Container) -> None:
+    """A new agent never saw this container's processes start; its short-lived processes exit
+    before any lookup: the name still comes from the container's passwd (through a live
+    process of that mount namespace), not the host's."""
+    cfg = Config()
+    cfg.sensor.sockets = cfg.sensor.files = False
+    a, sink = start_agent(cfg)
+    try:
+        for i in range(5):  # no shell: the tool is the only process, and it exits at once
+            subprocess.run([RUNC, "exec", "--user", "1000:1000", ctr.id, TOOL, f"late-{i}"], check=True, timeout=60)
+        evs = execs_of(sink, ctr, "late", 5)
+    finally:
+        a.stop()
+    assert wrong(evs, uid=1000, user="app") == []
