@@ -82,6 +82,7 @@ def with_podtrail(n: int, paced_s: float) -> dict[str, float]:
              if line.startswith("podtrail_dropped_events_total{")}
     lost = sum(drops.values())
     return {"wall": wall, "cpu_storm": (c1 - c0) / (wall + 1.0), "seen": seen, "lost": lost, "drops": drops,
+            "cpu_us_per_exec_storm": (c1 - c0) / max(seen, 1) * 1e6, "cpu_us_per_exec_paced": (c2 - c1) / max(k, 1) * 1e6,
             "paced_rate": k / paced_wall, "cpu_paced": (c2 - c1) / (paced_wall + 1.0), "paced_seen": paced_seen, "paced_n": k}
 
 
@@ -128,6 +129,8 @@ def main() -> int:
         "podtrail_events_seen": pt["seen"],
         "podtrail_dropped": pt["lost"],
         "podtrail_drops_by_reason": pt["drops"],
+        "podtrail_cpu_us_per_exec_storm": pt["cpu_us_per_exec_storm"],
+        "podtrail_cpu_us_per_exec_paced": pt["cpu_us_per_exec_paced"],
         "paced_execs_per_s": pt["paced_rate"],
         "podtrail_cpu_pct_of_core_paced": pt["cpu_paced"] * 100,
         "paced_events_seen": pt["paced_seen"], "paced_execs": pt["paced_n"],
