@@ -18,6 +18,8 @@ for src in podtrail/bpf/*.bpf.c; do
   obj="$OUT/$(basename "${src%.c}").o"
   "$CLANG" -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Wno-unused-function \
     -I "$GEN" -I podtrail/bpf/include -c "$src" -o "$obj.tmp"
+  # DWARF out, BTF kept (CO-RE relocations and the verifier's source lines need only BTF)
+  "${LLVM_STRIP:-llvm-strip}" -g "$obj.tmp"
   mv "$obj.tmp" "$obj"
 done
 python3 - <<'PY' > "$OUT/SOURCES.sha256.tmp"
