@@ -138,6 +138,9 @@ class _Collector:
     def __enter__(self) -> _Collector:
         self._lock.acquire()
         self.lib._messages = self.messages
+        # set again each time: another user of the same libbpf.so.1 in this process (BCC
+        # links Debian's libbpf too) may have installed its own print function since
+        self.lib.c.libbpf_set_print(self.lib._print_cb)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -123,3 +123,15 @@ def test_source_streams_and_counts_lost() -> None:
         src.close()
     assert any(s[0] == p.pid for s in out)
     assert src.lost() == 0
+
+
+def test_verifier_log_survives_another_libbpf_user(probe: BpfObject) -> None:
+    """BCC uses the same libbpf.so.1 and installs its own print function: ours is restored
+    for each load, so the verifier's words still reach the error."""
+    from podtrail.bpf.libbpf import _PRINT_FN, lib
+
+    other = _PRINT_FN(lambda level, fmt, va: 0)
+    lib().c.libbpf_set_print(other)
+    probe.set_autoload("probe_rejected", True)
+    with pytest.raises(BpfError, match="invalid"):
+        probe.load()
