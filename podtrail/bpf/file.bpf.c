@@ -1,0 +1,590 @@
+// SPDX-License-Identifier: GPL-2.0
+/* podtrail file sensor (libbpf CO-RE): opens for write/create, creat, unlink, rename, chmod
+ * and truncate under watched path prefixes, and reads of sensitive files, filtered in the
+ * kernel; and, for container tasks, the drift record (include/drift.h).
+ *
+ * Paths: an absolute path is read from the syscall's user pointer. A relative one is joined
+ * here, at the syscall, to the directory it is relative to (the task's cwd, or the directory
+ * open on dirfd), walked up to the task's own root (nf_pathwalk.h): the path a container
+ * process sees, with no /proc look-up after the fact. A successful open reports the file the
+ * fd actually refers to (links and ".." resolved by the kernel), and fchmod the file behind
+ * its fd. Paths are matched here against pattern lists filled from user space as FNV-1a
+ * hashes in hash maps (podtrail.bpf.netfile): write prefixes, and sensitive paths (exact, a
+ * directory, or with the second component as a wildcard), so one pass over a path serves
+ * any number of patterns. Matched events wait in `pending` (by tid) for the syscall's result.
+ *
+ * Drift: a container task that creates or writes a file (open with write flags, creat),
+ * truncates it, or adds an x bit (chmod, fchmodat, fchmodat2, fchmod) records the inode in
+ * drift_inodes when the syscall succeeded. The inode of an open comes from the returned fd;
+ * of fchmod from its fd; of a path-based chmod/truncate from the LSM hook inode_setattr,
+ * which sees the dentry the kernel itself resolved (stashed per task, committed at the
+ * syscall's exit only when it succeeded). The hook only observes: it always returns 0.
+ */
+#include "include/netfile.bpf.h"
+#include "include/nf_pathwalk.h"
+#include "include/drift.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define A_OPEN 1     /* open with write flags */
+#define A_CREATE 2   /* open with O_CREAT, creat() */
+#define A_READ 3     /* read-only open of a sensitive file */
+#define A_UNLINK 4
+#define A_RENAME 5
+#define A_CHMOD 6
+#define A_TRUNCATE 7
+
+#define PATHBUF NFP_BUF
+
+/* Pattern kinds in the hash sets (values are bit masks). */
+#define K_PREFIX 1 /* write: everything below this directory ("/etc/") */
+#define K_EXACT 2  /* this path, e.g. /etc/shadow, or /proc/ANY/environ with the wildcard */
+#define K_DIR 4    /* files directly in this directory; user space applies the name pattern */
+
+#define O_WRONLY_ 01
+#define O_RDWR_ 02
+#define O_CREAT_ 0100
+#define O_TRUNC_ 01000
+#define AT_FDCWD_ -100
+#define FMODE_CREATED_ (1U << 20) /* file->f_mode: this open created the file */
+
+/* Internal state of a pending event (not reported). */
+#define PF_REPORT 1      /* send to user space at the syscall's exit */
+#define PF_DRIFT 2       /* record the inode in drift_inodes on success */
+#define PF_HAVE_INODE 4  /* dev/ino below hold the inode to record */
+
+/* FNV-1a, 64 bit: user space hashes the patterns the same way (podtrail.bpf.netfile.fnv1a). */
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+#define FNV(h, c) (((h) ^ (__u8)(c)) * FNV_PRIME)
+
+struct file_event_t {
+    __u64 mono_ns;
+    __u64 cgroup_id;
+    __u64 dev; /* drift: the inode to record (internal) */
+    __u64 ino;
+    __u32 pid;
+    __u32 tid;
+    __u32 uid;
+    __u32 gid;
+    __s32 ret;
+    __s32 dfd;
+    __s32 dfd2;
+    __u32 flags;
+    __u32 mode;
+    __u16 action;
+    __u16 kflags;
+    __u32 pflags; /* PF_*, internal */
+    char comm[TASK_COMM_LEN_];
+    struct nf_path_t path;
+    struct nf_path_t path2; /* rename: the new path; only sent for renames */
+};
+
+/* Patterns are hashed, so one pass over a path costs the same for 5 or 500 patterns. */
+#define HASHSET(name, n)                 \
+    struct {                             \
+        __uint(type, BPF_MAP_TYPE_HASH); \
+        __uint(max_entries, n);          \
+        __type(key, __u64);              \
+        __type(value, __u8);             \
+    } name SEC(".maps")
+
+HASHSET(write_set, 1024);  /* K_PREFIX directories and K_EXACT paths to watch */
+HASHSET(sens_set, 4096);   /* sensitive K_EXACT paths and K_DIR directories */
+HASHSET(sens_first, 256);  /* first directories ("/etc/") of sensitive patterns */
+HASHSET(sens_names, 1024); /* last components, for relative paths */
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct file_event_t);
+} scratch SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 10240);
+    __type(key, __u32);
+    __type(value, struct file_event_t);
+} pending SEC(".maps");
+
+/* tid -> slot: the exit of every open checks this array before the hash. */
+#define GATE_SLOTS 16384
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, GATE_SLOTS);
+    __type(key, __u32);
+    __type(value, __u32);
+} pending_gate SEC(".maps");
+
+/* Drift records made and skipped (per CPU: [0] recorded, [1] no inode found). */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 2);
+    __type(key, __u32);
+    __type(value, __u64);
+} drift_stats SEC(".maps");
+
+static __always_inline void count_drift(__u32 i) {
+    __u64 *c = bpf_map_lookup_elem(&drift_stats, &i);
+    if (c)
+        __sync_fetch_and_add(c, 1);
+}
+
+static __always_inline int in_set(void *set, __u64 h, __u8 kind) {
+    __u8 *k = bpf_map_lookup_elem(set, &h);
+    return k && (*k & kind);
+}
+
+/* Watched for writes: a K_PREFIX directory above the path, or the path itself. */
+__noinline int match_write(const struct nf_path_t *p) {
+    if (!p)
+        return 0;
+    __u64 h = FNV_OFFSET;
+    for (int j = 0; j < PATHBUF; j++) {
+        char c = p->s[j];
+        if (c == 0)
+            return in_set(&write_set, h, K_EXACT);
+        h = FNV(h, c);
+        if (c == '/' && j > 0 && in_set(&write_set, h, K_PREFIX))
+            return 1;
+    }
+    return 0;
+}
+
+/* Walk state for the wildcard pass, in per-CPU map memory (volatile): the verifier then
+ * treats it as unknown and checks one state per loop step instead of one per mix of
+ * (step, slash count, ...). Only paths under a first directory with such patterns take it. */
+struct walk_t {
+    volatile __u64 hw;
+    volatile __u64 dirw;
+    volatile __u32 slashes;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct walk_t);
+} walk SEC(".maps");
+
+#define FIRST_W2 2 /* sens_first value bit: patterns with '*' as second component below */
+/* Sensitive patterns are short: only the first SENS_SCAN bytes of a path are matched (a
+ * longer path is no sensitive file), which keeps the verifier's work as it was. */
+#define SENS_SCAN NFP_HALF
+
+/* Sensitive absolute path: the path or its directory, literally, or with the second
+ * component as a wildcard (/proc/PID/environ matches the pattern /proc/ANY/environ).
+ * One register-only pass hashes the path; a path whose first directory holds no pattern
+ * ("/usr/", "/tmp/") stops at its second '/'. */
+__noinline int match_sensitive(const struct nf_path_t *p) {
+    if (!p)
+        return 0;
+    __u64 h = FNV_OFFSET, dir = FNV_OFFSET;
+    __u8 *first = NULL;
+    for (int j = 0; j < SENS_SCAN; j++) {
+        char c = p->s[j];
+        if (c == 0)
+            break;
+        h = FNV(h, c);
+        if (c == '/' && j > 0) {
+            if (!first) {
+                first = bpf_map_lookup_elem(&sens_first, &h);
+                if (!first)
+                    return 0;
+            }
+            dir = h;
+        }
+    }
+    if (!first)
+        return 0;
+    if (in_set(&sens_set, h, K_EXACT) || in_set(&sens_set, dir, K_DIR))
+        return 1;
+    if (!(*first & FIRST_W2))
+        return 0;
+    __u32 z = 0;
+    struct walk_t *w = bpf_map_lookup_elem(&walk, &z);
+    if (!w)
+        return 0;
+    w->hw = FNV_OFFSET;
+    w->dirw = 0;
+    w->slashes = 0;
+    for (int j = 0; j < SENS_SCAN; j++) {
+        char c = p->s[j];
+        if (c == 0)
+            break;
+        if (c == '/') {
+            __u32 n = w->slashes + 1;
+            w->slashes = n;
+            __u64 hw = FNV(w->hw, '/');
+            if (n == 2)
+                hw = FNV(hw, '*');
+            w->hw = hw;
+            w->dirw = hw;
+        } else if (w->slashes != 2) {
+            w->hw = FNV(w->hw, c);
+        }
+    }
+    return w->slashes > 2 && (in_set(&sens_set, w->hw, K_EXACT) || in_set(&sens_set, w->dirw, K_DIR));
+}
+
+/* Relative read: the last component against the sensitive names (before any path walk). */
+__noinline int match_sensitive_name(const struct nf_path_t *p) {
+    if (!p)
+        return 0;
+    __u64 h = FNV_OFFSET;
+    for (int j = 0; j < PATHBUF; j++) {
+        char c = p->s[j];
+        if (c == 0)
+            break;
+        h = (c == '/') ? FNV_OFFSET : FNV(h, c);
+    }
+    return bpf_map_lookup_elem(&sens_names, &h) != NULL;
+}
+
+static __always_inline struct file_event_t *start_event(__u16 action) {
+    struct nf_cfg_t *cfg = get_cfg();
+    if (!cfg)
+        return NULL;
+    __u64 pt = bpf_get_current_pid_tgid();
+    __u32 kf = 0;
+    if (!task_allowed(cfg, pt >> 32, &kf))
+        return NULL;
+    __u32 z = 0;
+    struct file_event_t *e = bpf_map_lookup_elem(&scratch, &z);
+    if (!e)
+        return NULL;
+    e->mono_ns = bpf_ktime_get_ns();
+    e->pid = pt >> 32;
+    e->tid = (__u32)pt;
+    e->action = action;
+    e->kflags = kf;
+    e->pflags = 0;
+    e->flags = 0;
+    e->mode = 0;
+    e->ret = 0;
+    e->dev = 0;
+    e->ino = 0;
+    e->dfd = AT_FDCWD_;
+    e->dfd2 = AT_FDCWD_;
+    e->path2.s[0] = 0;
+    return e;
+}
+
+/* Read a user path into buf. A relative path is appended to the path of the directory it
+ * is relative to (cwd or dfd), walked in the kernel now. Returns KF_* flags to add. */
+__noinline int read_path(struct nf_path_t *buf, __u64 upath, int dfd) {
+    if (!buf)
+        return 0;
+    char c0 = 0;
+    bpf_probe_read_user(&c0, 1, (const void *)upath);
+    if (c0 == '/') {
+        long n = bpf_probe_read_user_str(buf->s, PATHBUF, (const void *)upath);
+        if (n <= 0)
+            buf->s[0] = 0;
+        return n >= PATHBUF ? KF_TRUNCATED : 0;
+    }
+    int kf = KF_RELATIVE;
+    int r = nfp_base_dir(dfd, buf);
+    if (r < 0) { /* no base (bad dirfd): keep the name as given */
+        long n = bpf_probe_read_user_str(buf->s, NFP_HALF, (const void *)upath);
+        if (n <= 0)
+            buf->s[0] = 0;
+        return kf | KF_PATH_CUT;
+    }
+    if (r & NFP_CUT)
+        kf |= KF_PATH_CUT;
+    __u32 pos = r & 0xffff;
+    if (c0 == 0) /* empty path (AT_EMPTY_PATH): the directory itself */
+        return kf;
+    if (pos >= NFP_HALF - 1)
+        return kf | KF_TRUNCATED;
+    if (pos > 1) {
+        NFP_BARRIER(pos);
+        pos &= NFP_HALF - 1;
+        buf->s[pos] = '/';
+        pos++;
+    }
+    NFP_BARRIER(pos);
+    pos &= NFP_HALF - 1;
+    long n = bpf_probe_read_user_str(&buf->s[pos], NFP_HALF, (const void *)upath);
+    return n >= NFP_HALF ? kf | KF_TRUNCATED : kf;
+}
+
+/* Keep the event for the syscall exit; fill the task fields only for events that pass. */
+static __always_inline void keep(struct file_event_t *e) {
+    __u64 ug = bpf_get_current_uid_gid();
+    e->uid = (__u32)ug;
+    e->gid = ug >> 32;
+    e->cgroup_id = bpf_get_current_cgroup_id();
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    bpf_map_update_elem(&pending, &e->tid, e, BPF_ANY);
+    __u32 slot = e->tid & (GATE_SLOTS - 1);
+    __u32 *g = bpf_map_lookup_elem(&pending_gate, &slot);
+    if (g)
+        *g = e->tid;
+}
+
+static __always_inline int drift_on(struct file_event_t *e) {
+    struct nf_cfg_t *cfg = get_cfg();
+    return cfg && cfg->drift && (e->kflags & KF_CONTAINER);
+}
+
+/* Write-type events: reported when the path (or a rename's other path) is watched; kept
+ * unreported when only the drift record needs the syscall's result. */
+static __always_inline void write_like(struct file_event_t *e, int drift_candidate, int is_rename) {
+    if (match_write(&e->path) || (is_rename && e->path2.s[0] && match_write(&e->path2)))
+        e->pflags |= PF_REPORT;
+    if (drift_candidate && drift_on(e))
+        e->pflags |= PF_DRIFT;
+    if (e->pflags)
+        keep(e);
+}
+
+static __always_inline void set_inode(struct file_event_t *e, struct inode *ino) {
+    if (!ino)
+        return;
+    e->dev = BPF_CORE_READ(ino, i_sb, s_dev);
+    e->ino = BPF_CORE_READ(ino, i_ino);
+    e->pflags |= PF_HAVE_INODE;
+}
+
+static __always_inline void drift_record(struct file_event_t *e, __u32 reason) {
+    if (!(e->pflags & PF_HAVE_INODE)) {
+        count_drift(1);
+        return;
+    }
+    struct drift_key k = {.dev = e->dev, .ino = e->ino};
+    struct drift_val v = {.cgroup_id = e->cgroup_id, .ktime = bpf_ktime_get_ns(), .reason = reason};
+    struct drift_val *old = bpf_map_lookup_elem(&drift_inodes, &k);
+    if (old && old->reason == DRIFT_CREATED)
+        v.reason = DRIFT_CREATED; /* created, then written: still created in the container */
+    struct task_struct *t = bpf_get_current_task_btf();
+    v.mnt_ns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+    bpf_map_update_elem(&drift_inodes, &k, &v, BPF_ANY);
+    count_drift(0);
+}
+
+static __always_inline int do_open(int dfd, const char *upath, __u32 flags, __u32 mode) {
+    int writes = flags & (O_WRONLY_ | O_RDWR_ | O_CREAT_ | O_TRUNC_);
+    if (!writes) {
+        /* The hot path: nearly every open is a read of an unwatched file. Match the path
+         * first; the task lookups, filters and path walks run only for the few that hit. */
+        __u32 z = 0;
+        struct file_event_t *e = bpf_map_lookup_elem(&scratch, &z);
+        if (!e)
+            return 0;
+        long n = bpf_probe_read_user_str(e->path.s, PATHBUF, upath);
+        if (n <= 0)
+            return 0;
+        int relative = e->path.s[0] != '/';
+        int hit = relative ? match_sensitive_name(&e->path) : match_sensitive(&e->path);
+        if (!hit)
+            return 0;
+        e = start_event(A_READ);
+        if (!e)
+            return 0;
+        if (relative) {
+            e->kflags |= read_path(&e->path, (__u64)upath, dfd);
+            if (!(e->kflags & KF_PATH_CUT) && !match_sensitive(&e->path))
+                return 0;
+        } else if (n >= PATHBUF) {
+            e->kflags |= KF_TRUNCATED;
+        }
+        e->kflags |= KF_SENSITIVE;
+        e->dfd = dfd;
+        e->flags = flags;
+        e->mode = mode;
+        e->pflags = PF_REPORT;
+        keep(e);
+        return 0;
+    }
+    struct file_event_t *e = start_event((flags & O_CREAT_) ? A_CREATE : A_OPEN);
+    if (!e)
+        return 0;
+    e->dfd = dfd;
+    e->flags = flags;
+    e->mode = mode;
+    e->kflags |= read_path(&e->path, (__u64)upath, dfd);
+    write_like(e, 1, 0);
+    return 0;
+}
+
+static __always_inline struct file_event_t *take_pending(void) {
+    __u32 tid = (__u32)bpf_get_current_pid_tgid();
+    __u32 slot = tid & (GATE_SLOTS - 1);
+    __u32 *g = bpf_map_lookup_elem(&pending_gate, &slot);
+    if (!g || *g != tid)
+        return NULL;
+    *g = 0;
+    return bpf_map_lookup_elem(&pending, &tid);
+}
+
+static __always_inline void finish(struct file_event_t *e, long ret) {
+    e->ret = ret;
+    if (e->pflags & PF_REPORT)
+        submit(e, e->action == A_RENAME ? sizeof(*e) : sizeof(*e) - PATHBUF);
+    __u32 tid = e->tid;
+    bpf_map_delete_elem(&pending, &tid);
+}
+
+/* Opens: the fd names the file actually opened (links, "..", the dirfd all resolved by the
+ * kernel), and is where the drift record's inode comes from. */
+static __always_inline int open_exit(long ret) {
+    struct file_event_t *e = take_pending();
+    if (!e)
+        return 0;
+    if (ret >= 0) {
+        struct task_struct *t = bpf_get_current_task_btf();
+        struct file *f = task_fd_file(t, (int)ret);
+        if (f) {
+            if (e->pflags & PF_REPORT) {
+                __u32 z = 0;
+                struct file_event_t *tmp = bpf_map_lookup_elem(&scratch, &z);
+                if (tmp) {
+                    int r = nfp_path((__u64)BPF_CORE_READ(f, f_path.dentry), (__u64)BPF_CORE_READ(f, f_path.mnt), &tmp->path);
+                    if (r > 0 && !(r & NFP_CUT)) {
+                        __builtin_memcpy(&e->path, &tmp->path, sizeof(e->path));
+                        e->kflags &= ~(KF_PATH_CUT | KF_TRUNCATED);
+                    }
+                }
+            }
+            if (e->pflags & PF_DRIFT) {
+                set_inode(e, BPF_CORE_READ(f, f_inode));
+                drift_record(e, (BPF_CORE_READ(f, f_mode) & FMODE_CREATED_) ? DRIFT_CREATED : DRIFT_MODIFIED);
+            }
+        }
+    }
+    finish(e, ret);
+    return 0;
+}
+
+/* Path operations: chmod/truncate commit the inode stashed by inode_setattr on success. */
+static __always_inline int path_exit(long ret) {
+    struct file_event_t *e = take_pending();
+    if (!e)
+        return 0;
+    if (ret == 0 && (e->pflags & PF_DRIFT))
+        drift_record(e, DRIFT_MODIFIED);
+    finish(e, ret);
+    return 0;
+}
+
+static __always_inline int do_path_op(__u16 action, int dfd, const char *upath, __u32 mode, int drift) {
+    struct file_event_t *e = start_event(action);
+    if (!e)
+        return 0;
+    e->dfd = dfd;
+    e->mode = mode;
+    e->kflags |= read_path(&e->path, (__u64)upath, dfd);
+    write_like(e, drift, 0);
+    return 0;
+}
+
+static __always_inline int do_rename(int olddfd, const char *oldp, int newdfd, const char *newp, __u32 flags) {
+    struct file_event_t *e = start_event(A_RENAME);
+    if (!e)
+        return 0;
+    e->dfd = olddfd;
+    e->dfd2 = newdfd;
+    e->flags = flags;
+    e->kflags |= read_path(&e->path, (__u64)oldp, olddfd);
+    e->kflags |= read_path(&e->path2, (__u64)newp, newdfd);
+    write_like(e, 0, 1); /* a rename keeps the inode: its drift record still holds */
+    return 0;
+}
+
+#define ARG(i) (ctx->args[i])
+#define ENTER(name) SEC("tp/syscalls/sys_enter_" #name) int enter_##name(struct trace_event_raw_sys_enter *ctx)
+#define EXIT(name, fn) \
+    SEC("tp/syscalls/sys_exit_" #name) int exit_##name(struct trace_event_raw_sys_exit *ctx) { return fn(ctx->ret); }
+
+/* ---- opens -------------------------------------------------------------------------------- */
+
+ENTER(open) { return do_open(AT_FDCWD_, (const char *)ARG(0), ARG(1), ARG(2)); }
+ENTER(openat) { return do_open(ARG(0), (const char *)ARG(1), ARG(2), ARG(3)); }
+ENTER(openat2) {
+    __u64 how[2] = {}; /* struct open_how starts with u64 flags, u64 mode */
+    bpf_probe_read_user(how, sizeof(how), (void *)ARG(2));
+    return do_open(ARG(0), (const char *)ARG(1), (__u32)how[0], (__u32)how[1]);
+}
+ENTER(creat) { return do_open(AT_FDCWD_, (const char *)ARG(0), O_CREAT_ | O_WRONLY_ | O_TRUNC_, ARG(1)); }
+
+/* ---- namespace changes ------------------------------------------------------------------- */
+
+ENTER(unlink) { return do_path_op(A_UNLINK, AT_FDCWD_, (const char *)ARG(0), 0, 0); }
+ENTER(unlinkat) { return do_path_op(A_UNLINK, ARG(0), (const char *)ARG(1), 0, 0); }
+ENTER(rename) { return do_rename(AT_FDCWD_, (const char *)ARG(0), AT_FDCWD_, (const char *)ARG(1), 0); }
+ENTER(renameat) { return do_rename(ARG(0), (const char *)ARG(1), ARG(2), (const char *)ARG(3), 0); }
+ENTER(renameat2) { return do_rename(ARG(0), (const char *)ARG(1), ARG(2), (const char *)ARG(3), ARG(4)); }
+
+/* ---- metadata -------------------------------------------------------------------------------- */
+
+ENTER(chmod) { return do_path_op(A_CHMOD, AT_FDCWD_, (const char *)ARG(0), ARG(1), ARG(1) & 0111); }
+ENTER(fchmodat) { return do_path_op(A_CHMOD, ARG(0), (const char *)ARG(1), ARG(2), ARG(2) & 0111); }
+/* fchmodat2 exists from Linux 6.6; the loader leaves it out where the tracepoint is missing. */
+ENTER(fchmodat2) { return do_path_op(A_CHMOD, ARG(0), (const char *)ARG(1), ARG(2), ARG(2) & 0111); }
+ENTER(truncate) { return do_path_op(A_TRUNCATE, AT_FDCWD_, (const char *)ARG(0), 0, 1); }
+
+/* fchmod(fd): the path and the inode are those of the open file behind fd. */
+ENTER(fchmod) {
+    struct file_event_t *e = start_event(A_CHMOD);
+    if (!e)
+        return 0;
+    int fd = ARG(0);
+    e->dfd = fd;
+    e->mode = ARG(1);
+    e->path.s[0] = 0;
+    struct file *f = task_fd_file(bpf_get_current_task_btf(), fd);
+    if (!f)
+        return 0;
+    int r = nfp_path((__u64)BPF_CORE_READ(f, f_path.dentry), (__u64)BPF_CORE_READ(f, f_path.mnt), &e->path);
+    if (r < 0)
+        return 0;
+    if (r & NFP_CUT)
+        e->kflags |= KF_PATH_CUT;
+    write_like(e, e->mode & 0111, 0);
+    if (e->pflags & PF_DRIFT) {
+        __u32 tid = e->tid;
+        struct file_event_t *p = bpf_map_lookup_elem(&pending, &tid);
+        if (p)
+            set_inode(p, BPF_CORE_READ(f, f_inode));
+    }
+    return 0;
+}
+
+/* The inode a path-based chmod or truncate acts on, as the kernel resolved it. Overlayfs
+ * calls this twice (overlay inode, then the upper one): the first, the inode exec sees, is
+ * kept. Observes only. */
+SEC("lsm/inode_setattr")
+int BPF_PROG(drift_setattr, struct mnt_idmap *idmap, struct dentry *dentry, struct iattr *attr) {
+    __u32 tid = (__u32)bpf_get_current_pid_tgid();
+    __u32 slot = tid & (GATE_SLOTS - 1);
+    __u32 *g = bpf_map_lookup_elem(&pending_gate, &slot);
+    if (!g || *g != tid)
+        return 0;
+    struct file_event_t *e = bpf_map_lookup_elem(&pending, &tid);
+    if (!e || !(e->pflags & PF_DRIFT) || (e->pflags & PF_HAVE_INODE))
+        return 0;
+    if (e->action != A_CHMOD && e->action != A_TRUNCATE)
+        return 0;
+    set_inode(e, BPF_CORE_READ(dentry, d_inode));
+    return 0;
+}
+
+/* ---- results --------------------------------------------------------------------------------- */
+
+EXIT(open, open_exit)
+EXIT(openat, open_exit)
+EXIT(openat2, open_exit)
+EXIT(creat, open_exit)
+EXIT(unlink, path_exit)
+EXIT(unlinkat, path_exit)
+EXIT(rename, path_exit)
+EXIT(renameat, path_exit)
+EXIT(renameat2, path_exit)
+EXIT(chmod, path_exit)
+EXIT(fchmodat, path_exit)
+EXIT(fchmodat2, path_exit)
+EXIT(fchmod, path_exit)
+EXIT(truncate, path_exit)
