@@ -6,10 +6,16 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: setup run test lint bench docs rules clean
+.PHONY: setup bpf run test lint bench docs rules clean
 
 setup: $(STAMP) $(QSTAMP)
 	@bash scripts/setup-system.sh
+	@bash scripts/build-bpf.sh
+
+# CO-RE objects: vmlinux.h from the kernel's BTF (build/bpf), podtrail/bpf/*.bpf.c compiled once
+# to podtrail/bpf/obj/*.bpf.o (shipped in the package; nothing is compiled at run time).
+bpf:
+	bash scripts/build-bpf.sh
 
 # The QRadar AQL Sigma backend pins pySigma < 0.12; it gets its own venv (see the requirements file).
 $(QSTAMP): podtrail/rules/qradar-requirements.txt
@@ -45,4 +51,4 @@ rules: setup
 	$(VENV)/bin/podtrail rules build
 
 clean:
-	rm -rf $(VENV) $(QVENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(QVENV) .pytest_cache .mypy_cache .ruff_cache build/bpf podtrail/bpf/obj

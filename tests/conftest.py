@@ -44,6 +44,20 @@ def require_ebpf() -> None:
     require(os.path.exists(f"/lib/modules/{os.uname().release}/build"), "kernel headers link")
 
 
+def require_core() -> None:
+    """CO-RE sensors: root, the kernel's BTF, libbpf, and the objects `make bpf` builds."""
+    require_root()
+    require(os.path.exists("/sys/kernel/btf/vmlinux"), "kernel BTF at /sys/kernel/btf/vmlinux")
+    from podtrail.bpf.libbpf import BpfError, lib
+    from podtrail.bpf.objects import OBJ_DIR
+
+    try:
+        lib()
+    except BpfError as e:
+        require(False, str(e))
+    require(any(OBJ_DIR.glob("*.bpf.o")), "compiled BPF objects (make bpf)")
+
+
 @pytest.fixture
 def containers() -> Iterator[list]:
     """Containers a test starts; all destroyed afterwards."""
