@@ -1,8 +1,8 @@
 """Assemble the agent from a Config: sources -> stages -> sinks, and run it.
 
 Order of stages matters: the process table first (ancestry, and the pid -> process key that
-later stages cache on), then container identity, then drift/relative-path fixes from the
-file sensor, then Kubernetes context (which may hold events briefly), then sinks.
+later stages cache on), then container identity, then Kubernetes context (which may hold
+events briefly), then sinks. Drift and relative file paths are settled in the kernel.
 """
 
 from __future__ import annotations
@@ -113,17 +113,16 @@ class Agent:
 
 
 def _ebpf_sources(cfg: Config, index: CgroupIndex) -> tuple[list[Source], list[Stage]]:
+    from podtrail.bpf.libbpf import SharedMaps
     from podtrail.bpf.process import build_process_source
 
-    sources: list[Source] = [build_process_source(cfg.sensor, index.learn)]
-    stages: list[Stage] = []
+    shared = SharedMaps()  # drift_inodes: the file sensor records, the process sensor judges
+    sources: list[Source] = [build_process_source(cfg.sensor, index.learn, shared=shared)]
     if cfg.sensor.sockets or cfg.sensor.files:
         from podtrail.bpf.netfile import build_socket_file_sources
 
-        nf_sources, nf_stages, _tracker = build_socket_file_sources(cfg.sensor)
-        sources.extend(nf_sources)
-        stages.extend(nf_stages)
-    return sources, stages
+        sources.extend(build_socket_file_sources(cfg.sensor, shared=shared))
+    return sources, []
 
 
 def _audit_sources(cfg: Config) -> list[Source]:

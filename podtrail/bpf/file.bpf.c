@@ -16,13 +16,13 @@
  * Drift: a container task that creates or writes a file (open with write flags, creat),
  * truncates it, or adds an x bit (chmod, fchmodat, fchmodat2, fchmod) records the inode in
  * drift_inodes when the syscall succeeded. The inode of an open comes from the returned fd;
- * of fchmod from its fd; of a path-based chmod/truncate from the LSM hook inode_setattr,
- * which sees the dentry the kernel itself resolved (stashed per task, committed at the
- * syscall's exit only when it succeeded). The hook only observes: it always returns 0.
+ * of fchmod from its fd; of a path-based chmod/truncate from the timestamp tracepoints that
+ * fire for the inode whose ctime the syscall changes (stashed per task, committed at the
+ * syscall's exit only when it succeeded); see stash_inode.
  */
-#include "include/netfile.bpf.h"
-#include "include/nf_pathwalk.h"
-#include "include/drift.h"
+#include "netfile.bpf.h"
+#include "nf_pathwalk.h"
+#include "drift.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -384,11 +384,9 @@ static __always_inline int do_open(int dfd, const char *upath, __u32 flags, __u3
         e = start_event(A_READ);
         if (!e)
             return 0;
-        if (relative) {
+        if (relative) /* name matched: joined here, matched in user space after folding ".." */
             e->kflags |= read_path(&e->path, (__u64)upath, dfd);
-            if (!(e->kflags & KF_PATH_CUT) && !match_sensitive(&e->path))
-                return 0;
-        } else if (n >= PATHBUF) {
+        else if (n >= PATHBUF) {
             e->kflags |= KF_TRUNCATED;
         }
         e->kflags |= KF_SENSITIVE;
@@ -436,7 +434,7 @@ static __always_inline int open_exit(long ret) {
         return 0;
     if (ret >= 0) {
         struct task_struct *t = bpf_get_current_task_btf();
-        struct file *f = task_fd_file(t, (int)ret);
+        struct file *f = pt_fd_file(t, (int)ret);
         if (f) {
             if (e->pflags & PF_REPORT) {
                 __u32 z = 0;
@@ -535,7 +533,7 @@ ENTER(fchmod) {
     e->dfd = fd;
     e->mode = ARG(1);
     e->path.s[0] = 0;
-    struct file *f = task_fd_file(bpf_get_current_task_btf(), fd);
+    struct file *f = pt_fd_file(bpf_get_current_task_btf(), fd);
     if (!f)
         return 0;
     int r = nfp_path((__u64)BPF_CORE_READ(f, f_path.dentry), (__u64)BPF_CORE_READ(f, f_path.mnt), &e->path);
@@ -553,24 +551,34 @@ ENTER(fchmod) {
     return 0;
 }
 
-/* The inode a path-based chmod or truncate acts on, as the kernel resolved it. Overlayfs
- * calls this twice (overlay inode, then the upper one): the first, the inode exec sees, is
- * kept. Observes only. */
-SEC("lsm/inode_setattr")
-int BPF_PROG(drift_setattr, struct mnt_idmap *idmap, struct dentry *dentry, struct iattr *attr) {
+/* The inode a path-based chmod or truncate acts on, as the kernel resolved it: the one whose
+ * ctime the syscall changes (fs/inode.c timestamp tracepoints, Linux 6.13+; the loader leaves
+ * these out where they are missing). Path lookup changes no ctime, so within a pending chmod
+ * the only inodes seen are the target's; on overlayfs the upper inode comes first and the
+ * overlay inode (the one exec sees) last, so the last one wins. LSM (inode_setattr) would
+ * give the dentry directly, but BPF LSM and trampoline programs do not load on every kernel
+ * that has BTF (this VM refuses them with EPERM); tracepoints load wherever tracing works. */
+static __always_inline int stash_inode(struct inode *ino) {
     __u32 tid = (__u32)bpf_get_current_pid_tgid();
     __u32 slot = tid & (GATE_SLOTS - 1);
     __u32 *g = bpf_map_lookup_elem(&pending_gate, &slot);
     if (!g || *g != tid)
         return 0;
     struct file_event_t *e = bpf_map_lookup_elem(&pending, &tid);
-    if (!e || !(e->pflags & PF_DRIFT) || (e->pflags & PF_HAVE_INODE))
+    if (!e || !(e->pflags & PF_DRIFT) || (e->action != A_CHMOD && e->action != A_TRUNCATE))
         return 0;
-    if (e->action != A_CHMOD && e->action != A_TRUNCATE)
-        return 0;
-    set_inode(e, BPF_CORE_READ(dentry, d_inode));
+    set_inode(e, ino);
     return 0;
 }
+
+SEC("tp_btf/ctime_ns_xchg")
+int BPF_PROG(drift_ctime_xchg, struct inode *inode) { return stash_inode(inode); }
+
+SEC("tp_btf/ctime_xchg_skip")
+int BPF_PROG(drift_ctime_skip, struct inode *inode) { return stash_inode(inode); }
+
+SEC("tp_btf/inode_set_ctime_to_ts")
+int BPF_PROG(drift_ctime_set, struct inode *inode) { return stash_inode(inode); }
 
 /* ---- results --------------------------------------------------------------------------------- */
 

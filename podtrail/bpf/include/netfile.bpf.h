@@ -10,6 +10,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include "task_facts.h"
 
 #define TASK_COMM_LEN_ 16
 
@@ -120,19 +121,6 @@ static __always_inline int task_allowed(struct nf_cfg_t *cfg, __u32 tgid, __u32 
     if (inc)
         *kf |= KF_CONTAINER;
     return 1;
-}
-
-/* The open file behind fd in the current task (NULL when out of range or closed). */
-static __always_inline struct file *task_fd_file(struct task_struct *t, int fd) {
-    if (fd < 0)
-        return NULL;
-    struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-    if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
-        return NULL;
-    struct file **fds = BPF_CORE_READ(fdt, fd);
-    struct file *f = NULL;
-    bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-    return f;
 }
 
 #endif
