@@ -78,6 +78,24 @@ def make_rootfs(dest: Path) -> Path:
     return rootfs
 
 
+def add_dash(rootfs: Path, dash: str = "/bin/dash") -> None:
+    """Make a real dash the rootfs's /bin/sh: the binary plus every library ``ldd`` lists, at
+    the same paths. Debian's busybox sh runs most applets with no execve at all; dash execs
+    every command, as the shells of Debian- and Alpine-based images do."""
+    out = subprocess.run(["ldd", dash], capture_output=True, text=True, check=True).stdout
+    libs = [w for line in out.splitlines() for w in line.split() if w.startswith("/")]
+    for f in (dash, *libs):
+        real = os.path.realpath(f)
+        for target in {f, real}:
+            dst = rootfs / target.lstrip("/")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if not dst.exists():
+                shutil.copy2(real, dst)
+    sh = rootfs / "bin/sh"
+    sh.unlink()
+    sh.symlink_to("dash")
+
+
 @dataclass
 class Container:
     id: str
@@ -121,16 +139,20 @@ def run_container(
     host_network: bool = True,
     netns: str | None = None,
     workdir: Path | None = None,
+    dash: bool = False,
 ) -> Container:
     """Start a detached runc container whose cgroup path has ``shape``.
 
     ``netns`` joins a network namespace made by the test (``/var/run/netns/NAME``);
-    otherwise the host network is shared when ``host_network``.
+    otherwise the host network is shared when ``host_network``. ``dash``: /bin/sh is a real
+    dash (``add_dash``).
     """
     cid = cid or new_container_id()
     pod_uid = pod_uid or new_pod_uid()
     bundle = Path(tempfile.mkdtemp(prefix="podtrail-ctr-", dir=workdir))
-    make_rootfs(bundle)
+    rootfs = make_rootfs(bundle)
+    if dash:
+        add_dash(rootfs)
     subprocess.run([RUNC, "spec"], cwd=bundle, check=True, capture_output=True)
     spec = json.loads((bundle / "config.json").read_text())
     spec["process"]["terminal"] = False

@@ -332,8 +332,25 @@ static __always_inline int drift_on(struct file_event_t *e) {
 
 /* Write-type events: reported when the path (or a rename's other path) is watched; kept
  * unreported when only the drift record needs the syscall's result. */
+/* A joined relative path with ".." in it ("/srv/../etc/x"): the kernel cannot match it as it
+ * stands, so it goes up for user space to fold and match. */
+__noinline int has_dotdot(const struct nf_path_t *p) {
+    if (!p)
+        return 0;
+    for (int j = 0; j < PATHBUF - 1; j++) {
+        char c = p->s[j];
+        if (c == 0)
+            return 0;
+        if (c == '.' && p->s[j + 1] == '.')
+            return 1;
+    }
+    return 0;
+}
+
 static __always_inline void write_like(struct file_event_t *e, int drift_candidate, int is_rename) {
     if (match_write(&e->path) || (is_rename && e->path2.s[0] && match_write(&e->path2)))
+        e->pflags |= PF_REPORT;
+    else if ((e->kflags & KF_RELATIVE) && (has_dotdot(&e->path) || (is_rename && has_dotdot(&e->path2))))
         e->pflags |= PF_REPORT;
     if (drift_candidate && drift_on(e))
         e->pflags |= PF_DRIFT;
@@ -492,6 +509,30 @@ static __always_inline int do_rename(int olddfd, const char *oldp, int newdfd, c
     return 0;
 }
 
+/* Unlinks by any task (the host removing an old container's rootfs too): the last name of a
+ * regular file going away frees its inode number for reuse, so its drift record goes with it
+ * (else a new, never-written file could inherit it). The victim is the inode whose ctime the
+ * unlink sets while it still has its last link. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, GATE_SLOTS);
+    __type(key, __u32);
+    __type(value, __u32);
+} unlink_gate SEC(".maps");
+
+static __always_inline void set_unlink_gate(__u32 value) {
+    __u32 tid = (__u32)bpf_get_current_pid_tgid();
+    __u32 slot = tid & (GATE_SLOTS - 1);
+    bpf_map_update_elem(&unlink_gate, &slot, value ? &tid : &value, BPF_ANY);
+}
+
+static __always_inline void forget_inode(struct inode *ino) {
+    if (!ino || (BPF_CORE_READ(ino, i_mode) & S_IFMT) != S_IFREG || BPF_CORE_READ(ino, i_nlink) > 1)
+        return;
+    struct drift_key k = {.dev = BPF_CORE_READ(ino, i_sb, s_dev), .ino = BPF_CORE_READ(ino, i_ino)};
+    bpf_map_delete_elem(&drift_inodes, &k);
+}
+
 #define ARG(i) (ctx->args[i])
 #define ENTER(name) SEC("tp/syscalls/sys_enter_" #name) int enter_##name(struct trace_event_raw_sys_enter *ctx)
 #define EXIT(name, fn) \
@@ -510,8 +551,14 @@ ENTER(creat) { return do_open(AT_FDCWD_, (const char *)ARG(0), O_CREAT_ | O_WRON
 
 /* ---- namespace changes ------------------------------------------------------------------- */
 
-ENTER(unlink) { return do_path_op(A_UNLINK, AT_FDCWD_, (const char *)ARG(0), 0, 0); }
-ENTER(unlinkat) { return do_path_op(A_UNLINK, ARG(0), (const char *)ARG(1), 0, 0); }
+ENTER(unlink) {
+    set_unlink_gate(1);
+    return do_path_op(A_UNLINK, AT_FDCWD_, (const char *)ARG(0), 0, 0);
+}
+ENTER(unlinkat) {
+    set_unlink_gate(1);
+    return do_path_op(A_UNLINK, ARG(0), (const char *)ARG(1), 0, 0);
+}
 ENTER(rename) { return do_rename(AT_FDCWD_, (const char *)ARG(0), AT_FDCWD_, (const char *)ARG(1), 0); }
 ENTER(renameat) { return do_rename(ARG(0), (const char *)ARG(1), ARG(2), (const char *)ARG(3), 0); }
 ENTER(renameat2) { return do_rename(ARG(0), (const char *)ARG(1), ARG(2), (const char *)ARG(3), ARG(4)); }
@@ -561,6 +608,11 @@ ENTER(fchmod) {
 static __always_inline int stash_inode(struct inode *ino) {
     __u32 tid = (__u32)bpf_get_current_pid_tgid();
     __u32 slot = tid & (GATE_SLOTS - 1);
+    __u32 *u = bpf_map_lookup_elem(&unlink_gate, &slot);
+    if (u && *u == tid) {
+        forget_inode(ino);
+        return 0;
+    }
     __u32 *g = bpf_map_lookup_elem(&pending_gate, &slot);
     if (!g || *g != tid)
         return 0;
@@ -586,8 +638,13 @@ EXIT(open, open_exit)
 EXIT(openat, open_exit)
 EXIT(openat2, open_exit)
 EXIT(creat, open_exit)
-EXIT(unlink, path_exit)
-EXIT(unlinkat, path_exit)
+static __always_inline int unlink_exit(long ret) {
+    set_unlink_gate(0);
+    return path_exit(ret);
+}
+
+EXIT(unlink, unlink_exit)
+EXIT(unlinkat, unlink_exit)
 EXIT(rename, path_exit)
 EXIT(renameat, path_exit)
 EXIT(renameat2, path_exit)

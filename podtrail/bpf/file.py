@@ -30,7 +30,7 @@ PATHBUF: Final = 512  # nf_pathwalk.h NFP_BUF
 
 # struct file_event_t in file.bpf.c up to the first path; renames carry a second path.
 _EVENT = struct.Struct(f"<QQQQIIIIiiiIIHHI16s{PATHBUF}s")
-_PATH2_OFFSET: Final = _EVENT.size + 4  # the C struct pads the first path to 8 bytes
+_PATH2_OFFSET: Final = _EVENT.size  # path2 follows path; the C struct's 4 padding bytes are at its end
 _PATH2 = struct.Struct(f"<{PATHBUF}s")
 
 USER_FILTERED = Counter(
