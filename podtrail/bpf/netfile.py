@@ -20,11 +20,13 @@ from importlib import resources
 from typing import Any, Final
 
 import yaml
+from prometheus_client import Counter
 
 from podtrail.bpf.libbpf import BpfObject, SharedMaps
 from podtrail.bpf.process import ringbuf_bytes
 from podtrail.bpf.runtime import RingBufferSource, kstr
 from podtrail.config import ConfigError, SensorConfig
+from podtrail.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,15 @@ def fnv1a(data: bytes) -> int:
     for b in data:
         h = ((h ^ b) * _FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
     return h
+
+
+# file.bpf.c drift_stats slots: records made; opens/chmods whose inode could not be found.
+DRIFT_OUTCOMES: Final = ("recorded", "no_inode")
+DRIFT_RECORDS = Counter(
+    "podtrail_drift_records_total",
+    "Container file changes recorded in the kernel's drift map (file sensor), by outcome.",
+    ["outcome"], registry=REGISTRY,
+)
 
 
 # ---- filter config ---------------------------------------------------------------------------
@@ -261,6 +272,17 @@ class NetFileSource(RingBufferSource):
 
         super().__init__(name, obj, decode, prepare=leave_out_missing, configure=configure_all,
                          ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), poll_ms=POLL_MS, shared=shared)
+        self._drift_seen = [0] * len(DRIFT_OUTCOMES)
+
+    def _count_lost(self) -> None:
+        super()._count_lost()
+        if self.obj is not None and self.obj.has_map("drift_stats"):
+            m = self.obj.map("drift_stats")
+            for i, outcome in enumerate(DRIFT_OUTCOMES):
+                n = m.sum_percpu_u64(i.to_bytes(4, "little"))
+                if n > self._drift_seen[i]:
+                    DRIFT_RECORDS.labels(outcome).inc(n - self._drift_seen[i])
+                    self._drift_seen[i] = n
 
     def reconfigure(self, cfg: SensorConfig) -> None:
         """New filter settings for the running object (maps only)."""

@@ -378,6 +378,12 @@ def test_drift_flagged_in_the_kernel_every_run(sensors: Sensors, containers: lis
     opt = execs("/opt/bb")
     assert opt and opt[0].get("drift_reason") == "created_in_container"
     assert not col.matching(lambda e: _in(cg)(e) and e.get("target_path") == "/opt/bb")  # unwatched: no file event
+    from podtrail.bpf.netfile import DRIFT_RECORDS
+
+    deadline = time.monotonic() + 5  # the source exports drift_stats once a second
+    while DRIFT_RECORDS.labels("recorded")._value.get() < runs and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert DRIFT_RECORDS.labels("recorded")._value.get() >= runs
 
 
 def test_drift_chmod_of_an_image_file(sensors: Sensors, containers: list) -> None:
