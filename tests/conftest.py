@@ -35,7 +35,9 @@ def require_runc() -> None:
 
 
 def require_ebpf() -> None:
-    require_root()
+    """The whole eBPF agent: the CO-RE process sensor, plus BCC for the socket and file sensors
+    while they are still BCC programs (the BCC part goes when they move to CO-RE)."""
+    require_core()
     try:
         import bcc  # noqa: F401
     except ImportError:

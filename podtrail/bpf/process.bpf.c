@@ -111,6 +111,15 @@ struct cgroup_t {
     char path[PT_PATH_BUF];
 };
 
+/* fork: the child's cwd, inherited at this moment (a later cd in the parent does not change it);
+ * exit: the cwd at exit */
+struct fork_t {
+    struct hdr_t h;
+    __u16 cwd_off;
+    __u16 pad[3];
+    struct pt_buf cwd;
+};
+
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
     __uint(max_entries, 4 << 20); /* the loader sets the configured size */
@@ -446,16 +455,26 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
     if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
         return 0;
-    struct hdr_t h = {};
-    if (!fill_hdr(&h, child, EV_FORK))
+    __u32 z = 0;
+    struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
+    if (!s)
         return 0;
-    if (BPF_CORE_READ(parent, tgid) == CFG.self_tgid && h.pid == CFG.self_tgid)
+    struct fork_t *f = (struct fork_t *)s;
+    if (!fill_hdr(&f->h, child, EV_FORK))
+        return 0;
+    if (BPF_CORE_READ(parent, tgid) == CFG.self_tgid && f->h.pid == CFG.self_tgid)
         return 0;
     /* The child is not running yet: its cgroup is the parent's unless clone3 put it elsewhere. */
-    h.cgroup_id = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
-    if (is_runtime(h.comm, 0))
-        h.flags |= F_RUNTIME_SETUP;
-    submit(&h, sizeof(h));
+    f->h.cgroup_id = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
+    if (is_runtime(f->h.comm, 0))
+        f->h.flags |= F_RUNTIME_SETUP;
+    __u32 fl = 0;
+    f->cwd_off = pt_cwd(&f->cwd, child, &fl);
+    if (fl & PT_PATH_TRUNCATED)
+        f->h.flags |= F_CWD_TRUNCATED;
+    if (fl & PT_PATH_OUTSIDE)
+        f->h.flags |= F_CWD_OUTSIDE;
+    submit(f, sizeof(*f));
     return 0;
 }
 
@@ -467,15 +486,25 @@ int BPF_PROG(on_exit, struct task_struct *t)
 {
     if (BPF_CORE_READ(t, signal, live.counter) != 0)
         return 0;
-    struct hdr_t h = {};
-    if (!fill_hdr(&h, t, EV_EXIT))
+    __u32 z = 0;
+    struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
+    if (!s)
+        return 0;
+    struct fork_t *f = (struct fork_t *)s; /* same layout: header and the cwd at exit */
+    if (!fill_hdr(&f->h, t, EV_EXIT))
         return 0;
     int code = BPF_CORE_READ(t, exit_code);
-    h.result = (code & 0x7f) ? 128 + (code & 0x7f) : (code >> 8) & 0xff;
-    h.flags |= F_EXIT_KNOWN;
-    if (is_runtime(h.comm, 0))
-        h.flags |= F_RUNTIME_SETUP;
-    submit(&h, sizeof(h));
+    f->h.result = (code & 0x7f) ? 128 + (code & 0x7f) : (code >> 8) & 0xff;
+    f->h.flags |= F_EXIT_KNOWN;
+    if (is_runtime(f->h.comm, 0))
+        f->h.flags |= F_RUNTIME_SETUP;
+    __u32 fl = 0;
+    f->cwd_off = pt_cwd(&f->cwd, t, &fl); /* empty when task->fs is already gone */
+    if (fl & PT_PATH_TRUNCATED)
+        f->h.flags |= F_CWD_TRUNCATED;
+    if (fl & PT_PATH_OUTSIDE)
+        f->h.flags |= F_CWD_OUTSIDE;
+    submit(f, sizeof(*f));
     return 0;
 }
 

@@ -68,6 +68,7 @@ class Config(ct.Structure):
 
 
 HDR_SIZE = ct.sizeof(Hdr)
+FORK_CWD = HDR_SIZE + 8  # struct fork_t (fork and exit): header, cwd_off + padding, cwd
 EXEC_FIXED = ct.sizeof(ExecFixed)
 # char arrays read as fields stop at the first NUL: paths (written back to front) are sliced
 CWD_OFF, EXE_OFF = ExecFixed.cwd.offset, ExecFixed.exe.offset
@@ -126,11 +127,15 @@ class ProcessDecoder:
         t = self.clock.wall(h.ktime)
         if h.type == EV_EXEC:
             return self._exec(h, raw, t, base)
-        if h.type == EV_FORK:
-            return new_event(Kind.PROCESS, "fork", time_ns=t, **base)
-        if h.type == EV_EXIT:
-            ev = new_event(Kind.PROCESS, "exit", time_ns=t, **base)
-            if h.flags & F_EXIT_KNOWN:
+        if h.type == EV_FORK or h.type == EV_EXIT:
+            ev = new_event(Kind.PROCESS, "fork" if h.type == EV_FORK else "exit", time_ns=t, **base)
+            if len(raw) >= FORK_CWD + PT_PATH_MAX:
+                cwd = path_in(raw[FORK_CWD:FORK_CWD + PT_PATH_BUF], int.from_bytes(raw[HDR_SIZE:HDR_SIZE + 2], "little"))
+                if cwd:
+                    ev["cwd"] = cwd
+                    if h.flags & (F_CWD_TRUNCATED | F_CWD_OUTSIDE):
+                        ev["cwd_truncated"] = True
+            if h.type == EV_EXIT and h.flags & F_EXIT_KNOWN:
                 ev["exit_code"] = h.result
             return ev
         return None

@@ -180,7 +180,7 @@ FIELDS_LIST: Final[tuple[Field, ...]] = (
        hidden=True, cef="startNs", leef="startNs", ecs="podtrail.start_ns"),
     _f("cwd", T, ACTIVITY, "Working directory of the process as seen inside its own root (a container's view), when known.",
        cef="cwd", leef="cwd", ecs="process.working_directory"),
-    _f("cwd_truncated", BOOL, P, "True when cwd was cut (deeper than 32 components or longer than 1 KiB) or is not under the process's root.",
+    _f("cwd_truncated", BOOL, P, "True when cwd (exec, fork, exit) was cut (deeper than 32 components or longer than 1 KiB) or is not under the process's root.",
        cef="cwdTruncated", leef="cwdTruncated", ecs="podtrail.cwd_truncated"),
     _f("uid", I, ACTIVITY, "Real user id.", index=True, cef="suid", cef_max=1023, leef="uid", ecs="user.id"),
     _f("gid", I, ACTIVITY, "Real group id.", cef="sgid", leef="gid", ecs="group.id"),

@@ -329,7 +329,7 @@ def test_relative_write_after_cd_is_the_inside_path_every_time(sensors: Sensors,
     view of its rootfs, never the runtime's directory), with zero wrong values."""
     require_runc()
     n = 200
-    c = run_container(dash=True)
+    c = run_container()
     containers.append(c)
     cg = c.cgroup2_inode()
     c.exec("/bin/sh", "-c", f"i=0; while [ $i -lt {n} ]; do /bin/sh -c \"cd /tmp && echo x > f$i\"; i=$((i+1)); done",
@@ -354,7 +354,7 @@ def test_drift_flagged_in_the_kernel_every_run(sensors: Sensors, containers: lis
     outside the watched prefixes (/opt), where no file event is reported at all."""
     require_runc()
     runs = 50
-    c = run_container(dash=True)
+    c = run_container()
     containers.append(c)
     cg = c.cgroup2_inode()
     for i in range(runs):
@@ -394,7 +394,7 @@ def test_drift_chmod_of_an_image_file(sensors: Sensors, containers: list) -> Non
     require_runc()
     require(os.path.exists("/sys/kernel/tracing/events/timestamp/ctime_ns_xchg"),
             "timestamp tracepoints (Linux 6.13+) for the inode of a path chmod")
-    c = run_container(dash=True)
+    c = run_container()
     containers.append(c)
     (c.rootfs / "opt").mkdir(exist_ok=True)
     for name in ("tool", "tool2"):

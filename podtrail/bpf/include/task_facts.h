@@ -80,7 +80,12 @@ static long pt_step(__u32 i, struct pt_walk_ctx *c)
     }
     struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
     struct dentry *mnt_root = BPF_CORE_READ(vfsmnt, mnt_root);
-    if (dentry == mnt_root || dentry == parent) {
+    if (dentry == parent && dentry != mnt_root) {
+        /* a pseudo file's dentry is its own parent (memfd, anonymous files): keep its name */
+        c->flags |= PT_PATH_OUTSIDE;
+        c->done = 1;
+        c->dentry = 0;
+    } else if (dentry == mnt_root || dentry == parent) {
         struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
         if (up == mnt || !up) {
             c->flags |= PT_PATH_OUTSIDE;
@@ -93,6 +98,7 @@ static long pt_step(__u32 i, struct pt_walk_ctx *c)
         return 0;
     }
     __u32 len = BPF_CORE_READ(dentry, d_name.len);
+    /* (for a pseudo file, c->done is set: its name is prepended, then the walk stops) */
     const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
     __u32 off = c->off;
     if (len >= PT_NAME_MAX || len + 1 > off || off > PT_PATH_MAX) {
@@ -107,6 +113,8 @@ static long pt_step(__u32 i, struct pt_walk_ctx *c)
     bpf_probe_read_kernel(&b->s[(off + 1) & (PT_PATH_MAX - 1)], len & (PT_NAME_MAX - 1), name);
     b->s[off & (PT_PATH_MAX - 1)] = '/';
     c->off = off;
+    if (c->done)
+        return 1;
     c->dentry = parent;
     return 0;
 }
