@@ -204,6 +204,7 @@ os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o640))
 os.close(os.open(p, os.O_WRONLY))
 os.truncate(p, 0)
 os.chmod(p, 0o755)
+fd = os.open(p, os.O_RDONLY); os.fchmod(fd, 0o750); os.close(fd)
 os.rename(p, p + "2")
 os.unlink(p + "2")
 try: os.unlink(p + "-missing")
@@ -221,6 +222,8 @@ except OSError: pass
         assert got[(action, path)] is not None, (action, path)
     assert got[("create", f)]["mode"] == 0o640 and got[("create", f)]["fd"] >= 0
     assert got[("chmod", f)]["mode"] == 0o755
+    fchmod = col.wait_for(lambda e: e.get("pid") == child.pid and e["action"] == "chmod" and e.get("mode") == 0o750)
+    assert fchmod is not None and fchmod["target_path"] == f  # the file behind the fd
     assert got[("rename", f + "2")]["old_path"] == f
     assert got[("unlink", f + "-missing")]["result"] == -2
     assert all(e["source"] == "ebpf" and e["file_name"] for e in got.values())
