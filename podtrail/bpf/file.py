@@ -19,7 +19,15 @@ from typing import Final
 
 from prometheus_client import Counter
 
-from podtrail.bpf.netfile import KF_PATH_CUT, KF_RELATIVE, KF_TRUNCATED, SensitiveMatcher, WriteMatcher, text
+from podtrail.bpf.netfile import (
+    KF_PATH_CUT,
+    KF_RELATIVE,
+    KF_TRUNCATED,
+    SensitiveMatcher,
+    WriteMatcher,
+    is_runtime_setup,
+    text,
+)
 from podtrail.metrics import REGISTRY
 from podtrail.model.event import Event, new_event
 from podtrail.model.fields import Kind
@@ -101,4 +109,6 @@ class FileDecoder:
             ev["path_unresolved"] = True
         if category:
             ev["sensitive"] = category
+        if is_runtime_setup(ev["comm"]):
+            ev["runtime_setup"] = True
         return ev

@@ -252,6 +252,16 @@ class WriteMatcher:
 
 text = kstr  # kernel bytes to text, shared with the process sensor
 
+# Task names of a container runtime's own setup (runc's init stages, crun, youki): their file
+# and socket activity happens before the workload runs and shows host paths.
+_RUNTIME_COMMS: Final = ("crun", "youki")
+
+
+def is_runtime_setup(comm: str) -> bool:
+    """The process sensor marks these in the kernel (process.bpf.c is_runtime); socket and
+    file events carry the same mark from the task name."""
+    return comm.startswith("runc:[") or comm in _RUNTIME_COMMS
+
 
 # ---- the sources -----------------------------------------------------------------------------
 

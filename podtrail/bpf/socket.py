@@ -17,7 +17,7 @@ import struct
 import time
 from typing import Final
 
-from podtrail.bpf.netfile import KF_PEER_KERNEL, KF_SYN_SENT, SensitiveMatcher, text
+from podtrail.bpf.netfile import KF_PEER_KERNEL, KF_SYN_SENT, SensitiveMatcher, is_runtime_setup, text
 from podtrail.model.event import AF_INET, AF_INET6, AF_UNIX, IPPROTO_TCP, IPPROTO_UDP, Event, new_event
 from podtrail.model.fields import Kind
 
@@ -81,6 +81,8 @@ class SocketDecoder:
         )
         if transport:
             ev["transport"] = transport
+        if is_runtime_setup(ev["comm"]):
+            ev["runtime_setup"] = True
         if family == AF_UNIX:
             path = _unix_path(upath)
             if path:

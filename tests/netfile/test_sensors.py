@@ -188,6 +188,11 @@ def test_only_watched_writes_arrive(sensors: Sensors, containers: list) -> None:
     assert ("chmod", f"{WATCHED}rel", None) in seen
     assert ("create", f"{WATCHED}up", None) in seen  # "..": folded in user space
     assert not [e for e in evs if "/unwatched" in (e.get("target_path") or "") + (e.get("old_path") or "")]
+    # the runtime's setup (runc init, before the workload) works on host paths: marked as such,
+    # and nothing else carries one
+    host = [e for e in evs if str(c.bundle) in e["target_path"]]
+    assert host and all(e.get("runtime_setup") is True for e in host)
+    assert not [e for e in evs if e.get("runtime_setup") and not e["comm"].startswith("runc:[")]
     chmod = next(e for e in evs if e["action"] == "chmod" and e["target_path"] == f"{WATCHED}rel")
     assert chmod["mode"] == 0o600 and chmod["result"] == 0
 

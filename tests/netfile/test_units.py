@@ -131,6 +131,17 @@ def test_file_decoder_user_space_filters() -> None:
     assert dec.decode(_file_raw(3, b"/proc/4242/environ", kf=netfile.KF_SENSITIVE)) is None  # its own
     other = dec.decode(_file_raw(3, b"/proc/1/environ", kf=netfile.KF_SENSITIVE))
     assert other is not None and other["sensitive"] == "proc_environ"
+    assert "runtime_setup" not in other
+
+
+def test_runtime_setup_is_marked() -> None:
+    assert netfile.is_runtime_setup("runc:[2:INIT]") and netfile.is_runtime_setup("crun")
+    assert not netfile.is_runtime_setup("runc") and not netfile.is_runtime_setup("sh")
+    raw = FILE_EVENT.pack(5, 9, 0, 0, 1, 1, 0, 0, 0, -100, -100, 0, 0o755, 6, 0, 0, b"runc:[2:INIT]", b"/var/lib/x/rootfs/dev")
+    ev = FileDecoder(WriteMatcher(["/var/"]), SensitiveMatcher([])).decode(raw + bytes(4))
+    assert ev is not None and ev["runtime_setup"] is True and validate(finalize(ev)) == []
+    sock = SocketDecoder().decode(_sock_raw(comm=b"runc:[1:CHILD]"))
+    assert sock is not None and sock["runtime_setup"] is True
 
 
 def test_file_decoder_folds_kernel_joined_paths() -> None:
