@@ -243,15 +243,9 @@ __noinline int match_sensitive_name(const struct nf_path_t *p) {
 }
 
 static __always_inline struct file_event_t *start_event(__u16 action) {
-    struct nf_cfg_t *cfg = get_cfg();
-    if (!cfg)
-        return NULL;
-    __u64 pt = bpf_get_current_pid_tgid();
-    __u32 kf = 0;
-    if (!task_allowed(cfg, pt >> 32, &kf))
-        return NULL;
-    __u32 z = 0;
-    struct file_event_t *e = bpf_map_lookup_elem(&scratch, &z);
+    __u64 pt;
+    __u32 kf;
+    struct file_event_t *e = start_in(&scratch, &pt, &kf);
     if (!e)
         return NULL;
     e->mono_ns = bpf_ktime_get_ns();

@@ -103,15 +103,9 @@ static __always_inline int wanted_family(__u16 fam) {
 
 /* Start an event in the per-CPU scratch slot; NULL when the task is filtered out. */
 static __always_inline struct sock_event_t *start_event(__u16 action) {
-    struct nf_cfg_t *cfg = get_cfg();
-    if (!cfg)
-        return NULL;
-    __u64 pt = bpf_get_current_pid_tgid();
-    __u32 kf = 0;
-    if (!task_allowed(cfg, pt >> 32, &kf))
-        return NULL;
-    __u32 z = 0;
-    struct sock_event_t *e = bpf_map_lookup_elem(&scratch, &z);
+    __u64 pt;
+    __u32 kf;
+    struct sock_event_t *e = start_in(&scratch, &pt, &kf);
     if (!e)
         return NULL;
     __builtin_memset(e, 0, sizeof(*e));

@@ -123,4 +123,18 @@ static __always_inline int task_allowed(struct nf_cfg_t *cfg, __u32 tgid, __u32 
     return 1;
 }
 
+/* What every event starts with: the task filters, then the per-CPU slot to build the event
+ * in (NULL when the task is filtered out). *pt gets pid_tgid, *kf the KF_CONTAINER flag. */
+static __always_inline void *start_in(void *scratch_map, __u64 *pt, __u32 *kf) {
+    struct nf_cfg_t *cfg = get_cfg();
+    if (!cfg)
+        return NULL;
+    *pt = bpf_get_current_pid_tgid();
+    *kf = 0;
+    if (!task_allowed(cfg, *pt >> 32, kf))
+        return NULL;
+    __u32 z = 0;
+    return bpf_map_lookup_elem(scratch_map, &z);
+}
+
 #endif
