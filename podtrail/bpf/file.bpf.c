@@ -6,7 +6,7 @@
  * Paths: an absolute path is read from the syscall's user pointer. A relative one is joined
  * here, at the syscall, to the directory it is relative to (the task's cwd, or the directory
  * open on dirfd), walked up to the task's own root (nf_pathwalk.h): the path a container
- * process sees, with no /proc look-up after the fact. A successful open reports the file the
+ * process sees, with no /proc look-up after the fact. A successful write open reports the file the
  * fd actually refers to (links and ".." resolved by the kernel), and fchmod the file behind
  * its fd. Paths are matched here against pattern lists filled from user space as FNV-1a
  * hashes in hash maps (podtrail.bpf.netfile): write prefixes, and sensitive paths (exact, a
@@ -437,8 +437,9 @@ static __always_inline void finish(struct file_event_t *e, long ret) {
     bpf_map_delete_elem(&pending, &tid);
 }
 
-/* Opens: the fd names the file actually opened (links, "..", the dirfd all resolved by the
- * kernel), and is where the drift record's inode comes from. */
+/* Opens: the fd names the file actually written (links, "..", the dirfd all resolved by the
+ * kernel), and is where the drift record's inode comes from. A sensitive read keeps the path
+ * it was matched on: the list names paths as processes use them (/var/run/secrets/...). */
 static __always_inline int open_exit(long ret) {
     struct file_event_t *e = take_pending();
     if (!e)
@@ -447,7 +448,7 @@ static __always_inline int open_exit(long ret) {
         struct task_struct *t = bpf_get_current_task_btf();
         struct file *f = pt_fd_file(t, (int)ret);
         if (f) {
-            if (e->pflags & PF_REPORT) {
+            if ((e->pflags & PF_REPORT) && e->action != A_READ) {
                 __u32 z = 0;
                 struct file_event_t *tmp = bpf_map_lookup_elem(&scratch, &z);
                 if (tmp) {

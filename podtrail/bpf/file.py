@@ -2,7 +2,7 @@
 watched prefixes, and reads of sensitive files, as normalized events.
 
 The kernel filtered and resolved the paths already: a relative path arrives joined to the cwd
-(or dirfd) the task had at the syscall, as seen inside its own root, and a successful open
+(or dirfd) the task had at the syscall, as seen inside its own root, and a successful write open
 names the file its fd refers to. What is left here is pure: "." and ".." of a joined path are
 folded and the user-space filter applied again to the folded path, the file-name pattern of a
 sensitive directory is applied, and reads of the reader's own ``/proc/*/environ`` are dropped.
