@@ -117,10 +117,10 @@ struct {
     __type(value, __u32);
 } pending_gate SEC(".maps");
 
-/* Drift records made and skipped (per CPU: [0] recorded, [1] no inode found). */
+/* Drift records (per CPU): [0] recorded, [1] no inode found, [2] dropped with their cgroup. */
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 2);
+    __uint(max_entries, 3);
     __type(key, __u32);
     __type(value, __u64);
 } drift_stats SEC(".maps");
@@ -626,6 +626,29 @@ int BPF_PROG(drift_ctime_skip, struct inode *inode) { return stash_inode(inode);
 
 SEC("tp_btf/inode_set_ctime_to_ts")
 int BPF_PROG(drift_ctime_set, struct inode *inode) { return stash_inode(inode); }
+
+/* A container's cgroup is removed: its drift records go with it. Records are keyed by inode,
+ * and inode numbers, device numbers (overlayfs mounts get anonymous ones) and namespace
+ * inodes are all reused once freed; a record must not outlive its container and be matched by
+ * a later one. Cgroup removals are rare, so one walk of the map each is cheap. */
+struct cg_gone_ctx {
+    __u64 cgroup_id;
+};
+
+static long forget_cgroup_record(void *map, struct drift_key *k, struct drift_val *v, struct cg_gone_ctx *c) {
+    if (v->cgroup_id == c->cgroup_id && bpf_map_delete_elem(map, k) == 0)
+        count_drift(2);
+    return 0;
+}
+
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(drift_cgroup_gone, struct cgroup *cgrp, const char *path) {
+    if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0) /* cgroup v2 only: the ids tasks carry */
+        return 0;
+    struct cg_gone_ctx c = {.cgroup_id = BPF_CORE_READ(cgrp, kn, id)};
+    bpf_for_each_map_elem(&drift_inodes, forget_cgroup_record, &c, 0);
+    return 0;
+}
 
 /* ---- results --------------------------------------------------------------------------------- */
 

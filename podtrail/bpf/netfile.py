@@ -56,8 +56,9 @@ def fnv1a(data: bytes) -> int:
     return h
 
 
-# file.bpf.c drift_stats slots: records made; opens/chmods whose inode could not be found.
-DRIFT_OUTCOMES: Final = ("recorded", "no_inode")
+# file.bpf.c drift_stats slots: records made; opens/chmods whose inode could not be found;
+# records dropped when their container's cgroup was removed.
+DRIFT_OUTCOMES: Final = ("recorded", "no_inode", "container_gone")
 DRIFT_RECORDS = Counter(
     "podtrail_drift_records_total",
     "Container file changes recorded in the kernel's drift map (file sensor), by outcome.",
@@ -317,6 +318,7 @@ TRACEPOINT_OF: Final = {
     "drift_ctime_xchg": "timestamp/ctime_ns_xchg",
     "drift_ctime_skip": "timestamp/ctime_xchg_skip",
     "drift_ctime_set": "timestamp/inode_set_ctime_to_ts",
+    "drift_cgroup_gone": "cgroup/cgroup_rmdir",
 }
 
 

@@ -393,6 +393,21 @@ def test_drift_flagged_in_the_kernel_every_run(sensors: Sensors, containers: lis
         time.sleep(0.2)
     assert DRIFT_RECORDS.labels("recorded")._value.get() >= runs
 
+    # the records die with the container (its cgroup's removal), so no later container that
+    # reuses an inode, device or namespace number can match them
+    drift_map = sensors.source("ebpf-file").obj.map("drift_inodes")
+
+    def records_of(cgroup_id: int) -> int:
+        return sum(1 for k in drift_map.keys() if int.from_bytes((drift_map.lookup(k) or bytes(8))[:8], "little") == cgroup_id)
+
+    assert records_of(cg) >= runs
+    containers.remove(c)
+    c.destroy()
+    deadline = time.monotonic() + 5
+    while records_of(cg) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert records_of(cg) == 0
+
 
 def test_drift_chmod_of_an_image_file(sensors: Sensors, containers: list) -> None:
     """An image binary never written in the container but made executable there (chmod +x by
