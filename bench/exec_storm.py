@@ -78,9 +78,10 @@ def with_podtrail(n: int, paced_s: float) -> dict[str, float]:
                 elif '"cmdline":"/bin/busybox true paced-pt"' in line:
                     paced_seen += 1
     os.unlink(out.name)
-    lost = sum(float(line.split()[-1]) for line in metrics.splitlines()
-               if line.startswith("podtrail_dropped_events_total{"))
-    return {"wall": wall, "cpu_storm": (c1 - c0) / (wall + 1.0), "seen": seen, "lost": lost,
+    drops = {line.split("{", 1)[1].split("}", 1)[0]: float(line.split()[-1]) for line in metrics.splitlines()
+             if line.startswith("podtrail_dropped_events_total{")}
+    lost = sum(drops.values())
+    return {"wall": wall, "cpu_storm": (c1 - c0) / (wall + 1.0), "seen": seen, "lost": lost, "drops": drops,
             "paced_rate": k / paced_wall, "cpu_paced": (c2 - c1) / (paced_wall + 1.0), "paced_seen": paced_seen, "paced_n": k}
 
 
@@ -126,6 +127,7 @@ def main() -> int:
         "podtrail_cpu_pct_of_core_storm": pt["cpu_storm"] * 100,
         "podtrail_events_seen": pt["seen"],
         "podtrail_dropped": pt["lost"],
+        "podtrail_drops_by_reason": pt["drops"],
         "paced_execs_per_s": pt["paced_rate"],
         "podtrail_cpu_pct_of_core_paced": pt["cpu_paced"] * 100,
         "paced_events_seen": pt["paced_seen"], "paced_execs": pt["paced_n"],
