@@ -136,110 +136,165 @@ static __always_inline int in_set(void *set, __u64 h, __u8 kind) {
     return k && (*k & kind);
 }
 
-/* Watched for writes: a K_PREFIX directory above the path, or the path itself. */
-__noinline int match_write(const struct nf_path_t *p) {
-    if (!p)
-        return 0;
-    __u64 h = FNV_OFFSET;
-    for (int j = 0; j < PATHBUF; j++) {
-        char c = p->s[j];
-        if (c == 0)
-            return in_set(&write_set, h, K_EXACT);
-        h = FNV(h, c);
-        if (c == '/' && j > 0 && in_set(&write_set, h, K_PREFIX))
-            return 1;
+/* The matchers walk a path one byte per bpf_loop step: the verifier checks each step's body
+ * once instead of every iteration of a 256- or 512-step loop (file.bpf.o loads in ~0.8 s
+ * instead of ~2.2 s on a loaded machine). Each stops at the NUL, or as soon as the answer is
+ * known. The first pass of match_sensitive, which every read-only open takes, stays an inline
+ * loop (no call per byte), its state in map memory to keep its verification cheap too. */
+
+/* The loop index as a bounded offset the verifier sees (clang would drop a plain mask). */
+static __always_inline __u64 step_at(__u32 i, __u64 mask) {
+    __u64 j = i;
+    NFP_BARRIER(j);
+    return j & mask;
+}
+
+struct mw_ctx {
+    const struct nf_path_t *p;
+    __u64 h;
+    int hit;
+};
+
+static long match_write_step(__u32 i, struct mw_ctx *c) {
+    const struct nf_path_t *p = c->p;
+    if (!p || i >= PATHBUF)
+        return 1;
+    char ch = p->s[step_at(i, PATHBUF - 1)];
+    if (ch == 0) {
+        c->hit = in_set(&write_set, c->h, K_EXACT);
+        return 1;
+    }
+    __u64 h = FNV(c->h, ch);
+    c->h = h;
+    if (ch == '/' && i > 0 && in_set(&write_set, h, K_PREFIX)) {
+        c->hit = 1;
+        return 1;
     }
     return 0;
 }
 
-/* Walk state for the wildcard pass, in per-CPU map memory (volatile): the verifier then
- * treats it as unknown and checks one state per loop step instead of one per mix of
- * (step, slash count, ...). Only paths under a first directory with such patterns take it. */
-struct walk_t {
-    volatile __u64 hw;
-    volatile __u64 dirw;
-    volatile __u32 slashes;
+/* Watched for writes: a K_PREFIX directory above the path, or the path itself. */
+__noinline int match_write(const struct nf_path_t *p) {
+    if (!p)
+        return 0;
+    struct mw_ctx c = {.p = p, .h = FNV_OFFSET};
+    bpf_loop(PATHBUF, match_write_step, &c, 0);
+    return c.hit;
+}
+
+#define FIRST_W2 2 /* sens_first value bit: patterns with '*' as second component below */
+/* Sensitive patterns are short: only the first SENS_SCAN bytes of a path are matched (a
+ * longer path is no sensitive file). */
+#define SENS_SCAN NFP_HALF
+
+struct ms_state {
+    volatile __u64 h;
+    volatile __u64 dir;
+    volatile __u32 first;
 };
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
-    __type(value, struct walk_t);
-} walk SEC(".maps");
+    __type(value, struct ms_state);
+} ms_states SEC(".maps");
 
-#define FIRST_W2 2 /* sens_first value bit: patterns with '*' as second component below */
-/* Sensitive patterns are short: only the first SENS_SCAN bytes of a path are matched (a
- * longer path is no sensitive file), which keeps the verifier's work as it was. */
-#define SENS_SCAN NFP_HALF
+struct mw2_ctx {
+    const struct nf_path_t *p;
+    __u64 hw;   /* the path with its second component replaced by '*' */
+    __u64 dirw; /* the same, up to its last '/' */
+    __u32 slashes;
+};
+
+static long match_wild_step(__u32 i, struct mw2_ctx *c) {
+    const struct nf_path_t *p = c->p;
+    if (!p || i >= SENS_SCAN)
+        return 1;
+    char ch = p->s[step_at(i, SENS_SCAN - 1)];
+    if (ch == 0)
+        return 1;
+    if (ch == '/') {
+        __u32 n = c->slashes + 1;
+        c->slashes = n;
+        __u64 hw = FNV(c->hw, '/');
+        if (n == 2)
+            hw = FNV(hw, '*');
+        c->hw = hw;
+        c->dirw = hw;
+    } else if (c->slashes != 2) {
+        c->hw = FNV(c->hw, ch);
+    }
+    return 0;
+}
 
 /* Sensitive absolute path: the path or its directory, literally, or with the second
  * component as a wildcard (/proc/PID/environ matches the pattern /proc/ANY/environ).
- * One register-only pass hashes the path; a path whose first directory holds no pattern
- * ("/usr/", "/tmp/") stops at its second '/'. */
+ * A path whose first directory holds no pattern ("/usr/", "/tmp/") stops at its second '/'. */
 __noinline int match_sensitive(const struct nf_path_t *p) {
     if (!p)
         return 0;
-    __u64 h = FNV_OFFSET, dir = FNV_OFFSET;
-    __u8 *first = NULL;
+    /* inline (every read-only open takes this pass), its state in per-CPU map memory: the
+     * verifier then sees unknown values and checks one state per step */
+    __u32 z = 0;
+    struct ms_state *st = bpf_map_lookup_elem(&ms_states, &z);
+    if (!st)
+        return 0;
+    st->h = FNV_OFFSET;
+    st->dir = FNV_OFFSET;
+    st->first = 0;
     for (int j = 0; j < SENS_SCAN; j++) {
-        char c = p->s[j];
-        if (c == 0)
+        char ch = p->s[j];
+        if (ch == 0)
             break;
-        h = FNV(h, c);
-        if (c == '/' && j > 0) {
-            if (!first) {
-                first = bpf_map_lookup_elem(&sens_first, &h);
-                if (!first)
+        __u64 h = FNV(st->h, ch);
+        st->h = h;
+        if (ch == '/' && j > 0) {
+            if (!st->first) {
+                __u8 *f = bpf_map_lookup_elem(&sens_first, &h);
+                if (!f)
                     return 0;
+                st->first = 0x100 | *f;
             }
-            dir = h;
+            st->dir = h;
         }
     }
+    __u64 h = st->h, dir = st->dir;
+    __u32 first = st->first;
     if (!first)
         return 0;
     if (in_set(&sens_set, h, K_EXACT) || in_set(&sens_set, dir, K_DIR))
         return 1;
-    if (!(*first & FIRST_W2))
+    if (!(first & FIRST_W2))
         return 0;
-    __u32 z = 0;
-    struct walk_t *w = bpf_map_lookup_elem(&walk, &z);
-    if (!w)
-        return 0;
-    w->hw = FNV_OFFSET;
-    w->dirw = 0;
-    w->slashes = 0;
-    for (int j = 0; j < SENS_SCAN; j++) {
-        char c = p->s[j];
-        if (c == 0)
-            break;
-        if (c == '/') {
-            __u32 n = w->slashes + 1;
-            w->slashes = n;
-            __u64 hw = FNV(w->hw, '/');
-            if (n == 2)
-                hw = FNV(hw, '*');
-            w->hw = hw;
-            w->dirw = hw;
-        } else if (w->slashes != 2) {
-            w->hw = FNV(w->hw, c);
-        }
-    }
-    return w->slashes > 2 && (in_set(&sens_set, w->hw, K_EXACT) || in_set(&sens_set, w->dirw, K_DIR));
+    struct mw2_ctx w = {.p = p, .hw = FNV_OFFSET};
+    bpf_loop(SENS_SCAN, match_wild_step, &w, 0);
+    return w.slashes > 2 && (in_set(&sens_set, w.hw, K_EXACT) || in_set(&sens_set, w.dirw, K_DIR));
+}
+
+struct mn_ctx {
+    const struct nf_path_t *p;
+    __u64 h;
+};
+
+static long match_name_step(__u32 i, struct mn_ctx *c) {
+    const struct nf_path_t *p = c->p;
+    if (!p || i >= PATHBUF)
+        return 1;
+    char ch = p->s[step_at(i, PATHBUF - 1)];
+    if (ch == 0)
+        return 1;
+    c->h = (ch == '/') ? FNV_OFFSET : FNV(c->h, ch);
+    return 0;
 }
 
 /* Relative read: the last component against the sensitive names (before any path walk). */
 __noinline int match_sensitive_name(const struct nf_path_t *p) {
     if (!p)
         return 0;
-    __u64 h = FNV_OFFSET;
-    for (int j = 0; j < PATHBUF; j++) {
-        char c = p->s[j];
-        if (c == 0)
-            break;
-        h = (c == '/') ? FNV_OFFSET : FNV(h, c);
-    }
-    return bpf_map_lookup_elem(&sens_names, &h) != NULL;
+    struct mn_ctx c = {.p = p, .h = FNV_OFFSET};
+    bpf_loop(PATHBUF, match_name_step, &c, 0);
+    return bpf_map_lookup_elem(&sens_names, &c.h) != NULL;
 }
 
 static __always_inline struct file_event_t *start_event(__u16 action) {
@@ -326,19 +381,34 @@ static __always_inline int drift_on(struct file_event_t *e) {
 
 /* Write-type events: reported when the path (or a rename's other path) is watched; kept
  * unreported when only the drift record needs the syscall's result. */
+struct dd_ctx {
+    const struct nf_path_t *p;
+    int hit;
+};
+
+static long dotdot_step(__u32 i, struct dd_ctx *c) {
+    const struct nf_path_t *p = c->p;
+    __u64 j = step_at(i, PATHBUF - 1);
+    if (!p || j >= PATHBUF - 1)
+        return 1;
+    char ch = p->s[j];
+    if (ch == 0)
+        return 1;
+    if (ch == '.' && p->s[j + 1] == '.') {
+        c->hit = 1;
+        return 1;
+    }
+    return 0;
+}
+
 /* A joined relative path with ".." in it ("/srv/../etc/x"): the kernel cannot match it as it
  * stands, so it goes up for user space to fold and match. */
 __noinline int has_dotdot(const struct nf_path_t *p) {
     if (!p)
         return 0;
-    for (int j = 0; j < PATHBUF - 1; j++) {
-        char c = p->s[j];
-        if (c == 0)
-            return 0;
-        if (c == '.' && p->s[j + 1] == '.')
-            return 1;
-    }
-    return 0;
+    struct dd_ctx c = {.p = p};
+    bpf_loop(PATHBUF - 1, dotdot_step, &c, 0);
+    return c.hit;
 }
 
 static __always_inline void write_like(struct file_event_t *e, int drift_candidate, int is_rename) {
