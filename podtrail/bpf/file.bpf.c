@@ -416,6 +416,8 @@ static __always_inline void write_like(struct file_event_t *e, int drift_candida
         e->pflags |= PF_REPORT;
     else if ((e->kflags & KF_RELATIVE) && (has_dotdot(&e->path) || (is_rename && has_dotdot(&e->path2))))
         e->pflags |= PF_REPORT;
+    else if (e->kflags & KF_PATH_CUT) /* not the full path: cannot be matched, reported as such */
+        e->pflags |= PF_REPORT;
     if (drift_candidate && drift_on(e))
         e->pflags |= PF_DRIFT;
     if (e->pflags)

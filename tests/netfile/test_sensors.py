@@ -351,6 +351,23 @@ def test_relative_write_after_cd_is_the_inside_path_every_time(sensors: Sensors,
     assert not [e for e in got if e.get("path_unresolved")]
 
 
+def test_relative_path_deeper_than_the_walk_is_flagged(sensors: Sensors, containers: list) -> None:
+    """A cwd deeper than the kernel's bounded walk: the event still comes (its tail is the
+    file's own name) and says that its path is not the full view."""
+    require_runc()
+    c = run_container()
+    containers.append(c)
+    cg = c.cgroup2_inode()
+    deep = "/tmp/" + "/".join(f"d{i}" for i in range(60))
+    c.exec("/bin/sh", "-c", f"mkdir -p {deep} && cd {deep} && echo x > deepfile && cd /tmp && echo x > shallow")
+    _marker(sensors, c.exec, "deep-done", cg)
+    got = sensors.collector.matching(lambda e: _in(cg)(e) and e["action"] == "create" and e["comm"] == "sh")
+    by_name = {e["target_path"].rsplit("/", 1)[-1]: e for e in got}
+    assert by_name["deepfile"].get("path_unresolved") is True
+    assert by_name["deepfile"]["target_path"].endswith("/d59/deepfile")
+    assert by_name["shallow"]["target_path"] == "/tmp/shallow" and not by_name["shallow"].get("path_unresolved")
+
+
 def _run_dropped(c, i: int) -> None:
     c.exec("/bin/sh", "-c", f"cp /bin/dash /tmp/bb{i} && chmod +x /tmp/bb{i} && /tmp/bb{i} -c true && /bin/busybox true")
 
