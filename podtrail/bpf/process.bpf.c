@@ -20,6 +20,7 @@
 #include <bpf/bpf_tracing.h>
 #include "task_facts.h"
 #include "drift.h"
+#include "ringbuf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -121,18 +122,6 @@ struct fork_t {
 };
 
 struct {
-    __uint(type, BPF_MAP_TYPE_RINGBUF);
-    __uint(max_entries, 4 << 20); /* the loader sets the configured size */
-} events SEC(".maps");
-
-struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, __u64);
-} lost SEC(".maps");
-
-struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
@@ -153,38 +142,6 @@ struct {
     __type(key, __u32);
     __type(value, struct argv_t);
 } argv_scratch SEC(".maps");
-
-/* Wake the reader once per WAKEUP_EVERY samples per CPU, not per sample: in an exec storm a
- * wake-up per sample costs the workload more than the sample. The reader also polls with a
- * short timeout, so a lone sample waits at most that long. */
-#define WAKEUP_EVERY 64
-struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, __u32);
-} since_wakeup SEC(".maps");
-
-static __always_inline void count_lost(void)
-{
-    __u32 z = 0;
-    __u64 *l = bpf_map_lookup_elem(&lost, &z);
-    if (l)
-        __sync_fetch_and_add(l, 1);
-}
-
-static __always_inline void submit(void *data, __u64 size)
-{
-    __u32 z = 0;
-    __u64 flags = BPF_RB_NO_WAKEUP;
-    __u32 *n = bpf_map_lookup_elem(&since_wakeup, &z);
-    if (n && ++(*n) >= WAKEUP_EVERY) {
-        *n = 0;
-        flags = BPF_RB_FORCE_WAKEUP;
-    }
-    if (bpf_ringbuf_output(&events, data, size, flags) != 0)
-        count_lost();
-}
 
 static __always_inline int in_container(struct task_struct *t)
 {
@@ -294,6 +251,11 @@ int enter_execveat(struct trace_event_raw_sys_enter *ctx)
     return exec_enter((const char *)ctx->args[1], (const char *const *)ctx->args[2]);
 }
 
+static __always_inline __u32 cwd_flags(__u32 fl)
+{
+    return ((fl & PT_PATH_TRUNCATED) ? F_CWD_TRUNCATED : 0) | ((fl & PT_PATH_OUTSIDE) ? F_CWD_OUTSIDE : 0);
+}
+
 /* Credentials, namespaces, cwd, fds and tty of the current task into e (not the exe). */
 static __always_inline void task_facts(struct exec_t *e, struct task_struct *t)
 {
@@ -313,10 +275,7 @@ static __always_inline void task_facts(struct exec_t *e, struct task_struct *t)
     e->net_ns = pt_net_ns(t);
     __u32 fl = 0;
     e->cwd_off = pt_cwd(&e->cwd, t, &fl);
-    if (fl & PT_PATH_TRUNCATED)
-        e->h.flags |= F_CWD_TRUNCATED;
-    if (fl & PT_PATH_OUTSIDE)
-        e->h.flags |= F_CWD_OUTSIDE;
+    e->h.flags |= cwd_flags(fl);
     for (int i = 0; i < 3; i++)
         e->fd_kind[i] = pt_file_kind(pt_fd_file(t, i));
     e->tty[0] = 0;
@@ -448,6 +407,13 @@ int exit_execve(struct trace_event_raw_sys_exit *ctx) { return exec_exit(ctx->re
 SEC("tracepoint/syscalls/sys_exit_execveat")
 int exit_execveat(struct trace_event_raw_sys_exit *ctx) { return exec_exit(ctx->ret); }
 
+static __always_inline void fork_cwd(struct fork_t *f, struct task_struct *t)
+{
+    __u32 fl = 0;
+    f->cwd_off = pt_cwd(&f->cwd, t, &fl);
+    f->h.flags |= cwd_flags(fl);
+}
+
 /* ---- fork: a new thread group only (a thread has pid != tgid) ------------------------------- */
 
 SEC("tp_btf/sched_process_fork")
@@ -468,12 +434,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
     f->h.cgroup_id = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
     if (is_runtime(f->h.comm, 0))
         f->h.flags |= F_RUNTIME_SETUP;
-    __u32 fl = 0;
-    f->cwd_off = pt_cwd(&f->cwd, child, &fl);
-    if (fl & PT_PATH_TRUNCATED)
-        f->h.flags |= F_CWD_TRUNCATED;
-    if (fl & PT_PATH_OUTSIDE)
-        f->h.flags |= F_CWD_OUTSIDE;
+    fork_cwd(f, child);
     submit(f, sizeof(*f));
     return 0;
 }
@@ -498,12 +459,7 @@ int BPF_PROG(on_exit, struct task_struct *t)
     f->h.flags |= F_EXIT_KNOWN;
     if (is_runtime(f->h.comm, 0))
         f->h.flags |= F_RUNTIME_SETUP;
-    __u32 fl = 0;
-    f->cwd_off = pt_cwd(&f->cwd, t, &fl); /* empty when task->fs is already gone */
-    if (fl & PT_PATH_TRUNCATED)
-        f->h.flags |= F_CWD_TRUNCATED;
-    if (fl & PT_PATH_OUTSIDE)
-        f->h.flags |= F_CWD_OUTSIDE;
+    fork_cwd(f, t); /* empty when task->fs is already gone */
     submit(f, sizeof(*f));
     return 0;
 }

@@ -141,7 +141,8 @@ class ProcessDecoder:
         return None
 
     def _exec(self, h: Hdr, raw: bytes, t: int, base: dict[str, Any]) -> Event:
-        e = ExecFixed.from_buffer_copy(raw[:EXEC_FIXED])
+        # without argv the sample ends at ARGS_OFF, before the struct's tail padding
+        e = ExecFixed.from_buffer_copy(raw[:EXEC_FIXED].ljust(EXEC_FIXED, b"\0"))
         cwd = path_in(raw[CWD_OFF:CWD_OFF + PT_PATH_BUF], e.cwd_off)
         name = kstr(e.name)
         stdin, stdout, stderr = (FD_KINDS[k] if k < len(FD_KINDS) else "other" for k in e.fd_kind)

@@ -55,7 +55,63 @@ def host_pidns_flags() -> list[str]:
     return [f"-DHOST_PIDNS_DEV={st.st_dev}", f"-DHOST_PIDNS_INO={st.st_ino}"]
 
 
-class RingBufferSource:
+class RingReader:
+    """What every ring-buffer source shares: decode and emit each sample (a decoding bug is
+    counted, never stops the reader), the poll loop, and the kernel's lost-sample counter
+    exported as metrics. Subclasses load the program and say how to poll and count losses."""
+
+    def __init__(self, name: str, decode: Callable[[bytes], Any], poll_ms: int) -> None:
+        self.name = name
+        self._decode = decode
+        self._poll_ms = poll_ms
+        self._emit: Emit | None = None
+        self._lost_seen = 0
+        self.samples = 0
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def lost(self) -> int:
+        """Samples the kernel could not put in the ring buffer, since load."""
+        raise NotImplementedError
+
+    def _poll(self, timeout_ms: int) -> None:
+        """Wait for samples up to ``timeout_ms`` and consume every one there (0: no wait)."""
+        raise NotImplementedError
+
+    def _deliver(self, raw: bytes) -> None:
+        self.samples += 1
+        try:
+            out = self._decode(raw)
+        except Exception:  # a decoding bug must not stop the reader
+            log.debug("cannot decode a %s sample", self.name, exc_info=True)
+            metrics.dropped(self.name, "decode_error")
+            return
+        if out is not None and self._emit is not None:
+            self._emit(out)
+
+    def _count_lost(self) -> None:
+        n = self.lost()
+        if n > self._lost_seen:
+            metrics.LOST_SAMPLES.labels(self.name).inc(n - self._lost_seen)
+            metrics.dropped(self.name, "ringbuf_full", n - self._lost_seen)
+            self._lost_seen = n
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        self.load()
+        self._emit = emit
+        last = 0.0
+        while not stop.is_set():
+            self._poll(self._poll_ms)
+            now = time.monotonic()
+            if now - last > 1.0:
+                self._count_lost()
+                last = now
+        self._poll(0)
+        self._count_lost()
+
+
+class RingBufferSource(RingReader):
     """A compiled CO-RE object's ``events`` ring buffer as a pipeline ``Source``.
 
     ``load`` opens ``podtrail/bpf/obj/<obj>.bpf.o``, lets ``prepare(obj)`` set read-only config
@@ -69,20 +125,15 @@ class RingBufferSource:
                  configure: Callable[[BpfObject], None] | None = None,
                  ringbuf_bytes: int | None = None, poll_ms: int = 50,
                  shared: SharedMaps | None = None, path: Path | None = None) -> None:
-        self.name = name
+        super().__init__(name, decode, poll_ms)
         self.obj_name = obj
         self._path = path
-        self._decode = decode
         self._prepare = prepare
         self._configure = configure
         self._ringbuf_bytes = ringbuf_bytes
-        self._poll_ms = poll_ms
         self._shared = shared
         self.obj: BpfObject | None = None
         self._ring: RingBuffer | None = None
-        self._emit: Emit | None = None
-        self._lost_seen = 0
-        self.samples = 0
 
     def load(self) -> None:
         if self.obj is not None:
@@ -105,49 +156,22 @@ class RingBufferSource:
             if self._configure is not None:
                 self._configure(obj)
             obj.attach()
-            self._ring = RingBuffer(obj.map("events"), self._on_sample)
+            self._ring = RingBuffer(obj.map("events"), lambda data, size: self._deliver(ct.string_at(data, size)))
         except Exception:
             obj.close()
             raise
         self.obj = obj
 
-    def _on_sample(self, data: int, size: int) -> None:
-        self.samples += 1
-        try:
-            out = self._decode(ct.string_at(data, size))
-        except Exception:  # a decoding bug must not stop the reader
-            log.debug("cannot decode a %s sample", self.name, exc_info=True)
-            metrics.dropped(self.name, "decode_error")
-            return
-        if out is not None and self._emit is not None:
-            self._emit(out)
+    def _poll(self, timeout_ms: int) -> None:
+        if self._ring is not None:
+            if timeout_ms:
+                self._ring.poll(timeout_ms)
+            self._ring.consume()  # samples sent without a wake-up (batched in the kernel)
 
     def lost(self) -> int:
         if self.obj is None:
             return 0
         return self.obj.map("lost").sum_percpu_u64(b"\0" * 4)
-
-    def _count_lost(self) -> None:
-        n = self.lost()
-        if n > self._lost_seen:
-            metrics.LOST_SAMPLES.labels(self.name).inc(n - self._lost_seen)
-            metrics.dropped(self.name, "ringbuf_full", n - self._lost_seen)
-            self._lost_seen = n
-
-    def run(self, emit: Emit, stop: threading.Event) -> None:
-        self.load()
-        assert self._ring is not None
-        self._emit = emit
-        last = 0.0
-        while not stop.is_set():
-            self._ring.poll(self._poll_ms)
-            self._ring.consume()  # samples sent without a wake-up (batched in the kernel)
-            now = time.monotonic()
-            if now - last > 1.0:
-                self._count_lost()
-                last = now
-        self._ring.consume()
-        self._count_lost()
 
     def close(self) -> None:
         if self._ring is not None:

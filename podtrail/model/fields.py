@@ -152,7 +152,7 @@ FIELDS_LIST: Final[tuple[Field, ...]] = (
        hidden=True, cef="parentKey", leef="parentKey", ecs="process.parent.entity_id"),
     _f("comm", T, ACTIVITY, "Kernel task name (comm, at most 15 bytes).",
        cef="sproc", cef_max=1023, leef="comm", ecs="process.name"),
-    _f("path", T, ACTIVITY, "Executable path of the process.",
+    _f("path", T, ACTIVITY, "Executable path of the process: the name it was exec'd with, made absolute against its cwd (`/bin/mkfifo` even where that links to busybox; `exe_path` is the file run).",
        cef="processPath", leef="processPath", ecs="process.executable"),
     _f("cmdline", T, ACTIVITY, "Command line, arguments joined by spaces.",
        cef="cmdline", leef="cmdline", ecs="process.command_line"),

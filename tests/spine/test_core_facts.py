@@ -240,3 +240,32 @@ def test_credentials_and_namespaces(agent: tuple[Any, CaptureSink], ctr: Contain
     assert ev["cap_effective"] == cap_eff  # runc's default set, not a guess
     assert ev["euid"] == 0 and ev["auid"] == 4294967295
     assert ev["process_key"] == f"{ev['pid']}:{ev['start_ns']}"
+
+
+def test_containers_only_filters_host_tasks_in_the_kernel(ctr: Container) -> None:
+    """containers_only: a host exec never reaches user space; a container exec does."""
+    import threading
+
+    from podtrail.bpf.process import build_process_source
+    from podtrail.config import SensorConfig
+
+    src = build_process_source(SensorConfig(containers_only=True))
+    src.load()
+    out: list[dict[str, Any]] = []
+    stop = threading.Event()
+    t = threading.Thread(target=src.run, args=(out.append, stop))
+    t.start()
+    try:
+        subprocess.run(["/bin/busybox", "true", "host-only-marker"], check=True)
+        run_in(ctr, f"{TOOL} ctr-only-marker")
+        deadline = 100
+        while deadline and not any("ctr-only-marker" in (e.get("argv") or []) for e in out):
+            stop.wait(0.05)
+            deadline -= 1
+    finally:
+        stop.set()
+        t.join(10)
+        src.close()
+    assert any("ctr-only-marker" in (e.get("argv") or []) for e in out)
+    assert not any("host-only-marker" in (e.get("argv") or []) for e in out)
+    assert all(e.get("pid_ns") != os.stat("/proc/self/ns/pid").st_ino for e in out if e["action"] == "exec")

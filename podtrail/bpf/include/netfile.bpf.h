@@ -1,5 +1,5 @@
 /* Shared by socket.bpf.c and file.bpf.c (libbpf CO-RE): the runtime config map, the per-task
- * filter, and the ring buffer with in-kernel loss counting and batched wake-ups.
+ * filter, and (ringbuf.h) the ring buffer with in-kernel loss counting and batched wake-ups.
  * Everything a user may change is in maps, filled by podtrail.bpf.netfile: the objects are
  * compiled once, at build time, and never depend on the node's headers. */
 #ifndef PODTRAIL_NETFILE_BPF_H
@@ -17,7 +17,6 @@
 #define KF_CONTAINER 1     /* task is outside the agent's (host) PID namespace */
 #define KF_SENSITIVE 2     /* read of a path on the sensitive list */
 #define KF_RELATIVE 8      /* the syscall's path was relative; the kernel joined it to cwd / dirfd */
-#define KF_PEER_USER 16    /* accept: peer also given in the user sockaddr */
 #define KF_SYN_SENT 32     /* connect: the kernel moved the socket to SYN_SENT (TCP) */
 #define KF_ESTABLISHED 64  /* connect: handshake completed (TCP) */
 #define KF_TRUNCATED 128   /* path hit the in-kernel length limit */
@@ -54,46 +53,11 @@ struct {
     __type(value, __u8);
 } excluded_comms SEC(".maps");
 
-/* Size set by the loader before load (SensorConfig.ringbuf_pages); this is the default. */
-struct {
-    __uint(type, BPF_MAP_TYPE_RINGBUF);
-    __uint(max_entries, 4 << 20);
-} events SEC(".maps");
-
-struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, __u64);
-} lost SEC(".maps");
-
-/* Wake the reader once per WAKEUP_EVERY samples per CPU, not per sample: in a storm a
- * wake-up per sample costs the workload more than the sample itself. The reader also polls
- * with a short timeout (netfile.py POLL_MS), so a lone event waits at most that long.
- * Nothing is fetched from /proc after the fact any more, so no sample is urgent. */
+/* The ring buffer, its lost counter and batched wake-ups (ringbuf.h). A wake-up per 128
+ * samples per CPU: the reader polls every 50 ms (netfile.py POLL_MS), and nothing needs /proc
+ * after the fact any more, so no sample is urgent. */
 #define WAKEUP_EVERY 128
-
-struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, __u32);
-} since_wakeup SEC(".maps");
-
-static __always_inline void submit(void *data, __u64 size) {
-    __u32 z = 0;
-    __u64 flags = BPF_RB_NO_WAKEUP;
-    __u32 *n = bpf_map_lookup_elem(&since_wakeup, &z);
-    if (n && ++(*n) >= WAKEUP_EVERY) {
-        *n = 0;
-        flags = BPF_RB_FORCE_WAKEUP;
-    }
-    if (bpf_ringbuf_output(&events, data, size, flags) != 0) {
-        __u64 *l = bpf_map_lookup_elem(&lost, &z);
-        if (l)
-            __sync_fetch_and_add(l, 1);
-    }
-}
+#include "ringbuf.h"
 
 static __always_inline struct nf_cfg_t *get_cfg(void) {
     __u32 z = 0;

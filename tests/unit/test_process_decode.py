@@ -1,0 +1,65 @@
+"""Decoding process.bpf.c samples (pure): layout, paths written back to front, fd kinds, and
+an exec sample without argv (it ends before the struct's tail padding)."""
+
+from __future__ import annotations
+
+import ctypes as ct
+
+from podtrail.bpf.process import (
+    ARGS_OFF,
+    CWD_OFF,
+    EV_EXEC,
+    EXE_OFF,
+    F_NO_ENTER,
+    F_RUNTIME_SETUP,
+    PT_PATH_MAX,
+    ExecFixed,
+    ProcessDecoder,
+    absolute,
+    kernel_dev,
+    tty_name,
+)
+from podtrail.model.event import validate
+
+
+def put_path(raw: bytearray, base: int, path: str) -> int:
+    off = PT_PATH_MAX - len(path)
+    raw[base + off:base + PT_PATH_MAX] = path.encode()
+    return off
+
+
+def sample(name: str, cwd: str, exe: str, args: list[str], flags: int = 0) -> bytes:
+    e = ExecFixed()
+    e.h.type, e.h.pid, e.h.tid, e.h.ppid, e.h.flags, e.h.comm = EV_EXEC, 10, 10, 1, flags, b"tool"
+    e.name = name.encode()
+    e.fd_kind[:] = [1, 2, 3]
+    e.tty = b"pts7"
+    e.exe_dev = (8 << 20) | 1
+    blob = b"".join(a.encode() + b"\0" for a in args)
+    e.argc, e.args_size = len(args), len(blob)
+    raw = bytearray(bytes(e)[:ARGS_OFF])
+    e.cwd_off = put_path(raw, CWD_OFF, cwd)
+    e.exe_off = put_path(raw, EXE_OFF, exe)
+    raw[ct.sizeof(e.h):CWD_OFF] = bytes(e)[ct.sizeof(e.h):CWD_OFF]  # the offsets just set
+    return bytes(raw) + blob
+
+
+def test_exec_sample_decodes_to_the_captured_facts() -> None:
+    ev = ProcessDecoder().decode(sample("./tool", "/opt/app", "/bin/busybox", ["./tool", "x"]))
+    assert ev is not None
+    assert ev["path"] == "/opt/app/tool" and ev["exe_path"] == "/bin/busybox" and ev["cwd"] == "/opt/app"
+    assert (ev["stdin"], ev["stdout"], ev["stderr"]) == ("tty", "pipe", "socket")
+    assert ev["tty"] == "pts/7" and ev["argv"] == ["./tool", "x"] and ev["exe_dev"] == kernel_dev((8 << 20) | 1)
+    assert validate(ev) == []
+
+
+def test_exec_sample_without_argv() -> None:
+    ev = ProcessDecoder().decode(sample("/bin/sh", "/", "/bin/dash", [], F_NO_ENTER | F_RUNTIME_SETUP))
+    assert ev is not None and ev["path"] == "/bin/sh" and ev["cwd"] == "/" and "argv" not in ev
+    assert ev["runtime_setup"] is True
+
+
+def test_helpers() -> None:
+    assert absolute("./t", "/a/b") == "/a/b/t" and absolute("../t", "/a/b") == "/a/t"
+    assert absolute("/bin/mkfifo", "/tmp") == "/bin/mkfifo" and absolute("t", "") == "t"
+    assert tty_name("pts12") == "pts/12" and tty_name("tty1") == "tty1" and tty_name("console") == "console"
