@@ -15,9 +15,10 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from conftest import require, require_runc
-from containers import RUNC, run_container
+from containers import RUNC, install_binary, run_container
 from nf_harness import TEST_CFG, WATCHED, Sensors, netns, sensors_fixture  # noqa: F401 - the fixture
 
 from podtrail.config import SensorConfig
@@ -426,11 +427,12 @@ def test_drift_flagged_in_the_kernel_every_run(sensors: Sensors, containers: lis
     assert records_of(cg) == 0
 
 
-def test_drift_chmod_of_an_image_file(sensors: Sensors, containers: list) -> None:
+def test_drift_chmod_of_an_image_file(sensors: Sensors, containers: list, tmp_path: Path) -> None:
     """An image binary never written in the container but made executable there (chmod +x by
-    a relative and by an absolute path) is drift (modified_in_container): the inode comes from
-    the kernel's own path resolution inside the chmod (timestamp tracepoints), committed when
-    the chmod succeeded."""
+    a relative and by an absolute path, fchmod on an fd) is drift (modified_in_container): the
+    inode comes from the kernel's own path resolution inside the chmod (timestamp
+    tracepoints; for fchmod also from the fd, which is what older kernels rely on), committed
+    when the call succeeded. The image's busybox, never touched, is not drift."""
     require_runc()
     require(os.path.exists("/sys/kernel/tracing/events/timestamp/ctime_ns_xchg"),
             "timestamp tracepoints (Linux 6.13+) for the inode of a path chmod")
@@ -441,11 +443,20 @@ def test_drift_chmod_of_an_image_file(sensors: Sensors, containers: list) -> Non
         shutil.copy2("/bin/dash", c.rootfs / "opt" / name)  # written by the host: part of the image
         (c.rootfs / "opt" / name).chmod(0o644)
     cg = c.cgroup2_inode()
-    c.exec("/bin/sh", "-c", "cd /opt && chmod +x tool && ./tool -c true && chmod 755 /opt/tool2 && /opt/tool2 -c true")
+    # fchmod: a helper compiled here (busybox and dash never call it) makes tool3 executable
+    helper = tmp_path / "fchmodx"
+    subprocess.run(["clang", "-O2", "-o", str(helper), str(Path(__file__).with_name("fchmodx.c"))], check=True)
+    install_binary(c.rootfs, str(helper), "/usr/bin/fchmodx")
+    shutil.copy2("/bin/dash", c.rootfs / "opt/tool3")
+    (c.rootfs / "opt/tool3").chmod(0o644)
+    c.exec("/bin/sh", "-c", "cd /opt && chmod +x tool && ./tool -c true && chmod 755 /opt/tool2 && /opt/tool2 -c true"
+           " && /usr/bin/fchmodx /opt/tool3 755 && /opt/tool3 -c true && /bin/busybox true")
     _marker(sensors, c.exec, "chmod-done", cg)
     col = sensors.collector
+    paths = ("/opt/tool", "/opt/tool2", "/opt/tool3", "/bin/busybox")
     got = {p: col.wait_for(lambda e, p=p: _in(cg)(e) and e["action"] == "exec" and e.get("path") == p, timeout=10)
-           for p in ("/opt/tool", "/opt/tool2")}
+           for p in paths}
     assert all(got.values()), got
     assert {p: e.get("drift_reason") for p, e in got.items()} == {
-        "/opt/tool": "modified_in_container", "/opt/tool2": "modified_in_container"}
+        "/opt/tool": "modified_in_container", "/opt/tool2": "modified_in_container",
+        "/opt/tool3": "modified_in_container", "/bin/busybox": None}
