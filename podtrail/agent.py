@@ -1,8 +1,8 @@
 """Assemble the agent from a Config: sources -> stages -> sinks, and run it.
 
 Order of stages matters: the process table first (ancestry, and the pid -> process key that
-later stages cache on), then container identity, then drift/relative-path fixes from the
-file sensor, then Kubernetes context (which may hold events briefly), then sinks.
+later stages cache on), then container identity, then Kubernetes context (which may hold
+events briefly), then sinks. Drift and relative file paths are settled in the kernel.
 """
 
 from __future__ import annotations
@@ -120,14 +120,11 @@ def _ebpf_sources(cfg: Config, index: CgroupIndex) -> tuple[list[Source], list[S
     # judges an exec): whichever object loads first creates it, the other reuses it.
     shared = SharedMaps()
     sources: list[Source] = [build_process_source(cfg.sensor, index.learn, shared)]
-    stages: list[Stage] = []
     if cfg.sensor.sockets or cfg.sensor.files:
         from podtrail.bpf.netfile import build_socket_file_sources
 
-        nf_sources, nf_stages, _tracker = build_socket_file_sources(cfg.sensor)
-        sources.extend(nf_sources)
-        stages.extend(nf_stages)
-    return sources, stages
+        sources.extend(build_socket_file_sources(cfg.sensor, shared=shared))
+    return sources, []
 
 
 def _audit_sources(cfg: Config) -> list[Source]:

@@ -39,7 +39,7 @@ class SensorConfig:
     write_prefixes: list[str] = field(default_factory=lambda: ["/etc/", "/usr/", "/bin/", "/sbin/", "/lib/", "/root/", "/tmp/", "/dev/shm/", "/var/spool/cron/", "/home/", "/var/log/"])
     sensitive_paths: list[str] = field(default_factory=list)  # empty: the shipped list
     exclude_comms: list[str] = field(default_factory=list)
-    drift: bool = True  # pass exec-bit creates/chmods and renames in containers to the drift tracker
+    drift: bool = True  # record container file creates/writes/exec-bit chmods in the kernel drift map
 
 
 @dataclass

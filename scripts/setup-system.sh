@@ -11,9 +11,6 @@ APT_PACKAGES=(
   runc busybox-static dash auditd audispd-plugins
   rsyslog rsyslog-gnutls iproute2 systemd procps
 )
-# BCC: only the socket and file sensors still use it (until they are CO-RE objects too);
-# delete this list, the headers link below and podtrail/bpf/bcc_compat.py with them.
-APT_PACKAGES+=(python3-bpfcc linux-headers-amd64)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -23,20 +20,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
-# BCC (socket/file sensors, see above) compiles at load time and wants headers at
-# /lib/modules/$(uname -r)/build. Debian ships headers of another build; those programs read no
-# kernel struct, so any headers do. The CO-RE process sensor needs none.
-kdir="/lib/modules/$(uname -r)"
-if [ ! -e "$kdir/build/include" ]; then
-  hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1)
-  common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n 1)
-  if [ -n "$hdr" ] && [ -n "$common" ]; then
-    mkdir -p "$kdir"
-    ln -sfn "$hdr" "$kdir/build"
-    ln -sfn "$common" "$kdir/source"
-  fi
 fi
 
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing

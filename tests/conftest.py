@@ -35,15 +35,9 @@ def require_runc() -> None:
 
 
 def require_ebpf() -> None:
-    """The whole eBPF agent: the CO-RE process sensor, plus BCC for the socket and file sensors
-    while they are still BCC programs (the BCC part goes when they move to CO-RE)."""
+    """The whole eBPF agent: the CO-RE objects (process, socket, file) and tracefs."""
     require_core()
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        require(False, "bcc python module (python3-bpfcc, venv with --system-site-packages)")
     require(os.path.isdir("/sys/kernel/tracing/events"), "tracefs mounted at /sys/kernel/tracing")
-    require(os.path.exists(f"/lib/modules/{os.uname().release}/build"), "kernel headers link")
 
 
 def require_core() -> None:

@@ -396,12 +396,17 @@ class BpfObject:
                 raise BpfError(f"cannot attach {self.name}:{name}: {L.strerror(err)} {last[0]}".rstrip())
             self._links.append(link)
 
-    def close(self) -> None:
-        if self._h is None:
-            return
+    def detach(self) -> None:
+        """Destroy the links; the programs and maps stay loaded and ``attach()`` links again
+        (benchmarks compare with and without in one run)."""
         for link in self._links:
             lib().c.bpf_link__destroy(link)
         self._links.clear()
+
+    def close(self) -> None:
+        if self._h is None:
+            return
+        self.detach()
         lib().c.bpf_object__close(self._h)
         self._h = None
         self.loaded = False

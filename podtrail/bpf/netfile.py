@@ -1,11 +1,11 @@
-"""What the socket and file sensors share: program text, the in-kernel filter config, and the
-path patterns (write prefixes, sensitive files) in the two forms they take.
+"""What the socket and file sensors share: loading their CO-RE objects, the in-kernel filter
+config, and the path patterns (write prefixes, sensitive files) in the two forms they take.
 
 Patterns are matched twice. In the kernel they are FNV-1a hashes in BPF hash maps (one pass
 over a path costs the same for 5 or 500 patterns, and the verifier accepts it); in user space
 the exact pattern is applied to what the kernel let through. Both forms come from one parse
 here, so they cannot disagree. Maps are filled at start-up from ``SensorConfig``: changing
-the lists needs no recompile.
+the lists needs no recompile (the objects are compiled once, by ``make bpf``).
 """
 
 from __future__ import annotations
@@ -17,29 +17,30 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
+from prometheus_client import Counter
 
-from podtrail.bpf.bcc_compat import BccRingBufferSource as RingBufferSource
-from podtrail.bpf.runtime import host_pidns_flags, kstr
+from podtrail.bpf.libbpf import BpfObject, SharedMaps
+from podtrail.bpf.process import ringbuf_bytes
+from podtrail.bpf.runtime import RingBufferSource, kstr
 from podtrail.config import ConfigError, SensorConfig
+from podtrail.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
 
-BPF_DIR = Path(__file__).parent
-
-# Kinds in the kernel hash sets (file.c K_*).
+# Kinds in the kernel hash sets (file.bpf.c K_*).
 K_PREFIX, K_EXACT, K_DIR = 1, 2, 4
 FIRST_W2 = 2  # sens_first: the first directory has patterns with '*' as second component
-# Event flags set by the kernel (netfile.h KF_*).
-KF_CONTAINER, KF_SENSITIVE, KF_DRIFT_ONLY, KF_RELATIVE = 1, 2, 4, 8
-KF_PEER_USER, KF_SYN_SENT, KF_ESTABLISHED, KF_TRUNCATED = 16, 32, 64, 128
-KF_PEER_KERNEL = 256  # accept: ends from the kernel's SYN_RECV -> ESTABLISHED transition
+# Event flags set by the kernel (include/netfile.bpf.h KF_*).
+KF_CONTAINER, KF_SENSITIVE, KF_RELATIVE = 1, 2, 8
+KF_SYN_SENT, KF_ESTABLISHED, KF_TRUNCATED = 32, 64, 128
+KF_PEER_KERNEL = 256  # accept: both ends read from the new socket's struct sock
+KF_PATH_CUT = 512  # the cwd/dirfd walk was cut, or the file is outside the task's root
 
-# The kernel wakes the reader only when 64 KiB wait (netfile.h WAKEUP_BYTES); below that,
-# samples are picked up by this poll timeout.
+# The kernel wakes the reader once per 128 samples per CPU (netfile.bpf.h WAKEUP_EVERY);
+# fewer are picked up by this poll timeout.
 POLL_MS = 50
 
 _FNV_OFFSET = 0xCBF29CE484222325
@@ -55,52 +56,55 @@ def fnv1a(data: bytes) -> int:
     return h
 
 
-# ---- program text and compile flags --------------------------------------------------------
+# file.bpf.c drift_stats slots: records made; opens/chmods whose inode could not be found;
+# records dropped when their container's cgroup was removed.
+DRIFT_OUTCOMES: Final = ("recorded", "no_inode", "container_gone")
+DRIFT_RECORDS = Counter(
+    "podtrail_drift_records_total",
+    "Container file changes recorded in the kernel's drift map (file sensor), by outcome.",
+    ["outcome"], registry=REGISTRY,
+)
 
 
-def program_text(name: str) -> str:
-    """``socket.c`` or ``file.c`` with netfile.h inlined: BCC rewrites map calls (``m.lookup``)
-    only in the main text, not in included headers."""
-    text = (BPF_DIR / name).read_text()
-    return text.replace('#include "netfile.h"', (BPF_DIR / "netfile.h").read_text())
-
-
-def cflags(cfg: SensorConfig) -> list[str]:
-    """Compile-time constants: the host PID namespace (containers are tasks outside it) and
-    the ring buffer size. Everything a user may change at run time is in maps instead."""
-    flags = [*host_pidns_flags(), f"-DRINGBUF_PAGES={cfg.ringbuf_pages}"]
-    if os.path.exists("/sys/kernel/tracing/events/syscalls/sys_enter_fchmodat2"):
-        flags.append("-DHAVE_FCHMODAT2")
-    return flags
+# ---- filter config ---------------------------------------------------------------------------
 
 
 class NfCfg(ct.Structure):
+    """struct nf_cfg_t in include/netfile.bpf.h."""
+
     _fields_ = [
+        ("host_pidns_dev", ct.c_uint64),
+        ("host_pidns_ino", ct.c_uint64),
         ("self_tgid", ct.c_uint32),
         ("containers_only", ct.c_uint32),
         ("loopback", ct.c_uint32),
         ("n_excluded", ct.c_uint32),
         ("drift", ct.c_uint32),
+        ("pad", ct.c_uint32),
     ]
 
 
-class CommKey(ct.Structure):
-    _fields_ = [("c", ct.c_char * 16)]
+def nf_config(cfg: SensorConfig, n_excluded: int) -> NfCfg:
+    """The agent's PID namespace (the host's, when run as intended: tasks outside it are in
+    containers), the agent itself, and the switches."""
+    st = os.stat("/proc/self/ns/pid")
+    return NfCfg(st.st_dev, st.st_ino, os.getpid(), int(cfg.containers_only), int(cfg.loopback),
+                 n_excluded, int(cfg.drift), 0)
 
 
-def configure_common(bpf: Any, cfg: SensorConfig) -> None:
-    """Fill nf_cfg and excluded_comms (both programs have their own copies)."""
+def configure_common(obj: BpfObject, cfg: SensorConfig) -> None:
+    """Fill nf_cfg and excluded_comms (each object has its own copies)."""
     comms = [c.encode()[:15] for c in cfg.exclude_comms]
+    m = obj.map("excluded_comms")
     for c in comms:
-        bpf["excluded_comms"][CommKey(c)] = ct.c_uint8(1)
-    bpf["nf_cfg"][ct.c_int(0)] = NfCfg(
-        os.getpid(), int(cfg.containers_only), int(cfg.loopback), len(comms), int(cfg.drift),
-    )
+        m.update(c.ljust(16, b"\0"), b"\1")
+    obj.map("nf_cfg").update(b"\0" * 4, bytes(nf_config(cfg, len(comms))))
 
 
-def fill_set(table: Any, entries: dict[int, int]) -> None:
+def fill_set(obj: BpfObject, name: str, entries: dict[int, int]) -> None:
+    m = obj.map(name)
     for h, kind in entries.items():
-        table[ct.c_uint64(h)] = ct.c_uint8(kind)
+        m.update(h.to_bytes(8, "little"), bytes([kind]))
 
 
 # ---- patterns ----------------------------------------------------------------------------------
@@ -207,7 +211,7 @@ class SensitiveMatcher:
         return None
 
     def kernel_sets(self) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
-        """(sens_set, sens_first, sens_names) contents for file.c."""
+        """(sens_set, sens_first, sens_names) contents for file.bpf.c."""
         sens: dict[int, int] = {}
         first: dict[int, int] = {}
         names: dict[int, int] = {}
@@ -249,64 +253,102 @@ class WriteMatcher:
 
 text = kstr  # kernel bytes to text, shared with the process sensor
 
+# Task names of a container runtime's own setup (runc's init stages, crun, youki): their file
+# and socket activity happens before the workload runs and shows host paths.
+_RUNTIME_COMMS: Final = ("crun", "youki")
+
+
+def is_runtime_setup(comm: str) -> bool:
+    """The process sensor marks these in the kernel (process.bpf.c is_runtime); socket and
+    file events carry the same mark from the task name."""
+    return comm.startswith("runc:[") or comm in _RUNTIME_COMMS
+
 
 # ---- the sources -----------------------------------------------------------------------------
 
 
 class NetFileSource(RingBufferSource):
-    """One of the two programs (socket.c, file.c) as a pipeline ``Source``: the shared
-    ring-buffer reader (``podtrail.bpf.runtime``) plus the filter maps both programs share,
-    which ``reconfigure`` rewrites without a recompile."""
+    """One of the two objects (socket.bpf.o, file.bpf.o) as a pipeline ``Source``: the shared
+    ring-buffer reader (``podtrail.bpf.runtime``) plus the filter maps both objects have,
+    which ``reconfigure`` rewrites at run time."""
 
-    def __init__(self, name: str, program: str, decode: Callable[[bytes], Any],
-                 configure: Callable[[Any], None], cfg: SensorConfig) -> None:
-        self.program = program
+    def __init__(self, name: str, obj: str, decode: Callable[[bytes], Any],
+                 configure: Callable[[BpfObject], None], cfg: SensorConfig,
+                 shared: SharedMaps | None = None) -> None:
         self._cfg = cfg
 
-        def configure_all(bpf: Any) -> None:
-            configure_common(bpf, self._cfg)
-            configure(bpf)
+        def configure_all(o: BpfObject) -> None:
+            configure_common(o, self._cfg)
+            configure(o)
 
-        super().__init__(name, lambda: program_text(program), lambda: cflags(self._cfg), decode,
-                         configure_all, poll_ms=POLL_MS)
+        super().__init__(name, obj, decode, prepare=leave_out_missing, configure=configure_all,
+                         ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), poll_ms=POLL_MS, shared=shared)
+        self._drift_seen = [0] * len(DRIFT_OUTCOMES)
+
+    def _count_lost(self) -> None:
+        super()._count_lost()
+        if self.obj is not None and self.obj.has_map("drift_stats"):
+            m = self.obj.map("drift_stats")
+            for i, outcome in enumerate(DRIFT_OUTCOMES):
+                n = m.sum_percpu_u64(i.to_bytes(4, "little"))
+                if n > self._drift_seen[i]:
+                    DRIFT_RECORDS.labels(outcome).inc(n - self._drift_seen[i])
+                    self._drift_seen[i] = n
 
     def reconfigure(self, cfg: SensorConfig) -> None:
-        """New filter settings for the running program (maps only, no recompile)."""
+        """New filter settings for the running object (maps only)."""
+        assert self.obj is not None, "reconfigure before load"
         self._cfg = cfg
-        self.bpf["excluded_comms"].clear()
-        configure_common(self.bpf, cfg)
+        self.obj.map("excluded_comms").clear()
+        configure_common(self.obj, cfg)
 
 
-def build_socket_file_sources(cfg: SensorConfig) -> tuple[list[NetFileSource], list[Any], Any]:
-    """The lead's entry point: (sources, stages, drift tracker) for the enabled sensors.
+def leave_out_missing(obj: BpfObject) -> None:
+    """Programs for tracepoints this kernel lacks are left out: sys_*_fchmodat2 (Linux 6.6+)
+    and the timestamp tracepoints that give a path-based chmod's inode (6.13+; without them
+    only creates, writes and fchmod are recorded for drift)."""
+    for name in obj.programs():
+        event = TRACEPOINT_OF.get(name) or _syscall_event(name)
+        if event and not os.path.exists(f"/sys/kernel/tracing/events/{event}"):
+            log.info("%s: no tracepoint %s on this kernel; %s left out", obj.name, event, name)
+            obj.set_autoload(name, False)
 
-    Sources: socket and/or file per ``cfg.sockets`` / ``cfg.files``. Stages, to wire after
-    the process-table stage: ``RelativePathStage`` (relative paths of processes that exited
-    too soon, from the event's cwd/ppid) and ``DriftStage`` (needs exec events' pid, path,
-    cgroup_id and mono_ns; file notes come straight from the file source).
-    """
+
+TRACEPOINT_OF: Final = {
+    "drift_ctime_xchg": "timestamp/ctime_ns_xchg",
+    "drift_ctime_skip": "timestamp/ctime_xchg_skip",
+    "drift_ctime_set": "timestamp/inode_set_ctime_to_ts",
+    "drift_cgroup_gone": "cgroup/cgroup_rmdir",
+}
+
+
+def _syscall_event(program: str) -> str | None:
+    kind, _, sc = program.partition("_")
+    return f"syscalls/sys_{kind}_{sc}" if kind in ("enter", "exit") and sc else None
+
+
+def build_socket_file_sources(cfg: SensorConfig, shared: SharedMaps | None = None) -> list[NetFileSource]:
+    """The socket and/or file sources per ``cfg.sockets`` / ``cfg.files``. With ``shared``, the
+    file object's ``drift_inodes`` is the process object's map (include/drift.h): the file
+    sensor records there, the process sensor judges each exec against it, both in the kernel.
+    Relative paths and drift need no pipeline stage any more."""
     from podtrail.bpf.file import FileDecoder
     from podtrail.bpf.socket import SocketDecoder
-    from podtrail.enrich.drift import DriftStage, DriftTracker
-    from podtrail.enrich.relpath import RelativePathStage
 
     sensitive = SensitiveMatcher(sensitive_patterns(cfg))
     writes = WriteMatcher(cfg.write_prefixes)
-    tracker = DriftTracker()
     sources: list[NetFileSource] = []
     if cfg.sockets:
-        sources.append(NetFileSource("ebpf-socket", "socket.c", SocketDecoder(sensitive).decode, lambda b: None, cfg))
+        sources.append(NetFileSource("ebpf-socket", "socket", SocketDecoder(sensitive).decode, lambda o: None, cfg))
     if cfg.files:
-        def configure_file(bpf: Any) -> None:
+        def configure_file(o: BpfObject) -> None:
             sens, first, names = sensitive.kernel_sets()
-            fill_set(bpf["sens_set"], sens)
-            fill_set(bpf["sens_first"], first)
-            fill_set(bpf["sens_names"], names)
-            fill_set(bpf["write_set"], writes.kernel_set())
+            fill_set(o, "sens_set", sens)
+            fill_set(o, "sens_first", first)
+            fill_set(o, "sens_names", names)
+            fill_set(o, "write_set", writes.kernel_set())
 
-        decoder = FileDecoder(writes, sensitive, tracker if cfg.drift else None)
-        sources.append(NetFileSource("ebpf-file", "file.c", decoder.decode, configure_file, cfg))
-    stages: list[Any] = [RelativePathStage(writes, sensitive)] if cfg.files else []
-    if cfg.drift:
-        stages.append(DriftStage(tracker))
-    return sources, stages, tracker
+        decoder = FileDecoder(writes, sensitive)
+        sources.append(NetFileSource("ebpf-file", "file", decoder.decode, configure_file, cfg,
+                                     shared=shared or SharedMaps()))
+    return sources

@@ -1,6 +1,7 @@
-"""Socket/file sensor harness: both BPF programs compiled once per session and running in
-threads, feeding one collector; each test picks out its own events by cgroup id or pid.
-(Not a conftest.py: tests/conftest.py owns that module name.)"""
+"""Socket/file sensor harness: the socket, file and process CO-RE objects loaded once per
+session (the process object shares the file object's drift_inodes map, as in the agent) and
+running in threads, feeding one collector; each test picks out its own events by cgroup id or
+pid. (Not a conftest.py: tests/conftest.py owns that module name.)"""
 
 from __future__ import annotations
 
@@ -61,8 +62,6 @@ class Collector:
 class Sensors:
     collector: Collector
     sources: list[Any]
-    stages: list[Any]
-    tracker: Any
     cfg: SensorConfig
 
     def source(self, name: str) -> Any:
@@ -72,10 +71,13 @@ class Sensors:
 @pytest.fixture(scope="session", name="sensors")
 def sensors_fixture() -> Iterator[Sensors]:
     require_ebpf()
+    from podtrail.bpf.libbpf import SharedMaps
     from podtrail.bpf.netfile import build_socket_file_sources
+    from podtrail.bpf.process import build_process_source
 
     cfg = SensorConfig(**TEST_CFG)  # type: ignore[arg-type]
-    sources, stages, tracker = build_socket_file_sources(cfg)
+    shared = SharedMaps()
+    sources = [*build_socket_file_sources(cfg, shared=shared), build_process_source(cfg, shared=shared)]
     col = Collector()
     stop = threading.Event()
     for s in sources:
@@ -83,10 +85,13 @@ def sensors_fixture() -> Iterator[Sensors]:
     threads = [threading.Thread(target=s.run, args=(col, stop), daemon=True) for s in sources]
     for t in threads:
         t.start()
-    yield Sensors(col, sources, stages, tracker, cfg)
+    yield Sensors(col, sources, cfg)
     stop.set()
     for t in threads:
         t.join(10)
+    for s in sources:
+        s.close()
+    shared.close()
 
 
 @contextmanager

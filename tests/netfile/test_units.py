@@ -1,5 +1,6 @@
 """Pure parts of the socket/file sensors: pattern parsing and hashing, the user-space matchers,
-transport naming, /proc address parsing, decoding of hostile bytes, the drift tracker."""
+transport naming, decoding of hostile bytes and of kernel-joined paths, which programs a
+kernel without a tracepoint leaves out."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ import pytest
 
 from podtrail.bpf import netfile
 from podtrail.bpf.file import _EVENT as FILE_EVENT
-from podtrail.bpf.file import FileDecoder
+from podtrail.bpf.file import FileDecoder, fold
 from podtrail.bpf.netfile import (
     K_DIR,
     K_EXACT,
     K_PREFIX,
-    KF_DRIFT_ONLY,
     SensitiveMatcher,
     WriteMatcher,
     fnv1a,
@@ -22,9 +22,8 @@ from podtrail.bpf.netfile import (
     sensitive_patterns,
 )
 from podtrail.bpf.socket import _EVENT as SOCK_EVENT
-from podtrail.bpf.socket import SocketDecoder, _proc_addr, transport_of
+from podtrail.bpf.socket import SocketDecoder, transport_of
 from podtrail.config import ConfigError, SensorConfig
-from podtrail.enrich.drift import CREATED, MODIFIED, DriftStage, DriftTracker, memory_exec_reason
 from podtrail.model.event import finalize, validate
 
 
@@ -95,12 +94,6 @@ def test_transport_inference(family: int, stype: int, proto: int, kf: int, actio
     assert transport_of(family, stype, proto, kf, action, ret) == want
 
 
-def test_proc_net_addresses() -> None:
-    assert _proc_addr("0100007F:1F90", 2) == ("127.0.0.1", 8080)
-    assert _proc_addr("00000000000000000000000001000000:0050", 10) == ("::1", 80)
-    assert _proc_addr("0000000000000000FFFF00000100007F:01BB", 10) == ("::ffff:127.0.0.1", 443)
-
-
 def _sock_raw(**kw: object) -> bytes:
     v = dict(mono=1, cg=7, sk=0, pid=10, tid=11, uid=0, gid=0, fd=3, ret=0, action=1, family=2, type=1, proto=0,
              lport=40000, rport=443, kf=netfile.KF_SYN_SENT | netfile.KF_ESTABLISHED,
@@ -121,98 +114,77 @@ def test_socket_decode_is_a_valid_event_with_initiator_view() -> None:
     assert SocketDecoder().decode(_sock_raw(action=99)) is None
 
 
-def _file_raw(action: int, path: bytes, kf: int = 0, ret: int = 3, mode: int = 0o644) -> bytes:
-    return FILE_EVENT.pack(5, 9, 4242, 4242, 0, 0, ret, -100, -100, 0o1101, mode, action, kf, b"sh", path)
+def _file_raw(action: int, path: bytes, kf: int = 0, ret: int = 3, mode: int = 0o644, path2: bytes | None = None) -> bytes:
+    raw = FILE_EVENT.pack(5, 9, 0, 0, 4242, 4242, 0, 0, ret, -100, -100, 0o1101, mode, action, kf, 0, b"sh", path)
+    if path2 is not None:
+        raw += path2.ljust(512, b"\0")
+    return raw + bytes(4)  # the C struct's padding (sizeof is 1120)
 
 
-def test_file_decoder_user_space_filters_and_drift_notes() -> None:
-    tracker = DriftTracker()
-    dec = FileDecoder(WriteMatcher(["/watched/"]), SensitiveMatcher(sensitive_patterns(SensorConfig())), tracker)
+def test_file_decoder_user_space_filters() -> None:
+    dec = FileDecoder(WriteMatcher(["/watched/"]), SensitiveMatcher(sensitive_patterns(SensorConfig())))
     ev = dec.decode(_file_raw(2, b"/watched/a", kf=netfile.KF_CONTAINER))
     assert ev is not None and ev["action"] == "create" and ev["mode"] == 0o644 and ev["fd"] == 3
     assert validate(finalize(ev)) == []
-    # exec-bit create outside the watched prefixes: noted for drift, not reported
-    assert dec.decode(_file_raw(2, b"/opt/dropper", kf=netfile.KF_CONTAINER | KF_DRIFT_ONLY, mode=0o755)) is None
-    assert tracker.check(9, "/opt/dropper", 10) == CREATED
     # sensitive directory read whose name does not match the pattern: dropped here
     assert dec.decode(_file_raw(3, b"/root/.ssh/known_hosts", kf=netfile.KF_SENSITIVE)) is None
     assert dec.decode(_file_raw(3, b"/proc/4242/environ", kf=netfile.KF_SENSITIVE)) is None  # its own
     other = dec.decode(_file_raw(3, b"/proc/1/environ", kf=netfile.KF_SENSITIVE))
     assert other is not None and other["sensitive"] == "proc_environ"
-    # relative path of a process that is gone: reported unresolved with the name's category
-    gone = FileDecoder(WriteMatcher(["/w/"]), SensitiveMatcher(sensitive_patterns(SensorConfig())))
-    raw = FILE_EVENT.pack(5, 9, 2**31 - 2, 1, 0, 0, 3, -100, -100, 0, 0, 3, netfile.KF_RELATIVE, b"cat", b"shadow")
-    rel = gone.decode(raw)
-    assert rel is not None and rel["path_unresolved"] is True and rel["sensitive"] == "shadow"
+    assert "runtime_setup" not in other
 
 
-def test_drift_tracker_ordering_renames_and_unlinks() -> None:
-    t = DriftTracker(max_paths=2)
-    t.note(1, "/tmp/bb", MODIFIED, 100)
-    assert t.check(1, "/tmp/bb", 50) is None  # written after the exec: not drift
-    assert t.check(1, "/tmp/bb", 150) == MODIFIED
-    assert t.check(2, "/tmp/bb", 150) is None  # another container
-    assert t.check(1, "/var/lib/x/rootfs/tmp/bb", 150) == MODIFIED  # host view of the same file
-    t.rename(1, "/tmp/bb", "/usr/bin/ls", 200)
-    assert t.check(1, "/tmp/bb", 300) is None and t.check(1, "/usr/bin/ls", 300) == CREATED
-    t.note(1, "/a", CREATED, 1)
-    t.note(1, "/a", MODIFIED, 2)
-    assert t.check(1, "/a", 3) == CREATED
-    t.note(1, "/b", MODIFIED, 4)  # bound: the oldest path goes
-    assert t.check(1, "/usr/bin/ls", 300) is None
-    t.forget(1, "/b")
-    assert t.check(1, "/b", 10) is None
+def test_runtime_setup_is_marked() -> None:
+    assert netfile.is_runtime_setup("runc:[2:INIT]") and netfile.is_runtime_setup("crun")
+    assert not netfile.is_runtime_setup("runc") and not netfile.is_runtime_setup("sh")
+    raw = FILE_EVENT.pack(5, 9, 0, 0, 1, 1, 0, 0, 0, -100, -100, 0, 0o755, 6, 0, 0, b"runc:[2:INIT]", b"/var/lib/x/rootfs/dev")
+    ev = FileDecoder(WriteMatcher(["/var/"]), SensitiveMatcher([])).decode(raw + bytes(4))
+    assert ev is not None and ev["runtime_setup"] is True and validate(finalize(ev)) == []
+    sock = SocketDecoder().decode(_sock_raw(comm=b"runc:[1:CHILD]"))
+    assert sock is not None and sock["runtime_setup"] is True
 
 
-def test_drift_stage_marks_execs() -> None:
-    t = DriftTracker()
-    t.note(7, "/tmp/bb", CREATED, 10)
-    stage = DriftStage(t)
-    out: list = []
-    stage.process({"event_type": "process", "action": "exec", "pid": 1, "path": "/tmp/bb", "cgroup_id": 7, "mono_ns": 20}, out.append)
-    stage.process({"event_type": "process", "action": "exec", "pid": 1, "path": "/bin/sh", "cgroup_id": 7, "mono_ns": 20}, out.append)
-    stage.process({"event_type": "process", "action": "exec", "pid": 1, "path": "/dev/shm/x", "cgroup_id": 0, "mono_ns": 20}, out.append)
-    assert [(e.get("drift"), e.get("drift_reason")) for e in out] == [(True, CREATED), (None, None), (True, "dev_shm")]
-    assert memory_exec_reason("/memfd:payload (deleted)") == "memfd"
-    assert memory_exec_reason("/dev/fd/3", "/memfd: (deleted)") == "memfd"
-    assert memory_exec_reason("/usr/bin/env") is None
+def test_file_decoder_folds_kernel_joined_paths() -> None:
+    """A relative path arrives joined to the cwd the kernel walked; '.' and '..' are folded
+    here and the watched/sensitive test runs again on the folded path."""
+    dec = FileDecoder(WriteMatcher(["/watched/"]), SensitiveMatcher(sensitive_patterns(SensorConfig())))
+    rel = netfile.KF_RELATIVE
+    ev = dec.decode(_file_raw(2, b"/srv/app/../../watched/./f", kf=rel))
+    assert ev is not None and ev["target_path"] == "/watched/f" and "path_unresolved" not in ev
+    assert dec.decode(_file_raw(2, b"/watched/../srv/f", kf=rel)) is None  # folded: not watched
+    shadow = dec.decode(_file_raw(3, b"/tmp/../etc/shadow", kf=rel | netfile.KF_SENSITIVE))
+    assert shadow is not None and (shadow["target_path"], shadow["sensitive"]) == ("/etc/shadow", "shadow")
+    assert dec.decode(_file_raw(3, b"/tmp/../etc/hostname", kf=rel | netfile.KF_SENSITIVE)) is None
+    # the walk was cut (deeper than the kernel's bound): reported, flagged, category from the name
+    cut = dec.decode(_file_raw(3, b"/a/b/shadow", kf=rel | netfile.KF_PATH_CUT | netfile.KF_SENSITIVE))
+    assert cut is not None and cut["path_unresolved"] is True and cut["sensitive"] == "shadow"
+    # rename: both paths, the second after the first path's padding
+    ren = dec.decode(_file_raw(5, b"/tmp/x", kf=rel, path2=b"/watched/sub/../y"))
+    assert ren is not None and (ren["old_path"], ren["target_path"]) == ("/tmp/x", "/watched/y")
+    assert [fold("/.."), fold("/a/b/.."), fold("rel")] == ["/", "/a", "rel"]
+
+
+def test_programs_for_missing_tracepoints_are_left_out() -> None:
+    from podtrail.bpf.netfile import TRACEPOINT_OF, _syscall_event
+
+    assert _syscall_event("enter_fchmodat2") == "syscalls/sys_enter_fchmodat2"
+    assert _syscall_event("exit_openat") == "syscalls/sys_exit_openat"
+    assert _syscall_event("sock_state") is None and _syscall_event("drift_ctime_xchg") is None
+    assert TRACEPOINT_OF["drift_ctime_xchg"] == "timestamp/ctime_ns_xchg"
 
 
 def test_event_layouts_match_the_c_structs() -> None:
     assert SOCK_EVENT.size == 240  # struct sock_event_t
-    assert FILE_EVENT.size == 328  # struct file_event_t without path2
-    assert struct.calcsize("<256s") == 256
+    assert FILE_EVENT.size == 604  # struct file_event_t up to path (sent: 608, the C struct's padding)
+    assert struct.calcsize("<512s") == 512
 
 
 def test_factory_follows_the_switches() -> None:
     from podtrail.bpf.netfile import build_socket_file_sources
 
-    sources, stages, _ = build_socket_file_sources(SensorConfig())
+    sources = build_socket_file_sources(SensorConfig())
     assert [s.name for s in sources] == ["ebpf-socket", "ebpf-file"]
-    assert [type(s).__name__ for s in stages] == ["RelativePathStage", "DriftStage"]
-    sources, stages, _ = build_socket_file_sources(SensorConfig(files=False, drift=False))
-    assert [s.name for s in sources] == ["ebpf-socket"] and stages == []
+    sources = build_socket_file_sources(SensorConfig(files=False, drift=False))
+    assert [s.name for s in sources] == ["ebpf-socket"]
     with pytest.raises(ConfigError):
         build_socket_file_sources(SensorConfig(sensitive_paths=["/a/*b/c/d"]))
-
-
-def test_relative_path_stage_resolves_from_the_parent() -> None:
-    import subprocess
-
-    from podtrail.enrich.relpath import RelativePathStage
-
-    stage = RelativePathStage(WriteMatcher(["/tmp/"]), SensitiveMatcher(sensitive_patterns(SensorConfig())))
-    parent = subprocess.Popen(["sleep", "30"], cwd="/etc")
-    try:
-        out: list = []
-        base = {"event_type": "file", "pid": 2**22 + 1, "ppid": parent.pid, "path_unresolved": True}
-        stage.process({**base, "action": "read", "target_path": "shadow", "sensitive": "shadow"}, out.append)
-        stage.process({**base, "action": "read", "target_path": "hostname"}, out.append)  # not sensitive: dropped
-        stage.process({**base, "action": "create", "target_path": "x.conf"}, out.append)  # /etc not watched here
-        stage.process({**base, "action": "create", "target_path": "../tmp/y"}, out.append)
-        stage.process({**base, "ppid": None, "action": "create", "target_path": "z"}, out.append)  # stays unresolved
-    finally:
-        parent.kill()
-        parent.wait()
-    assert [(e["target_path"], e.get("path_unresolved"), e.get("sensitive")) for e in out] == [
-        ("/etc/shadow", None, "shadow"), ("/tmp/y", None, None), ("z", True, None)]
