@@ -7,7 +7,7 @@ and the embedded SQL engine (``podtrail query``/``shell``), so all three answer 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,11 @@ class TableService:
         return TABLES
 
     def generate(self, table: str, constraints: list[Constraint] | None = None) -> list[dict[str, str]]:
+        return list(self.select(table, constraints)[1])
+
+    def select(self, table: str, constraints: list[Constraint] | None = None) -> tuple[int, Iterator[dict[str, str]]]:
+        """(row count, rows rendered one at a time): only references to the matching
+        events are held, so a ``SELECT *`` can be streamed out without a list of row dicts."""
         spec = TABLES.get(table)
         if spec is None:
             raise KeyError(f"no such table: {table}")
@@ -78,4 +83,5 @@ class TableService:
             source: Iterable[dict[str, Any]] = self.buffers.events(spec.kind, lo, hi)
         else:
             source = {"container_processes": self.processes, "containers": self.containers, "pods": self.pods}[table]()
-        return [to_row(spec, d) for d in source if pred(d)]
+        matched = [d for d in source if pred(d)]
+        return len(matched), (to_row(spec, d) for d in matched)

@@ -38,7 +38,7 @@ def test_registration_columns_and_generate_with_real_container_events(tmp_path: 
     agent.start()
     osq = FakeOsqueryd(str(tmp_path / "osquery.em"))
     svc = TableService(buffers)
-    ext = OsqueryExtension(osq.path, TABLES, svc.generate, interval_s=0.2)
+    ext = OsqueryExtension(osq.path, TABLES, svc.select, interval_s=0.2)
     c = run_container("containerd-systemd")
     try:
         ext.start()
@@ -80,9 +80,9 @@ def test_ping_answered_during_slow_generate_and_exit_when_osqueryd_goes(tmp_path
     osq = FakeOsqueryd(str(tmp_path / "osquery.em"))
     release = threading.Event()
 
-    def slow(table: str, constraints: Any) -> list[dict[str, str]]:
+    def slow(table: str, constraints: Any) -> tuple[int, list[dict[str, str]]]:
         release.wait(30)
-        return []
+        return 0, []
 
     ext = OsqueryExtension(osq.path, TABLES, slow, interval_s=0.2)
     ext.start()
