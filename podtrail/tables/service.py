@@ -6,6 +6,7 @@ and the embedded SQL engine (``podtrail query``/``shell``), so all three answer 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,19 +27,51 @@ from podtrail.tables.schema import TABLES, TableSpec
 Snapshot = Callable[[], Iterable[dict[str, Any]]]
 
 
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # built once, not per value
+
+
 def render(value: Any, as_json: bool) -> str:
     """osquery hands every value over as text."""
     if value is None:
         return ""
     if as_json:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return _json(value)
     if value is True or value is False:
         return "1" if value else "0"
     return str(value)
 
 
+RowMaker = Callable[[dict[str, Any]], dict[str, str]]
+
+
+@functools.cache
+def row_maker(spec: TableSpec) -> RowMaker:
+    """``to_row`` for one table, its column list split once: text values (most) pass as
+    they are; the rest go through ``render``. A ``SELECT *`` calls it per row."""
+    plain = tuple((c.name, c.key) for c in spec.columns if not c.json)
+    as_json = tuple((c.name, c.key) for c in spec.columns if c.json)
+
+    def make(d: dict[str, Any]) -> dict[str, str]:
+        get = d.get
+        row = {}
+        for name, key in plain:
+            v = get(key)
+            if v.__class__ is str:
+                row[name] = v
+            elif v is None:
+                row[name] = ""
+            else:
+                row[name] = render(v, False)
+        for name, key in as_json:
+            v = get(key)
+            row[name] = "" if v is None else _json(v)
+        return row
+
+    return make
+
+
 def to_row(spec: TableSpec, d: dict[str, Any]) -> dict[str, str]:
-    return {c.name: render(d.get(c.key), c.json) for c in spec.columns}
+    return row_maker(spec)(d)
 
 
 def _time_bounds(cs: list[Constraint]) -> tuple[float | None, float | None]:
@@ -84,4 +117,4 @@ class TableService:
         else:
             source = {"container_processes": self.processes, "containers": self.containers, "pods": self.pods}[table]()
         matched = [d for d in source if pred(d)]
-        return len(matched), (to_row(spec, d) for d in matched)
+        return len(matched), map(row_maker(spec), matched)
