@@ -7,6 +7,7 @@ APT_PACKAGES=(
   python3-bpfcc python3-audit python3-venv python3-dev
   linux-headers-amd64 runc busybox-static auditd audispd-plugins
   rsyslog rsyslog-gnutls iproute2 systemd procps
+  thrift-compiler podman buildah mmdebstrap
 )
 
 missing=()
