@@ -197,7 +197,7 @@ def _add_tables(agent: Agent, k8s_stage: Any) -> None:
                        container_rows(agent.containers, fill), pod_rows(pods))
     agent.tables = svc
     if cfg.api_socket:
-        api = LocalAPIServer(cfg.api_socket, svc.generate)
+        api = LocalAPIServer(cfg.api_socket, svc.generate, cfg.api_socket_group, int(cfg.api_socket_mode))
         agent._starters.append(api.start)
         agent._closables.append(api.stop)
     if cfg.socket:
