@@ -94,6 +94,12 @@ def test_systemd_unit_verifies_and_config_loads(tmp_path: Path) -> None:
     r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "podtrail.service")], capture_output=True, text=True)
     problems = [ln for ln in (r.stdout + r.stderr).splitlines() if "podtrail.service" in ln]
     assert r.returncode == 0 and not problems, r.stdout + r.stderr
+    # the unit's SupplementaryGroups= is the group podtrail.sysusers creates (a dry run)
+    sysusers = ROOT / "deploy/systemd/podtrail.sysusers"
+    r = subprocess.run(["systemd-sysusers", "--dry-run", str(sysusers)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    groups = [ln.split()[1] for ln in sysusers.read_text().splitlines() if ln.startswith("g ")]
+    assert "SupplementaryGroups=podtrail" in unit and groups == [Config().osquery.api_socket_group]
 
 
 def test_health_endpoint_reports_the_running_agent(tmp_path: Path) -> None:
