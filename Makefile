@@ -4,10 +4,16 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: setup run test lint bench docs rules image thrift clean
+.PHONY: setup bpf run test lint bench docs rules image thrift clean
 
 setup: $(STAMP)
 	@bash scripts/setup-system.sh
+	@bash scripts/build-bpf.sh
+
+# CO-RE objects: vmlinux.h from the kernel's BTF (build/bpf), podtrail/bpf/*.bpf.c compiled once
+# to podtrail/bpf/obj/*.bpf.o (shipped in the package; nothing is compiled at run time).
+bpf:
+	bash scripts/build-bpf.sh
 
 $(STAMP): pyproject.toml scripts/setup-system.sh
 	bash scripts/setup-system.sh
@@ -47,4 +53,4 @@ thrift: setup
 	bash scripts/thrift-gen.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/bpf podtrail/bpf/obj

@@ -113,9 +113,13 @@ class Agent:
 
 
 def _ebpf_sources(cfg: Config, index: CgroupIndex) -> tuple[list[Source], list[Stage]]:
+    from podtrail.bpf.libbpf import SharedMaps
     from podtrail.bpf.process import build_process_source
 
-    sources: list[Source] = [build_process_source(cfg.sensor, index.learn)]
+    # One drift_inodes map for the file sensor (which records) and the process sensor (which
+    # judges an exec): whichever object loads first creates it, the other reuses it.
+    shared = SharedMaps()
+    sources: list[Source] = [build_process_source(cfg.sensor, index.learn, shared)]
     stages: list[Stage] = []
     if cfg.sensor.sockets or cfg.sensor.files:
         from podtrail.bpf.netfile import build_socket_file_sources
@@ -154,6 +158,7 @@ def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list
     if src == "ebpf":
         agent.sources, extra = _ebpf_sources(cfg, index)
         agent.source_name, agent.source_reason = "ebpf", "selected by configuration"
+        table.proc_fallback = False  # every fact arrives in the event
     elif src == "auditd":
         agent.sources = _audit_sources(cfg)
         agent.source_name, agent.source_reason = "auditd", "selected by configuration"
@@ -161,6 +166,7 @@ def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list
         try:
             agent.sources, extra = _try_ebpf(cfg, index)
             agent.source_name, agent.source_reason = "ebpf", "auto: eBPF programs loaded"
+            table.proc_fallback = False
         except Exception as e:  # noqa: BLE001 - any load failure means: fall back
             reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             agent.sources = _audit_sources(cfg)

@@ -32,20 +32,25 @@ def check_root() -> Check:
                  "run as root, or grant CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE (and CAP_SYS_ADMIN on kernels < 5.8)", "ebpf")
 
 
+MIN_KERNEL = (5, 17)  # BTF tracepoints, ring buffer, bpf_loop (the path walk)
+
+
 def check_kernel() -> Check:
     rel = os.uname().release
     try:
         major, minor = (int(x) for x in rel.split(".")[:2])
     except ValueError:
         major, minor = 0, 0
-    ok = (major, minor) >= (5, 8)
-    return Check("kernel", ok, f"Linux {rel}" + ("" if ok else " (ring buffer needs 5.8+)"),
+    ok = (major, minor) >= MIN_KERNEL
+    need = ".".join(map(str, MIN_KERNEL))
+    return Check("kernel", ok, f"Linux {rel}" + ("" if ok else f" (the CO-RE sensor needs {need}+: BTF tracepoints, ring buffer, bpf_loop)"),
                  "use the auditd source on this kernel", "ebpf")
 
 
 def check_btf() -> Check:
     ok = os.path.exists("/sys/kernel/btf/vmlinux")
-    return Check("btf", ok, "/sys/kernel/btf/vmlinux present" if ok else "no BTF (not required: podtrail reads no kernel structs)")
+    return Check("btf", ok, "/sys/kernel/btf/vmlinux present" if ok else "no /sys/kernel/btf/vmlinux: the kernel was built without CONFIG_DEBUG_INFO_BTF, CO-RE objects cannot be relocated",
+                 "use a kernel with BTF (every major distribution since 2020), or the auditd source", "ebpf")
 
 
 def check_tracefs() -> Check:
@@ -60,39 +65,43 @@ def check_mounts() -> Check:
                  "mount -t debugfs debugfs /sys/kernel/debug; mount -t bpf bpf /sys/fs/bpf")
 
 
-def check_headers() -> Check:
-    build = f"/lib/modules/{os.uname().release}/build"
-    ok = os.path.exists(os.path.join(build, "include"))
-    return Check("kernel headers", ok, f"{build} -> {os.path.realpath(build)}" if ok else f"{build} missing",
-                 "apt-get install linux-headers-amd64 and link /lib/modules/$(uname -r)/build to /usr/src/linux-headers-*-amd64 (scripts/setup-system.sh does this)", "ebpf")
+def check_libbpf() -> Check:
+    from podtrail.bpf.libbpf import BpfError, lib
 
-
-def check_bcc() -> Check:
     try:
-        import bcc  # noqa: F401
-    except ImportError:
-        return Check("bcc", False, "python module bcc not importable",
-                     "apt-get install python3-bpfcc; use a venv made with --system-site-packages", "ebpf")
-    return Check("bcc", True, "bcc importable")
+        lib()
+    except BpfError as e:
+        return Check("libbpf", False, str(e), "apt-get install libbpf1", "ebpf")
+    return Check("libbpf", True, "libbpf.so.1 loaded")
 
 
-_PROBE = "TRACEPOINT_PROBE(sched, sched_process_fork) { return 0; }"
+def check_objects() -> Check:
+    from podtrail.bpf.objects import OBJ_DIR, missing_message, object_path
+
+    for name in ("probe", "process"):
+        if not object_path(name).exists():
+            return Check("bpf objects", False, missing_message(name), "make bpf (or install a package built with it)", "ebpf")
+    return Check("bpf objects", True, f"compiled CO-RE objects in {OBJ_DIR}")
 
 
 def check_bpf_load() -> Check:
-    """Actually load and attach a trivial tracepoint program: the only real proof."""
-    if not (os.geteuid() == 0 and os.path.isdir("/sys/kernel/tracing/events")):
-        return Check("bpf load", False, "skipped (needs root and tracefs)", "fix the checks above", "ebpf")
-    try:
-        from bcc import BPF
+    """Actually load and attach the probe object (a BTF tracepoint reading task structs): the
+    only real proof that BTF, the verifier, and attach work here."""
+    if not (os.geteuid() == 0 and os.path.exists("/sys/kernel/btf/vmlinux")):
+        return Check("bpf load", False, "skipped (needs root and BTF)", "fix the checks above", "ebpf")
+    from podtrail.bpf.libbpf import BpfError, BpfObject
+    from podtrail.bpf.objects import object_path
 
-        b = BPF(text=_PROBE)
-        b.cleanup()
-    except Exception as e:  # noqa: BLE001
-        last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        return Check("bpf load", False, f"cannot load a tracepoint program: {last}",
+    try:
+        with BpfObject(object_path("probe")) as obj:
+            obj.load()
+            obj.attach()
+    except BpfError as e:
+        lines = str(e).strip().splitlines() or ["unknown error"]
+        last = lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "")
+        return Check("bpf load", False, f"cannot load a CO-RE program: {last}",
                      "check kernel lockdown, seccomp/LSM policy and capabilities", "ebpf")
-    return Check("bpf load", True, "a tracepoint program loaded and attached")
+    return Check("bpf load", True, "a CO-RE program loaded and attached (tp_btf/sched_process_exec)")
 
 
 def check_cgroup() -> Check:
@@ -118,7 +127,7 @@ def check_kubernetes() -> Check:
 
 
 CHECKS: list[Callable[[], Check]] = [
-    check_root, check_kernel, check_btf, check_tracefs, check_mounts, check_headers, check_bcc,
+    check_root, check_kernel, check_btf, check_tracefs, check_mounts, check_libbpf, check_objects,
     check_bpf_load, check_cgroup, check_auditd, check_kubernetes,
 ]
 

@@ -35,13 +35,29 @@ def require_runc() -> None:
 
 
 def require_ebpf() -> None:
-    require_root()
+    """The whole eBPF agent: the CO-RE process sensor, plus BCC for the socket and file sensors
+    while they are still BCC programs (the BCC part goes when they move to CO-RE)."""
+    require_core()
     try:
         import bcc  # noqa: F401
     except ImportError:
         require(False, "bcc python module (python3-bpfcc, venv with --system-site-packages)")
     require(os.path.isdir("/sys/kernel/tracing/events"), "tracefs mounted at /sys/kernel/tracing")
     require(os.path.exists(f"/lib/modules/{os.uname().release}/build"), "kernel headers link")
+
+
+def require_core() -> None:
+    """CO-RE sensors: root, the kernel's BTF, libbpf, and the objects `make bpf` builds."""
+    require_root()
+    require(os.path.exists("/sys/kernel/btf/vmlinux"), "kernel BTF at /sys/kernel/btf/vmlinux")
+    from podtrail.bpf.libbpf import BpfError, lib
+    from podtrail.bpf.objects import OBJ_DIR
+
+    try:
+        lib()
+    except BpfError as e:
+        require(False, str(e))
+    require(any(OBJ_DIR.glob("*.bpf.o")), "compiled BPF objects (make bpf)")
 
 
 @pytest.fixture

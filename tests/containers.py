@@ -60,8 +60,36 @@ def shape_path(shape: str, cid: str, pod_uid: str) -> str:
     return SHAPES[shape].format(id=cid, uid=pod_uid, uid_=pod_uid.replace("-", "_"))
 
 
+DASH = "/bin/dash"
+
+
+def libraries(binary: str) -> list[str]:
+    """The shared objects ``ldd`` lists for ``binary`` (the loader included), resolved."""
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    libs = []
+    for line in out.splitlines():
+        for part in line.split():
+            if part.startswith("/"):
+                libs.append(part)
+    return libs
+
+
+def install_binary(rootfs: Path, binary: str, dest: str) -> None:
+    """Copy a dynamically linked binary and its libraries into the rootfs, at their own paths."""
+    target = rootfs / dest.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(binary, target)
+    for lib in libraries(binary):
+        t = rootfs / lib.lstrip("/")
+        t.parent.mkdir(parents=True, exist_ok=True)
+        if not t.exists():
+            shutil.copy2(os.path.realpath(lib), t)
+
+
 def make_rootfs(dest: Path) -> Path:
-    """A busybox rootfs: the static binary plus one link per applet."""
+    """A busybox rootfs with a real dash as /bin/sh: the static busybox plus one link per applet
+    (called by path: Debian's busybox runs its applets without any execve), and dash with its
+    libraries, so every command the shell runs is an execve, as in Debian/Alpine images."""
     rootfs = dest / "rootfs"
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "tmp", "proc", "sys", "dev", "root", "var/run/secrets/kubernetes.io/serviceaccount"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
@@ -71,7 +99,10 @@ def make_rootfs(dest: Path) -> Path:
         link = rootfs / "bin" / a
         if not link.exists():
             link.symlink_to("busybox")
-    (rootfs / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n")
+    (rootfs / "bin/sh").unlink()
+    install_binary(rootfs, DASH, "/bin/dash")
+    (rootfs / "bin/sh").symlink_to("dash")
+    (rootfs / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\nctronly:x:4242:4242:container only:/:/bin/sh\n")
     (rootfs / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
     (rootfs / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
     (rootfs / "tmp").chmod(0o1777)

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from podtrail.bpf.runtime import RingBufferSource, host_pidns_flags, kstr
+from podtrail.bpf.bcc_compat import BccRingBufferSource as RingBufferSource
+from podtrail.bpf.runtime import host_pidns_flags, kstr
 from podtrail.config import ConfigError, SensorConfig
 
 log = logging.getLogger(__name__)

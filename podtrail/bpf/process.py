@@ -1,5 +1,7 @@
-"""The process sensor: exec/fork/exit samples from process.c decoded into podtrail events.
+"""The process sensor: exec/fork/exit samples from process.bpf.c decoded into podtrail events.
 
+Every fact of an exec comes from the sample, read in the kernel at the event (cwd, executable,
+fd kinds, credentials, namespaces, drift): decoding is pure, nothing is read from /proc.
 cgroup mkdir/rmdir samples are not events: they feed the cgroup id index (``on_cgroup``)
 from the same ordered ring buffer, so a new container's cgroup is known before its first exec.
 """
@@ -7,38 +9,101 @@ from the same ordered ring buffer, so a new container's cgroup is known before i
 from __future__ import annotations
 
 import ctypes as ct
+import os
+import posixpath
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from podtrail.bpf.runtime import RingBufferSource, WallClock, has_tracepoint_field, host_pidns_flags, kstr
+from podtrail.bpf.libbpf import BpfObject, SharedMaps
+from podtrail.bpf.runtime import RingBufferSource, WallClock, kstr
 from podtrail.config import SensorConfig
 from podtrail.model.event import Event, new_event
 from podtrail.model.fields import Kind
 
 EV_EXEC, EV_FORK, EV_EXIT, EV_CGROUP_MKDIR, EV_CGROUP_RMDIR = 1, 2, 3, 4, 5
 F_ARGS_TRUNCATED, F_CONTAINER, F_EXIT_KNOWN, F_NO_ENTER = 1, 2, 4, 8
-PATH_LEN = 512
+F_RUNTIME_SETUP, F_CWD_TRUNCATED, F_CWD_OUTSIDE, F_EXE_TRUNCATED, F_EXE_OUTSIDE = 16, 32, 64, 128, 256
+# task_facts.h
+PT_PATH_MAX, PT_NAME_MAX = 1024, 256
+PT_PATH_BUF = PT_PATH_MAX + PT_NAME_MAX
+FD_KINDS = ("closed", "tty", "pipe", "socket", "file", "null", "other")
+# drift.h
+DRIFT_REASONS = {1: "created_in_container", 2: "modified_in_container", 3: "memfd", 4: "dev_shm"}
+ARGS_CAP, ARG_MAX_READ, MAX_ARGS_CAP = 16384, 4096, 128
+NAME_BUF, TTY_LEN = 512, 32
 
 OnCgroup = Callable[[int, str | None], None]  # (cgroup id, path or None when removed)
 
 
 class Hdr(ct.Structure):
     _fields_ = [
-        ("ktime", ct.c_uint64), ("cgroup_id", ct.c_uint64), ("type", ct.c_uint32),
-        ("pid", ct.c_uint32), ("tid", ct.c_uint32), ("ppid", ct.c_uint32),
+        ("ktime", ct.c_uint64), ("cgroup_id", ct.c_uint64), ("start_ns", ct.c_uint64),
+        ("type", ct.c_uint32), ("pid", ct.c_uint32), ("tid", ct.c_uint32), ("ppid", ct.c_uint32),
         ("uid", ct.c_uint32), ("gid", ct.c_uint32), ("result", ct.c_int32),
         ("flags", ct.c_uint32), ("comm", ct.c_char * 16),
     ]
 
 
+class ExecFixed(ct.Structure):
+    """struct exec_t up to ``args`` (process.bpf.c)."""
+
+    _fields_ = [
+        ("h", Hdr), ("exe_ino", ct.c_uint64), ("exe_dev", ct.c_uint64), ("cap_effective", ct.c_uint64),
+        ("euid", ct.c_uint32), ("egid", ct.c_uint32), ("auid", ct.c_uint32), ("sessionid", ct.c_uint32),
+        ("mnt_ns", ct.c_uint32), ("pid_ns", ct.c_uint32), ("net_ns", ct.c_uint32),
+        ("argc", ct.c_uint32), ("args_size", ct.c_uint32),
+        ("name_len", ct.c_uint16), ("cwd_off", ct.c_uint16), ("exe_off", ct.c_uint16),
+        ("fd_kind", ct.c_uint8 * 3), ("drift", ct.c_uint8), ("tty", ct.c_char * TTY_LEN),
+        ("name", ct.c_char * NAME_BUF), ("cwd", ct.c_char * PT_PATH_BUF), ("exe", ct.c_char * PT_PATH_BUF),
+    ]
+
+
+class Config(ct.Structure):
+    """``const volatile struct config CFG`` (process.bpf.c), set before load."""
+
+    _fields_ = [
+        ("host_pidns_ino", ct.c_uint64), ("self_tgid", ct.c_uint32), ("containers_only", ct.c_uint32),
+        ("max_args", ct.c_uint32), ("arg_size", ct.c_uint32),
+    ]
+
+
 HDR_SIZE = ct.sizeof(Hdr)
-EXEC_FIXED = HDR_SIZE + 8 + PATH_LEN  # header, argc, args_size, path; then args
+FORK_CWD = HDR_SIZE + 8  # struct fork_t (fork and exit): header, cwd_off + padding, cwd
+EXEC_FIXED = ct.sizeof(ExecFixed)
+# char arrays read as fields stop at the first NUL: paths (written back to front) are sliced
+CWD_OFF, EXE_OFF = ExecFixed.cwd.offset, ExecFixed.exe.offset
+ARGS_OFF = ExecFixed.exe.offset + PT_PATH_BUF  # args follow exe (sizeof(ExecFixed) has tail padding)
 
 
 def split_args(buf: bytes, argc: int) -> list[str]:
     parts = buf.split(b"\0")
     return [kstr(p) for p in parts[:argc]]
+
+
+def path_in(buf: bytes, off: int) -> str:
+    """A pt_path result: the path is buf[off:PT_PATH_MAX]."""
+    return kstr(buf[off:PT_PATH_MAX]) if 0 <= off < PT_PATH_MAX else ""
+
+
+def tty_name(raw: str) -> str:
+    """The kernel's tty name to the /dev name ps shows: ``pts3`` → ``pts/3``."""
+    if raw.startswith("pts") and raw[3:].isdigit():
+        return f"pts/{raw[3:]}"
+    return raw
+
+
+def absolute(name: str, cwd: str) -> str:
+    """The name exec was called with, made absolute against the cwd the kernel captured;
+    absolute names are kept as the caller wrote them (``/bin/mkfifo`` stays, even when it
+    is a link to busybox): rules and analysts key on the tool's name."""
+    if not name or name.startswith("/") or not cwd:
+        return name
+    return posixpath.normpath(posixpath.join(cwd, name))
+
+
+def kernel_dev(dev: int) -> int:
+    """Kernel dev_t (major << 20 | minor) to the user-space one ``stat`` reports."""
+    return os.makedev(dev >> 20, dev & 0xFFFFF)
 
 
 class ProcessDecoder:
@@ -50,62 +115,92 @@ class ProcessDecoder:
         h = Hdr.from_buffer_copy(raw[:HDR_SIZE])
         if h.type == EV_CGROUP_MKDIR or h.type == EV_CGROUP_RMDIR:
             if self.on_cgroup is not None:
-                path = kstr(raw[HDR_SIZE:HDR_SIZE + PATH_LEN]) if h.type == EV_CGROUP_MKDIR else None
+                path = kstr(raw[HDR_SIZE:HDR_SIZE + PT_PATH_BUF]) if h.type == EV_CGROUP_MKDIR else None
                 self.on_cgroup(h.cgroup_id, path)
             return None
         base: dict[str, Any] = {
-            "source": "ebpf", "pid": h.pid, "tid": h.tid, "uid": h.uid, "gid": h.gid,
-            "comm": kstr(h.comm), "cgroup_id": h.cgroup_id, "mono_ns": h.ktime,
+            "source": "ebpf", "pid": h.pid, "tid": h.tid, "uid": h.uid, "gid": h.gid, "ppid": h.ppid,
+            "comm": kstr(h.comm), "cgroup_id": h.cgroup_id, "mono_ns": h.ktime, "start_ns": h.start_ns,
         }
+        if h.flags & F_RUNTIME_SETUP:
+            base["runtime_setup"] = True
         t = self.clock.wall(h.ktime)
         if h.type == EV_EXEC:
-            argc, args_size = ct.c_uint32.from_buffer_copy(raw, HDR_SIZE).value, ct.c_uint32.from_buffer_copy(raw, HDR_SIZE + 4).value
-            path = kstr(raw[HDR_SIZE + 8:EXEC_FIXED])
-            argv = split_args(raw[EXEC_FIXED:EXEC_FIXED + args_size], argc)
-            ev = new_event(Kind.PROCESS, "exec", time_ns=t, path=path, argv=argv,
-                           cmdline=" ".join(argv), args_truncated=bool(h.flags & F_ARGS_TRUNCATED),
-                           result=h.result, **base)
-            if h.flags & F_NO_ENTER:
-                ev.pop("argv")
-                ev.pop("cmdline")
-            return ev
-        if h.type == EV_FORK:
-            return new_event(Kind.PROCESS, "fork", time_ns=t, ppid=h.ppid, **base)
-        if h.type == EV_EXIT:
-            ev = new_event(Kind.PROCESS, "exit", time_ns=t, **base)
-            if h.flags & F_EXIT_KNOWN:
+            return self._exec(h, raw, t, base)
+        if h.type == EV_FORK or h.type == EV_EXIT:
+            ev = new_event(Kind.PROCESS, "fork" if h.type == EV_FORK else "exit", time_ns=t, **base)
+            if len(raw) >= FORK_CWD + PT_PATH_MAX:
+                cwd = path_in(raw[FORK_CWD:FORK_CWD + PT_PATH_BUF], int.from_bytes(raw[HDR_SIZE:HDR_SIZE + 2], "little"))
+                if cwd:
+                    ev["cwd"] = cwd
+                    if h.flags & (F_CWD_TRUNCATED | F_CWD_OUTSIDE):
+                        ev["cwd_truncated"] = True
+            if h.type == EV_EXIT and h.flags & F_EXIT_KNOWN:
                 ev["exit_code"] = h.result
             return ev
         return None
 
+    def _exec(self, h: Hdr, raw: bytes, t: int, base: dict[str, Any]) -> Event:
+        e = ExecFixed.from_buffer_copy(raw[:EXEC_FIXED])
+        cwd = path_in(raw[CWD_OFF:CWD_OFF + PT_PATH_BUF], e.cwd_off)
+        name = kstr(e.name)
+        stdin, stdout, stderr = (FD_KINDS[k] if k < len(FD_KINDS) else "other" for k in e.fd_kind)
+        argv = split_args(raw[ARGS_OFF:ARGS_OFF + e.args_size], e.argc)
+        ev = new_event(
+            Kind.PROCESS, "exec", time_ns=t, path=absolute(name, cwd), argv=argv,
+            cmdline=" ".join(argv), args_truncated=bool(h.flags & F_ARGS_TRUNCATED), result=h.result,
+            cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr, euid=e.euid, auid=e.auid,
+            session_id=e.sessionid, cap_effective=e.cap_effective, mnt_ns=e.mnt_ns, pid_ns=e.pid_ns,
+            net_ns=e.net_ns, **base,
+        )
+        if h.flags & (F_CWD_TRUNCATED | F_CWD_OUTSIDE):
+            ev["cwd_truncated"] = True
+        tty = tty_name(kstr(e.tty))
+        if tty:
+            ev["tty"] = tty
+        if h.result == 0:
+            ev["exe_path"] = path_in(raw[EXE_OFF:EXE_OFF + PT_PATH_BUF], e.exe_off)
+            ev["exe_inode"] = e.exe_ino
+            ev["exe_dev"] = kernel_dev(e.exe_dev)
+            if h.flags & (F_EXE_TRUNCATED | F_EXE_OUTSIDE):
+                ev["exe_outside"] = True
+        if e.drift:
+            ev["drift"] = True
+            ev["drift_reason"] = DRIFT_REASONS.get(e.drift, "other")
+        if h.flags & F_NO_ENTER:
+            ev.pop("argv")
+            ev.pop("cmdline")
+        return ev
 
-class CfgT(ct.Structure):
-    _fields_ = [("self_tgid", ct.c_uint32), ("containers_only", ct.c_uint32)]
+
+def process_config(cfg: SensorConfig) -> Config:
+    """The read-only kernel config: self filter, containers_only, argv limits, host PID ns."""
+    return Config(
+        host_pidns_ino=os.stat("/proc/self/ns/pid").st_ino, self_tgid=os.getpid(),
+        containers_only=int(cfg.containers_only),
+        max_args=max(1, min(cfg.argv_max_args, MAX_ARGS_CAP)),
+        arg_size=max(16, min(cfg.argv_max_arg_bytes, ARG_MAX_READ)),
+    )
 
 
-def build_process_source(cfg: SensorConfig, on_cgroup: OnCgroup | None = None) -> RingBufferSource:
-    """The process sensor as a pipeline Source (name ``ebpf-process``)."""
-    import os
+def ringbuf_bytes(pages: int) -> int:
+    """The ring buffer size: a power of two number of pages (rounded up), at least one."""
+    n = 1
+    while n < max(1, pages):
+        n <<= 1
+    return n * os.sysconf("SC_PAGE_SIZE")
 
+
+def build_process_source(cfg: SensorConfig, on_cgroup: OnCgroup | None = None,
+                         shared: SharedMaps | None = None) -> RingBufferSource:
+    """The process sensor as a pipeline Source (name ``ebpf-process``). With ``shared``, its
+    ``drift_inodes`` map is the file sensor's (whichever object loads first creates it)."""
     decoder = ProcessDecoder(on_cgroup)
 
-    def cflags() -> list[str]:
-        flags = [
-            f"-DMAX_ARGS={max(1, min(cfg.argv_max_args, 128))}",
-            f"-DARG_SIZE={max(16, min(cfg.argv_max_arg_bytes, 4096))}",
-            f"-DRINGBUF_PAGES={cfg.ringbuf_pages}",
-            *host_pidns_flags(),
-        ]
-        if has_tracepoint_field("sched", "sched_process_exit", "group_dead"):
-            flags.append("-DHAVE_GROUP_DEAD")
-        return flags
+    def prepare(obj: BpfObject) -> None:
+        obj.set_rodata(bytes(process_config(cfg)))
 
-    def configure(bpf: Any) -> None:
-        bpf["cfg"][ct.c_int(0)] = CfgT(os.getpid(), int(cfg.containers_only))
-
-    src = RingBufferSource(
-        "ebpf-process", lambda: (Path(__file__).parent / "process.c").read_text(), cflags,
-        decoder.decode, configure,
-    )
+    src = RingBufferSource("ebpf-process", "process", decoder.decode, prepare=prepare,
+                           ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), shared=shared)
     src.decoder = decoder  # type: ignore[attr-defined]
     return src

@@ -1,6 +1,6 @@
-"""What every podtrail BPF program needs: mounts, BCC compilation, and a ring-buffer reader.
+"""What every podtrail BPF program needs: mounts, the CO-RE object loader, a ring-buffer reader.
 
-A program is a C file plus a ``decode(bytes) -> Event | None`` function. The reader polls the
+A program is a compiled object (``make bpf``) plus a ``decode(bytes) -> Event | None`` function. The reader polls the
 ring buffer until told to stop and exports kernel-side losses (the program's per-CPU ``lost``
 counter, bumped when ``ringbuf_output`` fails) as metrics, so no drop is silent.
 """
@@ -14,9 +14,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from podtrail import metrics
+from podtrail.bpf.libbpf import BpfError, BpfObject, RingBuffer, SharedMaps
+from podtrail.bpf.objects import missing_message, object_path
 from podtrail.pipeline import Emit
 
 log = logging.getLogger(__name__)
@@ -52,54 +55,63 @@ def host_pidns_flags() -> list[str]:
     return [f"-DHOST_PIDNS_DEV={st.st_dev}", f"-DHOST_PIDNS_INO={st.st_ino}"]
 
 
-def has_tracepoint_field(category: str, event: str, field: str) -> bool:
-    try:
-        with open(f"/sys/kernel/tracing/events/{category}/{event}/format") as f:
-            return any(f" {field};" in line for line in f)
-    except OSError:
-        return False
-
-
-def compile_bpf(text: str, cflags: list[str]) -> Any:
-    """Compile and attach (BCC attaches every TRACEPOINT_PROBE by itself)."""
-    ensure_mounts()
-    if not os.path.isdir("/sys/kernel/tracing/events"):
-        raise RuntimeError("tracefs is not mounted at /sys/kernel/tracing (mount -t tracefs tracefs /sys/kernel/tracing)")
-    from bcc import BPF
-
-    return BPF(text=text, cflags=cflags)
-
-
 class RingBufferSource:
-    """A compiled program's ``events`` ring buffer as a pipeline ``Source``.
+    """A compiled CO-RE object's ``events`` ring buffer as a pipeline ``Source``.
 
-    ``load`` compiles (seconds: BCC runs clang) and calls ``configure(bpf)`` to fill maps;
-    ``run`` polls until ``stop``; ``lost()`` is the kernel's count of samples that did not fit.
+    ``load`` opens ``podtrail/bpf/obj/<obj>.bpf.o``, lets ``prepare(obj)`` set read-only config
+    and map sizes, loads (milliseconds: nothing is compiled), lets ``configure(obj)`` fill maps,
+    then attaches every program. ``run`` polls until ``stop``; ``lost()`` is the kernel's count
+    of samples that did not fit (the object's per-CPU ``lost`` array), exported as metrics.
     """
 
-    def __init__(self, name: str, text: Callable[[], str], cflags: Callable[[], list[str]],
-                 decode: Callable[[bytes], Any], configure: Callable[[Any], None] | None = None,
-                 poll_ms: int = 50) -> None:
+    def __init__(self, name: str, obj: str, decode: Callable[[bytes], Any], *,
+                 prepare: Callable[[BpfObject], None] | None = None,
+                 configure: Callable[[BpfObject], None] | None = None,
+                 ringbuf_bytes: int | None = None, poll_ms: int = 50,
+                 shared: SharedMaps | None = None, path: Path | None = None) -> None:
         self.name = name
-        self._text = text
-        self._cflags = cflags
+        self.obj_name = obj
+        self._path = path
         self._decode = decode
+        self._prepare = prepare
         self._configure = configure
+        self._ringbuf_bytes = ringbuf_bytes
         self._poll_ms = poll_ms
-        self.bpf: Any = None
+        self._shared = shared
+        self.obj: BpfObject | None = None
+        self._ring: RingBuffer | None = None
         self._emit: Emit | None = None
         self._lost_seen = 0
         self.samples = 0
 
     def load(self) -> None:
-        if self.bpf is not None:
+        if self.obj is not None:
             return
-        self.bpf = compile_bpf(self._text(), self._cflags())
-        if self._configure is not None:
-            self._configure(self.bpf)
-        self.bpf["events"].open_ring_buffer(self._on_sample)
+        ensure_mounts()
+        path = self._path or object_path(self.obj_name)
+        if not path.exists():
+            raise BpfError(missing_message(self.obj_name))
+        obj = BpfObject(path)
+        try:
+            if self._ringbuf_bytes:
+                obj.map("events").set_max_entries(self._ringbuf_bytes)
+            if self._shared is not None:
+                self._shared.before_load(obj)
+            if self._prepare is not None:
+                self._prepare(obj)
+            obj.load()
+            if self._shared is not None:
+                self._shared.after_load(obj)
+            if self._configure is not None:
+                self._configure(obj)
+            obj.attach()
+            self._ring = RingBuffer(obj.map("events"), self._on_sample)
+        except Exception:
+            obj.close()
+            raise
+        self.obj = obj
 
-    def _on_sample(self, _ctx: Any, data: Any, size: int) -> None:
+    def _on_sample(self, data: int, size: int) -> None:
         self.samples += 1
         try:
             out = self._decode(ct.string_at(data, size))
@@ -111,7 +123,9 @@ class RingBufferSource:
             self._emit(out)
 
     def lost(self) -> int:
-        return int(sum(int(v) for v in self.bpf["lost"][ct.c_int(0)]))
+        if self.obj is None:
+            return 0
+        return self.obj.map("lost").sum_percpu_u64(b"\0" * 4)
 
     def _count_lost(self) -> None:
         n = self.lost()
@@ -122,22 +136,26 @@ class RingBufferSource:
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         self.load()
+        assert self._ring is not None
         self._emit = emit
         last = 0.0
         while not stop.is_set():
-            self.bpf.ring_buffer_poll(self._poll_ms)
-            self.bpf.ring_buffer_consume()  # samples sent without a wake-up (batched in the kernel)
+            self._ring.poll(self._poll_ms)
+            self._ring.consume()  # samples sent without a wake-up (batched in the kernel)
             now = time.monotonic()
             if now - last > 1.0:
                 self._count_lost()
                 last = now
-        self.bpf.ring_buffer_consume()
+        self._ring.consume()
         self._count_lost()
 
     def close(self) -> None:
-        if self.bpf is not None:
-            self.bpf.cleanup()
-            self.bpf = None
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self.obj is not None:
+            self.obj.close()
+            self.obj = None
 
 
 def kstr(raw: bytes) -> str:

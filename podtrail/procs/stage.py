@@ -65,14 +65,21 @@ class ProcessStage:
         p: Proc | None
         if ev.get("event_type") == "process":
             if action == "fork":
-                p = t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic())
+                p = t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic(), ev.get("start_ns"),
+                              ev.get("cwd"))
             elif action == "exec" and (ev.get("result") or 0) >= 0:
                 p = t.on_exec(pid, ev.get("path") or "", ev.get("cmdline") or "", ev.get("comm") or "",
-                              ev.get("uid", -1), ev.get("cgroup_id") or 0, ev.get("mono_ns") or 0, ev.get("ppid"))
+                              ev.get("uid", -1), ev.get("cgroup_id") or 0, ev.get("mono_ns") or 0, ev.get("ppid"),
+                              cwd=ev.get("cwd"), start_ns=ev.get("start_ns"))
+                mnt_ns = ev.get("mnt_ns")
+                if mnt_ns and not ev.get("runtime_setup"):
+                    self.users.note(pid, mnt_ns)
                 if "cmdline" not in ev:  # exec began before the agent: argv from /proc
                     ev["cmdline"] = p.cmdline = p.cmdline or ""
-                if "stdin" not in ev:
+                if "stdin" not in ev:  # auditd: read at once (eBPF events carry it from the kernel)
                     ev["stdin"] = stdin_kind(pid)
+                if ev.get("mnt_ns"):
+                    p.extra["mnt_ns"] = ev["mnt_ns"]
             elif action == "exit":
                 p = t.on_exit(pid, time.monotonic())
             else:
@@ -94,8 +101,11 @@ class ProcessStage:
         if isinstance(uid, int) and "user" not in ev:
             name = p.extra.get("user")
             if name is None or p.extra.get("uid") != uid:
-                name = self.users.name(uid, pid, ev.get("cgroup_id") or p.cgroup_id)
-                p.extra["user"], p.extra["uid"] = name, uid
+                setup = bool(ev.get("runtime_setup"))
+                name = self.users.name(uid, pid, ev.get("cgroup_id") or p.cgroup_id,
+                                       ev.get("mnt_ns") or p.extra.get("mnt_ns"), setup)
+                if not setup:  # never remember a name learned through the runtime's setup
+                    p.extra["user"], p.extra["uid"] = name, uid
             if name:
                 ev["user"] = name
         parent = p.parent

@@ -4,6 +4,10 @@ Seeded from /proc, kept current by fork/exec/exit events. Entries link to their 
 *object*, not a pid, so pid reuse can never splice two processes' ancestry together; the
 key ``pid:start_ns`` names a process uniquely. Exited processes stay for a grace period so
 late events (socket/file samples, queued events) still find their context.
+
+With the eBPF source every fact arrives in the event (cwd, start time, parent, captured in the
+kernel) and ``proc_fallback`` is off: after the start-up seed, the table never reads /proc
+(a read there races with the process's exit and costs syscalls on the hot path).
 """
 
 from __future__ import annotations
@@ -73,9 +77,15 @@ def proc_facts(pid: int) -> tuple[str, str, str]:
     return exe, cmd, cwd
 
 
+def same_start(a: int, b: int) -> bool:
+    """Two start times of one process: /proc gives clock ticks (10 ms), the kernel ns."""
+    return abs(a - b) <= 2 * (1_000_000_000 // _CLK_TCK)
+
+
 class ProcessTable:
-    def __init__(self, exit_grace_s: float = 30.0) -> None:
+    def __init__(self, exit_grace_s: float = 30.0, proc_fallback: bool = True) -> None:
         self.by_pid: dict[int, Proc] = {}
+        self.proc_fallback = proc_fallback
         self.grace = exit_grace_s
         self._exited: deque[tuple[float, Proc]] = deque()
 
@@ -109,33 +119,45 @@ class ProcessTable:
     def get(self, pid: int) -> Proc | None:
         """The process with this pid: from the table, else from /proc (started before us)."""
         p = self.by_pid.get(pid)
-        if p is None and pid > 0:
+        if p is None and pid > 0 and self.proc_fallback:
             p = self._load(pid)
         return p
 
-    def on_fork(self, ppid: int, pid: int, mono_ns: int, now: float) -> Proc:
+    def on_fork(self, ppid: int, pid: int, mono_ns: int, now: float, start_ns: int | None = None,
+                cwd: str | None = None) -> Proc:
         parent = self.get(ppid)
-        child = Proc(pid, mono_ns, parent, ppid)
+        child = Proc(pid, start_ns if start_ns is not None else mono_ns, parent, ppid)
         if parent is not None:  # the child runs the parent's image until it execs
             child.path, child.cmdline, child.comm, child.cwd, child.uid = parent.path, parent.cmdline, parent.comm, parent.cwd, parent.uid
             child.cgroup_id = parent.cgroup_id
+        if cwd is not None:  # the kernel's, at the fork (the parent may have changed directory)
+            child.cwd = cwd
         self.by_pid[pid] = child
         return child
 
     def on_exec(self, pid: int, path: str, cmdline: str, comm: str, uid: int, cgroup_id: int, mono_ns: int,
-                ppid: int | None = None) -> Proc:
+                ppid: int | None = None, *, cwd: str | None = None, start_ns: int | None = None) -> Proc:
+        """``cwd`` and ``start_ns`` come with eBPF events (read in the kernel at the exec); with
+        them nothing is read from /proc, and a pid whose start time differs from the entry's is
+        a new process (pid reuse after a missed exit), never merged into the old one."""
         p = self.by_pid.get(pid)
+        if p is not None and start_ns is not None and not same_start(p.start_ns, start_ns):
+            p = None
         if p is None or p.exited_at is not None:
-            p = self._load(pid) or Proc(pid, mono_ns)
+            loaded = self._load(pid) if start_ns is None and self.proc_fallback else None
+            p = loaded or Proc(pid, start_ns if start_ns is not None else mono_ns)
             if p.parent is None and ppid:  # gone already (auditd reports late): its parent from the record
                 p.ppid, p.parent = ppid, self.get(ppid)
             self.by_pid[pid] = p
         p.path, p.cmdline, p.comm, p.uid, p.cgroup_id = path, cmdline, comm, uid, cgroup_id
         p.extra.clear()
-        try:
-            p.cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            pass  # already gone: keep the inherited cwd
+        if cwd is not None:
+            p.cwd = cwd
+        else:
+            try:
+                p.cwd = os.readlink(f"/proc/{pid}/cwd")
+            except OSError:
+                pass  # already gone: keep the inherited cwd
         return p
 
     def on_exit(self, pid: int, now: float) -> Proc | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from agent_harness import CaptureSink, start_agent
-from conftest import require_ebpf, require_runc
+from conftest import require_core, require_runc
 from containers import SHAPES, Container, run_container
 
 from podtrail.config import Config
@@ -29,7 +29,7 @@ KUBE_SHAPES = {s for s in SHAPES if s.startswith(("kubelet", "containerd", "crio
 
 @pytest.fixture(scope="module")
 def agent() -> Iterator[tuple[Any, CaptureSink]]:
-    require_ebpf()
+    require_core()
     cfg = Config()
     cfg.sensor.sockets = False
     cfg.sensor.files = False
@@ -146,14 +146,14 @@ def test_hostile_argv_survives_as_data(agent: tuple[Any, CaptureSink]) -> None:
 def test_lost_samples_are_counted() -> None:
     """A one-page ring buffer cannot take an exec sample with 8 KiB of argv: the kernel-side
     counter must see it (and podtrail must export it), never a silent loss."""
-    require_ebpf()
+    require_core()
     import threading
 
     from podtrail.bpf.process import build_process_source
     from podtrail.config import SensorConfig
 
     src = build_process_source(SensorConfig(ringbuf_pages=1, argv_max_args=32, argv_max_arg_bytes=256))
-    src.load()  # compile in this thread: BCC/LLVM must not compile from two threads at once
+    src.load()
     stop = threading.Event()
     t = threading.Thread(target=src.run, args=(lambda e: None, stop))
     t.start()

@@ -54,7 +54,7 @@ def test_doctor_says_which_source_and_why() -> None:
     r = subprocess.run([*PODTRAIL, "doctor", "--json"], capture_output=True, text=True, timeout=120)
     report = json.loads(r.stdout)
     assert r.returncode == 0 and report["source"] == "ebpf", report
-    assert {c["name"] for c in report["checks"]} >= {"tracefs", "bpf load", "kernel headers", "cgroup v2"}
+    assert {c["name"] for c in report["checks"]} >= {"tracefs", "bpf load", "btf", "libbpf", "bpf objects", "cgroup v2"}
 
 
 def test_user_mistakes_are_one_line_errors(tmp_path: os.PathLike[str]) -> None:

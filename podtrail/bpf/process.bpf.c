@@ -1,0 +1,544 @@
+/* podtrail process sensor (CO-RE): exec (with argv, success and failure), fork, exit and cgroup
+ * creation. Compiled once against BTF (make bpf); every fact an event needs is read from kernel
+ * structs at the event, so nothing is fetched from /proc later (no race with short-lived
+ * processes):
+ *  - exec: the name exec was called with (bprm->filename) and the file the kernel ran
+ *    (bprm->file: links resolved, with inode and device), the cwd and exe path as seen from the
+ *    task's own root, the kinds of fds 0-2 and the controlling tty, credentials (uid, gid, euid,
+ *    loginuid, session, effective capabilities), mount/pid/net namespaces, the in-kernel drift
+ *    verdict (drift.h);
+ *  - every sample: real parent tgid and the task's start time (process key pid:start_ns).
+ *
+ * One ring buffer carries every sample, so user space sees them in kernel order: a cgroup's
+ * mkdir before the first exec inside it, a fork before the child's exec, exec before exit.
+ * Read-only config (CFG, .rodata) is set by the loader before load: the verifier sees it as
+ * constants. Layouts are mirrored in podtrail/bpf/process.py.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "task_facts.h"
+#include "drift.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define EV_EXEC 1
+#define EV_FORK 2
+#define EV_EXIT 3
+#define EV_CGROUP_MKDIR 4
+#define EV_CGROUP_RMDIR 5
+
+#define F_ARGS_TRUNCATED 1  /* argv cut to max_args or an argument to arg_size */
+#define F_CONTAINER 2       /* task outside the host PID namespace */
+#define F_EXIT_KNOWN 4      /* exit: exit_code is valid */
+#define F_NO_ENTER 8        /* exec: no sys_enter seen (agent started mid-exec): no argv */
+#define F_RUNTIME_SETUP 16  /* the container runtime's own setup (runc/crun init), see is_runtime */
+#define F_CWD_TRUNCATED 32
+#define F_CWD_OUTSIDE 64    /* cwd not under the task's root */
+#define F_EXE_TRUNCATED 128
+#define F_EXE_OUTSIDE 256   /* executable not under the task's root (memfd, runtime binary) */
+
+#define ARGS_BUF 16384      /* argv bytes kept at most, whatever the config */
+#define ARG_MAX_READ 4096   /* the largest per-argument size the config may set */
+#define MAX_ARGS_CAP 128
+#define NAME_BUF 512        /* the user-supplied exec name, before resolution */
+#define TTY_LEN 32
+
+struct config {
+    __u64 host_pidns_ino;
+    __u32 self_tgid;
+    __u32 containers_only;
+    __u32 max_args;  /* <= MAX_ARGS_CAP */
+    __u32 arg_size;  /* 16..ARG_MAX_READ */
+};
+
+const volatile struct config CFG = {.max_args = 32, .arg_size = 256};
+
+struct hdr_t {
+    __u64 ktime;
+    __u64 cgroup_id;
+    __u64 start_ns;  /* task->start_boottime: with pid, the process key */
+    __u32 type;
+    __u32 pid;       /* tgid; for fork, the child */
+    __u32 tid;
+    __u32 ppid;      /* real parent's tgid */
+    __u32 uid;
+    __u32 gid;
+    __s32 result;    /* exec: 0 or -errno; exit: exit code */
+    __u32 flags;
+    char comm[16];
+};
+
+struct exec_t {
+    struct hdr_t h;
+    __u64 exe_ino;
+    __u64 exe_dev;        /* kernel encoding: major << 20 | minor */
+    __u64 cap_effective;
+    __u32 euid;
+    __u32 egid;
+    __u32 auid;
+    __u32 sessionid;
+    __u32 mnt_ns;
+    __u32 pid_ns;
+    __u32 net_ns;
+    __u32 argc;
+    __u32 args_size;
+    __u16 name_len;
+    __u16 cwd_off;        /* the cwd is cwd.s[cwd_off:PT_PATH_MAX] */
+    __u16 exe_off;        /* the executable's path is exe.s[exe_off:PT_PATH_MAX] */
+    __u8 fd_kind[3];
+    __u8 drift;           /* DRIFT_* or 0 */
+    char tty[TTY_LEN];
+    char name[NAME_BUF];  /* what exec was called with ("./tool", "/bin/mkfifo") */
+    struct pt_buf cwd;
+    struct pt_buf exe;
+    char args[ARGS_BUF + ARG_MAX_READ];
+};
+
+/* argv and name captured at sys_enter, kept per thread until exec ends */
+struct argv_t {
+    __u32 argc;
+    __u32 args_size;
+    __u32 flags;
+    __u32 pad;
+    char name[NAME_BUF];
+    char args[ARGS_BUF + ARG_MAX_READ];
+};
+
+struct cgroup_t {
+    struct hdr_t h;
+    char path[PT_PATH_BUF];
+};
+
+/* fork: the child's cwd, inherited at this moment (a later cd in the parent does not change it);
+ * exit: the cwd at exit */
+struct fork_t {
+    struct hdr_t h;
+    __u16 cwd_off;
+    __u16 pad[3];
+    struct pt_buf cwd;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 4 << 20); /* the loader sets the configured size */
+} events SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} lost SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct exec_t);
+} scratch SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 1024);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, __u32);
+    __type(value, struct argv_t);
+} execs SEC(".maps"); /* tid -> argv of an exec in progress */
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct argv_t);
+} argv_scratch SEC(".maps");
+
+/* Wake the reader once per WAKEUP_EVERY samples per CPU, not per sample: in an exec storm a
+ * wake-up per sample costs the workload more than the sample. The reader also polls with a
+ * short timeout, so a lone sample waits at most that long. */
+#define WAKEUP_EVERY 64
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u32);
+} since_wakeup SEC(".maps");
+
+static __always_inline void count_lost(void)
+{
+    __u32 z = 0;
+    __u64 *l = bpf_map_lookup_elem(&lost, &z);
+    if (l)
+        __sync_fetch_and_add(l, 1);
+}
+
+static __always_inline void submit(void *data, __u64 size)
+{
+    __u32 z = 0;
+    __u64 flags = BPF_RB_NO_WAKEUP;
+    __u32 *n = bpf_map_lookup_elem(&since_wakeup, &z);
+    if (n && ++(*n) >= WAKEUP_EVERY) {
+        *n = 0;
+        flags = BPF_RB_FORCE_WAKEUP;
+    }
+    if (bpf_ringbuf_output(&events, data, size, flags) != 0)
+        count_lost();
+}
+
+static __always_inline int in_container(struct task_struct *t)
+{
+    return pt_pid_ns(t) != (__u32)CFG.host_pidns_ino;
+}
+
+/* The runtime's setup, told by the names runtimes give their init stages: runc's nsexec
+ * stages rename themselves "runc:[0:PARENT]", "runc:[1:CHILD]", "runc:[2:INIT]"; runc 1.1
+ * re-executes itself as "exe" (/proc/self/exe) from a memfd copy before that. crun and youki
+ * keep their own names. The workload's first exec (new comm) is not setup. */
+static __always_inline int is_runtime(const char *comm, __u32 exe_flags)
+{
+    if (comm[0] == 'r' && comm[1] == 'u' && comm[2] == 'n' && comm[3] == 'c' && comm[4] == ':')
+        return 1;
+    if (comm[0] == 'c' && comm[1] == 'r' && comm[2] == 'u' && comm[3] == 'n' && comm[4] == 0)
+        return 1;
+    if (comm[0] == 'y' && comm[1] == 'o' && comm[2] == 'u' && comm[3] == 'k' && comm[4] == 'i' && comm[5] == 0)
+        return 1;
+    /* "exe" run from outside the task's root: runc's memfd copy of itself */
+    if (comm[0] == 'e' && comm[1] == 'x' && comm[2] == 'e' && comm[3] == 0 && (exe_flags & PT_PATH_OUTSIDE))
+        return 1;
+    return 0;
+}
+
+/* Fill the header from task `t`; 0 when its events are filtered. The agent's own events are
+ * dropped, except its forks (the child is not the agent). */
+static __always_inline int fill_hdr(struct hdr_t *h, struct task_struct *t, __u32 type)
+{
+    __u32 tgid = BPF_CORE_READ(t, tgid);
+    if (tgid == CFG.self_tgid && type != EV_FORK)
+        return 0;
+    int inc = in_container(t);
+    if (CFG.containers_only && !inc)
+        return 0;
+    h->ktime = bpf_ktime_get_ns();
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->start_ns = BPF_CORE_READ(t, start_boottime);
+    h->type = type;
+    h->pid = tgid;
+    h->tid = BPF_CORE_READ(t, pid);
+    h->ppid = BPF_CORE_READ(t, real_parent, tgid);
+    h->uid = BPF_CORE_READ(t, cred, uid.val);
+    h->gid = BPF_CORE_READ(t, cred, gid.val);
+    h->result = 0;
+    h->flags = inc ? F_CONTAINER : 0;
+    BPF_CORE_READ_STR_INTO(&h->comm, t, comm);
+    return 1;
+}
+
+/* ---- exec ---------------------------------------------------------------------------------- */
+
+static __always_inline int exec_enter(const char *filename, const char *const *argv)
+{
+    struct task_struct *t = bpf_get_current_task_btf();
+    __u32 tgid = t->tgid;
+    if (tgid == CFG.self_tgid)
+        return 0;
+    if (CFG.containers_only && !in_container(t))
+        return 0;
+    __u32 z = 0;
+    struct argv_t *a = bpf_map_lookup_elem(&argv_scratch, &z);
+    if (!a)
+        return 0;
+    a->argc = 0;
+    a->args_size = 0;
+    a->flags = 0;
+    bpf_probe_read_user_str(&a->name, sizeof(a->name), filename);
+    int i;
+    for (i = 0; i < MAX_ARGS_CAP && i < CFG.max_args; i++) {
+        const char *argp = NULL;
+        bpf_probe_read_user(&argp, sizeof(argp), &argv[i]);
+        if (!argp)
+            break;
+        __u32 off = a->args_size;
+        if (off >= ARGS_BUF) {
+            a->flags |= F_ARGS_TRUNCATED;
+            break;
+        }
+        long n = bpf_probe_read_user_str(&a->args[off & (ARGS_BUF - 1)], CFG.arg_size & (ARG_MAX_READ * 2 - 1), argp);
+        if (n <= 0)
+            break;
+        if (n == CFG.arg_size)
+            a->flags |= F_ARGS_TRUNCATED;
+        a->args_size = off + n;
+        a->argc++;
+    }
+    if (i == CFG.max_args) {
+        const char *more = NULL;
+        bpf_probe_read_user(&more, sizeof(more), &argv[i]);
+        if (more)
+            a->flags |= F_ARGS_TRUNCATED;
+    }
+    __u32 tid = t->pid;
+    bpf_map_update_elem(&execs, &tid, a, BPF_ANY);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int enter_execve(struct trace_event_raw_sys_enter *ctx)
+{
+    return exec_enter((const char *)ctx->args[0], (const char *const *)ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int enter_execveat(struct trace_event_raw_sys_enter *ctx)
+{
+    return exec_enter((const char *)ctx->args[1], (const char *const *)ctx->args[2]);
+}
+
+/* Credentials, namespaces, cwd, fds and tty of the current task into e (not the exe). */
+static __always_inline void task_facts(struct exec_t *e, struct task_struct *t)
+{
+    const struct cred *c = BPF_CORE_READ(t, cred);
+    e->euid = BPF_CORE_READ(c, euid.val);
+    e->egid = BPF_CORE_READ(c, egid.val);
+    e->cap_effective = 0;
+    bpf_probe_read_kernel(&e->cap_effective, sizeof(e->cap_effective), &c->cap_effective);
+    e->auid = (__u32)-1;
+    e->sessionid = (__u32)-1;
+    if (bpf_core_field_exists(t->loginuid)) {
+        e->auid = BPF_CORE_READ(t, loginuid.val);
+        e->sessionid = BPF_CORE_READ(t, sessionid);
+    }
+    e->mnt_ns = pt_mnt_ns(t);
+    e->pid_ns = pt_pid_ns(t);
+    e->net_ns = pt_net_ns(t);
+    __u32 fl = 0;
+    e->cwd_off = pt_cwd(&e->cwd, t, &fl);
+    if (fl & PT_PATH_TRUNCATED)
+        e->h.flags |= F_CWD_TRUNCATED;
+    if (fl & PT_PATH_OUTSIDE)
+        e->h.flags |= F_CWD_OUTSIDE;
+    for (int i = 0; i < 3; i++)
+        e->fd_kind[i] = pt_file_kind(pt_fd_file(t, i));
+    e->tty[0] = 0;
+    struct tty_struct *tty = BPF_CORE_READ(t, signal, tty);
+    if (tty)
+        bpf_probe_read_kernel_str(&e->tty, sizeof(e->tty), &tty->name);
+}
+
+static __always_inline int starts_with_memfd(const char *s)
+{
+    return s[0] == '/' && s[1] == 'm' && s[2] == 'e' && s[3] == 'm' && s[4] == 'f' && s[5] == 'd' && s[6] == ':';
+}
+
+static __always_inline int starts_with_dev_shm(const char *s)
+{
+    return s[0] == '/' && s[1] == 'd' && s[2] == 'e' && s[3] == 'v' && s[4] == '/' && s[5] == 's' &&
+           s[6] == 'h' && s[7] == 'm' && s[8] == '/';
+}
+
+static __always_inline void copy_argv(struct exec_t *e, struct argv_t *a)
+{
+    __u64 n = a->args_size;
+    asm volatile("" : "+r"(n));
+    if (n > ARGS_BUF + ARG_MAX_READ)
+        n = 0;
+    e->argc = a->argc;
+    e->args_size = n;
+    if (n > 0)
+        bpf_probe_read_kernel(&e->args, n, a->args);
+}
+
+static __always_inline void emit_exec(struct exec_t *e)
+{
+    __u64 n = e->args_size;
+    asm volatile("" : "+r"(n)); /* keep the bound check below in the verifier's sight */
+    if (n > ARGS_BUF + ARG_MAX_READ)
+        n = 0;
+    submit(e, offsetof(struct exec_t, args) + n);
+}
+
+/* Success: runs inside exec once the new image is in place (credentials, comm updated). */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
+{
+    __u32 z = 0;
+    struct exec_t *e = bpf_map_lookup_elem(&scratch, &z);
+    __u32 old = old_pid;
+    struct argv_t *a = bpf_map_lookup_elem(&execs, &old);
+    if (!e)
+        goto out;
+    if (!fill_hdr(&e->h, t, EV_EXEC))
+        goto out;
+    if (a) {
+        e->h.flags |= a->flags & F_ARGS_TRUNCATED;
+        copy_argv(e, a);
+    } else {
+        e->argc = 0;
+        e->args_size = 0;
+        e->h.flags |= F_NO_ENTER;
+    }
+    /* the name exec was called with, as the kernel received it */
+    long n = bpf_probe_read_kernel_str(&e->name, sizeof(e->name), BPF_CORE_READ(bprm, filename));
+    e->name_len = n > 0 ? n - 1 : 0;
+    task_facts(e, t);
+    /* the file actually run */
+    struct file *f = BPF_CORE_READ(bprm, file);
+    __u32 fl = 0;
+    e->exe_off = pt_file_path(&e->exe, t, f, &fl);
+    if (fl & PT_PATH_TRUNCATED)
+        e->h.flags |= F_EXE_TRUNCATED;
+    if (fl & PT_PATH_OUTSIDE)
+        e->h.flags |= F_EXE_OUTSIDE;
+    struct inode *ino = BPF_CORE_READ(f, f_inode);
+    e->exe_ino = BPF_CORE_READ(ino, i_ino);
+    e->exe_dev = BPF_CORE_READ(ino, i_sb, s_dev);
+    if (is_runtime(e->h.comm, fl))
+        e->h.flags |= F_RUNTIME_SETUP;
+    /* drift, decided here: an inode recorded by the file sensor in this container */
+    e->drift = 0;
+    struct drift_key k = {.dev = e->exe_dev, .ino = e->exe_ino};
+    struct drift_val *d = bpf_map_lookup_elem(&drift_inodes, &k);
+    if (d && (d->cgroup_id == e->h.cgroup_id || (d->mnt_ns && d->mnt_ns == e->mnt_ns)))
+        e->drift = d->reason;
+    else if ((fl & PT_PATH_OUTSIDE) && starts_with_memfd(&e->exe.s[e->exe_off & (PT_PATH_MAX - 1)]) && !(e->h.flags & F_RUNTIME_SETUP))
+        e->drift = DRIFT_MEMFD;
+    else if (!(fl & PT_PATH_OUTSIDE) && starts_with_dev_shm(&e->exe.s[e->exe_off & (PT_PATH_MAX - 1)]))
+        e->drift = DRIFT_DEV_SHM;
+    e->h.result = 0;
+    emit_exec(e);
+out:
+    if (a)
+        bpf_map_delete_elem(&execs, &old);
+    return 0;
+}
+
+/* Failure: sys_exit with a negative result (success was reported above). */
+static __always_inline int exec_exit(long ret)
+{
+    __u32 tid = (__u32)bpf_get_current_pid_tgid();
+    struct argv_t *a = bpf_map_lookup_elem(&execs, &tid);
+    if (!a)
+        return 0;
+    __u32 z = 0;
+    struct exec_t *e = bpf_map_lookup_elem(&scratch, &z);
+    struct task_struct *t = bpf_get_current_task_btf();
+    if (ret < 0 && e && fill_hdr(&e->h, t, EV_EXEC)) {
+        e->h.flags |= a->flags & F_ARGS_TRUNCATED;
+        e->h.result = (__s32)ret;
+        copy_argv(e, a);
+        long n = bpf_probe_read_kernel_str(&e->name, sizeof(e->name), a->name);
+        e->name_len = n > 0 ? n - 1 : 0;
+        task_facts(e, t);
+        e->exe.s[PT_PATH_MAX - 1] = 0;
+        e->exe_off = PT_PATH_MAX - 1;
+        e->exe_ino = 0;
+        e->exe_dev = 0;
+        e->drift = 0;
+        if (is_runtime(e->h.comm, 0))
+            e->h.flags |= F_RUNTIME_SETUP;
+        emit_exec(e);
+    }
+    bpf_map_delete_elem(&execs, &tid);
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int exit_execve(struct trace_event_raw_sys_exit *ctx) { return exec_exit(ctx->ret); }
+
+SEC("tracepoint/syscalls/sys_exit_execveat")
+int exit_execveat(struct trace_event_raw_sys_exit *ctx) { return exec_exit(ctx->ret); }
+
+/* ---- fork: a new thread group only (a thread has pid != tgid) ------------------------------- */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+    if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+        return 0;
+    __u32 z = 0;
+    struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
+    if (!s)
+        return 0;
+    struct fork_t *f = (struct fork_t *)s;
+    if (!fill_hdr(&f->h, child, EV_FORK))
+        return 0;
+    if (BPF_CORE_READ(parent, tgid) == CFG.self_tgid && f->h.pid == CFG.self_tgid)
+        return 0;
+    /* The child is not running yet: its cgroup is the parent's unless clone3 put it elsewhere. */
+    f->h.cgroup_id = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
+    if (is_runtime(f->h.comm, 0))
+        f->h.flags |= F_RUNTIME_SETUP;
+    __u32 fl = 0;
+    f->cwd_off = pt_cwd(&f->cwd, child, &fl);
+    if (fl & PT_PATH_TRUNCATED)
+        f->h.flags |= F_CWD_TRUNCATED;
+    if (fl & PT_PATH_OUTSIDE)
+        f->h.flags |= F_CWD_OUTSIDE;
+    submit(f, sizeof(*f));
+    return 0;
+}
+
+/* ---- exit: the whole thread group is gone (signal->live reached 0); the code is the wait
+ * status the kernel stored: (code << 8) for exit(), the signal number for a fatal signal ---- */
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *t)
+{
+    if (BPF_CORE_READ(t, signal, live.counter) != 0)
+        return 0;
+    __u32 z = 0;
+    struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
+    if (!s)
+        return 0;
+    struct fork_t *f = (struct fork_t *)s; /* same layout: header and the cwd at exit */
+    if (!fill_hdr(&f->h, t, EV_EXIT))
+        return 0;
+    int code = BPF_CORE_READ(t, exit_code);
+    f->h.result = (code & 0x7f) ? 128 + (code & 0x7f) : (code >> 8) & 0xff;
+    f->h.flags |= F_EXIT_KNOWN;
+    if (is_runtime(f->h.comm, 0))
+        f->h.flags |= F_RUNTIME_SETUP;
+    __u32 fl = 0;
+    f->cwd_off = pt_cwd(&f->cwd, t, &fl); /* empty when task->fs is already gone */
+    if (fl & PT_PATH_TRUNCATED)
+        f->h.flags |= F_CWD_TRUNCATED;
+    if (fl & PT_PATH_OUTSIDE)
+        f->h.flags |= F_CWD_OUTSIDE;
+    submit(f, sizeof(*f));
+    return 0;
+}
+
+/* ---- cgroups (v2 hierarchy only: hierarchy id 0): the id -> path index learns a new
+ * container's cgroup before any process in it reports ---------------------------------------- */
+
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(on_cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+    if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+        return 0;
+    __u32 z = 0;
+    struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
+    if (!s)
+        return 0;
+    struct cgroup_t *c = (struct cgroup_t *)s;
+    __builtin_memset(&c->h, 0, sizeof(c->h));
+    c->h.type = EV_CGROUP_MKDIR;
+    c->h.ktime = bpf_ktime_get_ns();
+    c->h.cgroup_id = BPF_CORE_READ(cgrp, kn, id);
+    bpf_probe_read_kernel_str(&c->path, sizeof(c->path), path);
+    submit(c, sizeof(*c));
+    return 0;
+}
+
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(on_cgroup_rmdir, struct cgroup *cgrp, const char *path)
+{
+    if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+        return 0;
+    struct hdr_t h = {};
+    h.type = EV_CGROUP_RMDIR;
+    h.ktime = bpf_ktime_get_ns();
+    h.cgroup_id = BPF_CORE_READ(cgrp, kn, id);
+    submit(&h, sizeof(h));
+    return 0;
+}
