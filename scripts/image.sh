@@ -13,7 +13,13 @@ if ! podman image exists "$BASE"; then
     localhost/*)
       tmp=$(mktemp -d)
       trap 'rm -rf "$tmp"' EXIT
-      mmdebstrap --quiet --variant=minbase --mode=root bookworm "$tmp/base.tar"
+      # Like debian:bookworm-slim: no man pages, docs or locales, no apt caches.
+      mmdebstrap --quiet --variant=minbase --mode=root \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --customize-hook='rm -rf "$1"/var/cache/apt/*.bin "$1"/var/lib/apt/lists/*' \
+        bookworm "$tmp/base.tar"
       podman import --quiet "$tmp/base.tar" "$BASE" >/dev/null
       ;;
     *) podman pull "$BASE" ;;

@@ -183,8 +183,16 @@ def test_doctor_passes_inside_the_image(image: str, work: Path) -> None:
     assert r.returncode == 0 and "source: ebpf" in r.stdout, r.stdout + r.stderr
 
 
-def test_the_image_carries_no_compiler(image: str) -> None:
+def test_the_image_carries_no_compiler_and_no_kernel_headers(image: str) -> None:
+    """CO-RE objects are compiled in the builder stage: the final image has no compiler, no
+    LLVM/BCC, no kernel headers; it has the objects, libbpf and thrift's C accelerator."""
     r = _podman("run", "--rm", *ULIMITS, "--network", "none", "--entrypoint", "/bin/sh", image, "-c",
-                "for t in cc gcc clang clang-14 ld; do command -v $t; done; "
-                "/opt/podtrail/bin/python -c 'import thrift.protocol.fastbinary'")
+                "for t in cc gcc clang clang-14 ld llc bpftool; do command -v $t; done; "
+                "find /usr/src /lib/modules /usr/include/linux -mindepth 1 -maxdepth 1 2>/dev/null; "
+                "ls /usr/lib/x86_64-linux-gnu | grep -iE '^lib(llvm|clang|bcc)'; "
+                "dpkg-query -W -f '${Package}\\n' | grep -E '^(linux-headers|clang|llvm|python3-bpfcc|libbpfcc)'; "
+                "/opt/podtrail/bin/python -c 'import bcc' 2>/dev/null && echo bcc importable; "
+                "/opt/podtrail/bin/python -c 'import thrift.protocol.fastbinary' || echo no fastbinary; "
+                "ls /usr/lib/x86_64-linux-gnu/libbpf.so.1 /opt/podtrail/lib/python3*/site-packages/podtrail/bpf/obj/*.bpf.o >/dev/null "
+                "|| echo objects or libbpf missing")
     assert r.returncode == 0 and r.stdout.strip() == "", r.stdout + r.stderr
