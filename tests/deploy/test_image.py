@@ -132,7 +132,9 @@ def daemon(image: str, work: Path) -> Iterator[str]:
             if _podman("container", "inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true":
                 break
             time.sleep(1)
-        assert ready, "not ready: " + _podman("logs", "--tail", "30", name).stderr[-3000:]
+        if not ready:
+            logs = _podman("logs", "--tail", "30", name)
+            pytest.fail(f"the agent in the image did not get ready:\n{(logs.stdout + logs.stderr)[-3000:]}", pytrace=False)
         yield name
     finally:
         _podman("rm", "-f", "-t", "5", name)
