@@ -257,12 +257,24 @@ class OsqueryExtension:
             self.stopped.wait(self.interval_s)
 
     def _drop(self) -> None:
-        """Stop serving the old registration's socket."""
+        """Stop serving the old registration's socket, and tell the manager if it still
+        answers (osqueryd refuses a second extension of the same name while the first is
+        registered, so a manager that only missed one check accepts us again at once)."""
         with self._lock:
-            server, self._server, self.uuid = self._server, None, None
+            server, self._server, uuid, self.uuid = self._server, None, self.uuid, None
         self.registered.clear()
         if server is not None:
             server.stop()
+        if uuid is not None:
+            try:
+                trans, proto = client_protocol(self.socket_path, min(self.timeout_s, 1.0))
+                mgr = ExtensionManager.Client(proto)
+                try:
+                    mgr.deregisterExtension(uuid)
+                finally:
+                    trans.close()
+            except Exception:  # noqa: BLE001 - the manager is gone: nothing to tell
+                pass
 
     def _on_shutdown(self) -> None:
         """osqueryd asked us to shut down (it is stopping)."""

@@ -25,17 +25,23 @@ class ManagerHandler(ExtensionManager.Iface):
     def __init__(self, first_uuid: int = 1000) -> None:
         self.registered: dict[int, tuple[Any, dict[str, Any]]] = {}
         self._ids = itertools.count(first_uuid)
+        self.fail_next_extensions = False
 
     def ping(self) -> ExtensionStatus:
         return ExtensionStatus(code=0, message="OK")
 
     def extensions(self) -> dict[int, Any]:
+        if self.fail_next_extensions:  # a call osqueryd did not answer in time, under load
+            self.fail_next_extensions = False
+            raise RuntimeError("busy")
         return {u: info for u, (info, _) in self.registered.items()}
 
     def options(self) -> dict[str, Any]:
         return {}
 
     def registerExtension(self, info: Any, registry: dict[str, Any]) -> ExtensionStatus:  # noqa: N802
+        if any(i.name == info.name for i, _ in self.registered.values()):  # as osqueryd refuses it
+            return ExtensionStatus(code=1, message="Duplicate extension registered")
         uid = next(self._ids)
         self.registered[uid] = (info, registry)
         return ExtensionStatus(code=0, message="OK", uuid=uid)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from agent_harness import CaptureSink
 from conftest import require_ebpf, require_runc
 from containers import run_container
@@ -152,6 +153,28 @@ def test_keeps_serving_across_osqueryd_restarts(tmp_path: Path) -> None:
         osq = FakeOsqueryd(path, first_uuid=3000)  # back at once
         assert _wait(lambda: _answers(osq), 10), "tables answer again after a quick restart"
         assert ext.uuid == 3000 and ext.registrations == 3 and not ext.stopped.is_set()
+    finally:
+        ext.stop()
+        osq.stop()
+
+
+def test_a_missed_check_does_not_lock_the_extension_out(tmp_path: Path) -> None:
+    """osqueryd refuses a second extension named "podtrail" while the first is registered.
+    When one check of the manager fails while it is still up, the extension deregisters its
+    old uuid before registering again, so it is not refused; a second podtrail is."""
+    path = str(tmp_path / "osquery.em")
+    osq = FakeOsqueryd(path, first_uuid=1000)
+    ext = OsqueryExtension(path, TABLES, _rows, interval_s=0.3, reregister=True)
+    other = OsqueryExtension(path, TABLES, _rows)
+    try:
+        ext.start()
+        with pytest.raises(RuntimeError, match="Duplicate"):
+            other.register()
+        osq.handler.fail_next_extensions = True
+        assert _wait(lambda: ext.uuid is not None and ext.uuid != 1000 and _answers(osq), 10), ext.uuid
+        assert list(osq.handler.registered) == [ext.uuid] and ext.registrations == 2
+        ext.stop()
+        assert osq.handler.registered == {}, "a stopping extension deregisters"
     finally:
         ext.stop()
         osq.stop()
