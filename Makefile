@@ -1,14 +1,12 @@
 # podtrail: every target installs what it needs first (idempotent), so each works on a fresh node.
 VENV    ?= .venv
-QVENV   ?= .venv-qradar
-QSTAMP  := $(QVENV)/.installed
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: setup bpf run test lint bench docs rules clean
+.PHONY: setup bpf run test lint bench docs rules image thrift clean
 
-setup: $(STAMP) $(QSTAMP)
+setup: $(STAMP)
 	@bash scripts/setup-system.sh
 	@bash scripts/build-bpf.sh
 
@@ -16,12 +14,6 @@ setup: $(STAMP) $(QSTAMP)
 # to podtrail/bpf/obj/*.bpf.o (shipped in the package; nothing is compiled at run time).
 bpf:
 	bash scripts/build-bpf.sh
-
-# The QRadar AQL Sigma backend pins pySigma < 0.12; it gets its own venv (see the requirements file).
-$(QSTAMP): podtrail/rules/qradar-requirements.txt
-	test -x $(QVENV)/bin/python || /usr/bin/python3 -m venv $(QVENV)
-	$(QVENV)/bin/python -m pip install -q -r podtrail/rules/qradar-requirements.txt
-	touch $(QSTAMP)
 
 $(STAMP): pyproject.toml scripts/setup-system.sh
 	bash scripts/setup-system.sh
@@ -50,5 +42,15 @@ docs: setup
 rules: setup
 	$(VENV)/bin/podtrail rules build
 
+# The DaemonSet image with podman, from a Debian base made here when no registry is reachable
+# (IMAGE, BASE: see scripts/image.sh); tests/deploy/test_image.py builds and runs it.
+image: setup
+	bash scripts/image.sh
+
+# Regenerate the osquery Thrift bindings from podtrail/tables/osquery_extension.thrift (CI
+# fails when they are stale).
+thrift: setup
+	bash scripts/thrift-gen.sh
+
 clean:
-	rm -rf $(VENV) $(QVENV) .pytest_cache .mypy_cache .ruff_cache build/bpf podtrail/bpf/obj
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/bpf podtrail/bpf/obj

@@ -5,8 +5,11 @@ osquery-python TablePlugin returning the same rows, in one run.
 
 Both are called exactly as osqueryd calls an extension (Extension.call over a UNIX socket,
 binary protocol). The baseline is osquery-python's own ExtensionManager + TablePlugin served
-by TSimpleServer, as osquery-python's start_extension does. Also prints the RSS of this process
-with the buffers full.
+by TSimpleServer, as osquery-python's start_extension does. The caller stands in for osqueryd,
+whose reader is C++: it decodes with thrift's C accelerator (podtrail's bindings), so the
+figures are the extensions' cost, not a Python client's. ``--python-client`` also times the
+same calls decoded by osquery-python's pure-Python client. Also prints the RSS of this
+process with the buffers full, and its peak after the queries.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import os
 import tempfile
 import threading
 import time
+import tracemalloc
 
 from osquery.extension_manager import ExtensionManager as PyExtensionManager
-from osquery.extensions import Extension
+from osquery.extensions import Extension as PyExtension
+from osquery.extensions.ttypes import ExtensionResponse as PyExtensionResponse
 from osquery.table_plugin import TableColumn, TablePlugin
 from thrift.protocol import TBinaryProtocol
 from thrift.server import TServer
@@ -28,7 +33,9 @@ from thrift.transport import TSocket, TTransport
 from podtrail.model.event import finalize, new_event
 from podtrail.model.fields import Kind
 from podtrail.tables.buffer import EventBuffers
-from podtrail.tables.osquery_ext import ExtensionHandler
+from podtrail.tables.osquery_ext import ExtensionHandler, StreamingProcessor
+from podtrail.tables.osquery_thrift import Extension
+from podtrail.tables.osquery_thrift.ttypes import ExtensionResponse
 from podtrail.tables.schema import TABLES
 from podtrail.tables.service import TableService
 from podtrail.tables.thrift_server import ThreadedUnixServer, client_protocol
@@ -48,18 +55,33 @@ def make_events(n: int) -> list[dict]:
     return evs
 
 
-def rss_mb() -> float:
+def rss_mb(key: str = "VmRSS") -> float:
+    """This process's resident memory (``VmHWM``: its peak) from /proc/self/status."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
 
-def call(path: str, ctx: dict) -> int:
-    trans, proto = client_protocol(path, timeout_s=120)
+class _Discard(TTransport.TTransportBase):
+    """A write-only transport that counts and drops what it is given."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, buf: bytes) -> None:
+        self.n += len(buf)
+
+    def flush(self) -> None:
+        pass
+
+
+def call(path: str, ctx: dict, python_client: bool = False) -> int:
+    trans, proto = client_protocol(path, timeout_s=300, accelerated=not python_client)
     try:
-        resp = Extension.Client(proto).call("table", SPEC.name, {"action": "generate", "context": json.dumps(ctx)})
+        client = (PyExtension if python_client else Extension).Client(proto)
+        resp = client.call("table", SPEC.name, {"action": "generate", "context": json.dumps(ctx)})
         return len(resp.response)
     finally:
         trans.close()
@@ -69,6 +91,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=50000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--python-client", action="store_true", help="also time osquery-python's pure-Python client")
     a = ap.parse_args()
     base_rss = rss_mb()
     buffers = EventBuffers(events_max=a.events, expiry_s=10**9)
@@ -79,7 +102,7 @@ def main() -> int:
     d = tempfile.mkdtemp(prefix="podtrail-bench-osq-")
 
     svc = TableService(buffers)
-    ours = ThreadedUnixServer(Extension.Processor(ExtensionHandler(TABLES, svc.generate, lambda: None)), f"{d}/ours.sock")
+    ours = ThreadedUnixServer(StreamingProcessor(ExtensionHandler(TABLES, svc.select, lambda: None)), f"{d}/ours.sock")
     ours.start()
 
     class PlainPlugin(TablePlugin):  # what an osquery-python user would write
@@ -98,29 +121,76 @@ def main() -> int:
     mgr = PyExtensionManager()
     mgr.add_plugin(PlainPlugin)
     transport = TSocket.TServerSocket(unix_socket=f"{d}/plain.sock")
-    server = TServer.TSimpleServer(Extension.Processor(mgr), transport, TTransport.TBufferedTransportFactory(),
+    server = TServer.TSimpleServer(PyExtension.Processor(mgr), transport, TTransport.TBufferedTransportFactory(),
                                    TBinaryProtocol.TBinaryProtocolFactory())
     threading.Thread(target=server.serve, daemon=True).start()
     time.sleep(0.3)
 
-    results = {}
-    for label, ctx in (("select_all", {"constraints": []}),
-                       ("where_pid", {"constraints": [{"name": "pid", "list": [{"op": 2, "expr": "12345"}], "affinity": "INTEGER"}]})):
-        for who, path in (("podtrail", f"{d}/ours.sock"), ("osquery_python", f"{d}/plain.sock")):
-            best = float("inf")
-            rows = 0
-            for _ in range(a.rounds):
-                t0 = time.perf_counter()
-                rows = call(path, ctx)
-                best = min(best, time.perf_counter() - t0)
-            results[f"{label}_{who}_s"] = best
-            results[f"{label}_{who}_rows"] = rows
-        results[f"{label}_speedup"] = results[f"{label}_osquery_python_s"] / results[f"{label}_podtrail_s"]
+    results: dict[str, float] = {}
+    clients = [("", False)] + ([("pyclient_", True)] if a.python_client else [])
+    for prefix, python_client in clients:
+        for label, ctx in (("select_all", {"constraints": []}),
+                           ("where_pid", {"constraints": [{"name": "pid", "list": [{"op": 2, "expr": "12345"}], "affinity": "INTEGER"}]})):
+            key = prefix + label
+            for who, path in (("podtrail", f"{d}/ours.sock"), ("osquery_python", f"{d}/plain.sock")):
+                best = float("inf")
+                rows = 0
+                for _ in range(a.rounds):
+                    t0 = time.perf_counter()
+                    rows = call(path, ctx, python_client)
+                    best = min(best, time.perf_counter() - t0)
+                results[f"{key}_{who}_s"] = best
+                results[f"{key}_{who}_rows"] = rows
+            results[f"{key}_speedup"] = results[f"{key}_osquery_python_s"] / results[f"{key}_podtrail_s"]
+    # The extensions' own CPU time (this thread's, so other load on the machine does not count)
+    # for the SELECT *, without a client decoding it: each processor
+    # reads the request and writes its reply into memory (podtrail: accelerated protocol and
+    # chunked rows; osquery-python: its generated code on the plain binary protocol).
+    req = TTransport.TMemoryBuffer()
+    Extension.Client(TBinaryProtocol.TBinaryProtocol(req)).send_call(
+        "table", SPEC.name, {"action": "generate", "context": json.dumps({"constraints": []})})
+    for who, processor, proto in (
+            ("podtrail", ours.processor, TBinaryProtocol.TBinaryProtocolAccelerated),
+            ("osquery_python", PyExtension.Processor(mgr), TBinaryProtocol.TBinaryProtocol)):
+        best = float("inf")
+        for _ in range(a.rounds):
+            out = TTransport.TMemoryBuffer()
+            t0 = time.thread_time()
+            processor.process(proto(TTransport.TMemoryBuffer(req.getvalue())), proto(out))
+            best = min(best, time.thread_time() - t0)
+        results[f"server_only_select_all_{who}_s"] = best
+        results[f"server_only_select_all_{who}_bytes"] = len(out.getvalue())
+    results["server_only_select_all_speedup"] = (results["server_only_select_all_osquery_python_s"]
+                                                 / results["server_only_select_all_podtrail_s"])
+    # Thrift encoding alone (thread CPU time), of the same 50,000 rows already rendered: the C encoder on
+    # podtrail's bindings vs the pure-Python encoder of the `osquery` package's bindings.
+    rows = svc.generate(SPEC.name, [])
+    for who, resp, proto in (
+            ("c_accelerated", ExtensionResponse(response=rows), TBinaryProtocol.TBinaryProtocolAccelerated),
+            ("pure_python", PyExtensionResponse(response=rows), TBinaryProtocol.TBinaryProtocol)):
+        best = float("inf")
+        for _ in range(a.rounds):
+            t0 = time.thread_time()
+            resp.write(proto(_Discard()))
+            best = min(best, time.thread_time() - t0)
+        results[f"encode_only_{who}_s"] = best
+    results["encode_only_speedup"] = results["encode_only_pure_python_s"] / results["encode_only_c_accelerated_s"]
+    del rows
+    # Memory the SELECT * allocates while answering (tracemalloc peak), the reply written to a
+    # sink that keeps nothing: row dicts alive at once, not the reply's bytes.
+    for who, processor, proto in (
+            ("podtrail", ours.processor, TBinaryProtocol.TBinaryProtocolAccelerated),
+            ("osquery_python", PyExtension.Processor(mgr), TBinaryProtocol.TBinaryProtocol)):
+        tracemalloc.start()
+        processor.process(proto(TTransport.TMemoryBuffer(req.getvalue())), proto(_Discard()))
+        results[f"server_only_select_all_{who}_peak_alloc_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
     results["select_all_podtrail_rows_per_s"] = results["select_all_podtrail_rows"] / results["select_all_podtrail_s"]
     results["select_all_osquery_python_rows_per_s"] = results["select_all_osquery_python_rows"] / results["select_all_osquery_python_s"]
     results["rss_mb_before"] = base_rss
     results["rss_mb_buffers_full"] = full_rss
     results["rss_mb_after_queries"] = rss_mb()
+    results["rss_mb_peak"] = rss_mb("VmHWM")
     print(json.dumps(results, indent=2))
     ours.stop()
     os.system(f"rm -rf {d}")

@@ -200,31 +200,17 @@ def _add_tables(agent: Agent, k8s_stage: Any) -> None:
                        container_rows(agent.containers, fill), pod_rows(pods))
     agent.tables = svc
     if cfg.api_socket:
-        api = LocalAPIServer(cfg.api_socket, svc.generate)
+        api = LocalAPIServer(cfg.api_socket, svc.generate, cfg.api_socket_group, int(cfg.api_socket_mode))
         agent._starters.append(api.start)
         agent._closables.append(api.stop)
     if cfg.socket:
         from podtrail.tables.osquery_ext import OsqueryExtension
         from podtrail.tables.schema import TABLES
 
-        ext = OsqueryExtension(cfg.socket, TABLES, svc.generate)
-        agent._starters.append(lambda: _start_extension(ext, agent))
+        # Registers when osqueryd answers, and again whenever it restarts (a new uuid).
+        ext = OsqueryExtension(cfg.socket, TABLES, svc.select, reregister=True)
+        agent._starters.append(ext.start_when_ready)
         agent._closables.append(ext.stop)
-
-
-def _start_extension(ext: Any, agent: Agent) -> None:
-    """osqueryd may start after us: keep trying to register until stopped."""
-
-    def loop() -> None:
-        while not agent.stop_event.is_set():
-            try:
-                ext.start()
-                return
-            except Exception as e:  # noqa: BLE001
-                log.info("osquery extension not registered yet (%s); retrying", e)
-                agent.stop_event.wait(5)
-
-    threading.Thread(target=loop, name="podtrail-osquery-register", daemon=True).start()
 
 
 def build_default_sinks(cfg: Config) -> list[Sink]:

@@ -63,12 +63,56 @@ class KubernetesConfig:
     pod_logs_dir: str = "/var/log/pods"
 
 
+DEFAULT_API_GROUP = "podtrail"
+
+
 @dataclass
 class OsqueryConfig:
     socket: str = ""  # osqueryd extension manager socket; empty: no extension
     events_expiry_seconds: int = 3600
     events_max: int = 50000
     api_socket: str = "/run/podtrail/api.sock"  # local query API for `podtrail query/shell/extension`
+    # Who besides root may query the local API: the socket's group (a name or a gid; "" for
+    # root only) and mode. A missing default group leaves the socket root-only (a warning);
+    # a named group that does not exist is a config error. podtrail creates no group.
+    api_socket_group: str | int = DEFAULT_API_GROUP
+    api_socket_mode: str | int = "0660"  # octal; YAML's bare 0660 works too
+
+    def __post_init__(self) -> None:
+        self.api_socket_mode = socket_mode(self.api_socket_mode)
+        group = self.api_socket_group
+        if isinstance(group, bool) or not isinstance(group, str | int):
+            raise ConfigError(f"osquery.api_socket_group: expected a group name or gid, got {group!r}")
+        if isinstance(group, int) or group.isdigit():
+            if int(group) < 0:
+                raise ConfigError(f"osquery.api_socket_group: bad gid {group!r}")
+        elif group not in ("", DEFAULT_API_GROUP) and group_id(group) is None:
+            raise ConfigError(f"osquery.api_socket_group: no group {group!r} on this host (groupadd --system {group}, or a gid)")
+
+
+def socket_mode(v: str | int) -> int:
+    """``"0660"``, ``"660"``, ``"0o660"`` or an int (YAML reads a bare 0660 as octal) -> mode bits."""
+    try:
+        mode = v if isinstance(v, int) and not isinstance(v, bool) else int(str(v).removeprefix("0o"), 8)
+    except ValueError:
+        raise ConfigError(f"osquery.api_socket_mode: expected an octal mode like \"0660\", got {v!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"osquery.api_socket_mode: {oct(mode)} is not a file mode (0 to 0777)")
+    return mode
+
+
+def group_id(group: str | int) -> int | None:
+    """The gid of a group name or number; None for "" (root only) or an unknown name."""
+    import grp
+
+    if isinstance(group, int) or group.isdigit():
+        return int(group)
+    if not group:
+        return None
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None
 
 
 @dataclass

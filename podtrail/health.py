@@ -1,13 +1,17 @@
 """Agent health: an HTTP endpoint for probes and a periodic agent-health event.
 
 ``/healthz`` (liveness): every source and pipeline thread is alive. ``/readyz`` (readiness):
-a source is running and has been for a moment. Both answer JSON with the real state: source
-in use and why, events and drops so far, spool levels, process-table and container counts,
-and metadata coverage (share of container events that got pod metadata).
+a source is running and has been for a moment. On a loopback address both answer JSON with
+the real state: source in use and why, events and drops so far, spool levels, process-table
+and container counts, and metadata coverage (share of container events that got pod
+metadata). On any other address (the pod IP a kubelet probes when the server binds 0.0.0.0)
+they answer only ``{"ok": ...}`` and the status code: the detail names outputs' hosts and
+ports, which is not for everyone who can reach the pod.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +30,20 @@ def _counter_total(name: str) -> float:
             if s.name == name:
                 total += s.value
     return total
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, and IPv4-mapped loopback (::ffff:127.0.0.1)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def body(ok: bool, st: dict[str, Any], detail: bool) -> bytes:
+    return json.dumps({"ok": ok, **st} if detail else {"ok": ok}, default=str).encode()
 
 
 def state(agent: Any) -> dict[str, Any]:
@@ -57,12 +75,14 @@ class HealthServer:
                     self.send_response(404)
                     self.end_headers()
                     return
-                body = json.dumps({"ok": ok, **st}, default=str).encode()
+                # Where the request arrived, not who sent it: a request to the pod IP gets the
+                # short answer even from the node itself.
+                data = body(ok, st, is_loopback(self.connection.getsockname()[0]))
                 self.send_response(200 if ok else 503)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(data)
 
         self.httpd = ThreadingHTTPServer((address, port), H)
         self.httpd.daemon_threads = True

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   python3-audit python3-venv python3-dev
   runc busybox-static dash auditd audispd-plugins
   rsyslog rsyslog-gnutls iproute2 systemd procps
+  thrift-compiler podman buildah mmdebstrap
 )
 
 missing=()

@@ -19,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--interval", type=float, default=3.0, help="seconds between pings of osqueryd")
     p.add_argument("--verbose", action="store_true", help="accepted for osquery compatibility")
     p.add_argument("--api-socket", default=OsqueryConfig().api_socket, help="the running daemon's local API socket")
+    p.add_argument("--keep-serving", action="store_true",
+                   help="when osqueryd restarts, register again instead of exiting (a sidecar; autoload leaves it off)")
     p.set_defaults(func=run)
 
 
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     from podtrail.cli import UserError
     from podtrail.tables.local_api import remote_generate
-    from podtrail.tables.osquery_ext import OsqueryExtension
+    from podtrail.tables.osquery_ext import OsqueryExtension, select_from
     from podtrail.tables.schema import TABLES
 
     deadline = time.monotonic() + args.timeout
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         if time.monotonic() > deadline:
             raise UserError(f"no osquery extension manager socket at {args.socket}")
         time.sleep(0.1)
-    ext = OsqueryExtension(args.socket, TABLES, remote_generate(args.api_socket), interval_s=args.interval, timeout_s=args.timeout)
+    ext = OsqueryExtension(args.socket, TABLES, select_from(remote_generate(args.api_socket)),
+                           interval_s=args.interval, timeout_s=args.timeout, reregister=args.keep_serving)
     try:
         ext.start()
     except Exception as e:  # noqa: BLE001

@@ -72,7 +72,7 @@ def to_elastic(rf: RuleFile, files: list[RuleFile]) -> Converted:
 
 
 def to_qradar(rf: RuleFile, files: list[RuleFile]) -> Converted:
-    """Runs under the QRadar venv's pySigma 0.11 (see podtrail.rules.qradar_worker)."""
+    """pysigma-backend-qradar-community: the AQL backend on pySigma 1.x, in the main venv."""
     from sigma.backends.QRadarAQL import QRadarAQLBackend
 
     if rf.correlation_type is not None:

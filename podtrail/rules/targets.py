@@ -3,8 +3,7 @@
 Rules are written in podtrail's canonical field names under ``logsource: product: podtrail``
 with one of three categories. A target says which declared name the SIEM sees (CEF key for
 Splunk, ECS path for Elastic, LEEF key for QRadar, the canonical name for SQLite) and how a
-log-source category becomes a condition there. Pure data: no pySigma import, so the QRadar
-worker (an older pySigma in its own venv) shares it.
+log-source category becomes a condition there. Pure data: no pySigma import.
 """
 
 from __future__ import annotations

@@ -1,29 +1,49 @@
-"""The daemon's local table API: one JSON request per connection on a root-only UNIX socket.
+"""The daemon's local table API: one JSON request per connection on a UNIX socket.
 
 It lets `podtrail extension` (started by osqueryd), `podtrail query` and `podtrail shell`
 read the running daemon's tables without loading a second set of BPF programs on the node.
 Request: ``{"table": NAME, "constraints": [[column, op, expr, numeric], ...]}``;
 response: ``{"rows": [...]}`` or ``{"error": "..."}``.
+
+Who may connect: root, and the members of ``osquery.api_socket_group`` (default ``podtrail``,
+mode 0660), so the osquery sidecar and ``podtrail query`` need no uid 0. podtrail creates no
+group: a missing default group leaves the socket root-only, with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import Callable
 
 from podtrail.tables.constraints import Constraint
 from podtrail.tables.unix_server import UnixAcceptor
 
+log = logging.getLogger(__name__)
 Generate = Callable[[str, list[Constraint]], list[dict[str, str]]]
 MAX_REQUEST = 1 << 20
 
 
+def socket_access(group: str | int, mode: int) -> tuple[int | None, int]:
+    """(gid, mode) for the socket; owner-only when the group is "" or missing here."""
+    from podtrail.config import group_id
+
+    gid = group_id(group)
+    if gid is None:
+        if group:
+            log.warning("no group %r on this host: the local API socket is root-only "
+                        "(groupadd --system %s, or set osquery.api_socket_group)", group, group)
+        return None, mode & 0o700
+    return gid, mode
+
+
 class LocalAPIServer:
-    def __init__(self, path: str, generate: Generate) -> None:
+    def __init__(self, path: str, generate: Generate, group: str | int = "", mode: int = 0o600) -> None:
         self.path = path
         self.generate = generate
-        self._acceptor = UnixAcceptor(path, self._handle, "podtrail-local-api")
+        gid, mode = socket_access(group, mode)
+        self._acceptor = UnixAcceptor(path, self._handle, "podtrail-local-api", mode, gid)
 
     def start(self) -> None:
         self._acceptor.start()

@@ -6,8 +6,9 @@ and the embedded SQL engine (``podtrail query``/``shell``), so all three answer 
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,19 +27,51 @@ from podtrail.tables.schema import TABLES, TableSpec
 Snapshot = Callable[[], Iterable[dict[str, Any]]]
 
 
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # built once, not per value
+
+
 def render(value: Any, as_json: bool) -> str:
     """osquery hands every value over as text."""
     if value is None:
         return ""
     if as_json:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return _json(value)
     if value is True or value is False:
         return "1" if value else "0"
     return str(value)
 
 
+RowMaker = Callable[[dict[str, Any]], dict[str, str]]
+
+
+@functools.cache
+def row_maker(spec: TableSpec) -> RowMaker:
+    """``to_row`` for one table, its column list split once: text values (most) pass as
+    they are; the rest go through ``render``. A ``SELECT *`` calls it per row."""
+    plain = tuple((c.name, c.key) for c in spec.columns if not c.json)
+    as_json = tuple((c.name, c.key) for c in spec.columns if c.json)
+
+    def make(d: dict[str, Any]) -> dict[str, str]:
+        get = d.get
+        row = {}
+        for name, key in plain:
+            v = get(key)
+            if v.__class__ is str:
+                row[name] = v
+            elif v is None:
+                row[name] = ""
+            else:
+                row[name] = render(v, False)
+        for name, key in as_json:
+            v = get(key)
+            row[name] = "" if v is None else _json(v)
+        return row
+
+    return make
+
+
 def to_row(spec: TableSpec, d: dict[str, Any]) -> dict[str, str]:
-    return {c.name: render(d.get(c.key), c.json) for c in spec.columns}
+    return row_maker(spec)(d)
 
 
 def _time_bounds(cs: list[Constraint]) -> tuple[float | None, float | None]:
@@ -68,6 +101,11 @@ class TableService:
         return TABLES
 
     def generate(self, table: str, constraints: list[Constraint] | None = None) -> list[dict[str, str]]:
+        return list(self.select(table, constraints)[1])
+
+    def select(self, table: str, constraints: list[Constraint] | None = None) -> tuple[int, Iterator[dict[str, str]]]:
+        """(row count, rows rendered one at a time): only references to the matching
+        events are held, so a ``SELECT *`` can be streamed out without a list of row dicts."""
         spec = TABLES.get(table)
         if spec is None:
             raise KeyError(f"no such table: {table}")
@@ -78,4 +116,5 @@ class TableService:
             source: Iterable[dict[str, Any]] = self.buffers.events(spec.kind, lo, hi)
         else:
             source = {"container_processes": self.processes, "containers": self.containers, "pods": self.pods}[table]()
-        return [to_row(spec, d) for d in source if pred(d)]
+        matched = [d for d in source if pred(d)]
+        return len(matched), map(row_maker(spec), matched)

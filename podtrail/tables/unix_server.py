@@ -1,29 +1,51 @@
-"""A root-only UNIX socket that hands each connection to a handler thread, and stops promptly."""
+"""A UNIX socket that hands each connection to a handler thread, and stops promptly.
+
+Owner-only (0600) unless given a group and mode: connecting needs write permission on the
+socket, so its group and mode decide who besides the owner may connect.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 from collections.abc import Callable
 
+log = logging.getLogger(__name__)
+
 
 class UnixAcceptor:
-    def __init__(self, path: str, handle: Callable[[socket.socket], None], name: str) -> None:
+    def __init__(self, path: str, handle: Callable[[socket.socket], None], name: str,
+                 mode: int = 0o600, gid: int | None = None) -> None:
         self.path = path
         self.handle = handle
         self.name = name
+        self.mode = mode
+        self.gid = gid
         self.stopped = threading.Event()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        # The folder must be searchable by whoever may connect; the socket's mode guards it.
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
         if os.path.exists(self.path):
             os.unlink(self.path)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(self.path)
-        os.chmod(self.path, 0o600)
+        mode = self.mode
+        if self.gid is not None:
+            try:
+                os.chown(self.path, -1, self.gid)
+            except PermissionError:
+                # Giving a file to a group needs membership of it or CAP_CHOWN.
+                log.error("cannot give %s to gid %d (this process is not in that group and has no CAP_CHOWN); "
+                          "it stays owner-only", self.path, self.gid)
+                mode &= 0o700
+        elif mode & 0o077:
+            mode &= 0o700  # no group given: nobody but the owner
+        os.chmod(self.path, mode)
         s.listen(16)
         s.settimeout(0.2)  # so stop() is noticed without a connection
         self._sock = s

@@ -96,6 +96,12 @@ def test_systemd_unit_verifies_and_config_loads(tmp_path: Path) -> None:
     r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "podtrail.service")], capture_output=True, text=True)
     problems = [ln for ln in (r.stdout + r.stderr).splitlines() if "podtrail.service" in ln]
     assert r.returncode == 0 and not problems, r.stdout + r.stderr
+    # the unit's SupplementaryGroups= is the group podtrail.sysusers creates (a dry run)
+    sysusers = ROOT / "deploy/systemd/podtrail.sysusers"
+    r = subprocess.run(["systemd-sysusers", "--dry-run", str(sysusers)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    groups = [ln.split()[1] for ln in sysusers.read_text().splitlines() if ln.startswith("g ")]
+    assert "SupplementaryGroups=podtrail" in unit and groups == [Config().osquery.api_socket_group]
 
 
 def test_health_endpoint_reports_the_running_agent(tmp_path: Path) -> None:
@@ -278,10 +284,16 @@ def test_osquery_sidecar_adds_no_privilege() -> None:
     assert containers["podtrail"] == base_spec["containers"][0]
     assert {k: v for k, v in spec.items() if k not in ("containers", "volumes")} == \
         {k: v for k, v in base_spec.items() if k not in ("containers", "volumes")}
+    cfg = from_dict(Config, yaml.safe_load(next(d for d in _docs() if d["kind"] == "ConfigMap")["data"]["podtrail.yaml"]))
     for name in ("osquery", "podtrail-extension"):
         c = containers[name]
         sc = c["securityContext"]
         assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False, name
+        # non-root, one uid for both (each connects to the other's socket), and the extension
+        # in the daemon's API socket group
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == containers["osquery"]["securityContext"]["runAsUser"] != 0
+        assert cfg.osquery.api_socket_mode & 0o060 == 0o060
+        assert cfg.osquery.api_socket_group in (sc["runAsGroup"], *spec["securityContext"]["supplementalGroups"]), name
         assert sc["capabilities"] == {"drop": ["ALL"]} and sc["readOnlyRootFilesystem"] is True, name
         assert c["resources"]["requests"] and c["resources"]["limits"], name
         # no host path: only the daemon's socket directory (read-only) and the pod's own volumes
@@ -347,10 +359,11 @@ def test_osquery_sidecar_extension_args_register_with_that_socket() -> None:
     assert daemon_args.func is run.run and daemon_args.osquery_socket is None and cfg.osquery.socket == ""
 
 
-def test_osquery_sidecar_extension_container_registers_and_exits_with_osqueryd(tmp_path: Path) -> None:
+def test_osquery_sidecar_extension_container_keeps_serving_across_osqueryd_restarts(tmp_path: Path) -> None:
     """The container's exact args (its two socket directories mapped into tmp) against an
-    osqueryd stand-in: it registers the tables, proxies a query to a stand-in daemon, exits when
-    osqueryd goes away, and on restart (what the kubelet does) registers with the new osqueryd."""
+    osqueryd stand-in: it registers the tables and proxies a query to a stand-in daemon; when
+    osqueryd goes away and a new one starts, the same process registers with it (new uuid)
+    and answers again within 10 s."""
     import importlib.util
     import sys
     import time
@@ -375,33 +388,36 @@ def test_osquery_sidecar_extension_container_registers_and_exits_with_osqueryd(t
     api.start()
     for d in remap.values():
         Path(d).mkdir(exist_ok=True)
+    p = None
+    osq = fake.FakeOsqueryd(em, first_uuid=1000)
     try:
-        for attempt in range(2):
-            osq = fake.FakeOsqueryd(em)
-            p = subprocess.Popen([sys.executable, "-m", "podtrail", *argv], stderr=subprocess.PIPE, text=True)
-            try:
-                deadline = time.monotonic() + 20
-                while not osq.handler.registered and time.monotonic() < deadline and p.poll() is None:
-                    time.sleep(0.1)
-                assert osq.handler.registered, (attempt, p.stderr.read() if p.poll() is not None and p.stderr else "")
-                uuid, (info, registry) = next(iter(osq.handler.registered.items()))
-                assert info.name == "podtrail" and "containers" in registry["table"]
-                while time.monotonic() < deadline:  # it serves at <socket>.<uuid> right after registering
+        p = subprocess.Popen([sys.executable, "-m", "podtrail", *argv], stderr=subprocess.PIPE, text=True)
+        for attempt, first_uuid in enumerate((1000, 2000)):
+            if attempt:
+                osq.stop()
+                time.sleep(4)  # longer than --interval: the extension notices osqueryd is gone
+                osq = fake.FakeOsqueryd(em, first_uuid=first_uuid)
+            deadline = time.monotonic() + (20 if attempt == 0 else 10)
+            answered = None
+            while time.monotonic() < deadline and p.poll() is None and answered is None:
+                for uuid in list(osq.handler.registered):
                     try:
-                        if osq.ping_extension(uuid).code == 0:
-                            break
-                    except Exception:  # noqa: BLE001 - not listening yet
+                        resp = osq.generate(uuid, "pods")
+                        answered = (uuid, resp)
+                    except Exception:  # noqa: BLE001 - registered, not listening yet
                         time.sleep(0.1)
-                resp = osq.generate(uuid, "pods")
-                assert resp.status.code == 0 and resp.response == [{"table": "pods"}]
-                osq.stop()
-                assert p.wait(15) == 0, "exits when osqueryd goes away, so the kubelet restarts it"
-            finally:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-                osq.stop()
+                time.sleep(0.1)
+            assert answered, (attempt, p.stderr.read() if p.poll() is not None and p.stderr else "no answer")
+            uuid, resp = answered
+            info, registry = osq.handler.registered[uuid]
+            assert uuid == first_uuid and info.name == "podtrail" and "containers" in registry["table"]
+            assert resp.status.code == 0 and resp.response == [{"table": "pods"}]
+        assert p.poll() is None, "the same process served both osqueryd instances"
     finally:
+        if p is not None and p.poll() is None:
+            p.terminate()
+            p.wait(10)
+        osq.stop()
         api.stop()
 
 
