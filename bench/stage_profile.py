@@ -26,7 +26,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from podtrail.bpf.process import EV_EXEC, EV_EXIT, EV_FORK, EXEC_FIXED, HDR_SIZE, PATH_LEN, Hdr, ProcessDecoder
+from podtrail.bpf.process import (
+    EV_EXEC,
+    EV_EXIT,
+    EV_FORK,
+    EXEC_FIXED,
+    HDR_SIZE,
+    PATH_LEN,
+    Hdr,
+    ProcessDecoder,
+)
 from podtrail.enrich.cgroup_index import CgroupIndex
 from podtrail.enrich.container import ContainerStage
 from podtrail.enrich.k8s.cache import PodCache
@@ -116,6 +125,27 @@ def stream(world: World, cycles: int) -> list[tuple[str, Any]]:
                                cgroup_id=cgid, mono_ns=t + 3000, target_path="/tmp/curl-cache/items.json", flags=0o101, result=3, fd=5)))
         out.append(("raw", _raw(EV_EXIT, pid, sh, cgid, t + 4000)))
     return out
+
+
+def enriched_events(cycles: int) -> list[Any]:
+    """The stream after decode, the stages and finalize (what every output receives)."""
+    w = World()
+    dec = ProcessDecoder()
+    evs: list[Any] = []
+    for k, v in stream(w, cycles):
+        if k == "raw":
+            evs.append(dec.decode(v))
+        else:
+            d = dict(v)
+            evs.append(new_event(d.pop("kind"), d.pop("action"), **d))
+    for st in (ProcessStage(w.table), ContainerStage(w.index),
+               K8sStage(w.cache, None, cluster_name="prod-eu-1", node_name="node-1", labels=["app"])):
+        out: list[Any] = []
+        for ev in evs:
+            st.process(ev, out.append)
+        st.tick(float("inf"), out.append)
+        evs = out
+    return [finalize(ev) for ev in evs]
 
 
 def _best(rounds: int, fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -6,15 +6,20 @@ and ``\\r``, so no byte of a process name, argument or path can end the message 
 forged key. Other control characters become U+FFFD. Values longer than the spec's limit for
 their key are cut visibly (ending in "…"). The six context strings go in cs1..cs6 with their
 ``csNLabel``.
+
+Keys come in the event's own order, then the context entities' texts (process, container,
+pod), each rendered once per entity version: CEF is key=value, order carries no meaning.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from podtrail import __version__
 from podtrail.formatters.common import render, scrub_controls, truncate
+from podtrail.model.context import covered
 from podtrail.model.fields import FIELDS_LIST, FieldType
 
 VENDOR = PRODUCT = "podtrail"
@@ -31,13 +36,14 @@ NAMES = {
 _EXT_ESC = str.maketrans({"\\": "\\\\", "=": "\\=", "\n": "\\n", "\r": "\\r"})
 _HDR_ESC = str.maketrans({"\\": "\\\\", "|": "\\|", "\n": " ", "\r": " "})
 
-# canonical name -> (declaration order, "key=", " labelKey=label" or "", limit, type): derived once.
-_PLAN: dict[str, tuple[int, str, str, int, FieldType]] = {
-    f.name: (i, f"{f.cef}=", f" {f.cef}Label={f.cef_label}" if f.cef_label else "", f.cef_max, f.type)
-    for i, f in enumerate(FIELDS_LIST) if f.cef
+# canonical name -> ("key=", " labelKey=label" or "", limit, type): derived once.
+_PLAN: dict[str, tuple[str, str, int, FieldType]] = {
+    f.name: (f"{f.cef}=", f" {f.cef}Label={f.cef_label}" if f.cef_label else "", f.cef_max, f.type)
+    for f in FIELDS_LIST if f.cef
 }
 _NEEDS_ESCAPE = re.compile(r"[\\=\x00-\x1f\x7f]")
 _STR, _INT = FieldType.TEXT, (FieldType.INTEGER, FieldType.BIGINT)
+_HEADERS: dict[tuple[str, str, int], str] = {}
 
 
 def escape_value(text: str) -> str:
@@ -50,25 +56,55 @@ def escape_header(text: str) -> str:
     return scrub_controls(text).translate(_HDR_ESC)
 
 
-def format_cef(ev: dict[str, Any]) -> str:
-    et, act = ev.get("event_type", ""), ev.get("action", "")
-    sev = max(0, min(10, int(ev.get("severity") or 0)))
-    sig, name = escape_header(f"{et}:{act}"), escape_header(NAMES.get((et, act), f"{et} {act}"))
-    header = f"CEF:0|{VENDOR}|{PRODUCT}|{__version__}|{sig}|{name}|{sev}|"
+def _header(et: str, act: str, sev: int) -> str:
+    key = (et, act, sev)
+    h = _HEADERS.get(key)
+    if h is None:
+        sig, name = escape_header(f"{et}:{act}"), escape_header(NAMES.get((et, act), f"{et} {act}"))
+        h = f"CEF:0|{VENDOR}|{PRODUCT}|{__version__}|{sig}|{name}|{sev}|"
+        if len(_HEADERS) < 4096:  # bounded: kinds x actions x 11 severities in practice
+            _HEADERS[key] = h
+    return h
+
+
+def _extension(items: Iterable[tuple[str, Any]], skip: frozenset[str]) -> list[str]:
+    """``key=value`` texts for the declared fields among ``items``, escaped and cut to size."""
     parts = []
     plan = _PLAN
-    for name, v in ev.items():
-        p = plan.get(name)
-        if p is None or v is None or v == "":
+    for name, v in items:
+        if name in skip or v is None or v == "":
             continue
-        _, key, label, limit, ftype = p
-        if ftype is _STR and type(v) is str:
+        p = plan.get(name)
+        if p is None:
+            continue
+        key, label, limit, ftype = p
+        tv = type(v)
+        if tv is str and ftype is _STR:
             text = v if len(v) <= limit else truncate(v, limit)
-        elif ftype in _INT and type(v) is int:
-            parts.append((p[0], f"{key}{v}{label}"))
+        elif tv is int and ftype in _INT:
+            parts.append(f"{key}{v}{label}")
             continue
         else:
             text = truncate(render(v, ftype), limit)
-        parts.append((p[0], f"{key}{escape_value(text)}{label}"))
-    parts.sort()
-    return header + " ".join(t for _, t in parts)
+        if _NEEDS_ESCAPE.search(text) is not None:
+            text = scrub_controls(text).translate(_EXT_ESC)
+        parts.append(f"{key}{text}{label}" if label else key + text)
+    return parts
+
+
+def format_cef(ev: dict[str, Any]) -> str:
+    """Header, the event's own fields, then each context entity's extension text (rendered
+    once per entity and kept in its memo)."""
+    sev = max(0, min(10, int(ev.get("severity") or 0)))
+    ents, cover = covered(ev)
+    parts = _extension(ev.items(), cover)
+    for ent in ents:
+        frag = ent.memo.get("cef")
+        if frag is None:
+            frag = ent.memo["cef"] = " ".join(_extension(ent.values.items(), _NO_SKIP))
+        if frag:
+            parts.append(frag)
+    return _header(ev.get("event_type", ""), ev.get("action", ""), sev) + " ".join(parts)
+
+
+_NO_SKIP: frozenset[str] = frozenset()

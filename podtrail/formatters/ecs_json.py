@@ -1,29 +1,37 @@
 """JSON with Elastic Common Schema names (``process.*``, ``container.*``, ``orchestrator.*``,
-``host.*``), paths and value renames taken from the field declaration."""
+``host.*``), paths and value renames taken from the field declaration.
+
+``format_ecs`` builds the event's own fields and merges each context entity's ECS object,
+built once per entity version and kept in its memo (shared, never modified: a merge copies
+the nodes it extends)."""
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Iterable
 from typing import Any
 
+from podtrail.formatters.jsonenc import dumps
+from podtrail.model.context import covered
 from podtrail.model.fields import FIELDS_LIST, FieldType
 
 # canonical name -> (path parts, value renames, is timestamp)
 _PLAN: dict[str, tuple[list[str], dict[str, str], bool]] = {
     f.name: (f.ecs.split("."), f.ecs_values, f.type is FieldType.TIMESTAMP_NS) for f in FIELDS_LIST if f.ecs
 }
+_NO_SKIP: frozenset[str] = frozenset()
 
 
 def _iso(ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{(ns // 1_000_000) % 1000:03d}Z"
 
 
-def to_ecs(ev: dict[str, Any]) -> dict[str, Any]:
-    doc: dict[str, Any] = {"ecs": {"version": "8.11.0"}, "event": {"module": "podtrail", "kind": "event"}}
-    for name, v in ev.items():
+def _fill(doc: dict[str, Any], items: Iterable[tuple[str, Any]], skip: frozenset[str]) -> dict[str, Any]:
+    for name, v in items:
+        if name in skip or v is None:
+            continue
         plan = _PLAN.get(name)
-        if plan is None or v is None:
+        if plan is None:
             continue
         parts, renames, is_ts = plan
         if is_ts:
@@ -40,5 +48,34 @@ def to_ecs(ev: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _merge(doc: dict[str, Any], frag: dict[str, Any]) -> None:
+    """Merge a shared fragment into ``doc``: its nodes are referenced, never modified; a
+    node both have becomes a new dict."""
+    for k, v in frag.items():
+        mine = doc.get(k)
+        if isinstance(mine, dict) and isinstance(v, dict):
+            new = dict(mine)
+            _merge(new, v)
+            doc[k] = new
+        else:
+            doc[k] = v
+
+
+def _head() -> dict[str, Any]:
+    return {"ecs": {"version": "8.11.0"}, "event": {"module": "podtrail", "kind": "event"}}
+
+
+def to_ecs(ev: dict[str, Any]) -> dict[str, Any]:
+    """The ECS document of an event, every node fresh (the caller may change it)."""
+    return _fill(_head(), ev.items(), _NO_SKIP)
+
+
 def format_ecs(ev: dict[str, Any]) -> str:
-    return json.dumps(to_ecs(ev), ensure_ascii=True, separators=(",", ":"), default=str)
+    ents, cover = covered(ev)
+    doc = _fill(_head(), ev.items(), cover)
+    for ent in ents:
+        frag = ent.memo.get("ecs")
+        if frag is None:
+            frag = ent.memo["ecs"] = _fill({}, ent.values.items(), _NO_SKIP)
+        _merge(doc, frag)
+    return dumps(doc)

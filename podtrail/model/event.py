@@ -13,9 +13,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from podtrail.model.context import EventDict, consistent
 from podtrail.model.fields import FIELDS, Field, FieldType, Kind
 
-Event = dict[str, Any]
+Event = dict[str, Any]  # every consumer reads an event as a dict; new_event makes an EventDict
 
 _RUN_PREFIX = os.urandom(6).hex()
 _SEQ = itertools.count(1)
@@ -34,14 +35,8 @@ def new_event_id() -> str:
 def new_event(kind: Kind, action: str, *, time_ns: int | None = None, **values: Any) -> Event:
     """Start an event of ``kind``; sources add their fields, enrichers add context."""
     t = time.time_ns() if time_ns is None else time_ns
-    ev: Event = {
-        "event_id": new_event_id(),
-        "event_type": kind.value,
-        "action": action,
-        "time": t // 1_000_000_000,
-        "time_ns": t,
-        "hostname": HOSTNAME,
-    }
+    ev = EventDict(event_id=new_event_id(), event_type=kind.value, action=action, time=t // 1_000_000_000,
+                   time_ns=t, hostname=HOSTNAME)
     ev.update(values)
     return ev
 
@@ -112,8 +107,9 @@ _PY_TYPES: dict[FieldType, tuple[type, ...]] = {
 
 
 def validate(ev: Event) -> list[str]:
-    """Problems of ``ev`` against the declaration (unknown keys, wrong types, wrong kind)."""
-    problems: list[str] = []
+    """Problems of ``ev`` against the declaration (unknown keys, wrong types, wrong kind), and
+    any attached context entity that disagrees with the event's own values."""
+    problems: list[str] = [f"stale context entity field {n}" for n in consistent(ev)]
     try:
         kind = Kind(ev.get("event_type"))
     except ValueError:

@@ -5,7 +5,6 @@ pipeline; what does not fit is counted as dropped."""
 
 from __future__ import annotations
 
-import json
 import queue
 import sys
 import threading
@@ -13,13 +12,14 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from podtrail import metrics
+from podtrail.formatters.jsonenc import dumps
 from podtrail.model.event import Event
 
 
 def to_json_line(ev: Event) -> str:
     """One event, one line: flat canonical field names; non-ASCII escaped so no byte of an
-    attacker-controlled value can split the line."""
-    return json.dumps(ev, ensure_ascii=True, separators=(",", ":"), default=str)
+    attacker-controlled value can split the line (orjson, see formatters/jsonenc.py)."""
+    return dumps(ev)
 
 
 class StdoutSink:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from podtrail.model.context import PROCESS_CTX, share
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 from podtrail.procs.stdin import stdin_kind
@@ -114,6 +115,9 @@ class ProcessStage:
                 ev["ancestors"] = anc
         elif p.ppid:
             ev["ppid"] = p.ppid
+        # The process context as one shared entity: a new version per exec (on_exec clears
+        # extra) or whenever a fact differs (a parent exec'd, cwd or user changed).
+        p.extra["ctx"] = share(ev, PROCESS_CTX, p.extra.get("ctx"))
 
     def tick(self, now: float, out: Emit) -> None:
         self._release(now, out)

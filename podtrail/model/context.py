@@ -1,0 +1,122 @@
+"""Shared context entities: the process, container and pod facts many events have in common.
+
+An event stays a flat dict keyed by the declared names (every consumer reads it as before),
+and it also carries references to the immutable entities its context came from (``ev.ctx``).
+A stage that fills context fields builds an entity once per version of its subject (a
+process per exec, a container per cgroup, a pod per PodInfo) and attaches it; outputs render
+an entity once per format and keep the text in ``Entity.memo``, then write for each event
+only its own fields plus the cached fragments. The osquery buffers keep the references
+instead of the fields, so buffered events share their ancestry and pod context.
+
+The rule that keeps this honest: every value of an attached entity is the event's value for
+that name. ``share`` checks it on each event (one C-level subset test of the items) and
+makes a new version when anything differs (a pod's labels changed, the process exec'd, a
+parent exec'd), so a fragment can never be stale; ``consistent`` checks it in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+from podtrail.model.fields import FIELDS
+
+_NONE: Final[frozenset[str]] = frozenset()
+
+
+class EventDict(dict[str, Any]):
+    """The event dict, plus the context entities attached by the stages (``ctx``) and the
+    names they cover (``cover``). Class-level defaults: no per-event cost until a stage
+    attaches something. Copies (``dict(ev)``) and plain dicts carry no entities; every
+    consumer then renders all fields itself, which is always correct, only slower."""
+
+    ctx: tuple[Entity, ...] = ()
+    cover: frozenset[str] = _NONE
+
+
+class EntityKind:
+    """A group of fields one stage owns."""
+
+    __slots__ = ("name", "names")
+
+    def __init__(self, name: str, names: Iterable[str]) -> None:
+        self.name = name
+        self.names: tuple[str, ...] = tuple(names)
+        for n in self.names:
+            assert n in FIELDS, f"entity field {n!r} is not declared in fields.py"
+
+
+PROCESS_CTX: Final = EntityKind("process", (
+    "process_key", "ppid", "parent_key", "path", "cmdline", "cwd", "user", "parent_path", "parent_cmdline", "ancestors"))
+CONTAINER_CTX: Final = EntityKind("container", (
+    "cgroup_path", "container_id", "container_runtime", "container_id_method", "pod_uid", "qos_class"))
+POD_CTX: Final = EntityKind("pod", (
+    "pod_name", "namespace", "service_account", "pod_ips", "host_network", "host_pid", "workload_kind", "workload_name",
+    "pod_labels", "node_name", "cluster_name", "metadata_source", "container_name", "image", "image_digest", "privileged"))
+KINDS: Final = (PROCESS_CTX, CONTAINER_CTX, POD_CTX)
+
+
+class Entity:
+    """Immutable by contract: ``values`` (present names only) never changes after creation;
+    a change is a new Entity. ``memo`` holds each output's rendering of it, by format name."""
+
+    __slots__ = ("kind", "values", "keys", "memo")
+
+    def __init__(self, kind: EntityKind, values: dict[str, Any]) -> None:
+        self.kind = kind
+        self.values = values
+        self.keys = frozenset(values)
+        self.memo: dict[str, Any] = {}
+
+    def matches(self, ev: dict[str, Any]) -> bool:
+        """Every value of the entity is the event's (a C-level subset test of the items)."""
+        return ev.items() >= self.values.items()
+
+    def __repr__(self) -> str:
+        return f"Entity({self.kind.name}, {self.values!r})"
+
+
+def snapshot(kind: EntityKind, ev: dict[str, Any]) -> Entity:
+    """A new entity from the event's current values for the kind's names."""
+    get = ev.get
+    return Entity(kind, {n: v for n in kind.names if (v := get(n)) is not None})
+
+
+_UNIONS: dict[tuple[frozenset[str], frozenset[str]], frozenset[str]] = {}
+
+
+def share(ev: dict[str, Any], kind: EntityKind, cached: Entity | None) -> Entity:
+    """Attach the entity for ``ev``'s current context: ``cached`` when the event still has
+    every one of its values, else a new version. Returns what was attached (the caller keeps
+    it for the next event). The event's other names of the kind stay its own fields."""
+    ent = cached if cached is not None and ev.items() >= cached.values.items() else snapshot(kind, ev)
+    if type(ev) is EventDict:
+        ctx = ev.ctx
+        if any(e.kind is kind for e in ctx):  # attached again (a second pass): replace it
+            ctx = tuple(e for e in ctx if e.kind is not kind)
+            cover = frozenset().union(*(e.keys for e in ctx))
+        else:
+            cover = ev.cover
+        key = (cover, ent.keys)
+        u = _UNIONS.get(key)
+        if u is None:
+            if len(_UNIONS) > 4096:
+                _UNIONS.clear()
+            u = _UNIONS[key] = cover | ent.keys
+        ev.ctx = (*ctx, ent)
+        ev.cover = u
+    return ent
+
+
+def covered(ev: dict[str, Any]) -> tuple[tuple[Entity, ...], frozenset[str]]:
+    """The event's entities and the names they cover; ((), empty) for a plain dict."""
+    if type(ev) is not EventDict:
+        return (), _NONE
+    return ev.ctx, ev.cover
+
+
+def consistent(ev: dict[str, Any]) -> list[str]:
+    """Names where an attached entity and the event disagree (the invariant, for tests)."""
+    if type(ev) is not EventDict:
+        return []
+    return [f"{e.kind.name}.{k}" for e in ev.ctx for k, v in e.values.items() if ev.get(k) != v]
