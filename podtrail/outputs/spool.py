@@ -8,6 +8,7 @@ exceeds ``max_bytes`` the oldest segment is dropped, and its records are counted
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import threading
@@ -17,12 +18,6 @@ from pathlib import Path
 _LEN = struct.Struct(">I")
 SEGMENT_BYTES = 8 << 20
 RECENT_BYTES = 16 << 20  # what the sender may take from memory instead of reading the file back
-
-
-def _follows(item: tuple[int, int, int, bytes], seg: int, off: int) -> bool:
-    """The record starts at position (seg, off), or opens the next segment (for consecutive
-    records of ``_recent``, which is contiguous: it only ever loses its oldest)."""
-    return (item[0] == seg and item[1] == off) or (item[0] == seg + 1 and item[1] == 0)
 
 
 class Spool:
@@ -36,7 +31,8 @@ class Spool:
         self._write_seg = segs[-1] if segs else 0
         self._wf = open(self._seg_path(self._write_seg), "ab")
         self._ack_seg, self._ack_off = self._load_ack()
-        # Records appended by this process and not yet acknowledged, in order, with their
+        # Records appended by this process and not yet acknowledged, in order and contiguous
+        # (a segment's last record is followed by the next segment's first), with their
         # positions: (segment, start offset, end offset, record). When the acknowledged
         # position is the first one's start, the sender takes records from here (the bytes
         # are on disk already), else it reads the file (after a restart, an outage longer
@@ -147,14 +143,10 @@ class Spool:
             seg, off = self._ack_seg, self._ack_off
             recent = self._recent
             if recent and recent[0][0] == seg and recent[0][1] == off:  # exactly here: nothing skipped
-                out: list[bytes] = []
-                pos = (seg, off)
-                for item in recent:
-                    if len(out) >= limit or not _follows(item, *pos):
-                        break
-                    out.append(item[3])
-                    pos = (item[0], item[2])
-                return out, pos
+                # contiguous by construction (only its oldest are ever removed): take in order
+                items = list(itertools.islice(recent, limit))
+                last = items[-1]
+                return [it[3] for it in items], (last[0], last[2])
             out = []
             pos = (seg, off)
             for s in [x for x in self._segments() if x >= seg]:
