@@ -75,7 +75,7 @@ def cold(evs: list[dict]) -> None:
     clear_caches()
     for e in evs:
         for ent in getattr(e, "ctx", ()):
-            ent.memo.clear()
+            ent.memo = None
 
 
 def compare(evs: list[dict], rounds: int, plan: list[tuple[str, str, Any, str | None, str | None]]) -> dict[str, Any]:

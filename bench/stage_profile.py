@@ -104,27 +104,26 @@ class World:
             self.pods.append((sh.pid, cgid))
 
 
-def stream(world: World, cycles: int) -> list[tuple[str, Any]]:
-    """("raw", bytes) for process samples, ("ev", event) for socket/file events, in order."""
-    out: list[tuple[str, Any]] = []
-    next_pid = BASE_PID + 10 * PODS + 100
-    t = 1_000_000_000
-    for c in range(cycles):
-        sh, cgid = world.pods[c % PODS]
-        pid = next_pid + c
-        t += 50_000
-        argv = ["curl", "-s", "-H", "Authorization: Bearer $TOKEN", f"https://api.example/v1/items/{c}?expand=owner,tags"]
-        out.append(("raw", _raw(EV_FORK, pid, sh, cgid, t)))
-        out.append(("raw", _raw(EV_EXEC, pid, sh, cgid, t + 1000, "/usr/bin/curl", argv)))
-        for k in range(2):
-            out.append(("ev", dict(kind=Kind.SOCKET, action="connect", source="ebpf", pid=pid, tid=pid, uid=1000, gid=1000,
-                                   comm="curl", cgroup_id=cgid, mono_ns=t + 2000 + k, family=2, protocol=6, transport="tcp",
-                                   direction="outbound", local_address="10.1.0.7", local_port=40000 + (c + k) % 20000,
-                                   remote_address=f"10.96.0.{(c + k) % 250}", remote_port=443, result=0, fd=3 + k)))
-        out.append(("ev", dict(kind=Kind.FILE, action="open", source="ebpf", pid=pid, tid=pid, uid=1000, gid=1000, comm="curl",
-                               cgroup_id=cgid, mono_ns=t + 3000, target_path="/tmp/curl-cache/items.json", flags=0o101, result=3, fd=5)))
-        out.append(("raw", _raw(EV_EXIT, pid, sh, cgid, t + 4000)))
+def cycle(world: World, c: int) -> list[tuple[str, Any]]:
+    """Cycle ``c``: ("raw", bytes) for process samples, ("ev", fields) for socket/file events."""
+    sh, cgid = world.pods[c % PODS]
+    pid = BASE_PID + 10 * PODS + 100 + c
+    t = 1_000_000_000 + 50_000 * (c + 1)
+    argv = ["curl", "-s", "-H", "Authorization: Bearer $TOKEN", f"https://api.example/v1/items/{c}?expand=owner,tags"]
+    out: list[tuple[str, Any]] = [("raw", _raw(EV_FORK, pid, sh, cgid, t)), ("raw", _raw(EV_EXEC, pid, sh, cgid, t + 1000, "/usr/bin/curl", argv))]
+    for k in range(2):
+        out.append(("ev", dict(kind=Kind.SOCKET, action="connect", source="ebpf", pid=pid, tid=pid, uid=1000, gid=1000,
+                               comm="curl", cgroup_id=cgid, mono_ns=t + 2000 + k, family=2, protocol=6, transport="tcp",
+                               direction="outbound", local_address="10.1.0.7", local_port=40000 + (c + k) % 20000,
+                               remote_address=f"10.96.0.{(c + k) % 250}", remote_port=443, result=0, fd=3 + k)))
+    out.append(("ev", dict(kind=Kind.FILE, action="open", source="ebpf", pid=pid, tid=pid, uid=1000, gid=1000, comm="curl",
+                           cgroup_id=cgid, mono_ns=t + 3000, target_path="/tmp/curl-cache/items.json", flags=0o101, result=3, fd=5)))
+    out.append(("raw", _raw(EV_EXIT, pid, sh, cgid, t + 4000)))
     return out
+
+
+def stream(world: World, cycles: int) -> list[tuple[str, Any]]:
+    return [item for c in range(cycles) for item in cycle(world, c)]
 
 
 def enriched_events(cycles: int) -> list[Any]:

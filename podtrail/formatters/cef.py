@@ -143,12 +143,14 @@ def format_cef(ev: dict[str, Any]) -> str:
     ents, cover = covered(ev)
     parts = _extension(ev.items(), cover)
     for ent in ents:
-        frag = ent.memo.get("cef")
-        if frag is None:
-            frag = ent.memo["cef"] = " ".join(_extension(ent.values.items(), _NO_SKIP))
+        frag = ent.fragment("cef", _fragment)
         if frag:
             parts.append(frag)
     return _header(ev.get("event_type", ""), ev.get("action", ""), sev) + " ".join(parts)
 
 
 _NO_SKIP: frozenset[str] = frozenset()
+
+
+def _fragment(values: dict[str, Any]) -> str:
+    return " ".join(_extension(values.items(), _NO_SKIP))

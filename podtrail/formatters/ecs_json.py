@@ -70,12 +70,13 @@ def to_ecs(ev: dict[str, Any]) -> dict[str, Any]:
     return _fill(_head(), ev.items(), _NO_SKIP)
 
 
+def _fragment(values: dict[str, Any]) -> dict[str, Any]:
+    return _fill({}, values.items(), _NO_SKIP)
+
+
 def format_ecs(ev: dict[str, Any]) -> str:
     ents, cover = covered(ev)
     doc = _fill(_head(), ev.items(), cover)
     for ent in ents:
-        frag = ent.memo.get("ecs")
-        if frag is None:
-            frag = ent.memo["ecs"] = _fill({}, ent.values.items(), _NO_SKIP)
-        _merge(doc, frag)
+        _merge(doc, ent.fragment("ecs", _fragment))
     return dumps(doc)

@@ -63,15 +63,17 @@ def _attributes(items: Iterable[tuple[str, Any]], skip: frozenset[str]) -> list[
     return attrs
 
 
+def _fragment(values: dict[str, Any]) -> str:
+    return "\t".join(_attributes(values.items(), _NO_SKIP))
+
+
 def format_leef(ev: dict[str, Any], version: str = "2.0") -> str:
     """Header, the event's own attributes, then each context entity's attributes (rendered
     once per entity version and kept in its memo)."""
     ents, cover = covered(ev)
     attrs = _attributes(ev.items(), cover)
     for ent in ents:
-        frag = ent.memo.get("leef")
-        if frag is None:
-            frag = ent.memo["leef"] = "\t".join(_attributes(ent.values.items(), _NO_SKIP))
+        frag = ent.fragment("leef", _fragment)
         if frag:
             attrs.append(frag)
     return _header(ev.get("event_type", ""), ev.get("action", ""), version) + "\t".join(attrs)

@@ -147,7 +147,7 @@ class Spool:
                 items = list(itertools.islice(recent, limit))
                 last = items[-1]
                 return [it[3] for it in items], (last[0], last[2])
-            out = []
+            out: list[bytes] = []
             pos = (seg, off)
             for s in [x for x in self._segments() if x >= seg]:
                 for end, rec in self._records(s, off if s == seg else 0, limit - len(out)):

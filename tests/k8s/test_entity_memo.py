@@ -104,7 +104,7 @@ def test_pod_label_change_and_container_gone_reach_every_output(api: FakeAPIServ
         o1 = assert_same_as_plain(e1)
         assert o1["cef"][1]["podLabels"] == '{"app":"web","tier":"v1"}' and o1["ecs"]["orchestrator"]["resource"]["label"]["tier"] == "v1"
         assert_same_as_plain(e2)
-        assert "cef" in pod1.memo and "ecs" in pod1.memo  # rendered once, kept
+        assert pod1.memo is not None and "cef" in pod1.memo and "ecs" in pod1.memo  # rendered once, kept
 
         api.add_pod(make_pod("web-1", "shop", c.pod_uid, NODE, container_id=c.id, labels={"app": "web", "tier": "v2"}))
         _wait(lambda: watcher.cache.by_container(c.id).labels.get("tier") == "v2")
