@@ -26,13 +26,23 @@ _NONE: Final[frozenset[str]] = frozenset()
 
 
 class EventDict(dict[str, Any]):
-    """The event dict, plus the context entities attached by the stages (``ctx``) and the
-    names they cover (``cover``). Class-level defaults: no per-event cost until a stage
-    attaches something. Copies (``dict(ev)``) and plain dicts carry no entities; every
+    """The event dict, plus the context entities attached by the stages and the names they
+    cover, in one slot: ``(cover, *entities)``, unset until a stage attaches something (no
+    per-event cost before). Copies (``dict(ev)``) and plain dicts carry no entities; every
     consumer then renders all fields itself, which is always correct, only slower."""
 
-    ctx: tuple[Entity, ...] = ()
-    cover: frozenset[str] = _NONE
+    __slots__ = ("_ctx",)
+    _ctx: tuple[Any, ...]
+
+    @property
+    def ctx(self) -> tuple[Entity, ...]:
+        c = getattr(self, "_ctx", None)
+        return c[1:] if c else ()
+
+    @property
+    def cover(self) -> frozenset[str]:
+        c = getattr(self, "_ctx", None)
+        return c[0] if c else _NONE
 
 
 class EntityKind:
@@ -136,32 +146,41 @@ def share(ev: dict[str, Any], kind: EntityKind, cached: Entity | None) -> Entity
     it for the next event). The event's other names of the kind stay its own fields."""
     ent = cached if cached is not None and cached.matches(ev) else snapshot(kind, ev)
     if type(ev) is EventDict:
-        ctx = ev.ctx
-        if any(e.kind is kind for e in ctx):  # attached again (a second pass): replace it
-            ctx = tuple(e for e in ctx if e.kind is not kind)
-            cover = frozenset().union(*(e.keys for e in ctx))
-        else:
-            cover = ev.cover
+        cur = getattr(ev, "_ctx", None)
+        if cur is None:
+            ev._ctx = (ent.keys, ent)
+            return ent
+        ents = cur[1:]
+        cover = cur[0]
+        for e in ents:
+            if e.kind is kind:  # attached again (a second pass): replace it
+                ents = tuple(x for x in ents if x.kind is not kind)
+                cover = frozenset().union(*(x.keys for x in ents))
+                break
         key = (cover, ent.keys)
         u = _UNIONS.get(key)
         if u is None:
             if len(_UNIONS) > 4096:
                 _UNIONS.clear()
             u = _UNIONS[key] = cover | ent.keys
-        ev.ctx = (*ctx, ent)
-        ev.cover = u
+        ev._ctx = (u, *ents, ent)
     return ent
+
+
+def attach(ev: EventDict, ents: tuple[Entity, ...], cover: frozenset[str]) -> None:
+    """Put entities back on an event made again from them (the osquery buffers)."""
+    if ents:
+        ev._ctx = (cover, *ents)
 
 
 def covered(ev: dict[str, Any]) -> tuple[tuple[Entity, ...], frozenset[str]]:
     """The event's entities and the names they cover; ((), empty) for a plain dict."""
-    if type(ev) is not EventDict:
+    c = getattr(ev, "_ctx", None) if type(ev) is EventDict else None
+    if c is None:
         return (), _NONE
-    return ev.ctx, ev.cover
+    return c[1:], c[0]
 
 
 def consistent(ev: dict[str, Any]) -> list[str]:
     """Names where an attached entity and the event disagree (the invariant, for tests)."""
-    if type(ev) is not EventDict:
-        return []
-    return [f"{e.kind.name}.{k}" for e in ev.ctx for k, v in e.items() if ev.get(k) != v]
+    return [f"{e.kind.name}.{k}" for e in covered(ev)[0] for k, v in e.items() if ev.get(k) != v]

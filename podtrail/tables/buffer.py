@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from operator import itemgetter
 from sys import intern
 from typing import Any
@@ -23,9 +23,9 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from podtrail.metrics import REGISTRY
-from podtrail.model.context import EventDict, covered
+from podtrail.model.context import EventDict, attach, covered
 from podtrail.model.event import DERIVED, RUN_PREFIX, Event, derived
-from podtrail.model.fields import Kind
+from podtrail.model.fields import FIELDS, FieldType, Kind
 
 EXPIRED = Counter("podtrail_table_events_expired_total", "Buffered events dropped by expiry or by the max count.", ["table_kind", "reason"], registry=REGISTRY)
 BUFFERED = Gauge("podtrail_table_events_buffered", "Events held for the osquery evented tables.", ["table_kind"], registry=REGISTRY)
@@ -71,7 +71,9 @@ def _time_ns(rec: tuple[Any, ...]) -> int:
     if t is None:
         return 0
     return t >> 128 if rec[_SHAPE].packed else t
-_SHARE, _KEEP, _ID, _ARGS = "share", "keep", "id", "argv"
+_KEEP, _ID, _ARGS = "keep", "id", "argv"
+_STR_T, _INT_T = frozenset({str}), frozenset({int})
+_INTS = (FieldType.INTEGER, FieldType.BIGINT)
 
 
 def _compact_id(v: Any) -> Any:
@@ -88,23 +90,35 @@ def _compact_id(v: Any) -> Any:
     return v
 
 
-class _Shape:
-    """The names of a record's own values, and a C-level getter for them."""
+def _getter(names: tuple[str, ...]) -> Callable[[Event], tuple[Any, ...]]:
+    if len(names) > 1:
+        return itemgetter(*names)  # type: ignore[return-value]
+    if names:
+        n = names[0]
+        return lambda ev: (ev[n],)
+    return lambda ev: ()
 
-    __slots__ = ("names", "get", "intern", "cover", "n_ents", "derive", "const", "packed", "tid_is_pid")
+
+class _Shape:
+    """The names of a record's own values, grouped by how they are kept, with C-level getters:
+    text values (interned), integers (shared through the pool), and the rest."""
+
+    __slots__ = ("names", "texts", "ints", "others", "others_how", "cover", "n_ents", "derive", "const", "packed",
+                 "tid_is_pid")
 
     def __init__(self, names: tuple[str, ...], cover: frozenset[str], n_ents: int, derive: bool,
                  const: dict[str, Any], packed: bool, tid_is_pid: bool) -> None:
-        self.names = names
+        texts = tuple(n for n in names if getattr(FIELDS.get(n), "type", None) is FieldType.TEXT and n not in _UNIQUE and n != "event_id")
+        ints = tuple(n for n in names if getattr(FIELDS.get(n), "type", None) in _INTS and n not in _UNIQUE)
+        others = tuple(n for n in names if n not in texts and n not in ints)
+        self.names = texts + ints + others  # the order of the values in a record
+        self.texts, self.ints, self.others = _getter(texts), _getter(ints), _getter(others)
+        self.others_how = tuple(_ID if n == "event_id" else _ARGS if n == "argv" else _KEEP for n in others)
         self.packed = packed
         self.tid_is_pid = tid_is_pid  # a main thread: tid is not stored
         self.const = const
         self.n_ents = n_ents
         self.derive = derive  # the derived fields are left out, and made again on reading
-        self.get = itemgetter(*names) if len(names) > 1 else (lambda ev: (ev[names[0]],)) if names else (lambda ev: ())
-        # per value: _SHARE equal values, keep _UNIQUE ones as they are, _ID the event id, _ARGV
-        self.intern = tuple(_ID if n == "event_id" else _ARGS if n == "argv" else _KEEP if n in _UNIQUE else _SHARE
-                            for n in names)
         self.cover = cover
 
 
@@ -127,9 +141,9 @@ class EventBuffers:
         keys = tuple(ev)
         # Derived fields are stored only when they are not exactly what reading would make.
         d = derived(ev)
-        derive = d.items() <= ev.items() and len(d) == sum(1 for k in DERIVED if k in ev)
+        derive = d.items() <= ev.items() and len(d) == len(ev.keys() & DERIVED)
         get = ev.get
-        consts = tuple(get(k) for k in _CONST)
+        consts = tuple(map(get, _CONST))
         t_ns, mono, seq = get("time_ns"), get("mono_ns"), _compact_id(get("event_id"))
         packed = type(t_ns) is int and type(mono) is int and type(seq) is int and 0 <= t_ns < _B64 and 0 <= mono < _B64 \
             and seq < _B64
@@ -145,7 +159,6 @@ class EventBuffers:
                 | ({"tid"} if same_tid else set())
             own = tuple(k for k in keys if k not in cover and k not in skip)
             shape = self._shapes[sk] = _Shape(own, cover, len(ents), derive, const, packed, same_tid)
-        vals = shape.get(ev)
         pool = self._values
         if len(pool) > _INTERN_MAX:
             pool.clear()  # still correct: later values are simply not shared with earlier ones
@@ -154,16 +167,19 @@ class EventBuffers:
             t_s = _FROM_NS  # made again from time_ns on reading
         first = (t_ns << 128) | (mono << 64) | seq if packed else t_ns  # type: ignore[operator]
         out: list[Any] = [first, pool.setdefault(t_s, t_s) if type(t_s) is int else t_s, shape, *ents]
-        for v, how in zip(vals, shape.intern, strict=True):
-            t = type(v)
-            if how is _SHARE:
-                if t is str:
-                    v = intern(v)  # freed when the last holder goes (not immortal before 3.12)
-                elif t is int:
-                    v = pool.setdefault(v, v)
-            elif how is _ID:  # the event id: its counter when it is one of this run's
+        texts, ints = shape.texts(ev), shape.ints(ev)
+        if set(map(type, texts)) <= _STR_T:  # declared types hold (validate checks every source)
+            out.extend(map(intern, texts))  # freed when the last holder goes (not immortal before 3.12)
+        else:
+            out.extend(intern(v) if type(v) is str else v for v in texts)
+        if set(map(type, ints)) <= _INT_T:  # exactly int: a bool must not take an int's place
+            out.extend(map(pool.setdefault, ints, ints))
+        else:
+            out.extend(pool.setdefault(v, v) if type(v) is int else v for v in ints)
+        for v, how in zip(shape.others(ev), shape.others_how, strict=True):
+            if how is _ID:  # the event id: its counter when it is one of this run's
                 v = _compact_id(v)
-            elif how is _ARGS and t is list and v and all(type(a) is str and "\0" not in a for a in v):
+            elif how is _ARGS and type(v) is list and v and all(type(a) is str and "\0" not in a for a in v):
                 v = _Argv("\0".join(v))
             out.append(v)
         return tuple(out)
@@ -222,8 +238,7 @@ class EventBuffers:
         ents = rec[_ENTS:start]
         for e in ents:
             ev.update(e.items())
-        if ents:
-            ev.ctx, ev.cover = ents, shape.cover
+        attach(ev, ents, shape.cover)
         if shape.derive:
             ev.update(derived(ev))
         return ev
