@@ -18,8 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from podtrail import __version__
-from podtrail.formatters.common import render, scrub_controls, truncate
-from podtrail.model.context import covered
+from podtrail.formatters.common import own_then_entities, render, scrub_controls, truncate
 from podtrail.model.fields import FIELDS_LIST, FieldType
 
 VENDOR = PRODUCT = "podtrail"
@@ -140,12 +139,7 @@ def format_cef(ev: dict[str, Any]) -> str:
     """Header, the event's own fields, then each context entity's extension text (rendered
     once per entity and kept in its memo)."""
     sev = max(0, min(10, int(ev.get("severity") or 0)))
-    ents, cover = covered(ev)
-    parts = _extension(ev.items(), cover)
-    for ent in ents:
-        frag = ent.fragment("cef", _fragment)
-        if frag:
-            parts.append(frag)
+    parts = own_then_entities(ev, _extension, "cef", _fragment)
     return _header(ev.get("event_type", ""), ev.get("action", ""), sev) + " ".join(parts)
 
 

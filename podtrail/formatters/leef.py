@@ -13,8 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from podtrail import __version__
-from podtrail.formatters.common import render, scrub_controls
-from podtrail.model.context import covered
+from podtrail.formatters.common import own_then_entities, render, scrub_controls
 from podtrail.model.fields import FIELDS_LIST, FieldType
 
 _TEXT = FieldType.TEXT
@@ -70,10 +69,5 @@ def _fragment(values: dict[str, Any]) -> str:
 def format_leef(ev: dict[str, Any], version: str = "2.0") -> str:
     """Header, the event's own attributes, then each context entity's attributes (rendered
     once per entity version and kept in its memo)."""
-    ents, cover = covered(ev)
-    attrs = _attributes(ev.items(), cover)
-    for ent in ents:
-        frag = ent.fragment("leef", _fragment)
-        if frag:
-            attrs.append(frag)
+    attrs = own_then_entities(ev, _attributes, "leef", _fragment)
     return _header(ev.get("event_type", ""), ev.get("action", ""), version) + "\t".join(attrs)
