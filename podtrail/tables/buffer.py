@@ -28,6 +28,7 @@ from podtrail.model.event import DERIVED, RUN_PREFIX, Event, derived
 from podtrail.model.fields import FIELDS, FieldType, Kind
 
 EXPIRED = Counter("podtrail_table_events_expired_total", "Buffered events dropped by expiry or by the max count.", ["table_kind", "reason"], registry=REGISTRY)
+COMPACT_FAILED = Counter("podtrail_table_events_uncompacted_total", "Buffered events kept as plain copies (compaction raised).", registry=REGISTRY)
 BUFFERED = Gauge("podtrail_table_events_buffered", "Events held for the osquery evented tables.", ["table_kind"], registry=REGISTRY)
 
 # Record layout: (time_ns, time, shape, *entities, *own values); time_ns and time sit in fixed
@@ -68,9 +69,12 @@ def _time_s(rec: tuple[Any, ...]) -> int:
 
 def _time_ns(rec: tuple[Any, ...]) -> int:
     t = rec[_T_NS]
-    if t is None:
+    if type(t) is not int:
         return 0
-    return t >> 128 if rec[_SHAPE].packed else t
+    shape = rec[_SHAPE]
+    return t >> 128 if shape is not None and shape.packed else t
+
+
 _KEEP, _ID, _ARGS = "keep", "id", "argv"
 _STR_T, _INT_T = frozenset({str}), frozenset({int})
 _INTS = (FieldType.INTEGER, FieldType.BIGINT)
@@ -188,7 +192,12 @@ class EventBuffers:
         q = self._q.get(ev.get("event_type", ""))
         if q is None:
             return
-        rec = self._record(ev)
+        try:
+            rec = self._record(ev)
+        except Exception:  # noqa: BLE001 - never lose an event to compaction: keep a plain copy
+            COMPACT_FAILED.inc()
+            t_ns, t_s = ev.get("time_ns"), ev.get("time")
+            rec = (t_ns if type(t_ns) is int else None, t_s if type(t_s) is int else None, None, dict(ev))
         with self._lock:
             q.append(rec)
             if len(q) > self.max:
@@ -211,7 +220,9 @@ class EventBuffers:
     @staticmethod
     def materialize(rec: tuple[Any, ...]) -> EventDict:
         """The event as a dict again (its own values plus its entities' values)."""
-        shape: _Shape = rec[_SHAPE]
+        shape: _Shape | None = rec[_SHAPE]
+        if shape is None:  # kept as a plain copy (see submit)
+            return EventDict(rec[_ENTS])
         start = _ENTS + shape.n_ents
         ev = EventDict(zip(shape.names, rec[start:], strict=True))
         eid = ev.get("event_id")

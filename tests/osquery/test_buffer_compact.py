@@ -53,3 +53,18 @@ def test_odd_events_come_back_exactly() -> None:
     ]
     odd[1]["event_id"] = odd[1]["event_id"].upper()  # case: must not come back lower-cased
     _round_trip(odd)
+
+
+def test_an_event_compaction_cannot_handle_is_kept_whole() -> None:
+    """A value no declared type allows (a source bug) still reaches the tables unchanged."""
+    ev = dict(finalize(new_event(Kind.FILE, "create", pid=3, target_path="/x", source="ebpf")))
+    ev["pid"] = {"not": "an int"}  # unhashable where an integer is declared: kept as it is
+    _round_trip_raw(ev)
+    ev["target_path"] = 123  # deriving file_name from it raises: the event is kept as a plain copy
+    _round_trip_raw(ev)
+
+
+def _round_trip_raw(ev: dict[str, Any]) -> None:
+    b = EventBuffers(events_max=10, expiry_s=10**12)
+    b.submit(ev)
+    assert [dict(e) for e in b.iter_events(Kind.FILE)] == [ev]
