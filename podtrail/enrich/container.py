@@ -106,6 +106,7 @@ class ContainerStage:
             info.last_seen = now
 
     def _share(self, ev: Event, path: str) -> None:
+        """Attach the container context entity (one per cgroup path while it matches)."""
         ents = self._ents
         ent = ents.get(path)
         new = share(ev, CONTAINER_CTX, ent)
@@ -113,12 +114,6 @@ class ContainerStage:
             if len(ents) >= _MAX_CACHE:
                 ents.clear()
             ents[path] = new
-
-    def forget(self, container_id: str) -> None:
-        """A container is gone: drop what is cached for it (its context entity, its row)."""
-        self.containers.pop(container_id, None)
-        for path in [p for p, e in self._ents.items() if e.values.get("container_id") == container_id]:
-            del self._ents[path]
 
     def process(self, ev: Event, out: Emit) -> None:
         self.apply(ev)
