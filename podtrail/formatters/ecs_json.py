@@ -22,26 +22,47 @@ _PLAN: dict[str, tuple[list[str], dict[str, str], bool]] = {
 _NO_SKIP: frozenset[str] = frozenset()
 
 
+_SECONDS: dict[int, str] = {}
+
+
 def _iso(ns: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{(ns // 1_000_000) % 1000:03d}Z"
+    s = ns // 1_000_000_000
+    head = _SECONDS.get(s)
+    if head is None:  # strftime once per second, not per event
+        if len(_SECONDS) > 64:
+            _SECONDS.clear()
+        head = _SECONDS[s] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
+    return f"{head}.{(ns // 1_000_000) % 1000:03d}Z"
+
+
+_PLANS: dict[frozenset[str], dict[str, tuple[list[str], dict[str, str], bool]]] = {}
+
+
+def _plan_without(skip: frozenset[str]) -> dict[str, tuple[list[str], dict[str, str], bool]]:
+    """The plan minus the names an event's entities cover (one lookup per field, not two)."""
+    p = _PLANS.get(skip)
+    if p is None:
+        p = {k: v for k, v in _PLAN.items() if k not in skip}
+        if len(_PLANS) < 256:
+            _PLANS[skip] = p
+    return p
 
 
 def _fill(doc: dict[str, Any], items: Iterable[tuple[str, Any]], skip: frozenset[str]) -> dict[str, Any]:
+    plan_of = _plan_without(skip)
     for name, v in items:
-        if name in skip or v is None:
-            continue
-        plan = _PLAN.get(name)
-        if plan is None:
+        plan = plan_of.get(name)
+        if plan is None or v is None:
             continue
         parts, renames, is_ts = plan
         if is_ts:
             v = _iso(v)
-        elif renames and isinstance(v, str):
+        elif renames and type(v) is str:
             v = renames.get(v, v)
         node = doc
         for p in parts[:-1]:
             nxt = node.get(p)
-            if not isinstance(nxt, dict):
+            if type(nxt) is not dict:
                 nxt = node[p] = {}
             node = nxt
         node[parts[-1]] = v
