@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from podtrail import metrics
+from podtrail.inbox import Inbox
 from podtrail.model.event import Event, finalize
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class Pipeline:
     ) -> None:
         self._stages = list(stages)
         self._sinks = list(sinks)
-        self._q: queue.Queue[Event] = queue.Queue(maxsize=queue_size)
+        self._q: Inbox[Event] = Inbox(queue_size)
         self._tick_interval = tick_interval
         self._outs = self._build_chain()
         self.stop_event = threading.Event()
@@ -111,15 +112,15 @@ class Pipeline:
             stage.tick(now, self._outs[i + 1])
 
     def run(self) -> None:
-        """Consume until stopped; then drain what is queued and release held events."""
+        """Consume until stopped; then drain what is queued and release held events.
+
+        Events are taken from the source side in batches (one wake-up for all that queued
+        while the previous batch was processed), then run one by one through the stages."""
         first = self._outs[0]
         next_tick = time.monotonic() + self._tick_interval
         while not self.stop_event.is_set() or not self._q.empty():
-            try:
-                ev = self._q.get(timeout=self._tick_interval)
-            except queue.Empty:
-                ev = None
-            if ev is not None:
+            batch, _ = self._q.take(1024, self._tick_interval)
+            for ev in batch:
                 try:
                     first(ev)
                 except Exception:  # an enrichment bug must not kill the agent

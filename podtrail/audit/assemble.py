@@ -28,8 +28,10 @@ class Assembler:
     def __init__(self, timeout_s: float = 2.0, max_open: int = 10000) -> None:
         self.timeout_s = timeout_s
         self.max_open = max_open
-        self._open: OrderedDict[tuple[str, str, int], list[Record]] = OrderedDict()
+        # key -> (event time as a float, its records so far), oldest first
+        self._open: OrderedDict[tuple[str, str, int], tuple[float, list[Record]]] = OrderedDict()
         self._clock = 0.0
+        self._last_stamp, self._last_t = "", 0.0  # the records of one event share their stamp
         self.malformed = 0
         self.evicted = 0
 
@@ -44,32 +46,36 @@ class Assembler:
         return self.feed(rec)
 
     def feed(self, rec: Record) -> list[list[Record]]:
-        done: list[list[Record]] = []
-        key = rec.key
-        try:
-            t = float(rec.time)
-        except ValueError:
-            self.malformed += 1
-            return done
+        stamp = rec.time
+        if stamp == self._last_stamp:
+            t = self._last_t
+        else:
+            try:
+                t = float(stamp)
+            except ValueError:
+                self.malformed += 1
+                return []
+            self._last_stamp, self._last_t = stamp, t
         if t > self._clock:
             self._clock = t
+        key = (rec.node, stamp, rec.serial)
         if rec.type == "EOE":
             ev = self._open.pop(key, None)
-            if ev:
-                done.append(ev)
-            return done + self._expire()
-        recs = self._open.get(key)
-        if recs is None:
+            done = [ev[1]] if ev and ev[1] else []
+            return done + self._expire() if self._open else done
+        slot = self._open.get(key)
+        if slot is None:
             if single_record(rec.type):
-                return [[rec], *self._expire()]
-            recs = self._open[key] = []
+                return [[rec], *self._expire()] if self._open else [[rec]]
+            slot = self._open[key] = (t, [])
             if len(self._open) > self.max_open:
                 self._open.popitem(last=False)
                 self.evicted += 1
-        recs.append(rec)
+        slot[1].append(rec)
         if rec.type == "PROCTITLE":
-            done.append(self._open.pop(key))
-        return done + self._expire()
+            done = [self._open.pop(key)[1]]
+            return done + self._expire() if self._open else done
+        return self._expire()
 
     def tick(self, now: float) -> list[list[Record]]:
         """Let time pass without input (a quiet log): events past the timeout complete."""
@@ -78,18 +84,19 @@ class Assembler:
         return self._expire()
 
     def _expire(self) -> list[list[Record]]:
-        out = []
+        out: list[list[Record]] = []
         limit = self._clock - self.timeout_s
-        while self._open:
-            key, recs = next(iter(self._open.items()))
-            if float(key[1]) > limit:
+        op = self._open
+        while op:
+            t, recs = next(iter(op.values()))
+            if t > limit:
                 break
-            self._open.popitem(last=False)
+            op.popitem(last=False)
             out.append(recs)
         return out
 
     def flush(self) -> list[list[Record]]:
-        out = list(self._open.values())
+        out = [recs for _, recs in self._open.values()]
         self._open.clear()
         return out
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 # Fields the kernel hex-encodes when the value has a space, quote, control or non-ASCII byte.
 ENCODED = frozenset({"comm", "exe", "cwd", "name", "proctitle", "key", "path", "data", "old", "new", "ocomm",
                      "acct", "cmd", "dir", "file", "new-disk", "old-disk", "root_dir", "sw", "watch", "vm"})
-_HEX = frozenset("0123456789ABCDEFabcdef")
 
 
 class MalformedRecord(ValueError):
@@ -35,7 +34,8 @@ class Record:
 
 
 def unhex(v: str) -> str | None:
-    if len(v) % 2 or not v or any(c not in _HEX for c in v):
+    """Hex text -> text; None when ``v`` is not hex (odd length, empty, other characters)."""
+    if len(v) % 2 or not v or not v.isalnum():  # isalnum: rules out the spaces fromhex would skip
         return None
     try:
         return bytes.fromhex(v).decode("utf-8", "backslashreplace")
@@ -97,17 +97,34 @@ def parse_record(line: str) -> Record:
     if not serial.isdigit() or "." not in stamp:
         raise MalformedRecord("bad timestamp or serial")
     fields: dict[str, str] = {}
-    for tok in _split_fields(rest[close + 2:]):
-        k, eq, v = tok.partition("=")
-        if not eq or not k:
-            continue  # free text some user-space records carry
-        if k == "msg" and v[:1] == "'":
-            for sub in _split_fields(v.strip("'")):
-                sk, seq, sv = sub.partition("=")
-                if seq and sk:
-                    fields[sk] = decode_value(sk, sv, typ)
-            continue
-        fields[k] = decode_value(k, v, typ)
+    body = rest[close + 2:]
+    if "msg='" in body:
+        for tok in _split_fields(body):
+            k, eq, v = tok.partition("=")
+            if not eq or not k:
+                continue  # free text some user-space records carry
+            if k == "msg" and v[:1] == "'":
+                for sub in _split_fields(v.strip("'")):
+                    sk, seq, sv = sub.partition("=")
+                    if seq and sk:
+                        fields[sk] = decode_value(sk, sv, typ)
+                continue
+            fields[k] = decode_value(k, v, typ)
+    else:  # kernel records: decode_value inlined (this loop is the parser's hot path)
+        execve = typ == "EXECVE"
+        for tok in body.split():
+            k, eq, v = tok.partition("=")
+            if not eq or not k:
+                continue
+            if v[:1] == '"' and len(v) >= 2 and v[-1] == '"':
+                v = v[1:-1]
+            elif v == "(null)":
+                v = ""
+            elif k in ENCODED or (execve and k[:1] == "a" and k[1:2].isdigit() and "_len" not in k):
+                dec = unhex(v)
+                if dec is not None:
+                    v = dec
+            fields[k] = v
     enr = {}
     if enriched:
         for tok in enriched.split():

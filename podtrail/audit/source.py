@@ -94,7 +94,10 @@ def _socket_lines(path: str, stop: threading.Event) -> Iterator[str]:
 class AuditSource:
     name = "auditd"
 
-    def __init__(self, cfg: AuditConfig, stdin: IO[str] | None = None, queue_size: int = 100000) -> None:
+    def __init__(self, cfg: AuditConfig, stdin: IO[str] | None = None, queue_size: int = 100000,
+                 parser: str = "own") -> None:
+        """``parser``: "own" (podtrail's parser and assembler: measured faster here, see
+        docs/BENCHMARKS.md) or "auparse" (libauparse through python3-audit)."""
         if cfg.input not in ("plugin", "socket", "log"):
             from podtrail.config import ConfigError
 
@@ -102,7 +105,16 @@ class AuditSource:
         self.cfg = cfg
         self._stdin = stdin
         self._q: queue.Queue[str] = queue.Queue(maxsize=queue_size)
-        self.assembler = Assembler(cfg.event_timeout_seconds)
+        if parser == "auparse":
+            from podtrail.audit.auparse_reader import AuparseAssembler
+
+            self.assembler: Assembler | AuparseAssembler = AuparseAssembler(cfg.event_timeout_seconds)
+        elif parser == "own":
+            self.assembler = Assembler(cfg.event_timeout_seconds)
+        else:
+            from podtrail.config import ConfigError
+
+            raise ConfigError(f"audit parser: own or auparse, not {parser!r}")
 
     def _lines(self, stop: threading.Event) -> Iterator[str]:
         if self.cfg.input == "plugin":

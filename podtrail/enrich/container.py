@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from podtrail.enrich.cgroup_index import CgroupIndex
 from podtrail.enrich.cgroup_path import ContainerRef, parse_cgroup_path, parse_proc_cgroup
+from podtrail.model.context import CONTAINER_CTX, Entity, share
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 
@@ -47,6 +48,7 @@ class ContainerStage:
         self._by_key: dict[str, tuple[str, ContainerRef | None]] = {}  # process_key -> /proc answer
         self._by_pid_parent: dict[int, tuple[str, ContainerRef | None]] = {}
         self.containers: dict[str, ContainerInfo] = {}
+        self._ents: dict[str, Entity] = {}  # cgroup path -> the container context entity
 
     def _parse(self, path: str) -> ContainerRef | None:
         if path in self._refs:
@@ -86,6 +88,7 @@ class ContainerStage:
         path, ref, method = r
         ev["cgroup_path"] = path
         if ref is None:
+            self._share(ev, path)
             return
         ev["container_id"] = ref.container_id
         ev["container_runtime"] = ref.runtime
@@ -94,12 +97,23 @@ class ContainerStage:
             ev["pod_uid"] = ref.pod_uid
         if ref.qos_class:
             ev["qos_class"] = ref.qos_class
+        self._share(ev, path)
         now = time.time()
         info = self.containers.get(ref.container_id)
         if info is None:
             self.containers[ref.container_id] = ContainerInfo(ref.container_id, ref.runtime, ref.pod_uid, ref.qos_class, path, now, now)
         else:
             info.last_seen = now
+
+    def _share(self, ev: Event, path: str) -> None:
+        """Attach the container context entity (one per cgroup path while it matches)."""
+        ents = self._ents
+        ent = ents.get(path)
+        new = share(ev, CONTAINER_CTX, ent)
+        if new is not ent:
+            if len(ents) >= _MAX_CACHE:
+                ents.clear()
+            ents[path] = new
 
     def process(self, ev: Event, out: Emit) -> None:
         self.apply(ev)

@@ -4,8 +4,10 @@ truncation rule (visible: a value cut to its limit ends with "…")."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from podtrail.model.context import covered
 from podtrail.model.fields import FieldType
 
 ELLIPSIS = "…"
@@ -33,3 +35,18 @@ _CONTROLS = {c: "\ufffd" for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 
 
 def scrub_controls(text: str) -> str:
     return text.translate(_CONTROLS)
+
+
+Render = Callable[[Iterable[tuple[str, Any]], frozenset[str]], list[str]]
+
+
+def own_then_entities(ev: dict[str, Any], render: Render, fmt: str, fragment: Callable[[dict[str, Any]], str]) -> list[str]:
+    """The texts of an event's own fields (``render`` skips the names its entities cover),
+    then each context entity's text for ``fmt``, made once per entity version (its memo)."""
+    ents, cover = covered(ev)
+    parts = render(ev.items(), cover)
+    for ent in ents:
+        frag = ent.fragment(fmt, fragment)
+        if frag:
+            parts.append(frag)
+    return parts

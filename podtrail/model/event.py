@@ -13,11 +13,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from podtrail.model.context import EventDict, consistent
 from podtrail.model.fields import FIELDS, Field, FieldType, Kind
 
-Event = dict[str, Any]
+Event = dict[str, Any]  # every consumer reads an event as a dict; new_event makes an EventDict
 
-_RUN_PREFIX = os.urandom(6).hex()
+RUN_PREFIX = os.urandom(6).hex()
 _SEQ = itertools.count(1)
 HOSTNAME = socket.gethostname()
 
@@ -28,49 +29,59 @@ IPPROTO_TCP, IPPROTO_UDP = 6, 17
 
 def new_event_id() -> str:
     """Unique per event: a random per-agent-run prefix and a counter (no syscall, no lock)."""
-    return f"{_RUN_PREFIX}-{next(_SEQ):x}"
+    return f"{RUN_PREFIX}-{next(_SEQ):x}"
 
 
 def new_event(kind: Kind, action: str, *, time_ns: int | None = None, **values: Any) -> Event:
     """Start an event of ``kind``; sources add their fields, enrichers add context."""
     t = time.time_ns() if time_ns is None else time_ns
-    ev: Event = {
-        "event_id": new_event_id(),
-        "event_type": kind.value,
-        "action": action,
-        "time": t // 1_000_000_000,
-        "time_ns": t,
-        "hostname": HOSTNAME,
-    }
+    ev = EventDict(event_id=new_event_id(), event_type=kind.value, action=action, time=t // 1_000_000_000,
+                   time_ns=t, hostname=HOSTNAME)
     ev.update(values)
     return ev
+
+
+DERIVED = frozenset({"outcome", "src_address", "src_port", "dst_address", "dst_port", "file_name", "severity"})
+_SRC_DST = ("src_address", "src_port", "dst_address", "dst_port")
+
+
+def derived(ev: Event) -> dict[str, Any]:
+    """The fields ``finalize`` derives, computed from the others (whatever ``ev`` holds for
+    them now): outcome, initiator-oriented addresses, file name, severity."""
+    out: dict[str, Any] = {}
+    res = ev.get("result")
+    if res is not None:
+        out["outcome"] = "failure" if res < 0 else "success"
+    if ev.get("event_type") == "socket":
+        inbound = ev.get("direction") == "inbound"
+        la, lp = ev.get("local_address"), ev.get("local_port")
+        ra, rp = ev.get("remote_address"), ev.get("remote_port")
+        for name, v in zip(_SRC_DST, (ra, rp, la, lp) if inbound else (la, lp, ra, rp), strict=True):
+            if v is not None:
+                out[name] = v
+    tp = ev.get("target_path")
+    if tp:
+        out["file_name"] = tp.rstrip("/").rsplit("/", 1)[-1]
+    out["severity"] = severity_of(ev)
+    return out
 
 
 def finalize(ev: Event) -> Event:
     """Fill the fields derived from others (outcome, initiator-oriented addresses, file name).
 
-    Called once per event after enrichment, before any consumer sees it.
+    Called once per event after enrichment, before any consumer sees it. A field a source
+    set itself is kept (for the addresses: when it set ``src_address``).
     """
-    res = ev.get("result")
-    if res is not None and "outcome" not in ev:
-        ev["outcome"] = "failure" if res < 0 else "success"
-    if ev.get("event_type") == "socket" and "src_address" not in ev:
-        inbound = ev.get("direction") == "inbound"
-        la, lp = ev.get("local_address"), ev.get("local_port")
-        ra, rp = ev.get("remote_address"), ev.get("remote_port")
-        src, spt, dst, dpt = (ra, rp, la, lp) if inbound else (la, lp, ra, rp)
-        if src is not None:
-            ev["src_address"] = src
-        if spt is not None:
-            ev["src_port"] = spt
-        if dst is not None:
-            ev["dst_address"] = dst
-        if dpt is not None:
-            ev["dst_port"] = dpt
-    tp = ev.get("target_path")
-    if tp and "file_name" not in ev:
-        ev["file_name"] = tp.rstrip("/").rsplit("/", 1)[-1]
-    ev.setdefault("severity", severity_of(ev))
+    d = derived(ev)
+    if "outcome" in d and "outcome" not in ev:
+        ev["outcome"] = d["outcome"]
+    if "src_address" not in ev:
+        for name in _SRC_DST:
+            if name in d:
+                ev[name] = d[name]
+    if "file_name" in d and "file_name" not in ev:
+        ev["file_name"] = d["file_name"]
+    ev.setdefault("severity", d["severity"])
     return ev
 
 
@@ -112,8 +123,9 @@ _PY_TYPES: dict[FieldType, tuple[type, ...]] = {
 
 
 def validate(ev: Event) -> list[str]:
-    """Problems of ``ev`` against the declaration (unknown keys, wrong types, wrong kind)."""
-    problems: list[str] = []
+    """Problems of ``ev`` against the declaration (unknown keys, wrong types, wrong kind), and
+    any attached context entity that disagrees with the event's own values."""
+    problems: list[str] = [f"stale context entity field {n}" for n in consistent(ev)]
     try:
         kind = Kind(ev.get("event_type"))
     except ValueError:

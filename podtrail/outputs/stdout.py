@@ -5,7 +5,6 @@ pipeline; what does not fit is counted as dropped."""
 
 from __future__ import annotations
 
-import json
 import queue
 import sys
 import threading
@@ -13,13 +12,15 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from podtrail import metrics
+from podtrail.formatters.jsonenc import dumps
+from podtrail.inbox import Inbox
 from podtrail.model.event import Event
 
 
 def to_json_line(ev: Event) -> str:
     """One event, one line: flat canonical field names; non-ASCII escaped so no byte of an
-    attacker-controlled value can split the line."""
-    return json.dumps(ev, ensure_ascii=True, separators=(",", ":"), default=str)
+    attacker-controlled value can split the line (orjson, see formatters/jsonenc.py)."""
+    return dumps(ev)
 
 
 class StdoutSink:
@@ -28,7 +29,7 @@ class StdoutSink:
         self.name = "stdout"
         self._fmt = formatter
         self._stream = stream or sys.stdout
-        self._q: queue.Queue[Event | None] = queue.Queue(maxsize=max_queue)
+        self._q: Inbox[Event] = Inbox(max_queue)
         self._t = threading.Thread(target=self._run, name="podtrail-stdout", daemon=True)
         self._t.start()
 
@@ -39,22 +40,13 @@ class StdoutSink:
             metrics.dropped("stdout", "queue_full")
 
     def _run(self) -> None:
-        s = self._stream
+        s, fmt = self._stream, self._fmt
         while True:
-            ev = self._q.get()
-            if ev is None:
-                break
-            lines = [self._fmt(ev)]
-            try:
-                while len(lines) < 512:
-                    nxt = self._q.get_nowait()
-                    if nxt is None:
-                        self._write(s, lines)
-                        return
-                    lines.append(self._fmt(nxt))
-            except queue.Empty:
-                pass
-            self._write(s, lines)
+            batch, closed = self._q.take(512, 0.5)
+            if batch:
+                self._write(s, [fmt(ev) for ev in batch])
+            if closed:
+                return
 
     @staticmethod
     def _write(s: IO[str], lines: list[str]) -> None:
@@ -65,7 +57,7 @@ class StdoutSink:
             metrics.dropped("stdout", "closed", len(lines))
 
     def close(self) -> None:
-        self._q.put(None)
+        self._q.close()
         self._t.join(10)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from podtrail.inbox import Inbox
 from podtrail.metrics import REGISTRY
 from podtrail.model.event import HOSTNAME, Event
 from podtrail.outputs.spool import Spool
@@ -43,12 +44,30 @@ def header_field(text: str, limit: int) -> str:
     return out or "-"
 
 
+_SECONDS: dict[int, str] = {}
+_TAILS: dict[tuple[str, str, str, str], str] = {}
+
+
+def _second(s: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of an epoch second (strftime once per second, not per event)."""
+    text = _SECONDS.get(s)
+    if text is None:
+        if len(_SECONDS) > 64:
+            _SECONDS.clear()
+        text = _SECONDS[s] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
+    return text
+
+
 def rfc5424(msg: str, *, pri: int = 14, ts_ns: int | None = None, host: str = HOSTNAME, app: str = "podtrail",
             procid: str = "-", msgid: str = "-") -> bytes:
     t = time.time_ns() if ts_ns is None else ts_ns
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 1_000_000_000)) + f".{(t // 1000) % 1_000_000:06d}Z"
-    head = f"<{pri}>1 {stamp} {header_field(host, 255)} {header_field(app, 48)} {header_field(procid, 128)} {header_field(msgid, 32)} -"
-    return (head + " " + msg).encode("utf-8", "replace")
+    key = (host, app, procid, msgid)
+    tail = _TAILS.get(key)
+    if tail is None:
+        tail = f"{header_field(host, 255)} {header_field(app, 48)} {header_field(procid, 128)} {header_field(msgid, 32)} -"
+        if len(_TAILS) < 1024:
+            _TAILS[key] = tail
+    return f"<{pri}>1 {_second(t // 1_000_000_000)}.{(t // 1000) % 1_000_000:06d}Z {tail} {msg}".encode("utf-8", "replace")
 
 
 def rfc3164(msg: str, *, pri: int = 14, ts_ns: int | None = None, host: str = HOSTNAME, tag: str = "podtrail") -> bytes:
@@ -103,7 +122,7 @@ class SpooledOutput:
                  event_types: list[str], min_severity: int, namespaces: list[str]) -> None:
         self.name = name
         self.event_types, self.min_severity, self.namespaces = event_types, min_severity, namespaces
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=queue_size)
+        self._q: Inbox[bytes] = Inbox(queue_size)
         self.spool = Spool(Path(spool_dir) / name.replace("/", "_"), spool_max_bytes)
         self._stop = threading.Event()
         self.on_health: Callable[[Event], None] | None = None  # the agent feeds these into the pipeline
@@ -140,17 +159,7 @@ class SpooledOutput:
     # -- threads ------------------------------------------------------------------------------
     def _write_loop(self) -> None:
         while True:
-            item = self._q.get()
-            batch = [] if item is None else [item]
-            try:
-                while len(batch) < 1000:
-                    nxt = self._q.get_nowait()
-                    if nxt is None:
-                        item = None
-                        break
-                    batch.append(nxt)
-            except queue.Empty:
-                pass
+            batch, closed = self._q.take(5000, 0.5)
             if batch:
                 before = self.spool.dropped
                 self.spool.append(batch)
@@ -159,7 +168,7 @@ class SpooledOutput:
                 if lost:
                     DROPPED.labels(self.name, "spool_full").inc(lost)
                     self._health(f"output {self.name}: spool limit reached, {lost} oldest messages dropped", lost)
-            if item is None:
+            if closed:
                 return
 
     def _health(self, message: str, dropped: int) -> None:
@@ -172,7 +181,7 @@ class SpooledOutput:
     def _send_loop(self) -> None:
         backoff = 0.2
         while not self._stop.is_set():
-            records, pos = self.spool.pending(1000)
+            records, pos = self.spool.pending(4096)  # one write and one acknowledgement per batch
             if not records:
                 self.spool.wait(0.2)
                 continue
@@ -199,7 +208,7 @@ class SpooledOutput:
         return False
 
     def close(self) -> None:
-        self._q.put(None)
+        self._q.close()
         self._writer.join(10)
         self.flush(5)
         self._stop.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from podtrail.model.context import PROCESS_CTX, share
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 from podtrail.procs.stdin import stdin_kind
@@ -15,8 +16,21 @@ ANCESTOR_CMDLINE_MAX = 512  # full command lines are on the parent; ancestors ca
 
 
 def _ancestor(p: Proc) -> dict[str, object]:
-    cmd = p.cmdline if len(p.cmdline) <= ANCESTOR_CMDLINE_MAX else p.cmdline[:ANCESTOR_CMDLINE_MAX] + "…"
-    return {"pid": p.pid, "path": p.path, "cmdline": cmd}
+    """One dict per ancestor image, shared by every descendant's ancestry (extra is cleared
+    when that ancestor execs, so a new image gets a new dict)."""
+    a = p.extra.get("as_ancestor")
+    if a is None:
+        cmd = p.cmdline if len(p.cmdline) <= ANCESTOR_CMDLINE_MAX else p.cmdline[:ANCESTOR_CMDLINE_MAX] + "…"
+        a = p.extra["as_ancestor"] = {"pid": p.pid, "path": p.path, "cmdline": cmd}
+    return a
+
+
+def _key(p: Proc) -> str:
+    """``Proc.key`` made once per process (it formats a new string on every call)."""
+    k = p.extra.get("key")
+    if k is None:
+        k = p.extra["key"] = p.key
+    return k
 
 
 class ProcessStage:
@@ -88,7 +102,7 @@ class ProcessStage:
             p = t.get(pid)
         if p is None:
             return
-        ev["process_key"] = p.key
+        ev["process_key"] = _key(p)
         if ev.get("event_type") != "process" or action != "exec":
             # socket/file events, fork and exit: the process's own facts from the table
             if p.path and not ev.get("path"):
@@ -111,7 +125,7 @@ class ProcessStage:
         parent = p.parent
         if parent is not None:
             ev["ppid"] = parent.pid
-            ev["parent_key"] = parent.key
+            ev["parent_key"] = _key(parent)
             if parent.path:
                 ev["parent_path"] = parent.path
             if parent.cmdline:
@@ -119,11 +133,22 @@ class ProcessStage:
             # Ancestry as of this process's fork/exec, computed once and shared by its events.
             anc = p.extra.get("ancestors")
             if anc is None:
-                anc = p.extra["ancestors"] = [_ancestor(a) for a in t.ancestors(p)]
+                anc = [_ancestor(a) for a in t.ancestors(p)]
+                shared = parent.extra.get("children_ancestors")  # siblings share one list
+                if shared == anc:  # element identity: the same ancestor images
+                    anc = shared
+                else:
+                    parent.extra["children_ancestors"] = anc
+                p.extra["ancestors"] = anc
             if anc:
                 ev["ancestors"] = anc
         elif p.ppid:
             ev["ppid"] = p.ppid
+        # The process context as one shared entity: a new version per exec (on_exec clears
+        # extra) or whenever a fact differs (a parent exec'd, cwd or user changed). Not for a
+        # fork: the child's pre-exec context serves that one event (an exec usually follows).
+        if action != "fork" or ev.get("event_type") != "process":
+            p.extra["ctx"] = share(ev, PROCESS_CTX, p.extra.get("ctx"))
 
     def tick(self, now: float, out: Emit) -> None:
         self._release(now, out)

@@ -2,7 +2,12 @@
 
 Each kind keeps at most ``events_max`` events and none older than ``events_expiry`` (like
 osquery's ``--events_max``/``--events_expiry``); what falls off is counted, never unbounded.
-Events are stored as the pipeline made them (no copy); rows are built only when selected.
+
+Events are kept compact, as references: one flat tuple per event holding its own values,
+its shape (the names of those values, shared by every event of that shape) and its context
+entities (process, container, pod: shared by every event of that process or pod). Repeating
+values (uids, ports, addresses, comm, ...) are shared objects. Rows are built only when
+selected, and then say exactly what the event said (tested against the event itself).
 """
 
 from __future__ import annotations
@@ -10,15 +15,115 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
+from operator import itemgetter
+from sys import intern
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 
 from podtrail.metrics import REGISTRY
-from podtrail.model.event import Event
-from podtrail.model.fields import Kind
+from podtrail.model.context import EventDict, attach, covered
+from podtrail.model.event import DERIVED, RUN_PREFIX, Event, derived
+from podtrail.model.fields import FIELDS, FieldType, Kind
 
 EXPIRED = Counter("podtrail_table_events_expired_total", "Buffered events dropped by expiry or by the max count.", ["table_kind", "reason"], registry=REGISTRY)
+COMPACT_FAILED = Counter("podtrail_table_events_uncompacted_total", "Buffered events kept as plain copies (compaction raised).", registry=REGISTRY)
 BUFFERED = Gauge("podtrail_table_events_buffered", "Events held for the osquery evented tables.", ["table_kind"], registry=REGISTRY)
+
+# Record layout: (time_ns, time, shape, *entities, *own values); time_ns and time sit in fixed
+# slots for expiry and the time pushdown; the shape says how many entities follow. When the
+# shape says "packed", slot 0 holds time_ns, mono_ns and the event id's counter as one int
+# (three values unique to each event: one object instead of three).
+_T_NS, _T_S, _SHAPE, _ENTS = 0, 1, 2, 3
+_FIXED = frozenset({"time_ns", "time"})
+# Values every event of a shape has in common in practice: part of the shape, not the record.
+_CONST = ("event_type", "action", "source", "hostname")
+
+
+class _Argv(str):
+    """argv kept as one NUL-joined text (a kernel argument never holds a NUL): one object
+    instead of a list and a string per argument; a list again on reading."""
+
+    __slots__ = ()
+# Values never shared between events (interning them would only fill the table).
+_UNIQUE = frozenset({"event_id", "mono_ns"})
+_INTERN_MAX = 1 << 14  # a window of recent values: enough for a process's events to share theirs
+
+
+_ID_HEAD = RUN_PREFIX + "-"
+_B64 = 1 << 64
+_M64 = _B64 - 1
+_PACKED = frozenset({"mono_ns", "event_id"})
+
+
+_FROM_NS = "from time_ns"  # in the time slot: time is time_ns // 10**9
+
+
+def _time_s(rec: tuple[Any, ...]) -> int:
+    t = rec[_T_S]
+    if t is _FROM_NS:
+        return _time_ns(rec) // 1_000_000_000
+    return t or 0
+
+
+def _time_ns(rec: tuple[Any, ...]) -> int:
+    t = rec[_T_NS]
+    if type(t) is not int:
+        return 0
+    shape = rec[_SHAPE]
+    return t >> 128 if shape is not None and shape.packed else t
+
+
+_KEEP, _ID, _ARGS = "keep", "id", "argv"
+_STR_T, _INT_T = frozenset({str}), frozenset({int})
+_INTS = (FieldType.INTEGER, FieldType.BIGINT)
+
+
+def _compact_id(v: Any) -> Any:
+    """An id made by ``new_event_id`` in this run is kept as its counter (an int, half the
+    bytes of the text); any other id is kept as it is."""
+    if type(v) is str and v.startswith(_ID_HEAD):
+        tail = v[len(_ID_HEAD):]
+        try:
+            n = int(tail, 16)
+        except ValueError:
+            return v
+        if f"{n:x}" == tail:  # exactly what reading makes again (no leading zeros, lower case)
+            return n
+    return v
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Event], tuple[Any, ...]]:
+    if len(names) > 1:
+        return itemgetter(*names)  # type: ignore[return-value]
+    if names:
+        n = names[0]
+        return lambda ev: (ev[n],)
+    return lambda ev: ()
+
+
+class _Shape:
+    """The names of a record's own values, grouped by how they are kept, with C-level getters:
+    text values (interned), integers (shared through the pool), and the rest."""
+
+    __slots__ = ("names", "texts", "ints", "others", "others_how", "cover", "n_ents", "derive", "const", "packed",
+                 "tid_is_pid")
+
+    def __init__(self, names: tuple[str, ...], cover: frozenset[str], n_ents: int, derive: bool,
+                 const: dict[str, Any], packed: bool, tid_is_pid: bool) -> None:
+        texts = tuple(n for n in names if getattr(FIELDS.get(n), "type", None) is FieldType.TEXT and n not in _UNIQUE and n != "event_id")
+        ints = tuple(n for n in names if getattr(FIELDS.get(n), "type", None) in _INTS and n not in _UNIQUE)
+        others = tuple(n for n in names if n not in texts and n not in ints)
+        self.names = texts + ints + others  # the order of the values in a record
+        self.texts, self.ints, self.others = _getter(texts), _getter(ints), _getter(others)
+        self.others_how = tuple(_ID if n == "event_id" else _ARGS if n == "argv" else _KEEP for n in others)
+        self.packed = packed
+        self.tid_is_pid = tid_is_pid  # a main thread: tid is not stored
+        self.const = const
+        self.n_ents = n_ents
+        self.derive = derive  # the derived fields are left out, and made again on reading
+        self.cover = cover
 
 
 class EventBuffers:
@@ -29,15 +134,72 @@ class EventBuffers:
     def __init__(self, events_max: int = 50000, expiry_s: float = 3600.0) -> None:
         self.max = events_max
         self.expiry_ns = int(expiry_s * 1e9)
-        self._q: dict[str, deque[Event]] = {k.value: deque() for k in (Kind.PROCESS, Kind.SOCKET, Kind.FILE)}
+        self._q: dict[str, deque[tuple[Any, ...]]] = {k.value: deque() for k in (Kind.PROCESS, Kind.SOCKET, Kind.FILE)}
         self._lock = threading.Lock()
+        self._shapes: dict[tuple[Any, ...], _Shape] = {}
+        self._values: dict[Any, Any] = {}  # repeating str/int values -> the one shared object
+
+    # -- writing --------------------------------------------------------------------------------
+    def _record(self, ev: Event) -> tuple[Any, ...]:
+        ents, cover = covered(ev)
+        keys = tuple(ev)
+        # Derived fields are stored only when they are not exactly what reading would make.
+        d = derived(ev)
+        derive = d.items() <= ev.items() and len(d) == len(ev.keys() & DERIVED)
+        get = ev.get
+        consts = tuple(map(get, _CONST))
+        t_ns, mono, seq = get("time_ns"), get("mono_ns"), _compact_id(get("event_id"))
+        packed = type(t_ns) is int and type(mono) is int and type(seq) is int and 0 <= t_ns < _B64 and 0 <= mono < _B64 \
+            and seq < _B64
+        pid = get("pid")
+        same_tid = pid is not None and get("tid") == pid and type(get("tid")) is type(pid)
+        sk = (keys, cover, len(ents), derive, consts, packed, same_tid)
+        shape = self._shapes.get(sk)
+        if shape is None:
+            if len(self._shapes) > 4096:  # shapes are few (kind x action x sensor x host); bounded anyway
+                self._shapes.clear()
+            const = {k: v for k, v in zip(_CONST, consts, strict=True) if k in ev and k not in cover}
+            skip = _FIXED | const.keys() | (DERIVED if derive else set()) | (_PACKED if packed else set()) \
+                | ({"tid"} if same_tid else set())
+            own = tuple(k for k in keys if k not in cover and k not in skip)
+            shape = self._shapes[sk] = _Shape(own, cover, len(ents), derive, const, packed, same_tid)
+        pool = self._values
+        if len(pool) > _INTERN_MAX:
+            pool.clear()  # still correct: later values are simply not shared with earlier ones
+        t_s = ev.get("time")
+        if type(t_s) is int and type(t_ns) is int and t_s == t_ns // 1_000_000_000:
+            t_s = _FROM_NS  # made again from time_ns on reading
+        first = (t_ns << 128) | (mono << 64) | seq if packed else t_ns  # type: ignore[operator]
+        out: list[Any] = [first, pool.setdefault(t_s, t_s) if type(t_s) is int else t_s, shape, *ents]
+        texts, ints = shape.texts(ev), shape.ints(ev)
+        if set(map(type, texts)) <= _STR_T:  # declared types hold (validate checks every source)
+            out.extend(map(intern, texts))  # freed when the last holder goes (not immortal before 3.12)
+        else:
+            out.extend(intern(v) if type(v) is str else v for v in texts)
+        if set(map(type, ints)) <= _INT_T:  # exactly int: a bool must not take an int's place
+            out.extend(map(pool.setdefault, ints, ints))
+        else:
+            out.extend(pool.setdefault(v, v) if type(v) is int else v for v in ints)
+        for v, how in zip(shape.others(ev), shape.others_how, strict=True):
+            if how is _ID:  # the event id: its counter when it is one of this run's
+                v = _compact_id(v)
+            elif how is _ARGS and type(v) is list and v and all(type(a) is str and "\0" not in a for a in v):
+                v = _Argv("\0".join(v))
+            out.append(v)
+        return tuple(out)
 
     def submit(self, ev: Event) -> None:
         q = self._q.get(ev.get("event_type", ""))
         if q is None:
             return
+        try:
+            rec = self._record(ev)
+        except Exception:  # noqa: BLE001 - never lose an event to compaction: keep a plain copy
+            COMPACT_FAILED.inc()
+            t_ns, t_s = ev.get("time_ns"), ev.get("time")
+            rec = (t_ns if type(t_ns) is int else None, t_s if type(t_s) is int else None, None, dict(ev))
         with self._lock:
-            q.append(ev)
+            q.append(rec)
             if len(q) > self.max:
                 q.popleft()
                 EXPIRED.labels(ev["event_type"], "max").inc()
@@ -47,23 +209,74 @@ class EventBuffers:
         with self._lock:
             for kind, q in self._q.items():
                 n = 0
-                while q and q[0].get("time_ns", 0) < cut:
+                while q and _time_ns(q[0]) < cut:
                     q.popleft()
                     n += 1
                 if n:
                     EXPIRED.labels(kind, "expiry").inc(n)
                 BUFFERED.labels(kind).set(len(q))
 
-    def events(self, kind: Kind, since_s: float | None = None, until_s: float | None = None) -> list[Event]:
-        """A snapshot, narrowed by time first (events are in arrival order, close to time order)."""
+    # -- reading --------------------------------------------------------------------------------
+    @staticmethod
+    def materialize(rec: tuple[Any, ...]) -> EventDict:
+        """The event as a dict again (its own values plus its entities' values)."""
+        shape: _Shape | None = rec[_SHAPE]
+        if shape is None:  # kept as a plain copy (see submit)
+            return EventDict(rec[_ENTS])
+        start = _ENTS + shape.n_ents
+        ev = EventDict(zip(shape.names, rec[start:], strict=True))
+        eid = ev.get("event_id")
+        if type(eid) is int:
+            ev["event_id"] = f"{RUN_PREFIX}-{eid:x}"
+        if shape.const:
+            ev.update(shape.const)
+        if shape.tid_is_pid:
+            ev["tid"] = ev["pid"]
+        argv = ev.get("argv")
+        if type(argv) is _Argv:
+            ev["argv"] = argv.split("\0")
+        first = rec[_T_NS]
+        if shape.packed:
+            ev["time_ns"], ev["mono_ns"] = first >> 128, (first >> 64) & _M64
+            ev["event_id"] = f"{RUN_PREFIX}-{first & _M64:x}"
+        elif first is not None:
+            ev["time_ns"] = first
+        t_s = rec[_T_S]
+        if t_s is _FROM_NS:
+            ev["time"] = ev["time_ns"] // 1_000_000_000
+        elif t_s is not None:
+            ev["time"] = t_s
+        ents = rec[_ENTS:start]
+        for e in ents:
+            ev.update(e.items())
+        attach(ev, ents, shape.cover)
+        if shape.derive:
+            ev.update(derived(ev))
+        return ev
+
+    def records(self, kind: Kind, since_s: float | None = None, until_s: float | None = None) -> list[tuple[Any, ...]]:
+        """A snapshot of the compact records, narrowed by time (arrival order, close to time order)."""
         self.expire()
         with self._lock:
-            evs = list(self._q[kind.value])
+            recs = list(self._q[kind.value])
         if since_s is not None:
-            evs = [e for e in evs if e.get("time", 0) >= since_s]
+            recs = [r for r in recs if _time_s(r) >= since_s]
         if until_s is not None:
-            evs = [e for e in evs if e.get("time", 0) <= until_s]
-        return evs
+            recs = [r for r in recs if _time_s(r) <= until_s]
+        return recs
+
+    def iter_events(self, kind: Kind, since_s: float | None = None, until_s: float | None = None) -> Iterator[EventDict]:
+        """Events one at a time from a snapshot of the records: a full scan never holds more
+        than one materialized event."""
+        m = self.materialize
+        for r in self.records(kind, since_s, until_s):
+            yield m(r)
+
+    def events(self, kind: Kind, since_s: float | None = None, until_s: float | None = None) -> list[Event]:
+        return list(self.iter_events(kind, since_s, until_s))
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._q.values())
 
     def close(self) -> None:
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pycef
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +14,7 @@ from podtrail.formatters.cef import escape_value, format_cef
 from podtrail.formatters.common import ELLIPSIS, render, scrub_controls
 from podtrail.formatters.leef import format_leef, leef_value
 from podtrail.formatters.parse import parse_cef, parse_leef
+from podtrail.model.context import CONTAINER_CTX, POD_CTX, PROCESS_CTX, share
 from podtrail.model.event import finalize, new_event
 from podtrail.model.fields import FIELDS, Kind
 
@@ -22,10 +24,18 @@ _PIECES = [*"ab =|\\\t\n\r\x00\x1b\x7f\u00e9\u2028", "\\xff", "CEF:0|", " key=",
 hostile = st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
 
 
-def _event(comm: str, arg: str, path: str, label: str) -> dict:
-    return finalize(new_event(
+def _event(comm: str, arg: str, path: str, label: str, shared: bool = False) -> dict:
+    """``shared``: with process, container and pod entities attached, as the stages do, so
+    the hostile values sit in the memoized fragments."""
+    ev = finalize(new_event(
         Kind.PROCESS, "exec", pid=42, ppid=1, uid=0, comm=comm, path=path, argv=["/bin/sh", arg], cmdline=f"/bin/sh {arg}",
-        container_id="a" * 64, pod_name=label, namespace="ns", pod_labels={"app": label}, drift=True, source="ebpf"))
+        container_id="a" * 64, pod_name=label, namespace="ns", pod_labels={"app": label}, drift=True, source="ebpf",
+        parent_path=path, ancestors=[{"pid": 1, "path": path, "cmdline": arg}], image=label))
+    if shared:
+        for kind in (PROCESS_CTX, CONTAINER_CTX, POD_CTX):
+            share(ev, kind, None)
+        assert ev.ctx and ev.cover
+    return ev
 
 
 def _expected_cef(ev: dict, name: str) -> str:
@@ -35,14 +45,14 @@ def _expected_cef(ev: dict, name: str) -> str:
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(hostile, hostile, hostile, hostile)
-def test_cef_round_trip_and_no_forgery(comm: str, arg: str, path: str, label: str) -> None:
-    ev = _event(comm, arg, path, label)
+@given(hostile, hostile, hostile, hostile, st.booleans())
+def test_cef_round_trip_and_no_forgery(comm: str, arg: str, path: str, label: str, shared: bool) -> None:
+    ev = _event(comm, arg, path, label, shared)
     msg = format_cef(ev)
     assert "\n" not in msg and "\r" not in msg and "\x00" not in msg  # one event, one line
     header, ext = parse_cef(msg)
     assert header[4] == "process:exec" and header[6] == str(ev["severity"])
-    for name in ("comm", "path", "cmdline", "pod_name", "pod_labels", "container_id", "argv"):
+    for name in ("comm", "path", "cmdline", "pod_name", "pod_labels", "container_id", "argv", "parent_path", "ancestors", "image"):
         key = FIELDS[name].cef
         if key is None:
             continue
@@ -57,14 +67,14 @@ def test_cef_round_trip_and_no_forgery(comm: str, arg: str, path: str, label: st
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(hostile, hostile, hostile, hostile, st.sampled_from(["1.0", "2.0"]))
-def test_leef_round_trip_and_no_forgery(comm: str, arg: str, path: str, label: str, version: str) -> None:
-    ev = _event(comm, arg, path, label)
+@given(hostile, hostile, hostile, hostile, st.sampled_from(["1.0", "2.0"]), st.booleans())
+def test_leef_round_trip_and_no_forgery(comm: str, arg: str, path: str, label: str, version: str, shared: bool) -> None:
+    ev = _event(comm, arg, path, label, shared)
     msg = format_leef(ev, version)
     assert "\n" not in msg and "\r" not in msg and "\x00" not in msg
     header, attrs = parse_leef(msg)
     assert header[4] == "process:exec"
-    for name in ("comm", "path", "cmdline", "pod_name"):
+    for name in ("comm", "path", "cmdline", "pod_name", "parent_path", "image"):
         key = FIELDS[name].leef
         if ev.get(name) in (None, ""):
             assert key not in attrs
@@ -74,8 +84,9 @@ def test_leef_round_trip_and_no_forgery(comm: str, arg: str, path: str, label: s
     assert 1 <= int(attrs["sev"]) <= 10
 
 
-def test_pycef_reads_what_we_write() -> None:
-    ev = _event("nc|x", "-e /bin/sh 10.0.0.1 4444 a=b \\", "/tmp/x y", "web")
+@pytest.mark.parametrize("shared", [False, True])
+def test_pycef_reads_what_we_write(shared: bool) -> None:
+    ev = _event("nc|x", "-e /bin/sh 10.0.0.1 4444 a=b \\", "/tmp/x y", "web", shared)
     parsed = pycef.parse(format_cef(ev))
     assert parsed["DeviceVendor"] == "podtrail" and parsed["Severity"] == str(ev["severity"])
     # pycef splits fields as we do but leaves escapes in place

@@ -20,6 +20,7 @@ from podtrail.enrich.k8s.iphistory import IPHistory
 from podtrail.enrich.k8s.model import PodInfo
 from podtrail.enrich.k8s.podlogs import PodLogs
 from podtrail.metrics import REGISTRY
+from podtrail.model.context import POD_CTX, Entity, share
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 
@@ -41,6 +42,7 @@ class K8sStage:
         self.pending_max = pending_max
         self.ips = ips
         self._pending: deque[tuple[float, Event]] = deque()
+        self._ents: dict[str, Entity] = {}  # container id ("" for host events) -> pod context entity
         # Wait for the watch only while it can answer: API configured and last seen reachable.
         self._api_expected = api_expected or (lambda: cache is not None)
 
@@ -130,16 +132,30 @@ class K8sStage:
         if self.cache is not None and self.cache.by_container(d.get("container_id") or "") is not None:
             self._resolve(d, final=True)
 
+    def _share(self, ev: Event) -> None:
+        """Attach the pod context entity; a new version when the pod (labels, workload...) or
+        the container's metadata changed, so no output renders a stale fragment."""
+        cid = ev.get("container_id") or ""
+        ents = self._ents
+        ent = ents.get(cid)
+        new = share(ev, POD_CTX, ent)
+        if new is not ent:
+            if len(ents) >= 65536:
+                ents.clear()
+            ents[cid] = new
+
     # -- stage protocol ---------------------------------------------------------------------------
     def process(self, ev: Event, out: Emit) -> None:
         self._common(ev)
         if self._resolve(ev, final=False):
+            self._share(ev)
             out(ev)
             return
         if len(self._pending) >= self.pending_max:
             PENDING_OVERFLOW.inc()
             _, old = self._pending.popleft()
             self._resolve(old, final=True)
+            self._share(old)
             out(old)
         self._pending.append((time.monotonic() + self.pending_s, ev))
         PENDING.set(len(self._pending))
@@ -150,6 +166,7 @@ class K8sStage:
         keep: deque[tuple[float, Event]] = deque()
         for deadline, ev in self._pending:
             if self._resolve(ev, final=now >= deadline):
+                self._share(ev)
                 out(ev)
             else:
                 keep.append((deadline, ev))

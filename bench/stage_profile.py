@@ -1,0 +1,252 @@
+"""Per-stage cost of the hot path: µs per event for decode, process table, container, k8s,
+finalize and each output, on one realistic stream.
+
+    .venv/bin/python -m bench.stage_profile [--cycles 20000] [--rounds 3]
+
+The stream is what a busy node sends: a shell in a Kubernetes pod forks and execs a child
+(``curl`` with a long command line) that makes two connections, opens a file and exits, so six
+events per cycle (fork, exec, connect, connect, open, exit) across 250 pods. Process samples
+go through the real eBPF decoder (raw ring-buffer bytes), every event through the real stages
+in the agent's order (process table seeded with a 4-deep ancestry, cgroup index, pod cache),
+``finalize``, then each output's own per-event work: the JSON line, ECS, CEF and LEEF
+formatters, the syslog message (CEF with its RFC 5424 header), the webhook body and the osquery
+event buffers. Stage by stage over the whole stream, best of ``--rounds``; pids are above
+pid_max, so no /proc read finds anything (the real stages still try where they would).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes as ct
+import json
+import tempfile
+import time
+import types
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from podtrail.bpf.process import (
+    EV_EXEC,
+    EV_EXIT,
+    EV_FORK,
+    EXEC_FIXED,
+    HDR_SIZE,
+    PATH_LEN,
+    Hdr,
+    ProcessDecoder,
+)
+from podtrail.enrich.cgroup_index import CgroupIndex
+from podtrail.enrich.container import ContainerStage
+from podtrail.enrich.k8s.cache import PodCache
+from podtrail.enrich.k8s.convert import pod_from_api
+from podtrail.enrich.k8s.stage import K8sStage
+from podtrail.formatters.cef import format_cef
+from podtrail.formatters.ecs_json import format_ecs
+from podtrail.formatters.leef import format_leef
+from podtrail.model.event import finalize, new_event
+from podtrail.model.fields import Kind
+from podtrail.outputs.stdout import to_json_line
+from podtrail.outputs.syslog import SyslogSink
+from podtrail.procs.stage import ProcessStage
+from podtrail.procs.table import Proc, ProcessTable
+from podtrail.tables.buffer import EventBuffers
+
+PODS = 250
+BASE_PID = 100_000  # above pid_max (32768 here): /proc never answers for these
+
+
+def _raw(kind: int, pid: int, ppid: int, cgid: int, ktime: int, path: str = "", argv: list[str] | None = None) -> bytes:
+    h = Hdr(ktime=ktime, cgroup_id=cgid, type=kind, pid=pid, tid=pid, ppid=ppid, uid=1000, gid=1000, result=0, flags=0,
+            comm=b"curl" if kind != EV_FORK else b"sh")
+    raw = bytes(h)
+    if kind == EV_EXEC:
+        args = b"\0".join(a.encode() for a in (argv or [])) + b"\0"
+        raw += bytes(ct.c_uint32(len(argv or []))) + bytes(ct.c_uint32(len(args)))
+        raw += path.encode().ljust(PATH_LEN, b"\0") + args
+        assert len(raw) == EXEC_FIXED + len(args)
+    assert HDR_SIZE <= len(raw)
+    return raw
+
+
+class World:
+    """Pods, their cgroups and a seeded process table: one shell per pod under shim and runc init."""
+
+    def __init__(self) -> None:
+        self.cache = PodCache()
+        self.index = CgroupIndex(root=tempfile.mkdtemp(prefix="podtrail-prof-cg-"))
+        self.table = ProcessTable()
+        init = Proc(1, 1, None, 0, "/lib/systemd/systemd", "/lib/systemd/systemd --system --deserialize 18", "systemd")
+        self.table.by_pid[1] = init
+        self.pods: list[tuple[int, int]] = []  # (shell pid, cgroup id)
+        for i in range(PODS):
+            uid = str(uuid.UUID(int=i + 1))
+            cid = f"{i:064x}"
+            api = {"metadata": {"name": f"web-{i}-7d9f", "namespace": f"ns{i % 20}", "uid": uid,
+                                "labels": {"app": f"web{i}", "team": "shop"},
+                                "ownerReferences": [{"kind": "ReplicaSet", "name": f"web-{i}-7d9f", "controller": True}]},
+                   "spec": {"nodeName": "node-1", "serviceAccountName": "web",
+                            "containers": [{"name": "app", "image": f"registry.example/shop/web{i}:1.4.2"}]},
+                   "status": {"podIP": f"10.1.{i // 250}.{i % 250}", "containerStatuses": [
+                       {"name": "app", "containerID": f"containerd://{cid}", "imageID": "registry.example/shop/web@sha256:" + "ab" * 32}]}}
+            self.cache.upsert(pod_from_api(api))
+            cgid = 10_000 + i
+            self.index.learn(cgid, f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid.replace('-', '_')}.slice/"
+                                   f"cri-containerd-{cid}.scope")
+            base = BASE_PID + 10 * i
+            shim = Proc(base, 2, init, 1, "/usr/bin/containerd-shim-runc-v2",
+                        f"/usr/bin/containerd-shim-runc-v2 -namespace k8s.io -id {cid} -address /run/containerd/containerd.sock", "containerd-shim")
+            pinit = Proc(base + 1, 3, shim, base, "/usr/local/bin/entrypoint", "/usr/local/bin/entrypoint --config /etc/app/config.yaml --verbose", "entrypoint", "/", 1000, cgid)
+            sh = Proc(base + 2, 4, pinit, base + 1, "/bin/sh", "/bin/sh -c while true; do curl -s https://api.example/health; sleep 1; done", "sh", "/app", 1000, cgid)
+            for p in (shim, pinit, sh):
+                p.extra["user"], p.extra["uid"] = "app", 1000
+                self.table.by_pid[p.pid] = p
+            self.pods.append((sh.pid, cgid))
+
+
+def cycle(world: World, c: int) -> list[tuple[str, Any]]:
+    """Cycle ``c``: ("raw", bytes) for process samples, ("ev", fields) for socket/file events."""
+    sh, cgid = world.pods[c % PODS]
+    pid = BASE_PID + 10 * PODS + 100 + c
+    t = 1_000_000_000 + 50_000 * (c + 1)
+    argv = ["curl", "-s", "-H", "Authorization: Bearer $TOKEN", f"https://api.example/v1/items/{c}?expand=owner,tags"]
+    out: list[tuple[str, Any]] = [("raw", _raw(EV_FORK, pid, sh, cgid, t)), ("raw", _raw(EV_EXEC, pid, sh, cgid, t + 1000, "/usr/bin/curl", argv))]
+    for k in range(2):
+        out.append(("ev", dict(kind=Kind.SOCKET, action="connect", source="ebpf", pid=pid, tid=pid, uid=1000, gid=1000,
+                               comm="curl", cgroup_id=cgid, mono_ns=t + 2000 + k, family=2, protocol=6, transport="tcp",
+                               direction="outbound", local_address="10.1.0.7", local_port=40000 + (c + k) % 20000,
+                               remote_address=f"10.96.0.{(c + k) % 250}", remote_port=443, result=0, fd=3 + k)))
+    out.append(("ev", dict(kind=Kind.FILE, action="open", source="ebpf", pid=pid, tid=pid, uid=1000, gid=1000, comm="curl",
+                           cgroup_id=cgid, mono_ns=t + 3000, target_path="/tmp/curl-cache/items.json", flags=0o101, result=3, fd=5)))
+    out.append(("raw", _raw(EV_EXIT, pid, sh, cgid, t + 4000)))
+    return out
+
+
+def stream(world: World, cycles: int) -> list[tuple[str, Any]]:
+    return [item for c in range(cycles) for item in cycle(world, c)]
+
+
+def enriched_events(cycles: int) -> list[Any]:
+    """The stream after decode, the stages and finalize (what every output receives)."""
+    w = World()
+    dec = ProcessDecoder()
+    evs: list[Any] = []
+    for k, v in stream(w, cycles):
+        if k == "raw":
+            evs.append(dec.decode(v))
+        else:
+            d = dict(v)
+            evs.append(new_event(d.pop("kind"), d.pop("action"), **d))
+    for st in (ProcessStage(w.table), ContainerStage(w.index),
+               K8sStage(w.cache, None, cluster_name="prod-eu-1", node_name="node-1", labels=["app"])):
+        out: list[Any] = []
+        for ev in evs:
+            st.process(ev, out.append)
+        st.tick(float("inf"), out.append)
+        evs = out
+    return [finalize(ev) for ev in evs]
+
+
+def _best(rounds: int, fn: Callable[[], Any]) -> tuple[float, Any]:
+    best, res = float("inf"), None
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        res = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, res
+
+
+def profile(cycles: int, rounds: int) -> dict[str, Any]:
+    world = World()
+    items = stream(world, cycles)
+    n = len(items)
+    us: dict[str, float] = {}
+
+    dec = ProcessDecoder()
+
+    def decode() -> list[Any]:
+        evs = []
+        for k, v in items:
+            if k == "raw":
+                evs.append(dec.decode(v))
+            else:
+                d = dict(v)
+                evs.append(new_event(d.pop("kind"), d.pop("action"), **d))
+        return evs
+
+    dt, _ = _best(rounds, decode)
+    us["decode"] = dt / n * 1e6
+
+    # Enrichment mutates events: each round starts again from freshly decoded ones and a fresh table.
+    def stage_round(stop_after: int) -> tuple[dict[str, float], list[Any]]:
+        w = World()
+        evs = decode()
+        stages: list[tuple[str, Any]] = [
+            ("process table", ProcessStage(w.table)),
+            ("container", ContainerStage(w.index)),
+            ("k8s", K8sStage(w.cache, None, cluster_name="prod-eu-1", node_name="node-1", labels=["app"])),
+        ]
+        times: dict[str, float] = {}
+        for name, st in stages:
+            out: list[Any] = []
+            push = out.append
+            t0 = time.perf_counter()
+            for ev in evs:
+                st.process(ev, push)
+            st.tick(float("inf"), push)
+            times[name] = time.perf_counter() - t0
+            evs = out
+        t0 = time.perf_counter()
+        for ev in evs:
+            finalize(ev)
+        times["finalize"] = time.perf_counter() - t0
+        return times, evs
+
+    best: dict[str, float] = {}
+    evs: list[Any] = []
+    for _ in range(rounds):
+        times, evs = stage_round(3)
+        for k, v in times.items():
+            best[k] = min(best.get(k, float("inf")), v)
+    for k, v in best.items():
+        us[k] = v / n * 1e6
+    assert len(evs) == n, (len(evs), n)
+
+    syslog = types.SimpleNamespace(cfg=types.SimpleNamespace(header="rfc5424"), _fmt=format_cef)
+    outputs: dict[str, Callable[[Any], Any]] = {
+        "out: json line (stdout, webhook json)": to_json_line,
+        "out: ECS JSON (stdout ecs, webhook ecs)": format_ecs,
+        "out: CEF": format_cef,
+        "out: LEEF 2.0": format_leef,
+        "out: syslog message (CEF + RFC 5424)": lambda ev: SyslogSink.message(syslog, ev),  # type: ignore[arg-type]
+    }
+    for name, fn in outputs.items():
+        dt, _ = _best(rounds, lambda fn=fn: [fn(ev) for ev in evs])  # type: ignore[misc]
+        us[name] = dt / n * 1e6
+
+    def buffers() -> EventBuffers:
+        b = EventBuffers(events_max=10 * n)
+        for ev in evs:
+            b.submit(ev)
+        return b
+
+    dt, _ = _best(rounds, buffers)
+    us["out: osquery event buffers (submit)"] = dt / n * 1e6
+    stages_total = sum(us[k] for k in ("decode", "process table", "container", "k8s", "finalize"))
+    return {"events": n, "cycles": cycles, "us_per_event": {k: round(v, 2) for k, v in us.items()},
+            "decode+stages+finalize_us": round(stages_total, 2),
+            "with json+cef+buffers_us": round(stages_total + us["out: json line (stdout, webhook json)"]
+                                               + us["out: syslog message (CEF + RFC 5424)"] + us["out: osquery event buffers (submit)"], 2)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cycles", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    print(json.dumps(profile(a.cycles, a.rounds), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

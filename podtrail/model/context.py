@@ -1,0 +1,186 @@
+"""Shared context entities: the process, container and pod facts many events have in common.
+
+An event stays a flat dict keyed by the declared names (every consumer reads it as before),
+and it also carries references to the immutable entities its context came from (``ev.ctx``).
+A stage that fills context fields builds an entity once per version of its subject (a
+process per exec, a container per cgroup, a pod per PodInfo) and attaches it; outputs render
+an entity once per format and keep the text in ``Entity.memo``, then write for each event
+only its own fields plus the cached fragments. The osquery buffers keep the references
+instead of the fields, so buffered events share their ancestry and pod context.
+
+The rule that keeps this honest: every value of an attached entity is the event's value for
+that name. ``share`` checks it on each event (one C-level comparison of value tuples) and
+makes a new version when anything differs (a pod's labels changed, the process exec'd, a
+parent exec'd), so a fragment can never be stale; ``consistent`` checks it in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from sys import intern
+from typing import Any, Final
+
+from podtrail.model.fields import FIELDS
+
+_NONE: Final[frozenset[str]] = frozenset()
+
+
+class EventDict(dict[str, Any]):
+    """The event dict, plus the context entities attached by the stages and the names they
+    cover, in one slot: ``(cover, *entities)``, unset until a stage attaches something (no
+    per-event cost before). Copies (``dict(ev)``) and plain dicts carry no entities; every
+    consumer then renders all fields itself, which is always correct, only slower."""
+
+    __slots__ = ("_ctx",)
+    _ctx: tuple[Any, ...]
+
+    @property
+    def ctx(self) -> tuple[Entity, ...]:
+        c = getattr(self, "_ctx", None)
+        return c[1:] if c else ()
+
+    @property
+    def cover(self) -> frozenset[str]:
+        c = getattr(self, "_ctx", None)
+        return c[0] if c else _NONE
+
+
+class EntityKind:
+    """A group of fields one stage owns."""
+
+    __slots__ = ("name", "names")
+
+    def __init__(self, name: str, names: Iterable[str]) -> None:
+        self.name = name
+        self.names: tuple[str, ...] = tuple(names)
+        for n in self.names:
+            assert n in FIELDS, f"entity field {n!r} is not declared in fields.py"
+
+
+PROCESS_CTX: Final = EntityKind("process", (
+    "process_key", "ppid", "parent_key", "path", "cmdline", "cwd", "user", "parent_path", "parent_cmdline", "ancestors"))
+CONTAINER_CTX: Final = EntityKind("container", (
+    "cgroup_id", "cgroup_path", "container_id", "container_runtime", "container_id_method", "pod_uid", "qos_class"))
+POD_CTX: Final = EntityKind("pod", (
+    "pod_name", "namespace", "service_account", "pod_ips", "host_network", "host_pid", "workload_kind", "workload_name",
+    "pod_labels", "node_name", "cluster_name", "metadata_source", "container_name", "image", "image_digest", "privileged"))
+KINDS: Final = (PROCESS_CTX, CONTAINER_CTX, POD_CTX)
+
+
+class Entity:
+    """Immutable by contract: its values (present names only) never change after creation;
+    a change is a new Entity. ``memo`` holds each output's rendering of it, by format name.
+
+    Stored as a shared tuple of names and a tuple of values (a third of a dict's size: the
+    osquery buffers keep one per process for as long as its events are buffered)."""
+
+    __slots__ = ("kind", "names", "vals", "keys", "memo")
+
+    def __init__(self, kind: EntityKind, values: dict[str, Any]) -> None:
+        self.kind = kind
+        names = tuple(values)
+        self.names: tuple[str, ...] = _NAMES.get(names) or _shared(_NAMES, names)
+        self.vals: tuple[Any, ...] = tuple(values.values())
+        keys = frozenset(names)
+        self.keys: frozenset[str] = _KEYSETS.get(keys) or _shared(_KEYSETS, keys)
+        self.memo: dict[str, Any] | None = None  # made on first use: table-only agents never need it
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The values as a new dict (for rendering once, and for reading back)."""
+        return dict(zip(self.names, self.vals, strict=True))
+
+    def items(self) -> Iterable[tuple[str, Any]]:
+        return zip(self.names, self.vals, strict=True)
+
+    def fragment(self, fmt: str, build: Callable[[dict[str, Any]], Any]) -> Any:
+        """This entity rendered for ``fmt``, built once by ``build(values)`` and kept."""
+        m = self.memo
+        if m is None:
+            m = self.memo = {}
+        f = m.get(fmt)
+        if f is None:
+            f = m[fmt] = build(self.values)
+        return f
+
+    def matches(self, ev: dict[str, Any]) -> bool:
+        """Every value of the entity is the event's (C-level: map, then a tuple comparison
+        that takes identical objects as equal without calling their ``__eq__``)."""
+        return tuple(map(ev.get, self.names)) == self.vals
+
+    def __repr__(self) -> str:
+        return f"Entity({self.kind.name}, {self.values!r})"
+
+
+_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _shared(table: dict[Any, Any], key: Any) -> Any:
+    if len(table) > 4096:
+        table.clear()
+    table[key] = key
+    return key
+
+
+_KEYSETS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def snapshot(kind: EntityKind, ev: dict[str, Any]) -> Entity:
+    """A new entity from the event's current values for the kind's names."""
+    get = ev.get
+    vals = {}
+    for n in kind.names:
+        v = get(n)
+        if v is not None:
+            # equal strings of many entities (paths, parents' command lines) become one object
+            vals[n] = intern(v) if type(v) is str and len(v) <= 512 else v
+    return Entity(kind, vals)
+
+
+_UNIONS: dict[tuple[frozenset[str], frozenset[str]], frozenset[str]] = {}
+
+
+def share(ev: dict[str, Any], kind: EntityKind, cached: Entity | None) -> Entity:
+    """Attach the entity for ``ev``'s current context: ``cached`` when the event still has
+    every one of its values, else a new version. Returns what was attached (the caller keeps
+    it for the next event). The event's other names of the kind stay its own fields."""
+    ent = cached if cached is not None and cached.matches(ev) else snapshot(kind, ev)
+    if type(ev) is EventDict:
+        cur = getattr(ev, "_ctx", None)
+        if cur is None:
+            ev._ctx = (ent.keys, ent)
+            return ent
+        ents = cur[1:]
+        cover = cur[0]
+        for e in ents:
+            if e.kind is kind:  # attached again (a second pass): replace it
+                ents = tuple(x for x in ents if x.kind is not kind)
+                cover = frozenset().union(*(x.keys for x in ents))
+                break
+        key = (cover, ent.keys)
+        u = _UNIONS.get(key)
+        if u is None:
+            if len(_UNIONS) > 4096:
+                _UNIONS.clear()
+            u = _UNIONS[key] = cover | ent.keys
+        ev._ctx = (u, *ents, ent)
+    return ent
+
+
+def attach(ev: EventDict, ents: tuple[Entity, ...], cover: frozenset[str]) -> None:
+    """Put entities back on an event made again from them (the osquery buffers)."""
+    if ents:
+        ev._ctx = (cover, *ents)
+
+
+def covered(ev: dict[str, Any]) -> tuple[tuple[Entity, ...], frozenset[str]]:
+    """The event's entities and the names they cover; ((), empty) for a plain dict."""
+    c = getattr(ev, "_ctx", None) if type(ev) is EventDict else None
+    if c is None:
+        return (), _NONE
+    return c[1:], c[0]
+
+
+def consistent(ev: dict[str, Any]) -> list[str]:
+    """Names where an attached entity and the event disagree (the invariant, for tests)."""
+    return [f"{e.kind.name}.{k}" for e in covered(ev)[0] for k, v in e.items() if ev.get(k) != v]
