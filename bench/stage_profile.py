@@ -17,7 +17,6 @@ pid_max, so no /proc read finds anything (the real stages still try where they w
 from __future__ import annotations
 
 import argparse
-import ctypes as ct
 import json
 import tempfile
 import time
@@ -26,16 +25,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from podtrail.bpf.process import (
-    EV_EXEC,
-    EV_EXIT,
-    EV_FORK,
-    EXEC_FIXED,
-    HDR_SIZE,
-    PATH_LEN,
-    Hdr,
-    ProcessDecoder,
-)
+from bench.process_samples import exec_sample, header_sample
+from podtrail.bpf.process import EV_EXEC, EV_EXIT, EV_FORK, ProcessDecoder
 from podtrail.enrich.cgroup_index import CgroupIndex
 from podtrail.enrich.container import ContainerStage
 from podtrail.enrich.k8s.cache import PodCache
@@ -57,16 +48,10 @@ BASE_PID = 100_000  # above pid_max (32768 here): /proc never answers for these
 
 
 def _raw(kind: int, pid: int, ppid: int, cgid: int, ktime: int, path: str = "", argv: list[str] | None = None) -> bytes:
-    h = Hdr(ktime=ktime, cgroup_id=cgid, type=kind, pid=pid, tid=pid, ppid=ppid, uid=1000, gid=1000, result=0, flags=0,
-            comm=b"curl" if kind != EV_FORK else b"sh")
-    raw = bytes(h)
     if kind == EV_EXEC:
-        args = b"\0".join(a.encode() for a in (argv or [])) + b"\0"
-        raw += bytes(ct.c_uint32(len(argv or []))) + bytes(ct.c_uint32(len(args)))
-        raw += path.encode().ljust(PATH_LEN, b"\0") + args
-        assert len(raw) == EXEC_FIXED + len(args)
-    assert HDR_SIZE <= len(raw)
-    return raw
+        return exec_sample(path, "/app", path, argv or [], pid=pid, ppid=ppid, cgroup_id=cgid, ktime=ktime, uid=1000,
+                           comm=b"curl")
+    return header_sample(kind, pid, ppid, cgid, ktime, uid=1000, comm=b"curl" if kind != EV_FORK else b"sh")
 
 
 class World:

@@ -3,17 +3,10 @@ an exec sample without argv (it ends before the struct's tail padding)."""
 
 from __future__ import annotations
 
-import ctypes as ct
-
+from bench.process_samples import exec_sample
 from podtrail.bpf.process import (
-    ARGS_OFF,
-    CWD_OFF,
-    EV_EXEC,
-    EXE_OFF,
     F_NO_ENTER,
     F_RUNTIME_SETUP,
-    PT_PATH_MAX,
-    ExecFixed,
     ProcessDecoder,
     absolute,
     kernel_dev,
@@ -22,26 +15,8 @@ from podtrail.bpf.process import (
 from podtrail.model.event import validate
 
 
-def put_path(raw: bytearray, base: int, path: str) -> int:
-    off = PT_PATH_MAX - len(path)
-    raw[base + off:base + PT_PATH_MAX] = path.encode()
-    return off
-
-
 def sample(name: str, cwd: str, exe: str, args: list[str], flags: int = 0) -> bytes:
-    e = ExecFixed()
-    e.h.type, e.h.pid, e.h.tid, e.h.ppid, e.h.flags, e.h.comm = EV_EXEC, 10, 10, 1, flags, b"tool"
-    e.name = name.encode()
-    e.fd_kind[:] = [1, 2, 3]
-    e.tty = b"pts7"
-    e.exe_dev = (8 << 20) | 1
-    blob = b"".join(a.encode() + b"\0" for a in args)
-    e.argc, e.args_size = len(args), len(blob)
-    raw = bytearray(bytes(e)[:ARGS_OFF])
-    e.cwd_off = put_path(raw, CWD_OFF, cwd)
-    e.exe_off = put_path(raw, EXE_OFF, exe)
-    raw[ct.sizeof(e.h):CWD_OFF] = bytes(e)[ct.sizeof(e.h):CWD_OFF]  # the offsets just set
-    return bytes(raw) + blob
+    return exec_sample(name, cwd, exe, args, flags)
 
 
 def test_exec_sample_decodes_to_the_captured_facts() -> None:

@@ -1,0 +1,39 @@
+"""Raw process.bpf.c samples made in user space (the inverse of ``ProcessDecoder``), for the
+decoder tests and the per-stage profile: the same bytes the ring buffer would carry."""
+
+from __future__ import annotations
+
+import ctypes as ct
+
+from podtrail.bpf.process import ARGS_OFF, CWD_OFF, EV_EXEC, EXE_OFF, PT_PATH_MAX, ExecFixed, Hdr
+
+
+def put_path(raw: bytearray, base: int, path: str) -> int:
+    """Write ``path`` back to front in a path buffer, as the kernel's walk does; its offset."""
+    off = PT_PATH_MAX - len(path)
+    raw[base + off:base + PT_PATH_MAX] = path.encode()
+    return off
+
+
+def exec_sample(name: str, cwd: str, exe: str, args: list[str], flags: int = 0, *, pid: int = 10, ppid: int = 1,
+                cgroup_id: int = 0, ktime: int = 0, uid: int = 0, comm: bytes = b"tool") -> bytes:
+    e = ExecFixed()
+    e.h.type, e.h.pid, e.h.tid, e.h.ppid, e.h.flags, e.h.comm = EV_EXEC, pid, pid, ppid, flags, comm
+    e.h.cgroup_id, e.h.ktime, e.h.uid, e.h.gid = cgroup_id, ktime, uid, uid
+    e.name = name.encode()
+    e.fd_kind[:] = [1, 2, 3]
+    e.tty = b"pts7"
+    e.exe_dev = (8 << 20) | 1
+    blob = b"".join(a.encode() + b"\0" for a in args)
+    e.argc, e.args_size = len(args), len(blob)
+    raw = bytearray(bytes(e)[:ARGS_OFF])
+    e.cwd_off = put_path(raw, CWD_OFF, cwd)
+    e.exe_off = put_path(raw, EXE_OFF, exe)
+    raw[ct.sizeof(e.h):CWD_OFF] = bytes(e)[ct.sizeof(e.h):CWD_OFF]  # the offsets just set
+    return bytes(raw) + blob
+
+
+def header_sample(kind: int, pid: int, ppid: int, cgroup_id: int, ktime: int, uid: int = 0, comm: bytes = b"sh") -> bytes:
+    """A fork or exit sample without its cwd (the decoder then leaves ``cwd`` to the table)."""
+    return bytes(Hdr(ktime=ktime, cgroup_id=cgroup_id, type=kind, pid=pid, tid=pid, ppid=ppid, uid=uid, gid=uid,
+                     result=0, flags=0, comm=comm))
