@@ -1,0 +1,163 @@
+"""Learner and monitor: one call per event, returning what was new (in monitor mode).
+
+``Baselines.check(ev, now)`` finds the event's workload, keeps its profile version in step
+with the container's image digest, learns the event's items while the profile learns, moves
+it to monitor once it has learned for ``learn_seconds`` and seen ``min_events``, and in
+monitor mode returns one ``Finding`` per item outside the profile, at most once per
+(workload, list, item) within ``alert_window_seconds``. No I/O: the stage persists.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from podtrail.config import BaselineConfig
+from podtrail.detect.baseline.model import LEARN, MONITOR, OFF, Profile, ProfileVersion, WorkloadKey
+from podtrail.detect.baseline.normalize import items_of
+from podtrail.detect.baseline.unit import workload_of
+
+_SEEN_MAX = 100_000  # remembered (workload, list, item) alert times; oldest forgotten first
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Something outside a profile: which item, which list, checked against which profile."""
+
+    workload: WorkloadKey
+    list: str
+    item: str
+    version: int
+    learned_since: float
+    monitor_since: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"list": self.list, "item": self.item, "workload": self.workload.text,
+                "profile_version": self.version, "learned_since": int(self.learned_since),
+                "monitor_since": int(self.monitor_since) if self.monitor_since else None}
+
+
+@dataclass
+class Stats:
+    checked: int = 0  # events with a workload, in a mode other than off
+    unattributed: int = 0  # activity events without a workload (host, no pod context)
+    learned: int = 0  # items added to profiles
+    findings: int = 0
+    suppressed: int = 0  # repeats within the alert window
+    new_versions: int = 0
+
+
+class Baselines:
+    def __init__(self, cfg: BaselineConfig, profiles: Iterable[Profile] = ()) -> None:
+        self.cfg = cfg
+        self.profiles: dict[WorkloadKey, Profile] = {p.key: p for p in profiles}
+        self.dirty: set[WorkloadKey] = set()
+        self.stats = Stats()
+        self._alerted: OrderedDict[tuple[WorkloadKey, int, str, str], float] = OrderedDict()
+
+    # -- profile lifecycle --------------------------------------------------------------------
+    def _profile(self, key: WorkloadKey, ev: dict[str, Any], now: float) -> Profile | None:
+        p = self.profiles.get(key)
+        container, digest = ev.get("container_name") or "", ev.get("image_digest") or ""
+        if p is None:
+            mode = self.cfg.mode_for(key.namespace)
+            if mode == OFF:
+                return None
+            images = {container: digest} if digest else {}
+            p = Profile(key, ProfileVersion(1, images, now), mode=mode, last_change=now)
+            if mode == MONITOR:  # monitor with nothing learned: everything is new, by request
+                p.current.monitor_since = now
+            self.profiles[key] = p
+            self.dirty.add(key)
+            return p
+        if digest:
+            known = p.current.images.get(container)
+            if known is None:
+                p.current.images[container] = digest
+                self.dirty.add(key)
+            elif known != digest:
+                mode = self.cfg.mode_for(key.namespace)
+                p.new_version({container: digest}, now, LEARN if mode != OFF else OFF)
+                self.stats.new_versions += 1
+                self.dirty.add(key)
+        return p
+
+    def set_mode(self, key: WorkloadKey, mode: str, now: float, *, pinned: bool = True) -> Profile:
+        p = self.profiles[key]
+        p.mode, p.pinned, p.last_change = mode, pinned, now
+        if mode == MONITOR and p.current.monitor_since is None:
+            p.current.monitor_since = now
+        self.dirty.add(key)
+        return p
+
+    def _maybe_graduate(self, p: Profile, now: float) -> None:
+        v = self.cfg
+        if (not p.pinned and now - p.current.created >= v.learn_seconds and p.current.events >= v.min_events):
+            p.mode = MONITOR
+            p.current.monitor_since = now
+            p.last_change = now
+            self.dirty.add(p.key)
+
+    def graduate(self, now: float) -> None:
+        """Move every learning profile that has learned long and much enough to monitor
+        (also those that saw no event since their period ended)."""
+        for p in self.profiles.values():
+            if p.mode == LEARN:
+                self._maybe_graduate(p, now)
+
+    def replace(self, p: Profile) -> None:
+        """A profile changed outside (``podtrail profile import|mode``): it wins."""
+        self.profiles[p.key] = p
+        self.dirty.discard(p.key)
+
+    # -- the per-event check ------------------------------------------------------------------
+    def check(self, ev: dict[str, Any], now: float) -> list[Finding]:
+        key = workload_of(ev)
+        if key is None:
+            if ev.get("event_type") in ("process", "socket", "file"):
+                self.stats.unattributed += 1
+            return []
+        p = self._profile(key, ev, now)
+        if p is None or p.mode == OFF or (not p.pinned and self.cfg.mode_for(key.namespace) == OFF):
+            return []
+        self.stats.checked += 1
+        items = items_of(ev)
+        v = p.current
+        if p.mode == LEARN:
+            v.events += 1
+            added = False
+            for lst, item in items:
+                if v.add(lst, item, self.cfg.max_items):
+                    added = True
+                    self.stats.learned += 1
+            if added:
+                p.last_change = now
+                self.dirty.add(key)
+            elif v.events % 256 == 0:
+                self.dirty.add(key)  # the event count moves too; persist it now and then
+            self._maybe_graduate(p, now)
+            return []
+        out: list[Finding] = []
+        for lst, item in items:
+            if v.has(lst, item):
+                continue
+            if self._seen(key, v.version, lst, item, now):
+                self.stats.suppressed += 1
+                continue
+            out.append(Finding(key, lst, item, v.version, v.created, v.monitor_since))
+        self.stats.findings += len(out)
+        return out
+
+    def _seen(self, key: WorkloadKey, version: int, lst: str, item: str, now: float) -> bool:
+        """True for a repeat within the window; else remember this occurrence."""
+        k = (key, version, lst, item)
+        last = self._alerted.get(k)
+        if last is not None and now - last < self.cfg.alert_window_seconds:
+            return True
+        self._alerted[k] = now
+        self._alerted.move_to_end(k)
+        while len(self._alerted) > _SEEN_MAX:
+            self._alerted.popitem(last=False)
+        return False
