@@ -1,11 +1,11 @@
 """ArcSight CEF, with every key, label and length limit taken from the field declaration.
 
 Header: ``CEF:0|podtrail|podtrail|<version>|<event_type>:<action>|<name>|<severity>|`` with
-``\\`` and ``|`` escaped; extension values escape ``\\``, ``=``, and line breaks as ``\\n``
-and ``\\r``, so no byte of a process name, argument or path can end the message or start a
-forged key. Other control characters become U+FFFD. Values longer than the spec's limit for
-their key are cut visibly (ending in "…"). The six context strings go in cs1..cs6 with their
-``csNLabel``.
+``\\`` and ``|`` escaped; an alert's name is its rule title and its severity follows the rule
+level. Extension values escape ``\\``, ``=``, and line breaks as ``\\n`` and ``\\r``, so no
+byte of a process name, argument or path can end the message or start a forged key. Other
+control characters become U+FFFD. Values longer than the spec's limit for their key are cut
+visibly (ending in "…"). The six context strings go in cs1..cs6 with their ``csNLabel``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def escape_header(text: str) -> str:
 def format_cef(ev: dict[str, Any]) -> str:
     et, act = ev.get("event_type", ""), ev.get("action", "")
     sev = max(0, min(10, int(ev.get("severity") or 0)))
-    sig, name = escape_header(f"{et}:{act}"), escape_header(NAMES.get((et, act), f"{et} {act}"))
+    title = ev.get("rule_title") if et == "alert" else None  # an alert's name is its rule's title
+    sig, name = escape_header(f"{et}:{act}"), escape_header(title or NAMES.get((et, act), f"{et} {act}"))
     header = f"CEF:0|{VENDOR}|{PRODUCT}|{__version__}|{sig}|{name}|{sev}|"
     parts = []
     plan = _PLAN

@@ -20,7 +20,8 @@ def _iso(ns: int) -> str:
 
 
 def to_ecs(ev: dict[str, Any]) -> dict[str, Any]:
-    doc: dict[str, Any] = {"ecs": {"version": "8.11.0"}, "event": {"module": "podtrail", "kind": "event"}}
+    kind = "alert" if ev.get("event_type") == "alert" else "event"
+    doc: dict[str, Any] = {"ecs": {"version": "8.11.0"}, "event": {"module": "podtrail", "kind": kind}}
     for name, v in ev.items():
         plan = _PLAN.get(name)
         if plan is None or v is None:
