@@ -24,6 +24,7 @@ WRITE_ACTIONS: Final = frozenset({"write", "create", "truncate", "rename", "chmo
 _SPLIT = re.compile(r"([._\-+~@:,=])")  # token separators inside one path part, kept
 _HEX = re.compile(r"[0-9a-fA-F]{8,}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_TEMP = re.compile(r"(?P<p>(?:tmp|temp)[._-]?)[A-Za-z0-9_]{6,}", re.IGNORECASE)  # mktemp, Python tempfile
 _MAX_PATH = 1024
 
 
@@ -59,6 +60,9 @@ def _part(part: str) -> str:
         return "*"
     if part.startswith("memfd:"):
         return "memfd:*"
+    t = _TEMP.fullmatch(part)
+    if t:
+        return t["p"] + "*"
     toks = _SPLIT.split(part)
     out = ["*" if i % 2 == 0 and _random_token(t) else t for i, t in enumerate(toks)]
     s = "".join(out)
