@@ -44,6 +44,7 @@ class Agent:
     _closables: list[Any] = field(default_factory=list)
     _starters: list[Any] = field(default_factory=list)
     tables: Any = None  # TableService when the osquery tables are enabled
+    baselines: Any = None  # BaselineStage when detection.baseline is on
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -173,10 +174,20 @@ def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list
     k8s_stage, k8s_stop, _watcher = build_k8s_stage(cfg.kubernetes, HOSTNAME)
     agent._closables.append(k8s_stop)
     agent.stages = [ProcessStage(table), containers, *extra, k8s_stage, *(extra_stages or [])]
+    if _baselines_on(cfg):  # last: after signature detection, so hybrid alerts can form
+        from podtrail.detect.baseline.stage import build_baseline_stage
+
+        agent.baselines = build_baseline_stage(cfg.detection.baseline)
+        agent.stages.append(agent.baselines)
     agent.sinks = list(sinks) if sinks is not None else build_default_sinks(cfg)
     if cfg.osquery.socket or cfg.osquery.api_socket:
         _add_tables(agent, k8s_stage)
     return agent
+
+
+def _baselines_on(cfg: Config) -> bool:
+    b = cfg.detection.baseline
+    return b.mode != "off" or any(m != "off" for m in b.namespaces.values())
 
 
 def _add_tables(agent: Agent, k8s_stage: Any) -> None:
@@ -194,7 +205,8 @@ def _add_tables(agent: Agent, k8s_stage: Any) -> None:
     fill = k8s_stage.fill_container
     pods = k8s_stage.cache.pods if k8s_stage.cache is not None else (lambda: [])
     svc = TableService(buffers, process_rows(agent.table, agent.containers, fill),
-                       container_rows(agent.containers, fill), pod_rows(pods))
+                       container_rows(agent.containers, fill), pod_rows(pods),
+                       agent.baselines.rows if agent.baselines is not None else (lambda: []))
     agent.tables = svc
     if cfg.api_socket:
         api = LocalAPIServer(cfg.api_socket, svc.generate)

@@ -87,7 +87,7 @@ BASELINE_MODES = ("learn", "monitor", "off")
 class BaselineConfig:
     """Behavioural baselines per workload (podtrail.detect.baseline)."""
 
-    mode: str = "learn"  # default mode for a new workload: learn (then monitor), monitor, off
+    mode: str = "off"  # default mode for a new workload: learn (then monitor), monitor, off
     namespaces: dict[str, str] = field(default_factory=dict)  # namespace -> mode, overrides `mode`
     learn_seconds: float = 86400.0  # learn at least this long ...
     min_events: int = 1000  # ... and at least this many events, then monitor

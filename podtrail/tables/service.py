@@ -63,6 +63,7 @@ class TableService:
     processes: Snapshot = field(default=lambda: [])
     containers: Snapshot = field(default=lambda: [])
     pods: Snapshot = field(default=lambda: [])
+    profiles: Snapshot = field(default=lambda: [])
 
     def specs(self) -> dict[str, TableSpec]:
         return TABLES
@@ -77,5 +78,6 @@ class TableService:
             lo, hi = _time_bounds(cs)
             source: Iterable[dict[str, Any]] = self.buffers.events(spec.kind, lo, hi)
         else:
-            source = {"container_processes": self.processes, "containers": self.containers, "pods": self.pods}[table]()
+            source = {"container_processes": self.processes, "containers": self.containers, "pods": self.pods,
+                      "container_profiles": self.profiles}[table]()
         return [to_row(spec, d) for d in source if pred(d)]

@@ -38,7 +38,7 @@ def conn(addr: str, port: int, **kw: Any) -> dict[str, Any]:
 
 
 def cfg(**kw: Any) -> BaselineConfig:
-    base: dict[str, Any] = {"learn_seconds": 10.0, "min_events": 3, "alert_window_seconds": 60.0}
+    base: dict[str, Any] = {"mode": "learn", "learn_seconds": 10.0, "min_events": 3, "alert_window_seconds": 60.0}
     base.update(kw)
     return BaselineConfig(**base)
 

@@ -135,7 +135,7 @@ class BaselineStage:
 
     def rows(self) -> list[dict[str, Any]]:
         """``container_profiles`` rows."""
-        return [p.summary() for p in sorted(self.engine.profiles.values(), key=lambda p: p.key)]
+        return [p.summary() for p in sorted(list(self.engine.profiles.values()), key=lambda p: p.key)]
 
 
 def build_baseline_stage(cfg: BaselineConfig) -> BaselineStage:
