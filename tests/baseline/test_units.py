@@ -141,6 +141,10 @@ def test_replicas_share_one_profile_and_new_digest_starts_a_version() -> None:
     assert (p.mode, p.current.version, len(p.previous)) == ("learn", 2, 1)
     assert p.previous[0].items["executables"] == {"/usr/bin/python3", "/bin/sleep"}
     assert p.current.items["executables"] == {"/usr/bin/wget"}
+    # an old replica during the rollout: checked against its own (monitored) version, no flapping
+    assert [f.item for f in b.check(exe("/usr/bin/nc", pod_name="web-7d9f8c6b5-q9q9q"), 31.0)][0] == "/usr/bin/nc"
+    assert b.check(exe("/bin/sleep", pod_name="web-7d9f8c6b5-q9q9q"), 31.0) == []
+    assert p.current.version == 2 and "/usr/bin/nc" not in p.current.items["executables"]
 
 
 def test_size_bound_counts_overflow() -> None:

@@ -47,6 +47,7 @@ class Stats:
     findings: int = 0
     suppressed: int = 0  # repeats within the alert window
     new_versions: int = 0
+    old_version: int = 0  # events of replicas still on a previous version's image
 
 
 class Baselines:
@@ -58,31 +59,38 @@ class Baselines:
         self._alerted: OrderedDict[tuple[WorkloadKey, int, str, str], float] = OrderedDict()
 
     # -- profile lifecycle --------------------------------------------------------------------
-    def _profile(self, key: WorkloadKey, ev: dict[str, Any], now: float) -> Profile | None:
+    def _profile(self, key: WorkloadKey, ev: dict[str, Any], now: float) -> tuple[Profile | None, ProfileVersion | None]:
+        """The workload's profile and the version this event is checked against: the current
+        one, or during a rollout an older one whose image the event's container still runs
+        (None then when that version never finished learning: nothing to check against)."""
         p = self.profiles.get(key)
         container, digest = ev.get("container_name") or "", ev.get("image_digest") or ""
         if p is None:
             mode = self.cfg.mode_for(key.namespace)
             if mode == OFF:
-                return None
+                return None, None
             images = {container: digest} if digest else {}
             p = Profile(key, ProfileVersion(1, images, now), mode=mode, last_change=now)
             if mode == MONITOR:  # monitor with nothing learned: everything is new, by request
                 p.current.monitor_since = now
             self.profiles[key] = p
             self.dirty.add(key)
-            return p
+            return p, p.current
         if digest:
             known = p.current.images.get(container)
             if known is None:
                 p.current.images[container] = digest
                 self.dirty.add(key)
             elif known != digest:
+                for old in p.previous:
+                    if old.images.get(container) == digest:  # an old replica, still running
+                        self.stats.old_version += 1
+                        return p, old if old.monitor_since is not None else None
                 mode = self.cfg.mode_for(key.namespace)
                 p.new_version({container: digest}, now, LEARN if mode != OFF else OFF)
                 self.stats.new_versions += 1
                 self.dirty.add(key)
-        return p
+        return p, p.current
 
     def set_mode(self, key: WorkloadKey, mode: str, now: float, *, pinned: bool = True) -> Profile:
         p = self.profiles[key]
@@ -119,13 +127,12 @@ class Baselines:
             if ev.get("event_type") in ("process", "socket", "file"):
                 self.stats.unattributed += 1
             return []
-        p = self._profile(key, ev, now)
-        if p is None or p.mode == OFF or (not p.pinned and self.cfg.mode_for(key.namespace) == OFF):
+        p, v = self._profile(key, ev, now)
+        if p is None or v is None or p.mode == OFF or (not p.pinned and self.cfg.mode_for(key.namespace) == OFF):
             return []
         self.stats.checked += 1
         items = items_of(ev)
-        v = p.current
-        if p.mode == LEARN:
+        if p.mode == LEARN and v is p.current:
             v.events += 1
             added = False
             for lst, item in items:
