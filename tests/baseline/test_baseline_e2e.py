@@ -1,0 +1,198 @@
+"""Behavioural baselines end to end: real runc containers (a real dash as /bin/sh), the real
+eBPF sensor and agent pipeline, pod identity from the /var/log/pods fallback (no API server),
+profiles in a real state directory, ``container_profiles`` over the agent's local API.
+
+A Deployment with two replicas learns a routine for a few seconds, then: the routine gives no
+alert; one new executable and one new outbound destination (a loopback listener) give exactly
+one ``behavior`` alert each; repeats give none; a restarted agent keeps the profile (no
+re-learning, same verdicts); an exported profile imported into a fresh state directory gives
+the same verdicts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import loopback
+import pytest
+from agent_harness import CaptureSink, start_agent
+from conftest import require_ebpf, require_runc
+from containers import Container, run_container
+from rootfs import install_dash
+
+from podtrail.cli import main
+from podtrail.config import BaselineConfig, Config, KubernetesConfig
+from podtrail.model.event import validate
+from podtrail.tables.local_api import remote_generate
+
+NS, CLUSTER = "shop", "e2e"
+PODS = ("web-7d9f8c6b5-x2x4z", "web-7d9f8c6b5-q9q9q")  # two replicas of Deployment "web", by their generated names
+WORKLOAD = f"{CLUSTER}/{NS}/Deployment/web"
+LEARN_S = 4.0
+
+
+def _replica(pod: str, pods_dir: Path) -> Container:
+    c = run_container("containerd-systemd")
+    (pods_dir / f"{NS}_{pod}_{c.pod_uid}" / "app").mkdir(parents=True)
+    install_dash(c.rootfs)
+    (c.rootfs / "opt/tools").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", c.rootfs / "opt/tools/id")  # a new executable, never run while learning
+    return c
+
+
+def _config(tmp: Path, state: Path) -> Config:
+    cfg = Config()
+    cfg.sensor.containers_only = True
+    cfg.kubernetes = KubernetesConfig(enabled=False, cluster_name=CLUSTER, node_name="node-a", pod_logs_dir=str(tmp / "pods"))
+    cfg.detection.baseline = BaselineConfig(mode="off", namespaces={NS: "learn"}, learn_seconds=LEARN_S, min_events=10,
+                                            state_dir=str(state), sync_seconds=0.3, alert_window_seconds=600)
+    cfg.osquery.api_socket = str(tmp / f"api-{state.name}.sock")
+    return cfg
+
+
+class Scenario:
+    def __init__(self, tmp: Path, replicas: list[Container]) -> None:
+        self.tmp, self.replicas = tmp, replicas
+        self.routine_l = loopback.listen(0)
+        self.new_l = loopback.listen(0)
+        self.routine_port = self.routine_l.getsockname()[1]
+        self.new_port = self.new_l.getsockname()[1]
+        self.agent: Any = None
+        self.sink: CaptureSink | None = None
+        self.cfg: Config | None = None
+
+    def start(self, state: Path) -> None:
+        self.cfg = _config(self.tmp, state)
+        self.agent, self.sink = start_agent(self.cfg)
+
+    def stop(self) -> None:
+        if self.agent is not None:
+            self.agent.stop()
+            self.agent = None
+
+    def close(self) -> None:
+        self.stop()
+        loopback.stop(self.routine_l)
+        loopback.stop(self.new_l)
+
+    def mine(self, e: dict[str, Any]) -> bool:
+        return e.get("workload_name") == "web" or e.get("namespace") == NS
+
+    def routine(self, c: Container) -> None:
+        c.exec("/bin/sh", "-c", f"/bin/cat /etc/hostname >/dev/null; /bin/date >/tmp/last; echo hi | /bin/nc 127.0.0.1 {self.routine_port}")
+
+    def connected(self, c: Container, port: int, n: int = 1) -> None:
+        """Wait until the agent passed on ``n`` connects of ``c`` to ``port`` (the step's last event)."""
+        assert self.sink is not None
+        got = self.sink.wait_for(lambda e: e.get("container_id") == c.id and e["event_type"] == "socket"
+                                 and e["action"] == "connect" and e.get("remote_port") == port, count=n)
+        assert len(got) >= n, f"sensor did not report {n} connects to {port}"
+
+    def alerts(self) -> list[dict[str, Any]]:
+        assert self.sink is not None
+        return [e for e in self.sink.events if e["event_type"] == "alert" and e.get("detection_kind") == "behavior"]
+
+    def settle(self, pred: Callable[[], bool] | None = None, timeout: float = 10.0) -> None:
+        """Let the pipeline deliver what is in flight (held alerts go at the next tick)."""
+        deadline = time.monotonic() + timeout
+        while pred is not None and not pred() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)
+
+    def profile_row(self) -> dict[str, str]:
+        assert self.cfg is not None
+        rows = [r for r in remote_generate(self.cfg.osquery.api_socket)("container_profiles", []) if r["workload"] == WORKLOAD]
+        assert len(rows) == 1, rows
+        return rows[0]
+
+    def verdicts(self) -> None:
+        """Routine: nothing. New executable, new destination: one alert each. Repeats: nothing."""
+        a, b = self.replicas
+        before = len(self.alerts())
+        for c in (a, b):
+            n = sum(1 for e in self.sink.events if e.get("container_id") == c.id and e.get("remote_port") == self.routine_port  # type: ignore[union-attr]
+                    and e["action"] == "connect")
+            self.routine(c)
+            self.connected(c, self.routine_port, n + 1)
+        self.settle()
+        assert self.alerts()[before:] == [], "the routine must not alert"
+        a.exec("/opt/tools/id")
+        self.settle(lambda: len(self.alerts()) > before)
+        new_exe = self.alerts()[before:]
+        assert len(new_exe) == 1, new_exe
+        f = new_exe[0]["findings"]["behavior"]
+        assert ("executables", "/opt/tools/id") in {(x["list"], x["item"]) for x in f}
+        assert f[0]["workload"] == WORKLOAD and new_exe[0]["pod_name"] == PODS[0] and validate(new_exe[0]) == []
+        b.exec("/bin/sh", "-c", f"echo hi | /bin/nc 127.0.0.1 {self.new_port}")
+        self.settle(lambda: len(self.alerts()) > before + 1)
+        new_dst = self.alerts()[before + 1:]
+        assert len(new_dst) == 1, new_dst
+        assert [(x["list"], x["item"]) for x in new_dst[0]["findings"]["behavior"]] == [("destinations", f"127.0.0.1:{self.new_port}")]
+        assert new_dst[0]["pod_name"] == PODS[1]
+        a.exec("/opt/tools/id")  # repeats, on either replica: the same workload, nothing new
+        b.exec("/opt/tools/id")
+        a.exec("/bin/sh", "-c", f"echo hi | /bin/nc 127.0.0.1 {self.new_port}")
+        self.connected(a, self.new_port)
+        self.settle()
+        assert len(self.alerts()) == before + 2, self.alerts()[before + 2:]
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Iterator[Scenario]:
+    require_ebpf()
+    require_runc()
+    (tmp_path / "pods").mkdir()
+    replicas: list[Container] = []
+    s = None
+    try:
+        replicas.extend(_replica(p, tmp_path / "pods") for p in PODS)
+        s = Scenario(tmp_path, replicas)
+        yield s
+    finally:
+        if s is not None:
+            s.close()
+        for c in replicas:
+            c.destroy()
+
+
+def test_two_replicas_learn_then_alert_once_per_new_item_across_restart_and_import(scenario: Scenario, tmp_path: Path) -> None:
+    s = scenario
+    state = tmp_path / "state"
+    s.start(state)
+    a, b = s.replicas
+    t0 = time.monotonic()
+    rounds = 0
+    while time.monotonic() - t0 < LEARN_S + 1 or rounds < 3:
+        s.routine(a)
+        s.routine(b)
+        rounds += 1
+    s.connected(a, s.routine_port, rounds)
+    s.connected(b, s.routine_port, rounds)
+    s.settle(lambda: s.profile_row()["mode"] == "monitor")
+    row = s.profile_row()
+    assert (row["mode"], row["version"], row["workload_kind"], row["workload_name"]) == ("monitor", "1", "Deployment", "web")
+    assert int(row["executables"]) >= 3 and int(row["destinations"]) == 1 and int(row["events"]) >= 10
+    assert s.alerts() == [], "no alert while learning"
+    s.verdicts()
+
+    # restart: the profile comes back from the state dir, still monitoring, nothing re-learned
+    s.stop()
+    s.start(state)
+    row2 = s.profile_row()
+    assert (row2["mode"], row2["version"], row2["learned_since"], row2["executables"]) == (
+        "monitor", "1", row["learned_since"], row["executables"])
+    s.verdicts()
+
+    # export -> import into a fresh state dir: the same verdicts
+    s.stop()
+    exported = tmp_path / "web.yaml"
+    assert main(["profile", "export", "--state-dir", str(state), WORKLOAD, "-o", str(exported)]) == 0
+    fresh = tmp_path / "fresh"
+    assert main(["profile", "import", "--state-dir", str(fresh), str(exported)]) == 0
+    s.start(fresh)
+    assert s.profile_row()["mode"] == "monitor"
+    s.verdicts()
