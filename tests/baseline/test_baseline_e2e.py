@@ -7,6 +7,10 @@ alert; one new executable and one new outbound destination (a loopback listener)
 one ``behavior`` alert each; repeats give none; a restarted agent keeps the profile (no
 re-learning, same verdicts); an exported profile imported into a fresh state directory gives
 the same verdicts.
+
+A new image digest needs the pod's container statuses, which only the API has: that test
+runs the real ``kubernetes`` client against the protocol-faithful local API server of
+tests/k8s (no real API server exists here), with the same real containers and sensor.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from agent_harness import CaptureSink, start_agent
 from conftest import require_ebpf, require_runc
 from containers import Container, run_container
 from rootfs import install_dash
+
+from k8s.fake_apiserver import FakeAPIServer, make_pod
 
 from podtrail.cli import main
 from podtrail.config import BaselineConfig, Config, KubernetesConfig
@@ -44,10 +50,11 @@ def _replica(pod: str, pods_dir: Path) -> Container:
     return c
 
 
-def _config(tmp: Path, state: Path) -> Config:
+def _config(tmp: Path, state: Path, kubeconfig: str = "") -> Config:
     cfg = Config()
     cfg.sensor.containers_only = True
-    cfg.kubernetes = KubernetesConfig(enabled=False, cluster_name=CLUSTER, node_name="node-a", pod_logs_dir=str(tmp / "pods"))
+    cfg.kubernetes = KubernetesConfig(enabled=bool(kubeconfig), kubeconfig=kubeconfig, cluster_name=CLUSTER,
+                                      node_name="node-a", pod_logs_dir=str(tmp / "pods"))
     cfg.detection.baseline = BaselineConfig(mode="off", namespaces={NS: "learn"}, learn_seconds=LEARN_S, min_events=10,
                                             state_dir=str(state), sync_seconds=0.3, alert_window_seconds=600)
     cfg.osquery.api_socket = str(tmp / f"api-{state.name}.sock")
@@ -64,9 +71,10 @@ class Scenario:
         self.agent: Any = None
         self.sink: CaptureSink | None = None
         self.cfg: Config | None = None
+        self.kubeconfig = ""
 
     def start(self, state: Path) -> None:
-        self.cfg = _config(self.tmp, state)
+        self.cfg = _config(self.tmp, state, self.kubeconfig)
         self.agent, self.sink = start_agent(self.cfg)
 
     def stop(self) -> None:
@@ -163,17 +171,7 @@ def test_two_replicas_learn_then_alert_once_per_new_item_across_restart_and_impo
     s = scenario
     state = tmp_path / "state"
     s.start(state)
-    a, b = s.replicas
-    t0 = time.monotonic()
-    rounds = 0
-    while time.monotonic() - t0 < LEARN_S + 1 or rounds < 3:
-        s.routine(a)
-        s.routine(b)
-        rounds += 1
-    s.connected(a, s.routine_port, rounds)
-    s.connected(b, s.routine_port, rounds)
-    s.settle(lambda: s.profile_row()["mode"] == "monitor")
-    row = s.profile_row()
+    row = _learn(s, s.replicas)
     assert (row["mode"], row["version"], row["workload_kind"], row["workload_name"]) == ("monitor", "1", "Deployment", "web")
     assert int(row["executables"]) >= 3 and int(row["destinations"]) == 1 and int(row["events"]) >= 10
     assert s.alerts() == [], "no alert while learning"
@@ -196,3 +194,58 @@ def test_two_replicas_learn_then_alert_once_per_new_item_across_restart_and_impo
     s.start(fresh)
     assert s.profile_row()["mode"] == "monitor"
     s.verdicts()
+
+
+def _learn(s: Scenario, replicas: list[Container]) -> dict[str, str]:
+    t0 = time.monotonic()
+    rounds = 0
+    while time.monotonic() - t0 < LEARN_S + 1 or rounds < 3:
+        for c in replicas:
+            s.routine(c)
+        rounds += 1
+    for c in replicas:
+        s.connected(c, s.routine_port, rounds)
+    s.settle(lambda: s.profile_row()["mode"] == "monitor")
+    return s.profile_row()
+
+
+def _api_pod(api: FakeAPIServer, c: Container, name: str, rs: str, digest: str) -> None:
+    pod = make_pod(name, NS, c.pod_uid, "node-a", container_id=c.id, owner=("ReplicaSet", rs))
+    pod["status"]["containerStatuses"][0]["imageID"] = f"registry.example/web@sha256:{digest * 64}"
+    api.add_pod(pod)
+
+
+def test_new_image_digest_starts_a_new_profile_version(scenario: Scenario, tmp_path: Path) -> None:
+    s = scenario
+    api = FakeAPIServer()
+    try:
+        a, b = s.replicas
+        api.add_owner("ReplicaSet", NS, "web-7d9f8c6b5", ("Deployment", "web"))
+        api.add_owner("ReplicaSet", NS, "web-5f4d8b9c6", ("Deployment", "web"))
+        _api_pod(api, a, PODS[0], "web-7d9f8c6b5", "a")
+        s.kubeconfig = api.kubeconfig(str(tmp_path / "kubeconfig"))
+        s.start(tmp_path / "state")
+        row = _learn(s, [a])
+        assert (row["version"], row["image_digest"]) == ("1", "app=sha256:" + "a" * 64)
+        # a rollout: replica b runs the new image; its workload learns again, from scratch
+        _api_pod(api, b, "web-5f4d8b9c6-k8k8k", "web-5f4d8b9c6", "b")
+        s.routine(b)
+        s.connected(b, s.routine_port)
+        s.settle(lambda: s.profile_row()["version"] == "2")
+        row2 = s.profile_row()
+        assert (row2["version"], row2["mode"], row2["previous_versions"]) == ("2", "learn", "1")
+        assert row2["image_digest"] == "app=sha256:" + "b" * 64
+        b.exec("/opt/tools/id")  # new in the new version, learned, no alert
+        b.exec("/bin/sh", "-c", f"echo hi | /bin/nc 127.0.0.1 {s.new_port}")
+        s.connected(b, s.new_port)
+        s.settle()
+        assert s.alerts() == []
+        # the old replica, still on the old image, is still judged by the version it runs
+        a.exec("/opt/tools/id")
+        s.settle(lambda: len(s.alerts()) > 0)
+        assert [(x["findings"]["behavior"][0]["item"], x["findings"]["behavior"][0]["profile_version"]) for x in s.alerts()] == [
+            ("/opt/tools/id", 1)]
+        assert s.profile_row()["version"] == "2"
+    finally:
+        s.stop()
+        api.close()
