@@ -66,21 +66,24 @@ def test_wildcards_match_within_one_path_part() -> None:
 
 
 def test_items_per_list() -> None:
-    assert items_of(exe("/usr/bin/curl")) == [("executables", "/usr/bin/curl"), ("process_pairs", "/bin/sh -> /usr/bin/curl")]
-    assert items_of(conn("10.0.0.9", 443)) == [("destinations", "10.0.0.9:443")]
-    assert items_of(conn("fd00::1", 53)) == [("destinations", "[fd00::1]:53")]
-    assert items_of(conn("10.96.0.10", 53, remote_service="kube-dns", remote_namespace="kube-system")) == [
+    def items(ev: dict[str, Any]) -> list[tuple[str, str]]:
+        return list(items_of(ev))
+
+    assert items(exe("/usr/bin/curl")) == [("executables", "/usr/bin/curl"), ("process_pairs", "/bin/sh -> /usr/bin/curl")]
+    assert items(conn("10.0.0.9", 443)) == [("destinations", "10.0.0.9:443")]
+    assert items(conn("fd00::1", 53)) == [("destinations", "[fd00::1]:53")]
+    assert items(conn("10.96.0.10", 53, remote_service="kube-dns", remote_namespace="kube-system")) == [
         ("destinations", "service:kube-system/kube-dns:53")]
-    assert items_of(conn("10.1.0.7", 5432, remote_pod="db-0", remote_workload="StatefulSet/db", remote_namespace="shop")) == [
+    assert items(conn("10.1.0.7", 5432, remote_pod="db-0", remote_workload="StatefulSet/db", remote_namespace="shop")) == [
         ("destinations", "workload:shop/StatefulSet/db:5432")]
     listen = new_event(Kind.SOCKET, "listen", local_port=8080, transport="tcp", direction="listening", **WEB)
-    assert items_of(listen) == [("listening_ports", "tcp/8080")]
+    assert items(listen) == [("listening_ports", "tcp/8080")]
     tcp_bind = new_event(Kind.SOCKET, "bind", local_port=40000, transport="tcp", **WEB)
-    assert items_of(tcp_bind) == []
+    assert items(tcp_bind) == []
     wr = new_event(Kind.FILE, "create", target_path="/tmp/tmp.aB3xZ9qW/cache.db", **WEB)
-    assert items_of(wr) == [("write_prefixes", "/tmp/tmp.*/")]
-    assert items_of(new_event(Kind.FILE, "read", target_path="/etc/shadow", **WEB)) == []
-    assert items_of(new_event(Kind.PROCESS, "exit", path="/bin/sh", **WEB)) == []
+    assert items(wr) == [("write_prefixes", "/tmp/tmp.*/")]
+    assert items(new_event(Kind.FILE, "read", target_path="/etc/shadow", **WEB)) == []
+    assert items(new_event(Kind.PROCESS, "exit", path="/bin/sh", **WEB)) == []
 
 
 def test_workload_unit() -> None:

@@ -8,7 +8,7 @@ kept (read-only) for comparison. Plain data with a small API; persistence is in 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from podtrail.detect.baseline.normalize import LISTS, matches
 
@@ -17,8 +17,9 @@ MODES: Final = (LEARN, MONITOR, OFF)
 KEEP_VERSIONS: Final = 3  # previous versions kept per workload
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class WorkloadKey:
+class WorkloadKey(NamedTuple):
+    """A tuple (cheap to build and hash on the per-event path), ordered for listings."""
+
     cluster: str
     namespace: str
     kind: str  # Deployment, StatefulSet, ..., or Pod for a pod without a controller

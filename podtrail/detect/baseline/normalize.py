@@ -9,6 +9,7 @@ never raise a false alert. ``*`` is the only wildcard; it matches within one pat
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, Final
 
 EXECUTABLES: Final = "executables"
@@ -69,8 +70,11 @@ def _part(part: str) -> str:
     return re.sub(r"\*(?:[._\-+~@:,=]?\*)+", "*", s)  # one wildcard for runs of random tokens
 
 
+@lru_cache(maxsize=16384)
 def normalize_path(path: str) -> str:
-    """``/proc/4242/status`` -> ``/proc/*/status``; ``/tmp/tmp.aB3xZ9q/x`` -> ``/tmp/tmp.*/x``."""
+    """``/proc/4242/status`` -> ``/proc/*/status``; ``/tmp/tmp.aB3xZ9q/x`` -> ``/tmp/tmp.*/x``.
+
+    Cached: a node runs the same few thousand paths over and over."""
     path = path[:_MAX_PATH]
     return "/".join(_part(p) if p else p for p in path.split("/"))
 
@@ -100,30 +104,37 @@ def destination(ev: dict[str, Any]) -> str | None:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
-def items_of(ev: dict[str, Any]) -> list[tuple[str, str]]:
+Items = tuple[tuple[str, str], ...]
+
+
+@lru_cache(maxsize=16384)
+def _exec_items(path: str, parent: str) -> Items:
+    exe = normalize_path(path)
+    if not parent:
+        return ((EXECUTABLES, exe),)
+    return ((EXECUTABLES, exe), (PROCESS_PAIRS, normalize_path(parent) + PAIR_SEP + exe))
+
+
+def items_of(ev: dict[str, Any]) -> Items:
     """(list, item) pairs this event contributes to its workload's profile (maybe none)."""
     kind, action = ev.get("event_type"), ev.get("action")
     if kind == "process":
-        if action != "exec" or not ev.get("path"):
-            return []
-        exe = normalize_path(ev["path"])
-        out = [(EXECUTABLES, exe)]
-        parent = ev.get("parent_path")
-        if parent:
-            out.append((PROCESS_PAIRS, normalize_path(parent) + PAIR_SEP + exe))
-        return out
+        path = ev.get("path")
+        if action != "exec" or not path:
+            return ()
+        return _exec_items(path, ev.get("parent_path") or "")
     if kind == "socket":
         if action == "connect" and ev.get("direction", "outbound") == "outbound":
             d = destination(ev)
-            return [(DESTINATIONS, d)] if d else []
+            return ((DESTINATIONS, d),) if d else ()
         if action in ("listen", "bind") and ev.get("local_port"):
             if action == "bind" and ev.get("transport") == "tcp":
-                return []  # a TCP bind is not yet listening (and clients bind too); its listen is
-            return [(LISTENING_PORTS, f"{ev.get('transport') or 'tcp'}/{ev['local_port']}")]
-        return []
+                return ()  # a TCP bind is not yet listening (and clients bind too); its listen is
+            return ((LISTENING_PORTS, f"{ev.get('transport') or 'tcp'}/{ev['local_port']}"),)
+        return ()
     if kind == "file" and action in WRITE_ACTIONS and ev.get("target_path"):
-        return [(WRITE_PREFIXES, write_prefix(ev["target_path"]))]
-    return []
+        return ((WRITE_PREFIXES, write_prefix(ev["target_path"])),)
+    return ()
 
 
 def matches(pattern: str, item: str) -> bool:
