@@ -74,6 +74,7 @@ def test_daemonset_mounts_every_path_the_agent_reads() -> None:
               cfg.kubernetes.pod_logs_dir, "/var/log/containers"}
     assert needed <= mounts, needed - mounts
     assert any(cfg.spool_dir.startswith(m) for m in mounts) and any(cfg.osquery.api_socket.startswith(m) for m in mounts)
+    assert any(cfg.detection.baseline.state_dir.startswith(m) for m in mounts)  # profiles outlive the pod
     assert spec["hostPID"] is True and spec["tolerations"] == [{"operator": "Exists"}]
     env = spec["containers"][0]["env"]
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in env
