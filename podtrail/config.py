@@ -81,12 +81,24 @@ class MetricsConfig:
 
 
 @dataclass
+class DetectionConfig:
+    """In-agent detection (podtrail.detect): Sigma signatures and correlations on every event."""
+
+    enabled: bool = True
+    shipped_rules: bool = True  # the rules in siem_content/sigma
+    rule_paths: list[str] = field(default_factory=list)  # more rule files or folders (searched recursively)
+    max_groups: int = 10000  # per correlation: group-by keys kept (least recently used evicted)
+    max_events_per_group: int = 10000  # per correlation group: matches kept (oldest dropped)
+
+
+@dataclass
 class Config:
     sensor: SensorConfig = field(default_factory=SensorConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     osquery: OsqueryConfig = field(default_factory=OsqueryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     # Each output is a dict with "type" (stdout, syslog, webhook, file) and its own keys;
     # podtrail.outputs validates them. Default: JSON lines on stdout.
     outputs: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "stdout", "format": "json"}])

@@ -122,7 +122,7 @@ def _string_leaf(name: str, value: Any, cased: bool) -> tuple[Pred, list[Anchor]
 
     parts = list(value.s)
     if any(isinstance(p, Placeholder) for p in parts):
-        raise Unsupported(f"field {name!r} uses a placeholder (|expand): the agent has no placeholder values")
+        raise Unsupported(f"a value of field {name!r} uses a placeholder (|expand): the agent has no placeholder values to expand")
     specials = [p for p in parts if isinstance(p, SpecialChars)]
     conv = (lambda s: s) if cased else fold
     get: Callable[[View, str], str | None] = View.text if cased else View.low

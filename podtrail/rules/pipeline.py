@@ -16,10 +16,11 @@ from podtrail.rules.targets import CATEGORIES, PRODUCT, Target
 GENERIC_PRODUCT = "linux"  # SigmaHQ's Linux rules, written in the generic taxonomy
 
 
-def taxonomy_items() -> list[Any]:
+def taxonomy_items(strict: bool = True) -> list[Any]:
     """Generic Sigma taxonomy -> podtrail's canonical names, for ``product: linux`` rules
     (podtrail.model.fields.SIGMA_TAXONOMY): values first (``Initiated: 'true'`` is
-    ``direction: outbound``), then names. A field with no podtrail counterpart fails the rule."""
+    ``direction: outbound``), then names. ``strict``: a field with no podtrail counterpart (or a
+    keyword search) fails the conversion; the agent leaves that to its compiler, which says why."""
     from sigma.processing.conditions import ExcludeFieldCondition, IncludeFieldCondition, LogsourceCondition
     from sigma.processing.pipeline import ProcessingItem
     from sigma.processing.transformations import (
@@ -33,9 +34,9 @@ def taxonomy_items() -> list[Any]:
 
     items = [ProcessingItem(identifier="podtrail_taxonomy_unknown_fields",
                             transformation=DetectionItemFailureTransformation(
-                                "a field with no podtrail counterpart (see `podtrail rules check`)"),
+                                "a field with no podtrail counterpart, or a keyword search (`podtrail rules check` says which)"),
                             rule_conditions=linux(),  # type: ignore[arg-type]
-                            field_name_conditions=[ExcludeFieldCondition(fields=[*SIGMA_TAXONOMY, *FIELDS])])]
+                            field_name_conditions=[ExcludeFieldCondition(fields=[*SIGMA_TAXONOMY, *FIELDS])])] if strict else []
     items += [ProcessingItem(identifier=f"podtrail_taxonomy_values_{name}",
                              transformation=MapStringTransformation(dict(values)),  # type: ignore[arg-type]
                              rule_conditions=linux(),  # type: ignore[arg-type]
@@ -51,7 +52,7 @@ def taxonomy_pipeline() -> Any:
     """The agent's pipeline: the taxonomy only (it evaluates canonical names directly)."""
     from sigma.processing.pipeline import ProcessingPipeline
 
-    return ProcessingPipeline(name="generic Sigma taxonomy to podtrail", priority=10, items=taxonomy_items())
+    return ProcessingPipeline(name="generic Sigma taxonomy to podtrail", priority=10, items=taxonomy_items(strict=False))
 
 
 def build_pipeline(target: Target) -> Any:
