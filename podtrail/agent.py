@@ -2,7 +2,9 @@
 
 Order of stages matters: the process table first (ancestry, and the pid -> process key that
 later stages cache on), then container identity, then drift/relative-path fixes from the
-file sensor, then Kubernetes context (which may hold events briefly), then sinks.
+file sensor, then Kubernetes context (which may hold events briefly), then detection (alerts
+after their trigger), then behavioural baselines (which see each trigger, then its alerts:
+hybrid alerts), then sinks.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Agent:
     _closables: list[Any] = field(default_factory=list)
     _starters: list[Any] = field(default_factory=list)
     tables: Any = None  # TableService when the osquery tables are enabled
+    detect: Any = None  # DetectStage (podtrail.detect.stage) unless detection is disabled; add detectors to .detectors
     baselines: Any = None  # BaselineStage when detection.baseline is on
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -145,6 +148,9 @@ def _try_ebpf(cfg: Config, index: CgroupIndex) -> tuple[list[Source], list[Stage
 def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list[Stage] | None = None) -> Agent:
     """Choose the source (eBPF, auditd, or auto: eBPF when it loads, else auditd), build the
     stages and the sinks. Raises SourceUnavailable with the reason when nothing can run."""
+    from podtrail.detect.stage import build_detect_stage
+
+    detect = build_detect_stage(cfg.detection)  # first: a bad rule path fails before any sensor loads
     table = ProcessTable(cfg.sensor.exit_grace_seconds)
     table.seed()
     index = CgroupIndex()
@@ -174,7 +180,10 @@ def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list
     k8s_stage, k8s_stop, _watcher = build_k8s_stage(cfg.kubernetes, HOSTNAME)
     agent._closables.append(k8s_stop)
     agent.stages = [ProcessStage(table), containers, *extra, k8s_stage, *(extra_stages or [])]
-    if _baselines_on(cfg):  # last: after signature detection, so hybrid alerts can form
+    agent.detect = detect
+    if detect is not None:  # last: it sees every field, and alerts follow their trigger
+        agent.stages.append(agent.detect)
+    if _baselines_on(cfg):  # after signature detection: it sees each trigger, then its alerts (hybrid)
         from podtrail.detect.baseline.stage import build_baseline_stage
 
         agent.baselines = build_baseline_stage(cfg.detection.baseline)

@@ -121,7 +121,14 @@ class BaselineConfig:
 
 @dataclass
 class DetectionConfig:
-    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    """In-agent detection (podtrail.detect): Sigma signatures and correlations on every event."""
+
+    enabled: bool = True
+    shipped_rules: bool = True  # the rules in siem_content/sigma
+    rule_paths: list[str] = field(default_factory=list)  # more rule files or folders (searched recursively)
+    max_groups: int = 10000  # per correlation: group-by keys kept (least recently used evicted)
+    max_events_per_group: int = 10000  # per correlation group: matches kept (oldest dropped)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)  # behavioural baselines per workload
 
 
 @dataclass

@@ -304,3 +304,38 @@ def fields_for(kind: Kind) -> tuple[Field, ...]:
 
 
 _BY_KIND: Final = {k: tuple(f for f in FIELDS_LIST if k in f.kinds) for k in Kind}
+
+
+# ---- the generic Sigma taxonomy (SigmaHQ's `product: linux` rules) ------------------------------
+# Generic field name -> canonical field, so community rules run as they are: in the agent
+# (podtrail.detect) and in every SIEM (podtrail.rules.pipeline). A generic name missing here has
+# no podtrail counterpart, and a rule using it is reported unusable (`podtrail rules check`).
+SIGMA_TAXONOMY: Final[dict[str, str]] = {
+    "Image": "path",
+    "CommandLine": "cmdline",
+    "ParentImage": "parent_path",
+    "ParentCommandLine": "parent_cmdline",
+    "User": "user",
+    "CurrentDirectory": "cwd",
+    "ProcessId": "pid",
+    "ParentProcessId": "ppid",
+    "ProcessGuid": "process_key",
+    "ParentProcessGuid": "parent_key",
+    "TargetFilename": "target_path",
+    "DestinationIp": "dst_address",
+    "DestinationPort": "dst_port",
+    "SourceIp": "src_address",
+    "SourcePort": "src_port",
+    "Protocol": "transport",
+    "Initiated": "direction",  # values too: 'true' -> outbound, 'false' -> inbound
+}
+SIGMA_VALUES: Final[dict[str, dict[str, str]]] = {"Initiated": {"true": "outbound", "false": "inbound"}}
+# Generic names that exist in the taxonomy but mean nothing podtrail observes, with the reason.
+SIGMA_UNMAPPED: Final[dict[str, str]] = {
+    "OriginalFileName": "a PE header field (the name a Windows binary was built as); Linux executables carry none",
+    "LogonId": "a Windows logon session id; podtrail records the login uid (auid), which is not a session",
+    "DestinationHostname": "podtrail sees connections by address, not by the host name resolved before them",
+    "SourceHostname": "podtrail sees connections by address, not by host name",
+    "Hashes": "podtrail does not hash executables",
+    "IntegrityLevel": "a Windows integrity level",
+}
