@@ -46,6 +46,7 @@ def _replica(pod: str, pods_dir: Path) -> Container:
     install_dash(c.rootfs)
     (c.rootfs / "opt/tools").mkdir(parents=True)
     shutil.copy2("/bin/busybox", c.rootfs / "opt/tools/id")  # a new executable, never run while learning
+    shutil.copy2("/bin/busybox", c.rootfs / "tmp/true")  # new, and a shipped signature's hit (exec from /tmp)
     return c
 
 
@@ -99,9 +100,9 @@ class Scenario:
                                  and e["action"] == "connect" and e.get("remote_port") == port, count=n)
         assert len(got) >= n, f"sensor did not report {n} connects to {port}"
 
-    def alerts(self) -> list[dict[str, Any]]:
+    def alerts(self, kind: str = "behavior") -> list[dict[str, Any]]:
         assert self.sink is not None
-        return [e for e in self.sink.events if e["event_type"] == "alert" and e.get("detection_kind") == "behavior"]
+        return [e for e in self.sink.events if e["event_type"] == "alert" and e.get("detection_kind") == kind]
 
     def settle(self, pred: Callable[[], bool] | None = None, timeout: float = 10.0) -> None:
         """Let the pipeline deliver what is in flight (held alerts go at the next tick)."""
@@ -248,3 +249,26 @@ def test_new_image_digest_starts_a_new_profile_version(scenario: Scenario, tmp_p
     finally:
         s.stop()
         api.close()
+
+
+def test_signature_hit_outside_the_profile_is_one_hybrid_alert(scenario: Scenario, tmp_path: Path) -> None:
+    """The shipped rule "exec from /tmp" (level high) fires on a process that is also new for
+    its workload: one alert, the signature's, carrying the behaviour finding, raised to critical."""
+    s = scenario
+    s.start(tmp_path / "state")
+    _learn(s, s.replicas)
+    a = s.replicas[0]
+    a.exec("/tmp/true")
+    assert s.sink is not None
+    execs = s.sink.wait_for(lambda e: e.get("container_id") == a.id and e["event_type"] == "process"
+                            and e["action"] == "exec" and e.get("path") == "/tmp/true")
+    assert execs, "sensor did not report the exec"
+    trigger = execs[0]["event_id"]
+    s.settle(lambda: any(trigger in (x.get("trigger_ids") or []) for x in s.alerts("signature")))
+    about = [e for e in s.sink.events if e["event_type"] == "alert" and trigger in (e.get("trigger_ids") or [])]
+    assert len(about) == 1, [(x["rule_id"], x["detection_kind"]) for x in about]
+    h = about[0]
+    assert (h["detection_kind"], h["rule_level"], h["severity"]) == ("signature", "critical", 10)
+    assert [(f["list"], f["item"]) for f in h["findings"]["behavior"]][0] == ("executables", "/tmp/true")
+    assert h["findings"]["rule"] == "podtrail_exec_from_tmp_or_shm" and h["findings"]["matched"]  # the signature's own
+    assert h["rule_title"] and validate(h) == []
