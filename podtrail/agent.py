@@ -113,6 +113,7 @@ class Agent:
             "process_table_size": len(self.table) if self.table is not None else 0,
             "containers": len(self.containers.containers) if self.containers is not None else 0,
             "uptime_s": time.time() - self.started_at if self.started_at else 0.0,
+            **({"baseline": self.baselines.state()} if self.baselines is not None else {}),
         }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from podtrail.cli import main
 from podtrail.config import BaselineConfig, Config, ConfigError, from_dict
 from podtrail.detect.alert import new_alert
 from podtrail.detect.baseline.codec import FORMAT, ProfileFormatError, from_doc, to_doc
@@ -150,13 +151,32 @@ def test_replicas_share_one_profile_and_new_digest_starts_a_version() -> None:
     assert p.current.version == 2 and "/usr/bin/nc" not in p.current.items["executables"]
 
 
-def test_size_bound_counts_overflow() -> None:
-    b = Baselines(cfg(max_items=2))
+def test_size_bound_counts_overflow_and_reports_it_once(tmp_path: Path) -> None:
+    st, _ = _stage(tmp_path, max_items=2)
+    out: list[dict[str, Any]] = []
     for i in range(5):
-        b.check(exe(f"/opt/bin/tool{chr(97 + i)}"), 0.0)
-    v = b.profiles[WorkloadKey("prod", "shop", "Deployment", "web")].current
+        st.process(exe(f"/opt/bin/tool{chr(97 + i)}"), out.append)
+    st.tick(0.0, out.append)
+    v = st.engine.profiles[WorkloadKey("prod", "shop", "Deployment", "web")].current
     assert len(v.items["executables"]) == 2 and v.overflow["executables"] == 3
     assert v.overflow["process_pairs"] == 3
+    notes = [e["message"] for e in out if e["event_type"] == "agent"]
+    assert len(notes) == 2 and all("is full (2 items)" in m for m in notes), notes
+    assert st.rows()[0]["overflow"] == 6 and st.state()["profiles"] == {"learn": 1}
+
+
+def test_running_agent_picks_up_profile_mode_and_import(tmp_path: Path) -> None:
+    st, now = _stage(tmp_path)
+    out: list[dict[str, Any]] = []
+    st.process(exe("/bin/sleep"), out.append)
+    st.sync()
+    assert main(["profile", "mode", "--state-dir", str(tmp_path), "shop/Deployment/web", "monitor"]) == 0
+    st.sync()
+    p = st.engine.profiles[WorkloadKey("prod", "shop", "Deployment", "web")]
+    assert (p.mode, p.pinned) == ("monitor", True)
+    st.process(exe("/usr/bin/nc"), out.append)
+    st.tick(0.0, out.append)
+    assert [e["findings"]["behavior"][0]["item"] for e in out if e["event_type"] == "alert"] == ["/usr/bin/nc"]
 
 
 def test_namespace_off_and_monitor_overrides() -> None:

@@ -55,6 +55,7 @@ class Baselines:
         self.cfg = cfg
         self.profiles: dict[WorkloadKey, Profile] = {p.key: p for p in profiles}
         self.dirty: set[WorkloadKey] = set()
+        self.full: list[tuple[WorkloadKey, str]] = []  # lists that just reached max_items (the stage reports them)
         self.stats = Stats()
         self._alerted: OrderedDict[tuple[WorkloadKey, int, str, str], float] = OrderedDict()
 
@@ -139,6 +140,8 @@ class Baselines:
                 if v.add(lst, item, self.cfg.max_items):
                     added = True
                     self.stats.learned += 1
+                elif v.overflow[lst] == 1 and item not in v.items[lst]:
+                    self.full.append((key, lst))  # the first item that did not fit: report once
             if added:
                 p.last_change = now
                 self.dirty.add(key)

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 FINDINGS = Counter("podtrail_baseline_findings_total", "Items outside a workload profile that alerted.", registry=REGISTRY)
 SUPPRESSED = Counter("podtrail_baseline_repeats_total", "Repeats of a new item within the alert window (no alert).", registry=REGISTRY)
-OVERFLOW = Gauge("podtrail_baseline_overflow_items", "Items not learned because a profile list was full.", registry=REGISTRY)
+OVERFLOW = Gauge("podtrail_baseline_overflow_items", "Occurrences of items not learned because a profile list was full.", registry=REGISTRY)
 PROFILES = Gauge("podtrail_baseline_profiles", "Workload profiles held, by mode.", ["mode"], registry=REGISTRY)
 STATE_PROBLEMS = Counter("podtrail_baseline_state_problems_total", "Profile files unreadable (set aside) or not saved.", registry=REGISTRY)
 
@@ -95,6 +95,10 @@ class BaselineStage:
 
     def tick(self, now: float, out: Emit) -> None:
         self._flush(out)
+        for key, lst in self.engine.full:
+            self._notes.append(f"profile {key.text}: list {lst} is full ({self.cfg.max_items} items); "
+                               "more items are counted as overflow and not learned")
+        self.engine.full.clear()
         for note in self._notes:
             out(new_event(Kind.AGENT, "baseline", message=note, source="detect"))
         self._notes = []
@@ -132,6 +136,15 @@ class BaselineStage:
         OVERFLOW.set(overflow)
         SUPPRESSED.inc(e.stats.suppressed - self._suppressed_seen)
         self._suppressed_seen = e.stats.suppressed
+
+    def state(self) -> dict[str, Any]:
+        """For the agent's health report."""
+        modes: dict[str, int] = {}
+        for p in list(self.engine.profiles.values()):
+            modes[p.mode] = modes.get(p.mode, 0) + 1
+        st = self.engine.stats
+        return {"profiles": modes, "findings": st.findings, "repeats": st.suppressed,
+                "unattributed": st.unattributed, "new_versions": st.new_versions}
 
     def rows(self) -> list[dict[str, Any]]:
         """``container_profiles`` rows."""

@@ -4,7 +4,7 @@ Writes are atomic (temporary file, fsync, rename), so a crash leaves the old or 
 never half of one. A file that cannot be read is reported, renamed to ``*.corrupt`` and
 skipped: a broken profile costs its workload a new learning period, never the agent. Files
 changed by someone else (``podtrail profile import|mode`` while the agent runs) are noticed
-by their modification time and loaded again.
+by their inode and modification time and loaded again.
 """
 
 from __future__ import annotations
@@ -56,6 +56,11 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
+def _ident(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
 def read_profile(path: Path) -> Profile:
     """One profile file; ProfileFormatError (with the reason) when it cannot be used."""
     try:
@@ -68,7 +73,9 @@ def read_profile(path: Path) -> Profile:
 class ProfileStore:
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
-        self._mtimes: dict[str, int] = {}  # file name -> mtime_ns as last read or written here
+        # file name -> (inode, mtime_ns) as last read or written here; every write is a new
+        # inode (rename), so a change is seen even within the clock's granularity
+        self._seen: dict[str, tuple[int, int]] = {}
 
     def ensure(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -80,7 +87,7 @@ class ProfileStore:
         self.ensure()
         path = self.path(p.key)
         write_atomic(path, json.dumps(to_doc(p), separators=(",", ":")).encode())
-        self._mtimes[path.name] = path.stat().st_mtime_ns
+        self._seen[path.name] = _ident(path)
         return path
 
     def _set_aside(self, path: Path, why: str, report: LoadReport) -> None:
@@ -95,7 +102,7 @@ class ProfileStore:
 
     def _read(self, path: Path, report: LoadReport) -> None:
         try:
-            mtime = path.stat().st_mtime_ns
+            ident = _ident(path)
             p = read_profile(path)
         except FileNotFoundError:
             return
@@ -107,14 +114,14 @@ class ProfileStore:
                 msg = f"profile {path} skipped: {e}"
                 log.warning("%s", msg)
                 report.problems.append(msg)
-                self._mtimes[path.name] = mtime
+                self._seen[path.name] = ident
                 return
             self._set_aside(path, str(e), report)
             return
         if path.name != file_name(p.key):  # copied in by hand under another name: adopt it
             os.replace(path, self.path(p.key))
-            mtime = self.path(p.key).stat().st_mtime_ns
-        self._mtimes[file_name(p.key)] = mtime
+            ident = _ident(self.path(p.key))
+        self._seen[file_name(p.key)] = ident
         report.loaded.append(p)
 
     def load_all(self) -> LoadReport:
@@ -128,10 +135,10 @@ class ProfileStore:
         report = LoadReport()
         for path in self._files():
             try:
-                m = path.stat().st_mtime_ns
+                ident = _ident(path)
             except OSError:
                 continue
-            if self._mtimes.get(path.name) != m:
+            if self._seen.get(path.name) != ident:
                 self._read(path, report)
         return report
 
