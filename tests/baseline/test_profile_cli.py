@@ -50,6 +50,12 @@ def test_list_show_mode_export_import(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["profile", "export", "--state-dir", str(state), "shop/Deployment/web", "-o", str(exported)]) == 0
     fresh = tmp_path / "fresh"
     assert main(["profile", "import", "--state-dir", str(fresh), str(exported), "--workload", "eu/shop/Deployment/web"]) == 0
+    sig = tmp_path / "web-sigma.yml"
+    assert main(["profile", "export", "--state-dir", str(state), "shop/Deployment/web", "--sigma", "-o", str(sig)]) == 0
+    from sigma.collection import SigmaCollection
+
+    parsed = SigmaCollection.from_yaml(sig.read_text())
+    assert len(parsed.rules) == 5 and not parsed.errors
     got = ProfileStore(fresh).load_all().loaded
     assert [p.key.text for p in got] == ["eu/shop/Deployment/web"] and got[0].current.items == ProfileStore(state).load_all().loaded[0].current.items
 

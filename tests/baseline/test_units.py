@@ -211,6 +211,22 @@ def test_codec_round_trip_and_errors() -> None:
             from_doc(broken)
 
 
+def test_older_formats_are_upgraded_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upgrade path a later format will use: format N documents pass through UPGRADES[N]."""
+    from podtrail.detect.baseline import codec
+
+    b = Baselines(cfg())
+    learned(b)
+    doc = to_doc(b.profiles[WorkloadKey("prod", "shop", "Deployment", "web")])
+    cur = {k: v for k, v in doc["current"].items() if k != "executables"}
+    old = {**doc, "format": 0, "current": {**cur, "binaries": doc["current"]["executables"]}}
+    with pytest.raises(ProfileFormatError, match="format 0 cannot be upgraded"):
+        from_doc(old)
+    monkeypatch.setitem(codec.UPGRADES, 0, lambda d: {**d, "format": 1, "current": {
+        **{k: v for k, v in d["current"].items() if k != "binaries"}, "executables": d["current"]["binaries"]}})
+    assert from_doc(old).current.items["executables"] == {"/bin/sleep", "/usr/bin/python3"}
+
+
 def test_store_atomic_writes_corrupt_set_aside_and_outside_edits(tmp_path: Path) -> None:
     b = Baselines(cfg())
     learned(b)
