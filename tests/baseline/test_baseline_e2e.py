@@ -26,8 +26,8 @@ import pytest
 from agent_harness import CaptureSink, start_agent
 from conftest import require_ebpf, require_runc
 from containers import Container, run_container
+from dash_rootfs import install_dash
 from k8s.fake_apiserver import FakeAPIServer, make_pod
-from rootfs import install_dash
 
 from podtrail.cli import main
 from podtrail.config import BaselineConfig, Config, KubernetesConfig

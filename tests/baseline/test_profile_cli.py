@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_units import conn, exe
+from test_baseline_units import conn, exe
 
 from podtrail.cli import main
 from podtrail.config import BaselineConfig

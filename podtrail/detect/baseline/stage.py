@@ -7,7 +7,8 @@ a signature alert about the same trigger arrives meanwhile, the two become one h
 remembered by event id, so a later alert (a correlation) is enriched too.
 
 Profiles are loaded from the state directory at start, written back every ``sync_seconds``
-(changed ones only) and at close; edits made by ``podtrail profile`` are picked up then.
+(changed ones only, by a writer thread: the pipeline never waits for the disk) and at the
+last tick; edits made by ``podtrail profile`` are picked up at each sync.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from prometheus_client import Counter, Gauge
 from podtrail.config import BaselineConfig
 from podtrail.detect.baseline.alerts import behavior_alert, make_hybrid
 from podtrail.detect.baseline.engine import Baselines, Finding
-from podtrail.detect.baseline.store import ProfileStore
+from podtrail.detect.baseline.store import BackgroundWriter, ProfileStore
 from podtrail.metrics import REGISTRY
 from podtrail.model.event import Event, new_event
 from podtrail.model.fields import Kind
@@ -38,7 +39,6 @@ PROFILES = Gauge("podtrail_baseline_profiles", "Workload profiles held, by mode.
 STATE_PROBLEMS = Counter("podtrail_baseline_state_problems_total", "Profile files unreadable (set aside) or not saved.", registry=REGISTRY)
 
 _RECENT_MAX = 4096  # trigger event id -> findings, for alerts that arrive after their trigger
-_SAVES_PER_SYNC = 100  # bounded disk work per sync; the rest next time
 
 
 class BaselineStage:
@@ -54,6 +54,7 @@ class BaselineStage:
             loaded, self._notes = report.loaded, list(report.problems)
             STATE_PROBLEMS.inc(len(report.problems))
         self.engine = Baselines(cfg, loaded)
+        self.writer = BackgroundWriter(store) if store is not None else None
         self._pending: list[tuple[str, Event]] = []
         self._recent: OrderedDict[str, list[Finding]] = OrderedDict()
         self._next_sync = time.monotonic() + cfg.sync_seconds
@@ -108,24 +109,31 @@ class BaselineStage:
         self.sync(final=now == float("inf"))
 
     # -- state ------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Wait for profile writes in flight (tests, and the last tick)."""
+        if self.writer is not None:
+            self.writer.flush()
+
     def sync(self, final: bool = False) -> None:
-        """Graduate due profiles, pick up outside edits, write changed profiles."""
+        """Graduate due profiles, pick up outside edits, hand changed profiles to the writer."""
         e = self.engine
         e.graduate(self.clock())
-        if self.store is not None:
-            ext = self.store.changed()
+        w = self.writer
+        if self.store is not None and w is not None:
+            ext = self.store.changed(busy=set(w.busy))
             for p in ext.loaded:
                 e.replace(p)
-            self._notes.extend(ext.problems)
-            STATE_PROBLEMS.inc(len(ext.problems))
-            todo = sorted(e.dirty, key=lambda k: k.text)
-            for k in todo if final else todo[:_SAVES_PER_SYNC]:
-                try:
-                    self.store.save(e.profiles[k])
-                    e.dirty.discard(k)
-                except OSError as err:
-                    STATE_PROBLEMS.inc()
-                    self._notes.append(f"profile {k.text} not saved: {err.strerror}")
+            problems = ext.problems + w.errors
+            w.errors = []
+            self._notes.extend(problems)
+            STATE_PROBLEMS.inc(len(problems))
+            for k in sorted(e.dirty, key=lambda k: k.text):  # encoding is cheap; the writer does the I/O
+                w.submit(k, self.store.encode(e.profiles[k]))
+            e.dirty.clear()
+            if final:  # the pipeline's last tick: everything on disk, writer thread ends
+                w.flush()
+                w.close()
+                self.writer = None
         modes: dict[str, int] = {"learn": 0, "monitor": 0, "off": 0}
         overflow = 0
         for p in e.profiles.values():

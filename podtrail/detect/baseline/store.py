@@ -13,8 +13,12 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
+import threading
 import time
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,12 +87,19 @@ class ProfileStore:
     def path(self, key: WorkloadKey) -> Path:
         return self.dir / file_name(key)
 
-    def save(self, p: Profile) -> Path:
+    @staticmethod
+    def encode(p: Profile) -> bytes:
+        return json.dumps(to_doc(p), separators=(",", ":")).encode()
+
+    def write(self, key: WorkloadKey, data: bytes) -> Path:
         self.ensure()
-        path = self.path(p.key)
-        write_atomic(path, json.dumps(to_doc(p), separators=(",", ":")).encode())
+        path = self.path(key)
+        write_atomic(path, data)
         self._seen[path.name] = _ident(path)
         return path
+
+    def save(self, p: Profile) -> Path:
+        return self.write(p.key, self.encode(p))
 
     def _set_aside(self, path: Path, why: str, report: LoadReport) -> None:
         dest = path.with_name(f"{path.name}.{int(time.time())}.corrupt")
@@ -130,10 +141,13 @@ class ProfileStore:
             self._read(path, report)
         return report
 
-    def changed(self) -> LoadReport:
-        """Profiles whose files appeared or changed since this store last read or wrote them."""
+    def changed(self, busy: Collection[str] = ()) -> LoadReport:
+        """Profiles whose files appeared or changed since this store last read or wrote them
+        (``busy``: file names with a write of ours in flight, not someone else's change)."""
         report = LoadReport()
         for path in self._files():
+            if path.name in busy:
+                continue
             try:
                 ident = _ident(path)
             except OSError:
@@ -151,3 +165,47 @@ class ProfileStore:
     def load(self, key: WorkloadKey) -> Profile | None:
         path = self.path(key)
         return read_profile(path) if path.exists() else None
+
+
+class BackgroundWriter:
+    """Writes encoded profiles in its own thread, so a slow disk (fsync) never stalls the
+    pipeline. ``busy`` names the files with a write in flight; ``errors`` collects failures."""
+
+    def __init__(self, store: ProfileStore) -> None:
+        self.store = store
+        self._q: queue.Queue[tuple[WorkloadKey, bytes] | None] = queue.Queue()
+        self.busy: Counter[str] = Counter()
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="podtrail-profiles", daemon=True)
+        self._thread.start()
+
+    def submit(self, key: WorkloadKey, data: bytes) -> None:
+        self.busy[file_name(key)] += 1
+        self._q.put((key, data))
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            try:
+                if item is None:
+                    return
+                key, data = item
+                try:
+                    self.store.write(key, data)
+                except OSError as e:
+                    self.errors.append(f"profile {key.text} not saved: {e.strerror}")
+                finally:
+                    name = file_name(key)
+                    self.busy[name] -= 1
+                    if self.busy[name] <= 0:
+                        del self.busy[name]
+            finally:
+                self._q.task_done()
+
+    def flush(self) -> None:
+        """Wait until everything submitted is on disk."""
+        self._q.join()
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(30)

@@ -170,6 +170,7 @@ def test_running_agent_picks_up_profile_mode_and_import(tmp_path: Path) -> None:
     out: list[dict[str, Any]] = []
     st.process(exe("/bin/sleep"), out.append)
     st.sync()
+    st.flush()
     assert main(["profile", "mode", "--state-dir", str(tmp_path), "shop/Deployment/web", "monitor"]) == 0
     st.sync()
     p = st.engine.profiles[WorkloadKey("prod", "shop", "Deployment", "web")]
