@@ -307,3 +307,16 @@ def test_signature_alert_on_new_behaviour_is_one_hybrid_alert(tmp_path: Path) ->
     assert sig["findings"]["matched"] == "nc" and sig["findings"]["behavior"][0]["item"] == "/usr/bin/nc"
     assert validate(sig) == []
     assert len(alerts) == 2  # the other new executable: its own behaviour alert
+
+
+def test_later_correlation_alert_is_enriched_too(tmp_path: Path) -> None:
+    st, _ = _stage(tmp_path, namespaces={"shop": "monitor"})
+    out: list[dict[str, Any]] = []
+    trig, other = exe("/usr/bin/nc"), exe("/usr/bin/nc")
+    st.process(trig, out.append)
+    st.process(other, out.append)  # the behaviour alert about trig goes out here
+    corr = new_alert(other, rule_id="podtrail_corr", title="Corr", level="medium", kind="correlation",
+                     tactics=[], techniques=[], trigger_ids=[trig["event_id"], other["event_id"]])
+    st.process(corr, out.append)
+    assert corr["rule_level"] == "high" and [f["item"] for f in corr["findings"]["behavior"]][:1] == ["/usr/bin/nc"]
+    assert len([e for e in out if e.get("detection_kind") == "behavior"]) == 1
