@@ -15,7 +15,10 @@ tests/k8s (no real API server exists here), with the same real containers and se
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -128,12 +131,12 @@ class Scenario:
             self.connected(c, self.routine_port, n + 1)
         self.settle()
         assert self.alerts()[before:] == [], "the routine must not alert"
-        a.exec("/opt/tools/id")
+        a.exec("/bin/sh", "-c", "/opt/tools/id; true")  # forked by dash: a new executable and a new pair
         self.settle(lambda: len(self.alerts()) > before)
         new_exe = self.alerts()[before:]
         assert len(new_exe) == 1, new_exe
         f = new_exe[0]["findings"]["behavior"]
-        assert ("executables", "/opt/tools/id") in {(x["list"], x["item"]) for x in f}
+        assert {(x["list"], x["item"]) for x in f} == {("executables", "/opt/tools/id"), ("process_pairs", "/bin/sh -> /opt/tools/id")}
         assert f[0]["workload"] == WORKLOAD and new_exe[0]["pod_name"] == PODS[0] and validate(new_exe[0]) == []
         b.exec("/bin/sh", "-c", f"echo hi | /bin/nc 127.0.0.1 {self.new_port}")
         self.settle(lambda: len(self.alerts()) > before + 1)
@@ -141,12 +144,14 @@ class Scenario:
         assert len(new_dst) == 1, new_dst
         assert [(x["list"], x["item"]) for x in new_dst[0]["findings"]["behavior"]] == [("destinations", f"127.0.0.1:{self.new_port}")]
         assert new_dst[0]["pod_name"] == PODS[1]
-        a.exec("/opt/tools/id")  # repeats, on either replica: the same workload, nothing new
-        b.exec("/opt/tools/id")
+        a.exec("/bin/sh", "-c", "/opt/tools/id; true")  # repeats, on either replica: the same workload, nothing new
+        b.exec("/bin/sh", "-c", "/opt/tools/id; true")
+        b.exec("/opt/tools/id")  # started by the runtime: no pair, the same executable
         a.exec("/bin/sh", "-c", f"echo hi | /bin/nc 127.0.0.1 {self.new_port}")
         self.connected(a, self.new_port)
         self.settle()
-        assert len(self.alerts()) == before + 2, self.alerts()[before + 2:]
+        extra = [(x["pod_name"], x["findings"]["behavior"]) for x in self.alerts()[before + 2:]]
+        assert len(self.alerts()) == before + 2, extra
 
 
 @pytest.fixture
@@ -175,6 +180,10 @@ def test_two_replicas_learn_then_alert_once_per_new_item_across_restart_and_impo
     assert (row["mode"], row["version"], row["workload_kind"], row["workload_name"]) == ("monitor", "1", "Deployment", "web")
     assert int(row["executables"]) >= 3 and int(row["destinations"]) == 1 and int(row["events"]) >= 10
     assert s.alerts() == [], "no alert while learning"
+    q = subprocess.run([sys.executable, "-m", "podtrail", "query", "--api-socket", s.cfg.osquery.api_socket, "--format", "json",  # type: ignore[union-attr]
+                        "SELECT workload, mode, version FROM container_profiles WHERE mode = 'monitor'"],
+                       capture_output=True, text=True, timeout=60)
+    assert json.loads(q.stdout) == [{"workload": WORKLOAD, "mode": "monitor", "version": 1}], q.stderr
     s.verdicts()
 
     # restart: the profile comes back from the state dir, still monitoring, nothing re-learned

@@ -71,6 +71,8 @@ def test_items_per_list() -> None:
         return list(items_of(ev))
 
     assert items(exe("/usr/bin/curl")) == [("executables", "/usr/bin/curl"), ("process_pairs", "/bin/sh -> /usr/bin/curl")]
+    for runtime in ("/usr/sbin/runc", "/usr/bin/containerd-shim-runc-v2", "memfd:runc_cloned:/proc/self/exe", "/usr/bin/crun"):
+        assert items(exe("/bin/sh", parent=runtime)) == [("executables", "/bin/sh")]
     assert items(conn("10.0.0.9", 443)) == [("destinations", "10.0.0.9:443")]
     assert items(conn("fd00::1", 53)) == [("destinations", "[fd00::1]:53")]
     assert items(conn("10.96.0.10", 53, remote_service="kube-dns", remote_namespace="kube-system")) == [

@@ -107,10 +107,22 @@ def destination(ev: dict[str, Any]) -> str | None:
 Items = tuple[tuple[str, str], ...]
 
 
+# Container runtimes start a container's first process and every `kubectl exec`: a pair with
+# one of them as parent says only how the process was launched, and whether the sensor sees
+# that host-side parent at all depends on timing (it often exits at once). Not learned.
+_RUNTIME_PARENTS: Final = frozenset({"runc", "crun", "runsc", "youki", "conmon", "containerd-shim"})
+
+
+def runtime_parent(parent: str) -> bool:
+    base = parent.rsplit("/", 1)[-1]
+    return (base in _RUNTIME_PARENTS or base.startswith("containerd-shim") or base.startswith("runc")
+            or parent.startswith("memfd:runc"))
+
+
 @lru_cache(maxsize=16384)
 def _exec_items(path: str, parent: str) -> Items:
     exe = normalize_path(path)
-    if not parent:
+    if not parent or runtime_parent(parent):
         return ((EXECUTABLES, exe),)
     return ((EXECUTABLES, exe), (PROCESS_PAIRS, normalize_path(parent) + PAIR_SEP + exe))
 
