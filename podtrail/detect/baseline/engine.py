@@ -93,14 +93,6 @@ class Baselines:
                 self.dirty.add(key)
         return p, p.current
 
-    def set_mode(self, key: WorkloadKey, mode: str, now: float, *, pinned: bool = True) -> Profile:
-        p = self.profiles[key]
-        p.mode, p.pinned, p.last_change = mode, pinned, now
-        if mode == MONITOR and p.current.monitor_since is None:
-            p.current.monitor_since = now
-        self.dirty.add(key)
-        return p
-
     def _maybe_graduate(self, p: Profile, now: float) -> None:
         v = self.cfg
         if (not p.pinned and now - p.current.created >= v.learn_seconds and p.current.events >= v.min_events):
