@@ -94,6 +94,7 @@ class BaselineConfig:
     state_dir: str = "/var/lib/podtrail/profiles"
     max_items: int = 512  # per list and profile; more is counted as overflow, not learned
     alert_window_seconds: float = 3600.0  # a new item alerts once per window
+    max_alerts_per_window: int = 100  # per workload: more new items in one window are counted, not alerted
     sync_seconds: float = 5.0  # write changed profiles, pick up `podtrail profile` edits
 
     def __post_init__(self) -> None:
@@ -112,6 +113,8 @@ class BaselineConfig:
             raise ConfigError(f"{where}.min_events: must not be negative, got {self.min_events!r}")
         if self.max_items < 1:
             raise ConfigError(f"{where}.max_items: must be at least 1, got {self.max_items!r}")
+        if self.max_alerts_per_window < 1:
+            raise ConfigError(f"{where}.max_alerts_per_window: must be at least 1, got {self.max_alerts_per_window!r}")
         if not self.state_dir:
             raise ConfigError(f"{where}.state_dir: must not be empty")
 

@@ -322,3 +322,19 @@ def test_later_correlation_alert_is_enriched_too(tmp_path: Path) -> None:
     st.process(corr, out.append)
     assert corr["rule_level"] == "high" and [f["item"] for f in corr["findings"]["behavior"]][:1] == ["/usr/bin/nc"]
     assert len([e for e in out if e.get("detection_kind") == "behavior"]) == 1
+
+
+def test_alert_budget_per_workload_and_window(tmp_path: Path) -> None:
+    st, now = _stage(tmp_path, namespaces={"shop": "monitor"}, max_alerts_per_window=3)
+    out: list[dict[str, Any]] = []
+    for port in range(1000, 1010):  # a port scan
+        st.process(conn("10.0.0.9", port), out.append)
+    st.tick(0.0, out.append)
+    assert len([e for e in out if e["event_type"] == "alert"]) == 3
+    notes = [e["message"] for e in out if e["event_type"] == "agent"]
+    assert len(notes) == 1 and "more than 3 new items" in notes[0]
+    assert st.state()["rate_limited"] == 7
+    now[0] = 61.0  # next window
+    st.process(conn("10.0.0.9", 2000), out.append)
+    st.tick(0.0, out.append)
+    assert len([e for e in out if e["event_type"] == "alert"]) == 4

@@ -46,6 +46,7 @@ class Stats:
     learned: int = 0  # items added to profiles
     findings: int = 0
     suppressed: int = 0  # repeats within the alert window
+    rate_limited: int = 0  # new items beyond max_alerts_per_window (counted, not alerted)
     new_versions: int = 0
     old_version: int = 0  # events of replicas still on a previous version's image
 
@@ -56,6 +57,8 @@ class Baselines:
         self.profiles: dict[WorkloadKey, Profile] = {p.key: p for p in profiles}
         self.dirty: set[WorkloadKey] = set()
         self.full: list[tuple[WorkloadKey, str]] = []  # lists that just reached max_items (the stage reports them)
+        self.limited: list[WorkloadKey] = []  # workloads that just ran out of alerts for the window (reported)
+        self._budget: dict[WorkloadKey, tuple[float, int]] = {}  # window start, alerts in it
         self.stats = Stats()
         self._alerted: OrderedDict[tuple[WorkloadKey, int, str, str], float] = OrderedDict()
 
@@ -148,9 +151,26 @@ class Baselines:
             if self._seen(key, v.version, lst, item, now):
                 self.stats.suppressed += 1
                 continue
+            if not self._spend(key, now):
+                continue
             out.append(Finding(key, lst, item, v.version, v.created, v.monitor_since))
         self.stats.findings += len(out)
         return out
+
+    def _spend(self, key: WorkloadKey, now: float) -> bool:
+        """One alert from the workload's budget for this window (a scan of 60,000 ports is
+        100 alerts and a count, not 60,000 alerts)."""
+        start, n = self._budget.get(key, (now, 0))
+        if now - start >= self.cfg.alert_window_seconds:
+            start, n = now, 0
+        if n >= self.cfg.max_alerts_per_window:
+            self.stats.rate_limited += 1
+            if n == self.cfg.max_alerts_per_window:
+                self.limited.append(key)
+                self._budget[key] = (start, n + 1)  # report once per window
+            return False
+        self._budget[key] = (start, n + 1)
+        return True
 
     def _seen(self, key: WorkloadKey, version: int, lst: str, item: str, now: float) -> bool:
         """True for a repeat within the window; else remember this occurrence."""

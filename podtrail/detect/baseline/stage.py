@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 FINDINGS = Counter("podtrail_baseline_findings_total", "Items outside a workload profile that alerted.", registry=REGISTRY)
 SUPPRESSED = Counter("podtrail_baseline_repeats_total", "Repeats of a new item within the alert window (no alert).", registry=REGISTRY)
+RATE_LIMITED = Counter("podtrail_baseline_rate_limited_total", "New items not alerted: the workload's alert budget for the window was spent.", registry=REGISTRY)
 OVERFLOW = Gauge("podtrail_baseline_overflow_items", "Occurrences of items not learned because a profile list was full.", registry=REGISTRY)
 PROFILES = Gauge("podtrail_baseline_profiles", "Workload profiles held, by mode.", ["mode"], registry=REGISTRY)
 STATE_PROBLEMS = Counter("podtrail_baseline_state_problems_total", "Profile files unreadable (set aside) or not saved.", registry=REGISTRY)
@@ -58,7 +59,7 @@ class BaselineStage:
         self._pending: list[tuple[str, Event]] = []
         self._recent: OrderedDict[str, list[Finding]] = OrderedDict()
         self._next_sync = time.monotonic() + cfg.sync_seconds
-        self._suppressed_seen = 0
+        self._suppressed_seen = self._limited_seen = 0
 
     # -- pipeline stage --------------------------------------------------------------------
     def process(self, ev: Event, out: Emit) -> None:
@@ -100,6 +101,11 @@ class BaselineStage:
             self._notes.append(f"profile {key.text}: list {lst} is full ({self.cfg.max_items} items); "
                                "more items are counted as overflow and not learned")
         self.engine.full.clear()
+        for key in self.engine.limited:
+            self._notes.append(f"profile {key.text}: more than {self.cfg.max_alerts_per_window} new items within "
+                               f"{self.cfg.alert_window_seconds:g} s; further ones are counted "
+                               "(podtrail_baseline_rate_limited_total), not alerted, until the window ends")
+        self.engine.limited.clear()
         for note in self._notes:
             out(new_event(Kind.AGENT, "baseline", message=note, source="detect"))
         self._notes = []
@@ -143,7 +149,8 @@ class BaselineStage:
             PROFILES.labels(m).set(n)
         OVERFLOW.set(overflow)
         SUPPRESSED.inc(e.stats.suppressed - self._suppressed_seen)
-        self._suppressed_seen = e.stats.suppressed
+        RATE_LIMITED.inc(e.stats.rate_limited - self._limited_seen)
+        self._suppressed_seen, self._limited_seen = e.stats.suppressed, e.stats.rate_limited
 
     def state(self) -> dict[str, Any]:
         """For the agent's health report."""
@@ -151,7 +158,7 @@ class BaselineStage:
         for p in list(self.engine.profiles.values()):
             modes[p.mode] = modes.get(p.mode, 0) + 1
         st = self.engine.stats
-        return {"profiles": modes, "findings": st.findings, "repeats": st.suppressed,
+        return {"profiles": modes, "findings": st.findings, "repeats": st.suppressed, "rate_limited": st.rate_limited,
                 "unattributed": st.unattributed, "new_versions": st.new_versions}
 
     def rows(self) -> list[dict[str, Any]]:
