@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 
@@ -73,6 +74,11 @@ class ProcessStage:
                     ev["cmdline"] = p.cmdline = p.cmdline or ""
                 if "stdin" not in ev:
                     ev["stdin"] = stdin_kind(pid)
+                rel = p.path
+                if rel and not rel.startswith("/") and p.cwd.startswith("/"):
+                    # exec through a relative path (./x, ../bin/x): the kernel reports it as given;
+                    # rules and tables want the file that ran, so resolve it against the cwd
+                    ev["path"] = p.path = os.path.normpath(os.path.join(p.cwd, rel))
             elif action == "exit":
                 p = t.on_exit(pid, time.monotonic())
             else:
