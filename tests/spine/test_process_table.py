@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from podtrail.procs.table import ProcessTable
 
@@ -53,25 +52,22 @@ def test_exited_entries_removed_after_grace() -> None:
     assert 920001 not in t.by_pid
 
 
-def test_relative_exec_path_resolved_against_cwd(tmp_path: Path) -> None:
+def test_relative_exec_path_resolved_against_the_sensors_cwd() -> None:
     """``cd /tmp && ./x``: the kernel reports the path as given; the stage makes it absolute from the
-    process's working directory (a real child process, so /proc/<pid>/cwd is real)."""
-    import subprocess
-
+    working directory the sensor reported with the exec (never /proc's, which for a container
+    process is a host path)."""
     from podtrail.model.event import new_event
     from podtrail.model.fields import Kind
     from podtrail.procs.stage import ProcessStage
 
-    child = subprocess.Popen(["sleep", "30"], cwd=tmp_path)
-    try:
-        table = ProcessTable(30.0)
-        stage = ProcessStage(table)
-        out: list[dict] = []
-        for rel, want in (("./sleep", f"{tmp_path}/sleep"), ("../bin/../x/y", f"{tmp_path.parent}/x/y"), ("/bin/sleep", "/bin/sleep")):
-            ev = new_event(Kind.PROCESS, "exec", pid=child.pid, path=rel, cmdline=rel, comm="sleep", uid=0, result=0)
-            stage.process(ev, out.append)
-            assert out[-1]["path"] == want and out[-1]["cwd"] == str(tmp_path)
-            assert table.get(child.pid).path == want  # type: ignore[union-attr]
-    finally:
-        child.kill()
-        child.wait()
+    stage = ProcessStage(ProcessTable(30.0))
+    out: list[dict] = []
+    pid = os.getpid()
+    for rel, cwd, want in (("./tool", "/tmp", "/tmp/tool"), ("../bin/../x/y", "/srv/app", "/srv/x/y"),
+                           ("/bin/sleep", "/tmp", "/bin/sleep"), ("./tool", None, "./tool")):
+        ev = new_event(Kind.PROCESS, "exec", pid=pid, path=rel, cmdline=rel, comm="t", uid=0, result=0)
+        if cwd:
+            ev["cwd"] = cwd
+        stage.process(ev, out.append)
+        assert out[-1]["path"] == want, (rel, cwd)
+        assert stage.table.get(pid).path == want  # type: ignore[union-attr]
