@@ -108,7 +108,7 @@ def test_correlation_matches_per_group_are_bounded() -> None:
     c2 = Correlator(_spec(count=2, span_us=10**12), max_events=3)
     for i in range(10):
         c2.add(0, _view(i, 1_790_000_000 + i, cid=f"x{i % 2}", pid=i))
-    assert all(len(g) <= 3 for g in c2.groups.values())
+    assert all(len(g.entries) <= 3 for g in c2.groups.values())
 
 
 def test_correlation_window_expiry_and_reset_after_alert() -> None:
@@ -175,3 +175,19 @@ def test_rule_metrics_exported() -> None:
     text = generate_latest(metrics.REGISTRY).decode()
     assert 'podtrail_rule_alerts_total{kind="signature",rule="podtrail_namespace_escape_tool"' in text
     assert 'podtrail_rules{state="unusable"}' in text and "podtrail_correlation_state_entries" in text
+
+
+def test_word_finder_never_misses_a_word() -> None:
+    """Every rule whose word occurs in the text is named (words that begin other words included)."""
+    from podtrail.detect.engine import word_finder
+
+    rnd = random.Random(7)
+    alphabet = "ab c/-"
+    for _ in range(300):
+        words = {"".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 4))): [i] for i in range(8)}
+        any_word, each_word, by_word = word_finder(words)
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 30)))
+        first = any_word.search(text)
+        found = {i for m in each_word.finditer(text, first.start()) for i in by_word[m.group(1)]} if first else set()
+        occurring = {i for w, rules in words.items() if w in text for i in rules}
+        assert occurring <= found, (words, text)
