@@ -12,6 +12,8 @@ evaluation (pySigma's SQLite backend) anchors at every match: ``[t - timespan, t
 - Group-by fields pass through the rule's aliases; an event lacking a group-by value is not
   counted (as on the SIEM side). Group values compare case-insensitively.
 - After an alert its group starts over, so one burst gives one alert, not one per event.
+- Each group keeps running counts (distinct events, values, rules), so a match costs O(1); the
+  window's entries are walked only when the condition holds (and for temporal_ordered's order).
 
 Memory is bounded: entries older than the timespan are dropped as matches arrive and by
 ``expire``; at most ``max_groups`` groups (least recently used evicted) and ``max_events``
@@ -56,6 +58,42 @@ class Entry:
     value: Any
 
 
+class Group:
+    """One group-by key's matches in time order, with running counts of what the conditions
+    measure (distinct events, values, referenced rules), so a new match costs O(1)."""
+
+    __slots__ = ("entries", "ids", "values", "slots")
+
+    def __init__(self) -> None:
+        self.entries: deque[Entry] = deque()
+        self.ids: dict[str, int] = {}
+        self.values: dict[Any, int] = {}
+        self.slots: dict[int, int] = {}
+
+    def push(self, e: Entry) -> None:
+        self.entries.append(e)
+        ids, slots = self.ids, self.slots
+        ids[e.eid] = ids.get(e.eid, 0) + 1
+        slots[e.slot] = slots.get(e.slot, 0) + 1
+        if e.value is not None:
+            self.values[e.value] = self.values.get(e.value, 0) + 1
+
+    def pop(self) -> None:
+        e = self.entries.popleft()
+        _dec(self.ids, e.eid)
+        _dec(self.slots, e.slot)
+        if e.value is not None:
+            _dec(self.values, e.value)
+
+
+def _dec(counts: dict[Any, int], key: Any) -> None:
+    n = counts[key] - 1
+    if n:
+        counts[key] = n
+    else:
+        del counts[key]
+
+
 @dataclass
 class Fired:
     trigger_ids: list[str]
@@ -80,15 +118,19 @@ class Correlator:
     spec: CorrelationSpec
     max_groups: int = 10000
     max_events: int = 10000
-    groups: OrderedDict[tuple[Any, ...], deque[Entry]] = field(default_factory=OrderedDict)
+    groups: OrderedDict[tuple[Any, ...], Group] = field(default_factory=OrderedDict)
     evicted: int = 0
     watermark: int = 0
 
     def __post_init__(self) -> None:
         self.max_events = max(self.max_events, self.spec.count + 1)
+        self._ok = OPS[self.spec.op]
 
     def add(self, slot: int, view: View) -> Fired | None:
-        """A match of referenced rule ``slot``; returns what fired, if the window now qualifies."""
+        """A match of referenced rule ``slot``; returns what fired, if the window now qualifies.
+
+        Matches are taken in arrival order (a sensor's order, close to time order): the window
+        is the timespan up to this match's time, and a late match counts with newer ones."""
         spec = self.spec
         eid, t = view.ev.get("event_id"), ts_us(view.ev)
         if not eid or t is None:
@@ -104,48 +146,52 @@ class Correlator:
         value = _key(view.get(vf)) if vf else None
         g = self.groups.get(gkey)
         if g is None:
-            g = self.groups[gkey] = deque()
+            g = self.groups[gkey] = Group()
             if len(self.groups) > self.max_groups:
                 self.groups.popitem(last=False)
                 self.evicted += 1
         else:
             self.groups.move_to_end(gkey)
-        g.append(Entry(t, slot, str(eid), value))
-        self.watermark = max(self.watermark, t)
+        g.push(Entry(t, slot, str(eid), value))
+        if t > self.watermark:
+            self.watermark = t
         lo = t - spec.span_us
-        while g and g[0].ts < lo:
-            g.popleft()
-        while len(g) > self.max_events:
-            g.popleft()
+        entries = g.entries
+        while entries and entries[0].ts < lo:
+            g.pop()
+        while len(entries) > self.max_events:
+            g.pop()
             self.evicted += 1
-        window = [e for e in g if lo <= e.ts <= t]
-        fired = self._check(window)
+        fired = self._check(g, t)
         if fired is None:
             return None
         del self.groups[gkey]
         fired.findings["group"] = dict(zip(spec.group_by, key, strict=True))
         return fired
 
-    def _check(self, window: list[Entry]) -> Fired | None:
-        spec = self.spec
-        ok = OPS[spec.op]
-        if spec.type == "event_count":
-            ids = list(dict.fromkeys(e.eid for e in window))
-            return Fired(ids, {"count": len(ids)}) if ok(len(ids), spec.count) else None
-        if spec.type == "value_count":
-            values = list(dict.fromkeys(e.value for e in window if e.value is not None))
-            if not ok(len(values), spec.count):
+    def _check(self, g: Group, t: int) -> Fired | None:
+        spec, ok = self.spec, self._ok
+        kind = spec.type
+        if kind == "event_count":
+            n = len(g.ids)
+        elif kind == "value_count":
+            n = len(g.values)
+        else:
+            n = len(g.slots)
+        if not ok(n, spec.count):
+            return None
+        window = [e for e in g.entries if e.ts <= t]
+        if kind == "temporal_ordered":
+            chain = self._ordered(window)
+            if chain is None:
                 return None
-            return Fired(list(dict.fromkeys(e.eid for e in window)), {"count": len(values), "values": values[:50]})
-        slots = {e.slot for e in window}
-        if not ok(len(slots), spec.count):
-            return None
-        if spec.type == "temporal":
-            return Fired(list(dict.fromkeys(e.eid for e in window)), {"rules_seen": len(slots)})
-        chain = self._ordered(window)
-        if chain is None:
-            return None
-        return Fired(list(dict.fromkeys(e.eid for e in chain)), {"rules_seen": len(slots)})
+            window = chain
+        ids = list(dict.fromkeys(e.eid for e in window))
+        if kind == "event_count":
+            return Fired(ids, {"count": n})
+        if kind == "value_count":
+            return Fired(ids, {"count": n, "values": list(g.values)[:50]})
+        return Fired(ids, {"rules_seen": n})
 
     def _ordered(self, window: list[Entry]) -> list[Entry] | None:
         """The earliest-first chain of the referenced rules in order (any ``required`` of them
@@ -170,8 +216,8 @@ class Correlator:
     def expire(self) -> None:
         """Drop groups with nothing inside the timespan of the newest match seen."""
         lo = self.watermark - self.spec.span_us
-        for k in [k for k, g in self.groups.items() if not g or g[-1].ts < lo]:
+        for k in [k for k, g in self.groups.items() if not g.entries or g.entries[-1].ts < lo]:
             del self.groups[k]
 
     def size(self) -> int:
-        return sum(len(g) for g in self.groups.values())
+        return sum(len(g.entries) for g in self.groups.values())

@@ -1,8 +1,9 @@
 """Evaluate a compiled RuleSet on each event: signatures through an index, then correlations.
 
 Rules are grouped by log source (event type, and action for process_creation), and within a
-group indexed by their anchors (podtrail.detect.predicate): exact values, prefixes and suffixes
-by length, and substrings through one trie-shaped regular expression per field. An event is
+group indexed by their anchors (podtrail.detect.predicate): exact values, last path components
+(``|endswith: /nc``), other prefixes and suffixes by length, and substrings through one
+trie-shaped regular expression per field that names the words found. An event is
 tested only against the rules one of whose anchors it satisfies, plus the few rules with no
 anchor, so the cost per event follows what the event could match, not how many rules exist.
 """
@@ -23,10 +24,11 @@ from podtrail.model.event import Event
 MAX_TRIGGER_IDS = 100
 
 
-def trie_regex(words: list[str]) -> re.Pattern[str]:
-    """One pattern that finds whether any of ``words`` occurs (a word ending where another
-    continues is enough, so the trie stops at the shortest)."""
+def _trie(words: list[str]) -> tuple[str, list[str]]:
+    """A regular expression matching, at a position, the shortest of ``words`` that starts
+    there; and those shortest words (a word another one starts with stands for both)."""
     trie: dict[str, Any] = {}
+    kept: list[str] = []
     for w in sorted(set(words)):
         node = trie
         for ch in w:
@@ -36,6 +38,7 @@ def trie_regex(words: list[str]) -> re.Pattern[str]:
         else:
             node.clear()
             node[""] = {}
+            kept.append(w)
 
     def emit(node: dict[str, Any]) -> str:
         if "" in node:
@@ -43,7 +46,22 @@ def trie_regex(words: list[str]) -> re.Pattern[str]:
         alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items())]
         return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
 
-    return re.compile(emit(trie), re.DOTALL)
+    return emit(trie), kept
+
+
+def trie_regex(words: list[str]) -> re.Pattern[str]:
+    """One pattern that finds whether any of ``words`` occurs."""
+    return re.compile(_trie(words)[0], re.DOTALL)
+
+
+def word_finder(words: dict[str, list[int]]) -> tuple[re.Pattern[str], re.Pattern[str], dict[str, list[int]]]:
+    """Two patterns and a map. The first finds whether any word occurs (cheap: the common case is
+    that none does). The second's matches (one per position: the shortest word starting there)
+    name, through the map, every rule whose word may occur there: the rules of the matched word
+    and of every longer word it begins. A superset of the rules whose word occurs, never missing one."""
+    pattern, kept = _trie(list(words))
+    by_kept = {k: sorted({i for w, rules in words.items() if w.startswith(k) for i in rules}) for k in kept}
+    return re.compile(pattern, re.DOTALL), re.compile(f"(?=({pattern}))", re.DOTALL), by_kept
 
 
 @dataclass
@@ -56,11 +74,12 @@ class Index:
         default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
     suf: dict[str, dict[int, dict[str, list[int]]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
-    sub_words: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    sub_rules: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
-    sub: list[tuple[str, re.Pattern[str], list[int]]] = field(default_factory=list)
+    base: dict[str, dict[str, list[int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    sub_words: dict[str, dict[str, list[int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    sub: list[tuple[str, re.Pattern[str], re.Pattern[str], dict[str, list[int]]]] = field(default_factory=list)
     # frozen lookup plans, built by ``freeze``
     eq_plan: list[tuple[str, dict[str, list[int]]]] = field(default_factory=list)
+    base_plan: list[tuple[str, dict[str, list[int]]]] = field(default_factory=list)
     fix_plan: list[tuple[str, bool, list[tuple[int, dict[str, list[int]]]]]] = field(default_factory=list)
 
     def add(self, i: int, sig: Signature) -> None:
@@ -72,17 +91,19 @@ class Index:
                 self.eq[name][key].append(i)
             elif kind == "pre":
                 self.pre[name][len(key)][key].append(i)
+            elif kind == "suf" and key.startswith("/") and "/" not in key[1:]:
+                self.base[name][key[1:]].append(i)  # ends with "/x" <=> the last component is "x"
             elif kind == "suf":
                 self.suf[name][len(key)][key].append(i)
             else:
-                self.sub_words[name].append(key)
-                self.sub_rules[name].add(i)
+                self.sub_words[name][key].append(i)
 
     def freeze(self) -> None:
         self.eq_plan = [(f, dict(t)) for f, t in self.eq.items()]
+        self.base_plan = [(f, dict(t)) for f, t in self.base.items()]
         self.fix_plan = [(f, True, [(n, dict(t)) for n, t in sorted(lens.items())]) for f, lens in self.pre.items()]
         self.fix_plan += [(f, False, [(n, dict(t)) for n, t in sorted(lens.items())]) for f, lens in self.suf.items()]
-        self.sub = [(f, trie_regex(words), sorted(self.sub_rules[f])) for f, words in self.sub_words.items()]
+        self.sub = [(f, *word_finder(dict(words))) for f, words in self.sub_words.items()]
 
     def candidates(self, v: View) -> set[int]:
         out = set(self.always)
@@ -92,6 +113,14 @@ class Index:
                 hit = table.get(s)
                 if hit:
                     out.update(hit)
+        for f, table in self.base_plan:
+            s = v.low(f)
+            if s is not None:
+                i = s.rfind("/")
+                if i >= 0:
+                    hit = table.get(s[i + 1:])
+                    if hit:
+                        out.update(hit)
         for f, prefix, lens in self.fix_plan:
             s = v.low(f)
             if s is None:
@@ -103,10 +132,13 @@ class Index:
                 hit = table.get(s[:n] if prefix else s[size - n:])
                 if hit:
                     out.update(hit)
-        for f, rx, rules in self.sub:
+        for f, any_word, each_word, by_word in self.sub:
             s = v.low(f)
-            if s is not None and rx.search(s) is not None:
-                out.update(rules)
+            if s is not None:
+                first = any_word.search(s)
+                if first is not None:
+                    for m in each_word.finditer(s, first.start()):
+                        out.update(by_word[m.group(1)])
         return out
 
 

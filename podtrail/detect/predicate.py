@@ -54,22 +54,29 @@ def as_number(s: str) -> int | float | None:
     return int(f) if f.is_integer() and abs(f) < 2**63 and "." not in s and "e" not in s.lower() else f
 
 
+_NUMERIC_NAMES = frozenset(f.name for f in FIELDS.values() if f.type in _NUMERIC_FIELD)
+_MISSING: Any = object()
+
+
 def normalize(name: str, v: Any) -> Any:
     """An event value as the SIEM table holds it: None, str, int or float."""
-    if v is None or v == "":
+    t = type(v)
+    if t is str:
+        if not v:
+            return None
+        if name in _NUMERIC_NAMES:
+            n = as_number(v)
+            return v if n is None else n
+        return v
+    if v is None:
         return None
-    if isinstance(v, bool):
+    if t is bool:
         v = int(v)
-    elif isinstance(v, list | dict):
+    elif t is list or t is dict:
         return json.dumps(v, separators=(",", ":"))
-    f = FIELDS.get(name)
-    numeric = f is not None and f.type in _NUMERIC_FIELD
-    if numeric and isinstance(v, str):
-        n = as_number(v)
-        return v if n is None else n
-    if not numeric and not isinstance(v, str):
-        return str(v)
-    return v
+    if name in _NUMERIC_NAMES or name not in FIELDS:
+        return v
+    return str(v)
 
 
 class View:
@@ -83,23 +90,21 @@ class View:
         self._low: dict[str, str | None] = {}
 
     def get(self, name: str) -> Any:
-        try:
-            return self._raw[name]
-        except KeyError:
+        v = self._raw.get(name, _MISSING)
+        if v is _MISSING:
             v = self._raw[name] = normalize(name, self.ev.get(name))
-            return v
+        return v
 
     def text(self, name: str) -> str | None:
         v = self.get(name)
         return v if v is None or type(v) is str else str(v)
 
     def low(self, name: str) -> str | None:
-        try:
-            return self._low[name]
-        except KeyError:
+        v = self._low.get(name, _MISSING)
+        if v is _MISSING:
             t = self.text(name)
-            out = self._low[name] = None if t is None else fold(t)
-            return out
+            v = self._low[name] = None if t is None else fold(t)
+        return v  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ FIELDS_LIST: Final[tuple[Field, ...]] = (
        osquery="uptime_ns", hidden=True, cef=None, leef=None, ecs="podtrail.mono_ns"),
     _f("severity", I, ALL_KINDS, "Severity 0 (lowest) to 10, mapped from the event's action and flags.",
        cef=None, leef="sev", ecs="event.severity"),
-    _f("source", T, ALL_KINDS, "Which sensor produced the event: ebpf, auditd or procfs.",
+    _f("source", T, ALL_KINDS, "Which sensor produced the event: ebpf, auditd or procfs; detect for alerts (podtrail.detect).",
        cef="sourceServiceName", cef_max=1023, leef="source", ecs="event.provider"),
     _f("hostname", T, ALL_KINDS, "Host name of the node that observed the event.",
        osquery=None, cef="dvchost", cef_max=100, leef="identHostName", ecs="host.hostname"),

@@ -80,3 +80,22 @@ def test_container_alerts_table() -> None:
     assert {"rule_id", "rule_title", "rule_level", "detection_kind", "trigger_ids", "findings", "container_id",
             "pod_name", "cmdline", "ancestors"} <= names
     assert "remote_port" not in names and "target_path" not in names
+
+
+def test_container_alerts_table_serves_buffered_alerts() -> None:
+    """Alerts reach the osquery table through the same buffers and row rendering as other events."""
+    from podtrail.tables.buffer import EventBuffers
+    from podtrail.tables.service import TableService
+
+    buffers = EventBuffers()
+    trig = _trigger()
+    al = _alert()
+    buffers.submit(trig)
+    buffers.submit(al)
+    rows = TableService(buffers).generate("container_alerts")
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["rule_title"] == "Shell | reading a socket" and row["rule_level"] == "critical"
+    assert row["detection_kind"] == "signature" and row["container_id"] == CID and row["stdin_type"] == "socket"
+    assert row["techniques"] == '["T1059.004"]' and row["trigger_ids"] == f'["{al["trigger_ids"][0]}"]'
+    assert TableService(buffers).generate("container_process_events")[0]["eid"] == trig["event_id"]
