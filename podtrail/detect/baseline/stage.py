@@ -32,7 +32,7 @@ from podtrail.pipeline import Emit
 
 log = logging.getLogger(__name__)
 
-FINDINGS = Counter("podtrail_baseline_findings_total", "Items outside a workload profile that alerted.", registry=REGISTRY)
+FINDINGS = Counter("podtrail_baseline_findings_total", "Items outside a workload profile reported (in behaviour or hybrid alerts).", registry=REGISTRY)
 SUPPRESSED = Counter("podtrail_baseline_repeats_total", "Repeats of a new item within the alert window (no alert).", registry=REGISTRY)
 RATE_LIMITED = Counter("podtrail_baseline_rate_limited_total", "New items not alerted: the workload's alert budget for the window was spent.", registry=REGISTRY)
 OVERFLOW = Gauge("podtrail_baseline_overflow_items", "Occurrences of items not learned because a profile list was full.", registry=REGISTRY)
@@ -73,6 +73,7 @@ class BaselineStage:
         findings = self.engine.check(ev, self.clock())
         if not findings:
             return
+        FINDINGS.inc(len(findings))
         eid = ev.get("event_id") or ""
         self._recent[eid] = findings
         while len(self._recent) > _RECENT_MAX:
@@ -92,7 +93,6 @@ class BaselineStage:
             return
         pending, self._pending = self._pending, []
         for _, a in pending:
-            FINDINGS.inc()
             out(a)
 
     def tick(self, now: float, out: Emit) -> None:
