@@ -103,8 +103,9 @@ def main() -> int:
     ns = time.perf_counter_ns
     times = []
     for ev in events:
+        d = dict(ev)  # a fresh event, as the pipeline hands over one it just enriched (same as the reference)
         t = ns()
-        check(ev, now)
+        check(d, now)
         times.append(ns() - t)
     ref = []
     for ev in events[:50000]:

@@ -17,7 +17,7 @@ from typing import Any
 from podtrail.config import BaselineConfig
 from podtrail.detect.baseline.model import LEARN, MONITOR, OFF, Profile, ProfileVersion, WorkloadKey
 from podtrail.detect.baseline.normalize import items_of
-from podtrail.detect.baseline.unit import workload_of
+from podtrail.detect.baseline.unit import unit_of
 
 _SEEN_MAX = 100_000  # remembered (workload, list, item) alert times; oldest forgotten first
 
@@ -60,16 +60,20 @@ class Baselines:
         self.limited: list[WorkloadKey] = []  # workloads that just ran out of alerts for the window (reported)
         self._budget: dict[WorkloadKey, tuple[float, int]] = {}  # window start, alerts in it
         self.stats = Stats()
+        # is a namespace's configured mode off? `(ns in _off_flip) != _default_off`: one set lookup
+        self._default_off = cfg.mode == OFF
+        self._off_flip = frozenset(ns for ns, m in cfg.namespaces.items() if (m == OFF) != self._default_off)
         self._alerted: OrderedDict[tuple[WorkloadKey, int, str, str], float] = OrderedDict()
 
     # -- profile lifecycle --------------------------------------------------------------------
-    def _profile(self, key: WorkloadKey, ev: dict[str, Any], now: float) -> tuple[Profile | None, ProfileVersion | None]:
+    def _profile(self, unit: tuple[str, str, str, str], ev: dict[str, Any], now: float) -> tuple[Profile | None, ProfileVersion | None]:
         """The workload's profile and the version this event is checked against: the current
         one, or during a rollout an older one whose image the event's container still runs
         (None then when that version never finished learning: nothing to check against)."""
-        p = self.profiles.get(key)
+        p = self.profiles.get(unit)  # type: ignore[call-overload]  # a tuple equal to its WorkloadKey
         container, digest = ev.get("container_name") or "", ev.get("image_digest") or ""
         if p is None:
+            key = WorkloadKey(*unit)
             mode = self.cfg.mode_for(key.namespace)
             if mode == OFF:
                 return None, None
@@ -80,6 +84,7 @@ class Baselines:
             self.profiles[key] = p
             self.dirty.add(key)
             return p, p.current
+        key = p.key
         if digest:
             known = p.current.images.get(container)
             if known is None:
@@ -118,14 +123,15 @@ class Baselines:
 
     # -- the per-event check ------------------------------------------------------------------
     def check(self, ev: dict[str, Any], now: float) -> list[Finding]:
-        key = workload_of(ev)
-        if key is None:
+        unit = unit_of(ev)
+        if unit is None:
             if ev.get("event_type") in ("process", "socket", "file"):
                 self.stats.unattributed += 1
             return []
-        p, v = self._profile(key, ev, now)
-        if p is None or v is None or p.mode == OFF or (not p.pinned and self.cfg.mode_for(key.namespace) == OFF):
+        p, v = self._profile(unit, ev, now)
+        if p is None or v is None or p.mode == OFF or (not p.pinned and (unit[1] in self._off_flip) != self._default_off):
             return []
+        key = p.key
         self.stats.checked += 1
         items = items_of(ev)
         if p.mode == LEARN and v is p.current:

@@ -19,19 +19,26 @@ _ALNUM: Final = "bcdfghjklmnpqrstvwxz2456789"
 _DEPLOYMENT_POD: Final = re.compile(rf"^(?P<name>.+)-[{_ALNUM}]{{6,10}}-[{_ALNUM}]{{5}}$")
 
 
-def workload_of(ev: dict[str, Any]) -> WorkloadKey | None:
+def unit_of(ev: dict[str, Any]) -> tuple[str, str, str, str] | None:
+    """(cluster, namespace, kind, name) as a plain tuple: it equals and hashes like the
+    WorkloadKey with the same values, and is cheaper to build on the per-event path."""
     ns = ev.get("namespace")
     if not ns or not ev.get("container_id"):
         return None
     cluster = ev.get("cluster_name") or ""
     name = ev.get("workload_name")
     if name:
-        return WorkloadKey(cluster, ns, ev.get("workload_kind") or "Workload", name)
+        return (cluster, ns, ev.get("workload_kind") or "Workload", name)
     pod = ev.get("pod_name")
     if not pod:
         return None
     if ev.get("metadata_source") == "pod_logs":
         m = _DEPLOYMENT_POD.match(pod)
         if m:
-            return WorkloadKey(cluster, ns, "Deployment", m["name"])
-    return WorkloadKey(cluster, ns, "Pod", pod)
+            return (cluster, ns, "Deployment", m["name"])
+    return (cluster, ns, "Pod", pod)
+
+
+def workload_of(ev: dict[str, Any]) -> WorkloadKey | None:
+    t = unit_of(ev)
+    return None if t is None else WorkloadKey(*t)
