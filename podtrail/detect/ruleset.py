@@ -187,6 +187,18 @@ def compile_correlation(rule: Any, path: str) -> Correlation:
     return Correlation(_meta(rule, path), spec, [r.reference for r in refs])
 
 
+def _looks_like_rules(text: str) -> bool:
+    """Some YAML document of ``text`` is a Sigma rule, correlation or filter (a rule folder may
+    also hold test data or pipelines; those are named, not parsed as broken rules)."""
+    import yaml
+
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError:
+        return True  # let pySigma report the syntax error
+    return any(isinstance(d, dict) and ({"detection", "correlation", "filter"} & d.keys()) for d in docs)
+
+
 def _problem(rule: Any, path: str, reason: str) -> Problem:
     rid = str(getattr(rule, "id", "") or getattr(rule, "name", "") or "")
     return Problem(rid, str(getattr(rule, "title", "") or ""), path, reason)
@@ -210,6 +222,10 @@ def load_texts(texts: Sequence[tuple[str, str]], *, outputs: dict[str, bool] | N
     origin: dict[int, str] = {}
     collections = []
     for path, text in texts:
+        if not _looks_like_rules(text):
+            rs.read += 1
+            rs.problems.append(Problem("", "", path, "not a Sigma rule: no detection, correlation or filter section"))
+            continue
         try:
             coll = SigmaCollection.from_yaml(text, collect_errors=True, resolve_references=False)
         except Exception as e:  # noqa: BLE001 - a broken file is reported, the rest loads
