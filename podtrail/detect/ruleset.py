@@ -289,6 +289,13 @@ def load_texts(texts: Sequence[tuple[str, str]], *, outputs: dict[str, bool] | N
 
 def load_paths(paths: Iterable[str | Path], *, shipped: bool = True) -> RuleSet:
     """The shipped rules (unless ``shipped`` is False) and every rule file under ``paths``."""
+    texts, outputs = rule_texts(paths, shipped=shipped)
+    return load_texts(texts, outputs=outputs)
+
+
+def rule_texts(paths: Iterable[str | Path], *, shipped: bool = True) -> tuple[list[tuple[str, str]], dict[str, bool]]:
+    """(path, text) of the shipped rules and of every rule file under ``paths``, and which shipped
+    rules alert on their own; raises RuleLoadError for a path that cannot be read."""
     from podtrail.rules.catalog import rule_files
 
     texts: list[tuple[str, str]] = []
@@ -302,7 +309,7 @@ def load_paths(paths: Iterable[str | Path], *, shipped: bool = True) -> RuleSet:
             texts.append((str(p), p.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as e:
             raise RuleLoadError(f"cannot read rule file {p}: {getattr(e, 'strerror', None) or e}") from None
-    return load_texts(texts, outputs=outputs)
+    return texts, outputs
 
 
 class RuleLoadError(Exception):
