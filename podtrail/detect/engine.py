@@ -1,7 +1,7 @@
 """Evaluate a compiled RuleSet on each event: signatures through an index, then correlations.
 
 Rules are grouped by log source (event type, and action for process_creation), and within a
-group indexed by their anchors (podtrail.detect.predicate): exact values, last path components
+group indexed by their anchors (podtrail.detect.predicate): exact values and numbers, last path components
 (``|endswith: /nc``), other prefixes and suffixes by length, and substrings through one
 trie-shaped regular expression per field that names the words found. An event is
 tested only against the rules one of whose anchors it satisfies, plus the few rules with no
@@ -75,11 +75,13 @@ class Index:
     suf: dict[str, dict[int, dict[str, list[int]]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
     base: dict[str, dict[str, list[int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    num: dict[str, dict[Any, list[int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     sub_words: dict[str, dict[str, list[int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     sub: list[tuple[str, re.Pattern[str], re.Pattern[str], dict[str, list[int]]]] = field(default_factory=list)
     # frozen lookup plans, built by ``freeze``
     eq_plan: list[tuple[str, dict[str, list[int]]]] = field(default_factory=list)
     base_plan: list[tuple[str, dict[str, list[int]]]] = field(default_factory=list)
+    num_plan: list[tuple[str, dict[Any, list[int]]]] = field(default_factory=list)
     fix_plan: list[tuple[str, bool, list[tuple[int, dict[str, list[int]]]]]] = field(default_factory=list)
 
     def add(self, i: int, sig: Signature) -> None:
@@ -89,6 +91,8 @@ class Index:
         for name, kind, key in sig.anchors:
             if kind == "eq":
                 self.eq[name][key].append(i)
+            elif kind == "num":
+                self.num[name][key].append(i)
             elif kind == "pre":
                 self.pre[name][len(key)][key].append(i)
             elif kind == "suf" and key.startswith("/") and "/" not in key[1:]:
@@ -101,6 +105,7 @@ class Index:
     def freeze(self) -> None:
         self.eq_plan = [(f, dict(t)) for f, t in self.eq.items()]
         self.base_plan = [(f, dict(t)) for f, t in self.base.items()]
+        self.num_plan = [(f, dict(t)) for f, t in self.num.items()]
         self.fix_plan = [(f, True, [(n, dict(t)) for n, t in sorted(lens.items())]) for f, lens in self.pre.items()]
         self.fix_plan += [(f, False, [(n, dict(t)) for n, t in sorted(lens.items())]) for f, lens in self.suf.items()]
         self.sub = [(f, *word_finder(dict(words))) for f, words in self.sub_words.items()]
@@ -111,6 +116,12 @@ class Index:
             s = v.low(f)
             if s is not None:
                 hit = table.get(s)
+                if hit:
+                    out.update(hit)
+        for f, numbers in self.num_plan:
+            x = v.get(f)
+            if x is not None and type(x) is not str:
+                hit = numbers.get(x)
                 if hit:
                     out.update(hit)
         for f, table in self.base_plan:

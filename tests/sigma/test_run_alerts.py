@@ -21,7 +21,7 @@ PODTRAIL = [sys.executable, "-m", "podtrail"]
 COMMUNITY = Path(__file__).parent / "community"
 
 
-def _run(args: list[str], until: str, act: object, seconds: float = 25) -> tuple[list[dict], str]:
+def _run(args: list[str], until: str, act: object, seconds: float = 60) -> tuple[list[dict], str]:
     """Run the agent, act until a line containing ``until`` is printed, stop it with SIGINT."""
     with tempfile.TemporaryFile("w+") as errf:
         p = subprocess.Popen([*PODTRAIL, "run", "--duration", str(seconds), "--no-metrics", *args],
@@ -31,14 +31,15 @@ def _run(args: list[str], until: str, act: object, seconds: float = 25) -> tuple
         reader.start()
         deadline = time.monotonic() + seconds - 5
         while not lines and time.monotonic() < deadline and p.poll() is None:  # started: its first event
-            time.sleep(0.2)
+            time.sleep(0.2)  # (compiling the sensors can take long on a busy machine)
         while time.monotonic() < deadline and p.poll() is None:
             act()  # type: ignore[operator]
             time.sleep(0.5)
             if any(until in ln for ln in list(lines)):
                 break
-        p.send_signal(2)
-        p.wait(30)
+        if lines:  # started, so its signal handler is in place; else --duration ends it
+            p.send_signal(2)
+        p.wait(seconds + 30)
         reader.join(10)
         errf.seek(0)
         err = errf.read()
@@ -70,7 +71,7 @@ def test_configured_rule_paths_load_and_unusable_rules_are_reported(tmp_path: Pa
     require_ebpf()
     cfg = tmp_path / "podtrail.yaml"
     cfg.write_text(f"detection:\n  rule_paths: [{COMMUNITY}]\n")
-    events, err = _run(["--config", str(cfg)], '"event_type"', lambda: None, seconds=20)
+    events, err = _run(["--config", str(cfg)], '"event_type"', lambda: None, seconds=40)
     assert events, err
     warnings = [ln for ln in err.splitlines() if "not used:" in ln]
     assert len(warnings) == 5, err
