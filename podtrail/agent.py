@@ -2,7 +2,9 @@
 
 Order of stages matters: the process table first (ancestry, and the pid -> process key that
 later stages cache on), then container identity, then Kubernetes context (which may hold
-events briefly), then sinks. Drift and relative file paths are settled in the kernel.
+events briefly), then detection (alerts after their trigger), then behavioural baselines
+(which see each trigger, then its alerts: hybrid alerts), then sinks. Drift and relative file
+paths are settled in the kernel.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class Agent:
     _closables: list[Any] = field(default_factory=list)
     _starters: list[Any] = field(default_factory=list)
     tables: Any = None  # TableService when the osquery tables are enabled
+    detect: Any = None  # DetectStage (podtrail.detect.stage) unless detection is disabled; add detectors to .detectors
+    baselines: Any = None  # BaselineStage when detection.baseline is on
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -109,6 +113,7 @@ class Agent:
             "process_table_size": len(self.table) if self.table is not None else 0,
             "containers": len(self.containers.containers) if self.containers is not None else 0,
             "uptime_s": time.time() - self.started_at if self.started_at else 0.0,
+            **({"baseline": self.baselines.state()} if self.baselines is not None else {}),
         }
 
 
@@ -145,6 +150,9 @@ def _try_ebpf(cfg: Config, index: CgroupIndex) -> tuple[list[Source], list[Stage
 def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list[Stage] | None = None) -> Agent:
     """Choose the source (eBPF, auditd, or auto: eBPF when it loads, else auditd), build the
     stages and the sinks. Raises SourceUnavailable with the reason when nothing can run."""
+    from podtrail.detect.stage import build_detect_stage
+
+    detect = build_detect_stage(cfg.detection)  # first: a bad rule path fails before any sensor loads
     table = ProcessTable(cfg.sensor.exit_grace_seconds)
     table.seed()
     index = CgroupIndex()
@@ -176,10 +184,23 @@ def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list
     k8s_stage, k8s_stop, _watcher = build_k8s_stage(cfg.kubernetes, HOSTNAME)
     agent._closables.append(k8s_stop)
     agent.stages = [ProcessStage(table), containers, *extra, k8s_stage, *(extra_stages or [])]
+    agent.detect = detect
+    if detect is not None:  # last: it sees every field, and alerts follow their trigger
+        agent.stages.append(agent.detect)
+    if _baselines_on(cfg):  # after signature detection: it sees each trigger, then its alerts (hybrid)
+        from podtrail.detect.baseline.stage import build_baseline_stage
+
+        agent.baselines = build_baseline_stage(cfg.detection.baseline)
+        agent.stages.append(agent.baselines)
     agent.sinks = list(sinks) if sinks is not None else build_default_sinks(cfg)
     if cfg.osquery.socket or cfg.osquery.api_socket:
         _add_tables(agent, k8s_stage)
     return agent
+
+
+def _baselines_on(cfg: Config) -> bool:
+    b = cfg.detection.baseline
+    return b.mode != "off" or any(m != "off" for m in b.namespaces.values())
 
 
 def _add_tables(agent: Agent, k8s_stage: Any) -> None:
@@ -197,7 +218,8 @@ def _add_tables(agent: Agent, k8s_stage: Any) -> None:
     fill = k8s_stage.fill_container
     pods = k8s_stage.cache.pods if k8s_stage.cache is not None else (lambda: [])
     svc = TableService(buffers, process_rows(agent.table, agent.containers, fill),
-                       container_rows(agent.containers, fill), pod_rows(pods))
+                       container_rows(agent.containers, fill), pod_rows(pods),
+                       agent.baselines.rows if agent.baselines is not None else (lambda: []))
     agent.tables = svc
     if cfg.api_socket:
         api = LocalAPIServer(cfg.api_socket, svc.generate, cfg.api_socket_group, int(cfg.api_socket_mode))

@@ -124,6 +124,60 @@ class MetricsConfig:
     health_port: int = 9465  # /healthz and /readyz on `address`; 0 disables
 
 
+BASELINE_MODES = ("learn", "monitor", "off")
+
+
+@dataclass
+class BaselineConfig:
+    """Behavioural baselines per workload (podtrail.detect.baseline)."""
+
+    mode: str = "off"  # default mode for a new workload: learn (then monitor), monitor, off
+    namespaces: dict[str, str] = field(default_factory=dict)  # namespace -> mode, overrides `mode`
+    learn_seconds: float = 86400.0  # learn at least this long ...
+    min_events: int = 1000  # ... and at least this many events, then monitor
+    state_dir: str = "/var/lib/podtrail/profiles"
+    max_items: int = 512  # per list and profile; more is counted as overflow, not learned
+    alert_window_seconds: float = 3600.0  # a new item alerts once per window
+    max_alerts_per_window: int = 100  # per workload: more new items in one window are counted, not alerted
+    sync_seconds: float = 5.0  # write changed profiles, pick up `podtrail profile` edits
+
+    def __post_init__(self) -> None:
+        where = "detection.baseline"
+        if self.mode not in BASELINE_MODES:
+            raise ConfigError(f"{where}.mode: expected one of {', '.join(BASELINE_MODES)}, got {self.mode!r}")
+        for ns, m in self.namespaces.items():
+            if not isinstance(ns, str) or not ns:
+                raise ConfigError(f"{where}.namespaces: namespace names must be non-empty strings, got {ns!r}")
+            if m not in BASELINE_MODES:
+                raise ConfigError(f"{where}.namespaces.{ns}: expected one of {', '.join(BASELINE_MODES)}, got {m!r}")
+        for name in ("learn_seconds", "alert_window_seconds", "sync_seconds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name}: must not be negative, got {getattr(self, name)!r}")
+        if self.min_events < 0:
+            raise ConfigError(f"{where}.min_events: must not be negative, got {self.min_events!r}")
+        if self.max_items < 1:
+            raise ConfigError(f"{where}.max_items: must be at least 1, got {self.max_items!r}")
+        if self.max_alerts_per_window < 1:
+            raise ConfigError(f"{where}.max_alerts_per_window: must be at least 1, got {self.max_alerts_per_window!r}")
+        if not self.state_dir:
+            raise ConfigError(f"{where}.state_dir: must not be empty")
+
+    def mode_for(self, namespace: str) -> str:
+        return self.namespaces.get(namespace, self.mode)
+
+
+@dataclass
+class DetectionConfig:
+    """In-agent detection (podtrail.detect): Sigma signatures and correlations on every event."""
+
+    enabled: bool = True
+    shipped_rules: bool = True  # the rules in siem_content/sigma
+    rule_paths: list[str] = field(default_factory=list)  # more rule files or folders (searched recursively)
+    max_groups: int = 10000  # per correlation: group-by keys kept (least recently used evicted)
+    max_events_per_group: int = 10000  # per correlation group: matches kept (oldest dropped)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)  # behavioural baselines per workload
+
+
 @dataclass
 class Config:
     sensor: SensorConfig = field(default_factory=SensorConfig)
@@ -131,6 +185,7 @@ class Config:
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     osquery: OsqueryConfig = field(default_factory=OsqueryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     # Each output is a dict with "type" (stdout, syslog, webhook, file) and its own keys;
     # podtrail.outputs validates them. Default: JSON lines on stdout.
     outputs: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "stdout", "format": "json"}])

@@ -64,15 +64,20 @@ def execute(db: Any, sql: str, fmt: str, out: Any = None) -> None:
         w.writerow(cols)
         w.writerows(rows)
     else:
-        cells = [[("" if v is None else str(v)) for v in r] for r in rows]
-        widths = [max([len(c)] + [min(len(r[i]), 60) for r in cells]) for i, c in enumerate(cols)]
-        line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-        print(line, file=out)
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)) + " |", file=out)
-        print(line, file=out)
-        for r in cells:
-            print("| " + " | ".join(v[:60].ljust(w) for v, w in zip(r, widths, strict=True)) + " |", file=out)
-        print(line, file=out)
+        execute_rows(cols, rows, out)
+
+
+def execute_rows(cols: list[str], rows: Any, out: Any) -> None:
+    """An ASCII table, cells cut at 60 characters."""
+    cells = [[("" if v is None else str(v)) for v in r] for r in rows]
+    widths = [max([len(c)] + [min(len(r[i]), 60) for r in cells]) for i, c in enumerate(cols)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    print(line, file=out)
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)) + " |", file=out)
+    print(line, file=out)
+    for r in cells:
+        print("| " + " | ".join(v[:60].ljust(w) for v, w in zip(r, widths, strict=True)) + " |", file=out)
+    print(line, file=out)
 
 
 def run(args: argparse.Namespace) -> int:

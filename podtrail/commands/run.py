@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         agent.start()
     except SourceUnavailable as e:
         raise UserError(f"{e}; run `podtrail doctor` for what to do") from None
+    except config_mod.ConfigError:
+        raise
     except Exception as e:  # a sensor that cannot load: say why in one line
         msg = (str(e).strip().splitlines() or [type(e).__name__])[-1]
         raise UserError(f"cannot start the {cfg.sensor.source} source: {msg}; run `podtrail doctor`") from None

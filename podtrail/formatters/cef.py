@@ -1,11 +1,11 @@
 """ArcSight CEF, with every key, label and length limit taken from the field declaration.
 
 Header: ``CEF:0|podtrail|podtrail|<version>|<event_type>:<action>|<name>|<severity>|`` with
-``\\`` and ``|`` escaped; extension values escape ``\\``, ``=``, and line breaks as ``\\n``
-and ``\\r``, so no byte of a process name, argument or path can end the message or start a
-forged key. Other control characters become U+FFFD. Values longer than the spec's limit for
-their key are cut visibly (ending in "…"). The six context strings go in cs1..cs6 with their
-``csNLabel``.
+``\\`` and ``|`` escaped; an alert's name is its rule title and its severity follows the rule
+level. Extension values escape ``\\``, ``=``, and line breaks as ``\\n`` and ``\\r``, so no
+byte of a process name, argument or path can end the message or start a forged key. Other
+control characters become U+FFFD. Values longer than the spec's limit for their key are cut
+visibly (ending in "…"). The six context strings go in cs1..cs6 with their ``csNLabel``.
 
 Keys come in the event's own order, then the context entities' texts (process, container,
 pod), each rendered once per entity version: CEF is key=value, order carries no meaning.
@@ -42,7 +42,7 @@ _PLAN: dict[str, tuple[str, str, int, FieldType]] = {
 }
 _NEEDS_ESCAPE = re.compile(r"[\\=\x00-\x1f\x7f]")
 _STR, _INT, _TS = FieldType.TEXT, (FieldType.INTEGER, FieldType.BIGINT), FieldType.TIMESTAMP_NS
-_HEADERS: dict[tuple[str, str, int], str] = {}
+_HEADERS: dict[tuple[str, str, int, str | None], str] = {}
 
 
 def escape_value(text: str) -> str:
@@ -55,11 +55,12 @@ def escape_header(text: str) -> str:
     return scrub_controls(text).translate(_HDR_ESC)
 
 
-def _header(et: str, act: str, sev: int) -> str:
-    key = (et, act, sev)
+def _header(et: str, act: str, sev: int, title: str | None = None) -> str:
+    """The header; an alert's name is its rule's title (so the key holds the title too)."""
+    key = (et, act, sev, title)
     h = _HEADERS.get(key)
     if h is None:
-        sig, name = escape_header(f"{et}:{act}"), escape_header(NAMES.get((et, act), f"{et} {act}"))
+        sig, name = escape_header(f"{et}:{act}"), escape_header(title or NAMES.get((et, act), f"{et} {act}"))
         h = f"CEF:0|{VENDOR}|{PRODUCT}|{__version__}|{sig}|{name}|{sev}|"
         if len(_HEADERS) < 4096:  # bounded: kinds x actions x 11 severities in practice
             _HEADERS[key] = h
@@ -140,7 +141,9 @@ def format_cef(ev: dict[str, Any]) -> str:
     once per entity and kept in its memo)."""
     sev = max(0, min(10, int(ev.get("severity") or 0)))
     parts = own_then_entities(ev, _extension, "cef", _fragment)
-    return _header(ev.get("event_type", ""), ev.get("action", ""), sev) + " ".join(parts)
+    et = ev.get("event_type", "")
+    title = ev.get("rule_title") if et == "alert" else None
+    return _header(et, ev.get("action", ""), sev, title) + " ".join(parts)
 
 
 _NO_SKIP: frozenset[str] = frozenset()

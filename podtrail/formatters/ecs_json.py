@@ -82,13 +82,14 @@ def _merge(doc: dict[str, Any], frag: dict[str, Any]) -> None:
             doc[k] = v
 
 
-def _head() -> dict[str, Any]:
-    return {"ecs": {"version": "8.11.0"}, "event": {"module": "podtrail", "kind": "event"}}
+def _head(ev: dict[str, Any]) -> dict[str, Any]:
+    kind = "alert" if ev.get("event_type") == "alert" else "event"  # ECS event.kind
+    return {"ecs": {"version": "8.11.0"}, "event": {"module": "podtrail", "kind": kind}}
 
 
 def to_ecs(ev: dict[str, Any]) -> dict[str, Any]:
     """The ECS document of an event, every node fresh (the caller may change it)."""
-    return _fill(_head(), ev.items(), _NO_SKIP)
+    return _fill(_head(ev), ev.items(), _NO_SKIP)
 
 
 def _fragment(values: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def _fragment(values: dict[str, Any]) -> dict[str, Any]:
 
 def format_ecs(ev: dict[str, Any]) -> str:
     ents, cover = covered(ev)
-    doc = _fill(_head(), ev.items(), cover)
+    doc = _fill(_head(ev), ev.items(), cover)
     for ent in ents:
         _merge(doc, ent.fragment("ecs", _fragment))
     return dumps(doc)

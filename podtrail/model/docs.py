@@ -24,12 +24,12 @@ def render_fields_md() -> str:
         "Every source (eBPF, auditd) produces these fields and every consumer (osquery tables,",
         "CEF, LEEF, ECS JSON) takes its names from this one declaration.",
         "",
-        "Kinds: P = process, S = socket, F = file, A = agent health.",
+        "Kinds: P = process, S = socket, F = file, A = agent health, L = alert.",
         "",
         "| field | type | kinds | osquery column | CEF key | LEEF key | ECS | meaning |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    letters = {Kind.PROCESS: "P", Kind.SOCKET: "S", Kind.FILE: "F", Kind.AGENT: "A"}
+    letters = {Kind.PROCESS: "P", Kind.SOCKET: "S", Kind.FILE: "F", Kind.AGENT: "A", Kind.ALERT: "L"}
     for f in FIELDS_LIST:
         kinds = "".join(letters[k] for k in Kind if k in f.kinds)
         osq = f"`{f.osquery}` {f.osquery_type}" + (" hidden" if f.hidden else "") + (" index" if f.index else "") if f.osquery else "—"

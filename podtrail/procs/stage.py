@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 
@@ -76,6 +77,7 @@ class ProcessStage:
         if not isinstance(pid, int):
             return
         action = ev.get("action")
+        src_cwd = ev.get("cwd")  # what the sensor itself reported, before the table fills it in
         p: Proc | None
         if ev.get("event_type") == "process":
             if action == "fork":
@@ -94,6 +96,12 @@ class ProcessStage:
                     ev["stdin"] = stdin_kind(pid)
                 if ev.get("mnt_ns"):
                     p.extra["mnt_ns"] = ev["mnt_ns"]
+                rel, cwd = p.path, src_cwd
+                if rel and not rel.startswith("/") and isinstance(cwd, str) and cwd.startswith("/"):
+                    # exec through a relative path (./x, ../bin/x) from a source that reports it as given
+                    # (auditd; eBPF makes it absolute in the kernel): resolve it against the cwd the
+                    # source saw at exec (not /proc's: for a container process that is a host path)
+                    ev["path"] = p.path = os.path.normpath(os.path.join(cwd, rel))
             elif action == "exit":
                 p = t.on_exit(pid, time.monotonic())
             else:

@@ -10,6 +10,7 @@ JSON text. Used by the tests and by ``podtrail rules test``.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,8 +50,14 @@ def _time_us(ev: dict[str, Any]) -> int | None:
     return int(ev["time"]) * 1_000_000 if isinstance(ev.get("time"), int) else None
 
 
+def _regexp(pattern: str, value: Any) -> bool:
+    """SQLite's ``value REGEXP pattern`` (it has no built-in one): Python's re.search, as Zircolite."""
+    return value is not None and re.search(pattern, str(value)) is not None
+
+
 def event_db(events: Iterable[dict[str, Any]]) -> sqlite3.Connection:
     db = sqlite3.connect(":memory:")
+    db.create_function("REGEXP", 2, _regexp, deterministic=True)
     names = [f.name for f in FIELDS_LIST]
     columns = [_column(f) for f in FIELDS_LIST] + [f"`{TIME_COLUMN}` INTEGER"]
     db.execute(f"CREATE TABLE {TABLE} ({', '.join(columns)})")

@@ -127,14 +127,14 @@ class _Shape:
 
 
 class EventBuffers:
-    """A pipeline Sink: every process/socket/file event, kept for the evented tables."""
+    """A pipeline Sink: every process/socket/file/alert event, kept for the evented tables."""
 
     name = "tables"
 
     def __init__(self, events_max: int = 50000, expiry_s: float = 3600.0) -> None:
         self.max = events_max
         self.expiry_ns = int(expiry_s * 1e9)
-        self._q: dict[str, deque[tuple[Any, ...]]] = {k.value: deque() for k in (Kind.PROCESS, Kind.SOCKET, Kind.FILE)}
+        self._q: dict[str, deque[tuple[Any, ...]]] = {k.value: deque() for k in (Kind.PROCESS, Kind.SOCKET, Kind.FILE, Kind.ALERT)}
         self._lock = threading.Lock()
         self._shapes: dict[tuple[Any, ...], _Shape] = {}
         self._values: dict[Any, Any] = {}  # repeating str/int values -> the one shared object

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from podtrail.detect.baseline.normalize import LISTS as PROFILE_LISTS
 from podtrail.model.fields import FIELDS, FieldType, Kind, fields_for
 
 INDEX, REQUIRED, ADDITIONAL, OPTIMIZED, HIDDEN = 1, 2, 4, 8, 16
@@ -58,6 +59,7 @@ TABLES: dict[str, TableSpec] = {t.name: t for t in (
     event_table("container_process_events", Kind.PROCESS, "Process exec/fork/exit events with container and pod context."),
     event_table("container_socket_events", Kind.SOCKET, "Socket connect/accept/bind/listen events with container and pod context."),
     event_table("container_file_events", Kind.FILE, "File writes, creates, deletes, renames, chmods and sensitive reads with container context."),
+    event_table("container_alerts", Kind.ALERT, "Alerts from in-agent detection (Sigma signatures, correlations, baselines) with the trigger's process, container and pod."),
     _state("container_processes", "Running processes known to the agent, with container and pod context.",
            ["pid", "ppid", "path", "cmdline", "cwd", "uid", "comm", "process_key", *CONTAINER_CONTEXT, "cgroup_path"]),
     _state("containers", "Containers seen on this node (from cgroups) with their pod, when known.",
@@ -67,4 +69,11 @@ TABLES: dict[str, TableSpec] = {t.name: t for t in (
     _state("pods", "Pods on this node from the Kubernetes cache (deleted pods while their tombstone lasts).",
            ["pod_uid", "pod_name", "namespace", "node_name", "service_account", "workload_kind", "workload_name",
             "pod_ips", "host_network", "host_pid", "pod_labels", Column("deleted", "INTEGER", 0, "deleted")]),
+    _state("container_profiles", "Behavioural baselines: one row per workload profile (mode, version, learned counts, last change).",
+           [Column("workload", "TEXT", INDEX, "workload"), "cluster_name", "namespace", "workload_kind", "workload_name",
+            Column("mode", "TEXT", 0, "mode"), Column("pinned", "INTEGER", 0, "pinned"), Column("version", "INTEGER", 0, "version"),
+            "image_digest", Column("learned_since", "BIGINT", 0, "learned_since"),
+            Column("monitor_since", "BIGINT", 0, "monitor_since"), Column("events", "BIGINT", 0, "events"),
+            *(Column(n, "INTEGER", 0, n) for n in PROFILE_LISTS), Column("overflow", "INTEGER", 0, "overflow"),
+            Column("previous_versions", "INTEGER", 0, "previous_versions"), Column("last_change", "BIGINT", 0, "last_change")]),
 )}

@@ -96,6 +96,7 @@ class TableService:
     processes: Snapshot = field(default=lambda: [])
     containers: Snapshot = field(default=lambda: [])
     pods: Snapshot = field(default=lambda: [])
+    profiles: Snapshot = field(default=lambda: [])
 
     def specs(self) -> dict[str, TableSpec]:
         return TABLES
@@ -115,6 +116,7 @@ class TableService:
             lo, hi = _time_bounds(cs)
             source: Iterable[dict[str, Any]] = self.buffers.events(spec.kind, lo, hi)
         else:
-            source = {"container_processes": self.processes, "containers": self.containers, "pods": self.pods}[table]()
+            source = {"container_processes": self.processes, "containers": self.containers, "pods": self.pods,
+                      "container_profiles": self.profiles}[table]()
         matched = [d for d in source if pred(d)]
         return len(matched), map(row_maker(spec), matched)

@@ -76,6 +76,7 @@ def test_daemonset_mounts_every_path_the_agent_reads() -> None:
     # CO-RE: objects compiled at build time, relocated against the node's BTF; no kernel headers
     assert not mounts & {"/lib/modules", "/usr/src"}, "the agent needs no kernel headers"
     assert any(cfg.spool_dir.startswith(m) for m in mounts) and any(cfg.osquery.api_socket.startswith(m) for m in mounts)
+    assert any(cfg.detection.baseline.state_dir.startswith(m) for m in mounts)  # profiles outlive the pod
     assert spec["hostPID"] is True and spec["tolerations"] == [{"operator": "Exists"}]
     env = spec["containers"][0]["env"]
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in env

@@ -104,9 +104,11 @@ def test_rules_test_command_on_an_events_file(tmp_path: Any, capsys: Any) -> Non
     f = tmp_path / "events.jsonl"
     f.write_text("".join(json.dumps(e) + "\n" for e in evs))
     assert main(["rules", "test", "--events", str(f)]) == 0
-    out = {json.loads(line)["rule"]: json.loads(line) for line in capsys.readouterr().out.splitlines()}
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    out = {x["rule"]: x for x in lines[:-1]}
     assert set(out) == {"podtrail_stratum_url", "podtrail_exec_from_tmp_or_shm"}
-    assert out["podtrail_stratum_url"]["event_ids"] == ["e1"]
+    assert out["podtrail_stratum_url"]["event_ids"] == ["e1"] and out["podtrail_stratum_url"]["level"] == "critical"
+    assert lines[-1]["summary"]["events"] == 2 and lines[-1]["summary"]["rules_fired"] == 2
     f.write_text("{not json\n")
     assert main(["rules", "test", "--events", str(f)]) == 2
     assert "not a JSON event" in capsys.readouterr().err

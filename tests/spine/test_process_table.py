@@ -50,3 +50,24 @@ def test_exited_entries_removed_after_grace() -> None:
     assert 920001 in t.by_pid
     t.reap(105.0)
     assert 920001 not in t.by_pid
+
+
+def test_relative_exec_path_resolved_against_the_sensors_cwd() -> None:
+    """``cd /tmp && ./x``: the kernel reports the path as given; the stage makes it absolute from the
+    working directory the sensor reported with the exec (never /proc's, which for a container
+    process is a host path)."""
+    from podtrail.model.event import new_event
+    from podtrail.model.fields import Kind
+    from podtrail.procs.stage import ProcessStage
+
+    stage = ProcessStage(ProcessTable(30.0))
+    out: list[dict] = []
+    pid = os.getpid()
+    for rel, cwd, want in (("./tool", "/tmp", "/tmp/tool"), ("../bin/../x/y", "/srv/app", "/srv/x/y"),
+                           ("/bin/sleep", "/tmp", "/bin/sleep"), ("./tool", None, "./tool")):
+        ev = new_event(Kind.PROCESS, "exec", pid=pid, path=rel, cmdline=rel, comm="t", uid=0, result=0)
+        if cwd:
+            ev["cwd"] = cwd
+        stage.process(ev, out.append)
+        assert out[-1]["path"] == want, (rel, cwd)
+        assert stage.table.get(pid).path == want  # type: ignore[union-attr]

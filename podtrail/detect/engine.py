@@ -1,0 +1,262 @@
+"""Evaluate a compiled RuleSet on each event: signatures through an index, then correlations.
+
+Rules are grouped by log source (event type, and action for process_creation), and within a
+group indexed by their anchors (podtrail.detect.predicate): exact values and numbers, last path components
+(``|endswith: /nc``), other prefixes and suffixes by length, and substrings through one
+trie-shaped regular expression per field that names the words found. An event is
+tested only against the rules one of whose anchors it satisfies, plus the few rules with no
+anchor, so the cost per event follows what the event could match, not how many rules exist.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from podtrail.detect.alert import new_alert
+from podtrail.detect.correlate import Correlator
+from podtrail.detect.predicate import View
+from podtrail.detect.ruleset import RuleSet, Signature
+from podtrail.model.event import Event
+
+MAX_TRIGGER_IDS = 100
+
+
+def _trie(words: list[str]) -> tuple[str, list[str]]:
+    """A regular expression matching, at a position, the shortest of ``words`` that starts
+    there; and those shortest words (a word another one starts with stands for both)."""
+    trie: dict[str, Any] = {}
+    kept: list[str] = []
+    for w in sorted(set(words)):
+        node = trie
+        for ch in w:
+            if "" in node:
+                break
+            node = node.setdefault(ch, {})
+        else:
+            node.clear()
+            node[""] = {}
+            kept.append(w)
+
+    def emit(node: dict[str, Any]) -> str:
+        if "" in node:
+            return ""
+        alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items())]
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return emit(trie), kept
+
+
+def trie_regex(words: list[str]) -> re.Pattern[str]:
+    """One pattern that finds whether any of ``words`` occurs."""
+    return re.compile(_trie(words)[0], re.DOTALL)
+
+
+def word_finder(words: dict[str, list[int]]) -> tuple[re.Pattern[str], re.Pattern[str], dict[str, list[int]]]:
+    """Two patterns and a map. The first finds whether any word occurs (cheap: the common case is
+    that none does). The second's matches (one per position: the shortest word starting there)
+    name, through the map, every rule whose word may occur there: the rules of the matched word
+    and of every longer word it begins. A superset of the rules whose word occurs, never missing one."""
+    pattern, kept = _trie(list(words))
+    by_kept = {k: sorted({i for w, rules in words.items() if w.startswith(k) for i in rules}) for k in kept}
+    return re.compile(pattern, re.DOTALL), re.compile(f"(?=({pattern}))", re.DOTALL), by_kept
+
+
+@dataclass
+class Index:
+    """The rules of one log source, by anchor."""
+
+    always: list[int] = field(default_factory=list)
+    eq: dict[str, dict[str, list[int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    pre: dict[str, dict[int, dict[str, list[int]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    suf: dict[str, dict[int, dict[str, list[int]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    base: dict[str, dict[str, list[int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    num: dict[str, dict[Any, list[int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    sub_words: dict[str, dict[str, list[int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    sub: list[tuple[str, re.Pattern[str], re.Pattern[str], dict[str, list[int]]]] = field(default_factory=list)
+    # frozen lookup plans, built by ``freeze``
+    eq_plan: list[tuple[str, dict[str, list[int]]]] = field(default_factory=list)
+    base_plan: list[tuple[str, dict[str, list[int]]]] = field(default_factory=list)
+    num_plan: list[tuple[str, dict[Any, list[int]]]] = field(default_factory=list)
+    fix_plan: list[tuple[str, bool, list[tuple[int, dict[str, list[int]]]]]] = field(default_factory=list)
+
+    def add(self, i: int, sig: Signature) -> None:
+        if not sig.anchors:
+            self.always.append(i)
+            return
+        for name, kind, key in sig.anchors:
+            if kind == "eq":
+                self.eq[name][key].append(i)
+            elif kind == "num":
+                self.num[name][key].append(i)
+            elif kind == "pre":
+                self.pre[name][len(key)][key].append(i)
+            elif kind == "suf" and key.startswith("/") and "/" not in key[1:]:
+                self.base[name][key[1:]].append(i)  # ends with "/x" <=> the last component is "x"
+            elif kind == "suf":
+                self.suf[name][len(key)][key].append(i)
+            else:
+                self.sub_words[name][key].append(i)
+
+    def freeze(self) -> None:
+        self.eq_plan = [(f, dict(t)) for f, t in self.eq.items()]
+        self.base_plan = [(f, dict(t)) for f, t in self.base.items()]
+        self.num_plan = [(f, dict(t)) for f, t in self.num.items()]
+        self.fix_plan = [(f, True, [(n, dict(t)) for n, t in sorted(lens.items())]) for f, lens in self.pre.items()]
+        self.fix_plan += [(f, False, [(n, dict(t)) for n, t in sorted(lens.items())]) for f, lens in self.suf.items()]
+        self.sub = [(f, *word_finder(dict(words))) for f, words in self.sub_words.items()]
+
+    def candidates(self, v: View) -> set[int]:
+        out = set(self.always)
+        for f, table in self.eq_plan:
+            s = v.low(f)
+            if s is not None:
+                hit = table.get(s)
+                if hit:
+                    out.update(hit)
+        for f, numbers in self.num_plan:
+            x = v.get(f)
+            if x is not None and type(x) is not str:
+                hit = numbers.get(x)
+                if hit:
+                    out.update(hit)
+        for f, table in self.base_plan:
+            s = v.low(f)
+            if s is not None:
+                i = s.rfind("/")
+                if i >= 0:
+                    hit = table.get(s[i + 1:])
+                    if hit:
+                        out.update(hit)
+        for f, prefix, lens in self.fix_plan:
+            s = v.low(f)
+            if s is None:
+                continue
+            size = len(s)
+            for n, table in lens:
+                if n > size:
+                    break
+                hit = table.get(s[:n] if prefix else s[size - n:])
+                if hit:
+                    out.update(hit)
+        for f, any_word, each_word, by_word in self.sub:
+            s = v.low(f)
+            if s is not None:
+                first = any_word.search(s)
+                if first is not None:
+                    for m in each_word.finditer(s, first.start()):
+                        out.update(by_word[m.group(1)])
+        return out
+
+
+@dataclass
+class RuleStats:
+    evaluated: int = 0
+    matched: int = 0
+    alerts: int = 0
+
+
+class Engine:
+    """Signatures and correlations over a stream of events; ``process`` returns the alerts an
+    event raises (signature alerts first, in rule order, then correlation alerts)."""
+
+    def __init__(self, rules: RuleSet, *, max_groups: int = 10000, max_events: int = 10000) -> None:
+        self.rules = rules
+        self.sigs = rules.signatures
+        self.correlators = [Correlator(c.spec, max_groups, max_events) for c in rules.correlations]
+        self.sig_stats = [RuleStats() for _ in self.sigs]
+        self.corr_stats = [RuleStats() for _ in rules.correlations]
+        self._index: dict[tuple[str, str | None], Index] = defaultdict(Index)
+        for i, sig in enumerate(self.sigs):
+            for src in sig.sources:
+                self._index[src].add(i, sig)
+        for ix in self._index.values():
+            ix.freeze()
+        self._index = dict(self._index)
+
+    def indexes_for(self, ev: Event) -> list[Index]:
+        et = ev.get("event_type")
+        out = []
+        for key in ((et, ev.get("action")), (et, None)):
+            ix = self._index.get(key)  # type: ignore[arg-type]
+            if ix is not None:
+                out.append(ix)
+        return out
+
+    def matches(self, ev: Event) -> list[int]:
+        """Indexes of the signatures (alerting or not) that match ``ev``, in rule order."""
+        v = View(ev)
+        cands: set[int] = set()
+        for ix in self.indexes_for(ev):
+            cands |= ix.candidates(v)
+        out = []
+        for i in sorted(cands):
+            st = self.sig_stats[i]
+            st.evaluated += 1
+            if self.sigs[i].pred(v):
+                st.matched += 1
+                out.append(i)
+        return out
+
+    def process(self, ev: Event) -> list[Event]:
+        et = ev.get("event_type")
+        if et == "alert" or et == "agent":
+            return []
+        v = View(ev)
+        cands: set[int] = set()
+        for ix in self.indexes_for(ev):
+            cands |= ix.candidates(v)
+        if not cands:
+            return []
+        alerts: list[Event] = []
+        fed: list[tuple[int, int]] = []
+        for i in sorted(cands):
+            sig, st = self.sigs[i], self.sig_stats[i]
+            st.evaluated += 1
+            if not sig.pred(v):
+                continue
+            st.matched += 1
+            if sig.output:
+                st.alerts += 1
+                alerts.append(self._signature_alert(sig, ev))
+            fed += sig.feeds
+        for ci, slot in fed:
+            fired = self.correlators[ci].add(slot, v)
+            if fired is None:
+                continue
+            corr, st = self.rules.correlations[ci], self.corr_stats[ci]
+            st.matched += 1
+            st.alerts += 1
+            ids = fired.trigger_ids
+            if len(ids) > MAX_TRIGGER_IDS:
+                fired.findings["trigger_ids_total"] = len(ids)
+                ids = ids[-MAX_TRIGGER_IDS:]
+            m = corr.meta
+            fired.findings["correlation"] = corr.spec.type
+            alerts.append(new_alert(ev, rule_id=m.id, title=m.title, level=m.level, kind="correlation",
+                                    tactics=m.tactics, techniques=m.techniques, trigger_ids=ids, status=m.status,
+                                    findings=fired.findings))
+        return alerts
+
+    @staticmethod
+    def _signature_alert(sig: Signature, ev: Event) -> Event:
+        m = sig.meta
+        matched = {f: ev[f] for f in sorted(sig.fields) if ev.get(f) not in (None, "")}
+        return new_alert(ev, rule_id=m.id, title=m.title, level=m.level, kind="signature", tactics=m.tactics,
+                         techniques=m.techniques, trigger_ids=[str(ev.get("event_id", ""))], status=m.status,
+                         findings={"rule": m.name, "matched": matched})
+
+    def expire(self) -> None:
+        for c in self.correlators:
+            c.expire()
+
+    def stats(self) -> list[tuple[str, str, str, RuleStats]]:
+        """(rule id, name, kind, stats) for every usable rule."""
+        out = [(s.meta.id, s.meta.name, "signature", st) for s, st in zip(self.sigs, self.sig_stats, strict=True)]
+        out += [(c.meta.id, c.meta.name, "correlation", st)
+                for c, st in zip(self.rules.correlations, self.corr_stats, strict=True)]
+        return out
