@@ -8,7 +8,6 @@ is copied into the project); ``unusable/`` holds rules the agent must refuse, ea
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -182,18 +181,12 @@ def test_generic_correlation_converts_for_splunk() -> None:
 
 
 def test_generic_rules_convert_for_qradar() -> None:
-    """QRadar's backend needs pySigma 0.11, so it runs in the QRadar venv like `podtrail rules build`."""
-    from podtrail.rules.build import qradar_python
+    """The QRadar AQL backend (pysigma-backend-qradar-community, pySigma 1.x) in the main venv."""
+    from podtrail.rules.convert import to_qradar
 
-    py = qradar_python()
-    if not os.path.exists(py):
-        pytest.fail(f"no QRadar venv at {py}: run `make setup`")
-    worker = ROOT / "podtrail" / "rules" / "qradar_worker.py"
-    p = subprocess.run([py, str(worker), *map(str, sorted(HERE.glob("*.yml")))], capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 0, p.stderr
-    out = {c["rule"]: c for c in json.loads(p.stdout)}
-    aql = out["test_generic_c2_port"]["output"][0]
+    files = _rule_files()
+    out = {f.name: to_qradar(f, files) for f in files}
+    aql = str(out["test_generic_c2_port"].output[0])
     assert "direction='outbound'" in aql and "dstPort IN" in aql and "INCIDR('10.0.0.0/8', dst)" in aql
-    assert "Initiated" not in aql and "filePath" in out["test_generic_cron_file"]["output"][0]
-    assert out["test_generic_c2_burst"]["unsupported"]
+    assert "Initiated" not in aql and "filePath" in str(out["test_generic_cron_file"].output[0])
+    assert out["test_generic_c2_burst"].unsupported

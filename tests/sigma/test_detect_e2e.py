@@ -154,7 +154,6 @@ def test_attacks_raise_their_alerts_in_the_agent(run: dict[str, Any]) -> None:
         assert got == want, f"{name}: missing {sorted(want - got)}, unexpected {sorted(got - want)}; all: {report}"
 
 
-@pytest.mark.xfail(strict=True, reason="needs the exec's cwd from the kernel (CO-RE process sensor, h13core)")
 def test_relative_execution_from_tmp_is_detected(run: dict[str, Any]) -> None:
     got = _rules(run["alerts"], run["containers"]["relative"])
     assert got == PENDING["relative"], sorted(got)

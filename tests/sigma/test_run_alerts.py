@@ -71,7 +71,7 @@ def test_configured_rule_paths_load_and_unusable_rules_are_reported(tmp_path: Pa
     require_ebpf()
     cfg = tmp_path / "podtrail.yaml"
     cfg.write_text(f"detection:\n  rule_paths: [{COMMUNITY}]\n")
-    events, err = _run(["--config", str(cfg)], '"event_type"', lambda: None, seconds=40)
+    events, err = _run(["--config", str(cfg)], '"event_type"', lambda: subprocess.run(["true"]), seconds=40)  # an exec, so an event comes
     assert events, err
     warnings = [ln for ln in err.splitlines() if "not used:" in ln]
     assert len(warnings) == 5, err
