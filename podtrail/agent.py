@@ -44,13 +44,16 @@ class Agent:
     _closables: list[Any] = field(default_factory=list)
     _starters: list[Any] = field(default_factory=list)
     tables: Any = None  # TableService when the osquery tables are enabled
+    end_reason: str = ""  # why the agent ended by itself (an output closed, a source ended)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         self._pipeline = Pipeline(self.stages, self.sinks)
-        for sink in self.sinks:  # outputs report spool overflows as agent-health events
+        for sink in self.sinks:  # outputs report spool overflows and failures as agent-health events
             if hasattr(sink, "on_health"):
                 sink.on_health = self._pipeline.emit
+            if hasattr(sink, "on_closed"):
+                sink.on_closed = self._output_closed
         for s in self.sources:  # compile/attach first: a failure here is reported, not half-run
             load = getattr(s, "load", None)
             if load is not None:
@@ -69,6 +72,16 @@ class Agent:
                              args=(self, self._pipeline.emit, self.cfg.metrics.health_interval_seconds,
                                    self._pipeline.stop_event)).start()
         self.started_at = time.time()
+
+    def _output_closed(self, name: str) -> None:
+        """An output whose reader went away (``podtrail run | head -1``): the agent ends when
+        it was the only output; otherwise that output stops, with an error on stderr."""
+        outputs = [s for s in self.sinks if s.name != "tables"]
+        if len(outputs) <= 1:
+            self.end_reason = f"output {name} closed"
+            self.stop_event.set()
+        else:
+            log.error("output %s: closed by its reader; its events are dropped (counted), other outputs continue", name)
 
     def _run_source(self, s: Source) -> None:
         assert self._pipeline is not None
@@ -90,6 +103,13 @@ class Agent:
         for t in self._threads:
             t.join(10)
         self._pipeline.close()
+        # detach the sensors now, side by side (each detach waits for the kernel), not at exit
+        closers = [threading.Thread(target=s.close, daemon=True)  # type: ignore[attr-defined]
+                   for s in self.sources if callable(getattr(s, "close", None))]
+        for t in closers:
+            t.start()
+        for t in closers:
+            t.join(10)
         for c in self._closables:
             try:
                 c()
@@ -217,11 +237,56 @@ def _start_extension(ext: Any, agent: Agent) -> None:
             try:
                 ext.start()
                 return
-            except Exception as e:  # noqa: BLE001
-                log.info("osquery extension not registered yet (%s); retrying", e)
+            except Exception as e:  # noqa: BLE001 - osqueryd not up yet: wait quietly (-v shows it)
+                log.debug("osquery extension not registered yet (%s); retrying", e)
                 agent.stop_event.wait(5)
 
     threading.Thread(target=loop, name="podtrail-osquery-register", daemon=True).start()
+
+
+def check_outputs(cfg: Config) -> None:
+    """Every output's settings and the spool directory, checked before anything loads, so a
+    mistake there is reported as the output's (``outputs[1].protocol: ...``), not a sensor's."""
+    from podtrail.config import ConfigError
+    from podtrail.outputs.syslog import syslog_config
+    from podtrail.outputs.webhook import webhook_config
+
+    spooled = False
+    for i, spec in enumerate(cfg.outputs):
+        where, kind = f"outputs[{i}]", spec.get("type")
+        if kind == "stdout":
+            fmt = spec.get("format", "json")
+            if fmt not in ("json", "ecs", "cef", "leef"):
+                raise ConfigError(f"{where}.format: json, ecs, cef or leef, not {fmt!r}")
+        elif kind == "syslog":
+            syslog_config(spec, where)
+            spooled = True
+        elif kind == "webhook":
+            webhook_config(spec, where)
+            spooled = True
+        else:
+            raise ConfigError(f"{where}.type: output type {kind!r} is not available (stdout, syslog, webhook)")
+    if spooled:
+        problem = spool_problem(cfg.spool_dir)
+        if problem:
+            raise ConfigError(f"spool_dir: {problem}")
+
+
+def spool_problem(path: str) -> str:
+    """Why the spool cannot live at ``path`` ('' when it can), without creating anything."""
+    import os
+
+    p = os.path.abspath(path)
+    if os.path.exists(p):
+        if not os.path.isdir(p):
+            return f"{path} is not a directory"
+        return "" if os.access(p, os.W_OK | os.X_OK) else f"{path} is not writable"
+    parent = os.path.dirname(p)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is not a directory"
+    return "" if os.access(parent, os.W_OK | os.X_OK) else f"cannot create {path} ({parent} is not writable)"
 
 
 def build_default_sinks(cfg: Config) -> list[Sink]:
