@@ -2,14 +2,23 @@
 
 ``Generate`` is any ``(table, constraints) -> rows`` callable: the daemon's TableService
 in-process, or the local-API client talking to the running daemon.
+
+Joins must not be quadratic: each statement takes one snapshot of every table it reads
+(one ``generate`` call, also one consistent view), and ``BestIndex`` offers SQLite equality
+lookups on any column and range scans on numeric ones, answered from hash and sorted
+indexes built on the snapshot when first asked for. A self-join on process_key/parent_key,
+pid, container_id, path or a time window is then O(n log n), not O(n²).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import bisect
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import apsw
+import apsw.ext
 
 from podtrail.tables.constraints import Constraint
 from podtrail.tables.schema import TableSpec
@@ -17,6 +26,9 @@ from podtrail.tables.schema import TableSpec
 Generate = Callable[[str, list[Constraint]], list[dict[str, str]]]
 
 _AFFINITY = {"TEXT": str, "INTEGER": int, "BIGINT": int, "DOUBLE": float}
+_EQ = apsw.SQLITE_INDEX_CONSTRAINT_EQ
+_RANGE = {apsw.SQLITE_INDEX_CONSTRAINT_GT, apsw.SQLITE_INDEX_CONSTRAINT_GE,
+          apsw.SQLITE_INDEX_CONSTRAINT_LT, apsw.SQLITE_INDEX_CONSTRAINT_LE}
 
 
 def _typed(value: str, typ: str) -> Any:
@@ -28,42 +40,120 @@ def _typed(value: str, typ: str) -> Any:
         return value
 
 
+class _Snapshot:
+    """One table's rows for one statement, typed, with indexes built on first use."""
+
+    def __init__(self, spec: TableSpec, rows: list[dict[str, str]]) -> None:
+        self.cols = [[_typed(r.get(c.name, ""), c.type) for r in rows] for c in spec.columns]
+        self.n = len(rows)
+        self._hash: dict[int, dict[Any, list[int]]] = {}
+        self._sorted: dict[int, tuple[list[Any], list[int]]] = {}
+
+    def equal(self, col: int, value: Any) -> list[int]:
+        idx = self._hash.get(col)
+        if idx is None:
+            idx = self._hash[col] = {}
+            for i, v in enumerate(self.cols[col]):
+                idx.setdefault(v, []).append(i)
+        hit = idx.get(value)
+        if hit is None and isinstance(value, str):  # SQLite compares '42' = 42 on a numeric column
+            try:
+                hit = idx.get(int(value))
+            except ValueError:
+                hit = None
+        return hit or []
+
+    def between(self, col: int, lo: tuple[Any, bool] | None, hi: tuple[Any, bool] | None) -> list[int]:
+        s = self._sorted.get(col)
+        if s is None:
+            pairs = sorted((v, i) for i, v in enumerate(self.cols[col]) if isinstance(v, int | float))
+            s = self._sorted[col] = ([v for v, _ in pairs], [i for _, i in pairs])
+        keys, pos = s
+        a = 0 if lo is None else (bisect.bisect_left if lo[1] else bisect.bisect_right)(keys, lo[0])
+        b = len(keys) if hi is None else (bisect.bisect_right if hi[1] else bisect.bisect_left)(keys, hi[0])
+        return sorted(pos[a:b])
+
+
 class _Cursor:
     def __init__(self, table: _Table) -> None:
         self.table = table
-        self.rows: list[dict[str, str]] = []
+        self.snap: _Snapshot | None = None
+        self.ids: Sequence[int] = ()
         self.i = 0
 
     def Filter(self, indexnum: int, indexname: str, constraintargs: tuple[Any, ...]) -> None:  # noqa: N802
-        self.rows = self.table.generate(self.table.spec.name, [])
+        snap = self.snap = self.table.snapshot()
         self.i = 0
+        plan = json.loads(indexname) if indexname else []
+        if not plan:
+            self.ids = range(snap.n)
+            return
+        ids: set[int] | None = None
+        ranges: dict[int, list[Any]] = {}
+        for (col, op), value in zip(plan, constraintargs, strict=True):
+            if value is None:
+                self.ids = ()  # x = NULL / x > NULL matches nothing
+                return
+            if op == _EQ:
+                hit = set(snap.equal(col, value))
+                ids = hit if ids is None else ids & hit
+            else:
+                lo_hi = ranges.setdefault(col, [None, None])
+                if op in (apsw.SQLITE_INDEX_CONSTRAINT_GT, apsw.SQLITE_INDEX_CONSTRAINT_GE):
+                    lo_hi[0] = (value, op == apsw.SQLITE_INDEX_CONSTRAINT_GE)
+                else:
+                    lo_hi[1] = (value, op == apsw.SQLITE_INDEX_CONSTRAINT_LE)
+        for col, (lo, hi) in ranges.items():
+            hit = set(snap.between(col, lo, hi))
+            ids = hit if ids is None else ids & hit
+        self.ids = sorted(ids or ())
 
     def Eof(self) -> bool:  # noqa: N802
-        return self.i >= len(self.rows)
+        return self.i >= len(self.ids)
 
     def Rowid(self) -> int:  # noqa: N802
-        return self.i
+        return self.ids[self.i]
 
     def Column(self, col: int) -> Any:  # noqa: N802
-        if col == -1:
-            return self.i
-        c = self.table.spec.columns[col]
-        return _typed(self.rows[self.i].get(c.name, ""), c.type)
+        assert self.snap is not None
+        row = self.ids[self.i]
+        return row if col == -1 else self.snap.cols[col][row]
 
     def Next(self) -> None:  # noqa: N802
         self.i += 1
 
     def Close(self) -> None:  # noqa: N802
-        self.rows = []
+        self.snap, self.ids = None, ()
 
 
 class _Table:
-    def __init__(self, spec: TableSpec, generate: Generate) -> None:
+    def __init__(self, spec: TableSpec, generate: Generate, generation: list[int]) -> None:
         self.spec = spec
         self.generate = generate
+        self._generation = generation  # shared with the connection: bumped per statement
+        self._snap: tuple[int, _Snapshot] | None = None
+        self._numeric = {i for i, c in enumerate(spec.columns) if c.type != "TEXT"}
 
-    def BestIndex(self, *args: Any) -> None:  # noqa: N802
-        return None
+    def snapshot(self) -> _Snapshot:
+        gen = self._generation[0]
+        if self._snap is None or self._snap[0] != gen:
+            self._snap = (gen, _Snapshot(self.spec, self.generate(self.spec.name, [])))
+        return self._snap[1]
+
+    def BestIndex(self, constraints: Sequence[tuple[int, int]], orderbys: Any) -> Any:  # noqa: N802
+        used: list[int | None] = []
+        plan: list[tuple[int, int]] = []
+        cost = 1e6
+        for col, op in constraints:
+            if col >= 0 and (op == _EQ or (op in _RANGE and col in self._numeric)):
+                used.append(len(plan))  # SQLite re-checks every row (no omit): exactness stays SQLite's
+                plan.append((col, op))
+                cost = min(cost, 10.0 if op == _EQ else 1000.0)
+            else:
+                used.append(None)
+        if not plan:
+            return None
+        return used, 0, json.dumps(plan), False, cost
 
     def Open(self) -> _Cursor:  # noqa: N802
         return _Cursor(self)
@@ -75,30 +165,55 @@ class _Table:
 
 
 class _Module:
-    def __init__(self, spec: TableSpec, generate: Generate) -> None:
+    def __init__(self, spec: TableSpec, generate: Generate, generation: list[int]) -> None:
         self.spec = spec
         self.generate = generate
+        self.generation = generation
 
     def Create(self, db: Any, modulename: str, dbname: str, tablename: str, *args: Any) -> tuple[str, _Table]:  # noqa: N802
         cols = ", ".join(f'"{c.name}" {c.type}' + (" HIDDEN" if c.options & 16 else "") for c in self.spec.columns)
-        return f'CREATE TABLE "{tablename}"({cols})', _Table(self.spec, self.generate)
+        return f'CREATE TABLE "{tablename}"({cols})', _Table(self.spec, self.generate, self.generation)
 
     Connect = Create
 
 
+_GENERATIONS: dict[int, list[int]] = {}
+
+
 def connect(specs: dict[str, TableSpec], generate: Generate) -> apsw.Connection:
     db = apsw.Connection(":memory:")
+    generation = [0]
+    _GENERATIONS[id(db)] = generation
     for name, spec in specs.items():
-        db.createmodule(name, _Module(spec, generate))  # type: ignore[arg-type]  # apsw's protocol types ShadowName etc. as required
+        db.createmodule(name, _Module(spec, generate, generation))  # type: ignore[arg-type]  # apsw's protocol types ShadowName etc. as required
         db.execute(f'CREATE VIRTUAL TABLE temp."{name}" USING "{name}"')
     return db
 
 
+class EmptySQL(ValueError):
+    """The text holds no statement (only blanks, comments or ';')."""
+
+
 def query(db: apsw.Connection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run ``sql`` (its last statement's columns and rows). The column names come from the
+    prepared statement, so an empty result still has its header."""
+    gen = _GENERATIONS.get(id(db))
+    if gen is not None:
+        gen[0] += 1  # a fresh snapshot of the tables for this statement
+    if not apsw.complete(sql.strip() + ";") or not sql.strip().strip(";").strip():
+        raise EmptySQL("no SQL statement given")
     cur = db.cursor()
     cur.execute(sql)
     try:
         cols = [d[0] for d in cur.getdescription()]
     except apsw.ExecutionCompleteError:
-        return [], []
+        return _columns_of_last(db, sql), []
     return cols, list(cur)
+
+
+def _columns_of_last(db: apsw.Connection, sql: str) -> list[str]:
+    """Column names of the last statement in ``sql`` without running it again."""
+    info = apsw.ext.query_info(db, sql)
+    while info.query_remaining and info.query_remaining.strip().strip(";").strip():
+        info = apsw.ext.query_info(db, info.query_remaining)
+    return [d[0] for d in info.description or ()]

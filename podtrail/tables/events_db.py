@@ -1,0 +1,108 @@
+"""A file of events as indexed SQLite tables, for ``podtrail query/shell --events``.
+
+Events stream from the file into real tables (the same columns as the osquery tables) in a
+temporary database file, in batches, so memory stays flat however big the file is, and the
+join keys are indexed so joins stay fast. The state tables are rebuilt from the events:
+``containers`` and ``pods`` from what the events carry, ``container_processes`` from the
+processes that exec'd and did not exit in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from typing import Any
+
+import apsw
+
+from podtrail.tables.schema import TABLES, TableSpec
+from podtrail.tables.service import to_row
+from podtrail.tables.sql import _typed
+
+BATCH = 5000
+INDEXED = ("process_key", "parent_key", "pid", "parent", "container_id", "path", "time", "pod_uid")
+STATE_TABLES = ("container_processes", "containers", "pods")
+
+
+def _create(db: apsw.Connection, spec: TableSpec) -> None:
+    cols = ", ".join(f'"{c.name}" {c.type}' for c in spec.columns)
+    db.execute(f'CREATE TABLE "{spec.name}"({cols})')
+
+
+def _index(db: apsw.Connection, spec: TableSpec) -> None:
+    names = {c.name for c in spec.columns}
+    for col in INDEXED:
+        if col in names:
+            db.execute(f'CREATE INDEX "{spec.name}_{col}" ON "{spec.name}"("{col}")')
+
+
+def load(events: Iterable[dict[str, Any]], directory: str | None = None) -> apsw.Connection:
+    """A connection to a fresh database (its file already unlinked) holding ``events``."""
+    fd, path = tempfile.mkstemp(prefix="podtrail-events-", suffix=".db", dir=directory)
+    os.close(fd)
+    try:
+        db = apsw.Connection(path)
+    finally:
+        os.unlink(path)  # the open connection keeps it; nothing is left behind on any exit
+    db.execute("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE")
+    by_kind = {spec.kind.value: spec for spec in TABLES.values() if spec.kind is not None}
+    for spec in TABLES.values():
+        _create(db, spec)
+    pending: dict[str, list[tuple[Any, ...]]] = {k: [] for k in by_kind}
+    inserts = {k: f'INSERT INTO "{s.name}" VALUES ({",".join("?" * len(s.columns))})' for k, s in by_kind.items()}
+
+    def flush(kind: str) -> None:
+        with db:
+            db.executemany(inserts[kind], pending[kind])
+        pending[kind].clear()
+
+    for ev in events:
+        kind = ev.get("event_type")
+        if not isinstance(kind, str) or kind not in by_kind:
+            continue
+        spec = by_kind[kind]
+        row = to_row(spec, ev)
+        pending[kind].append(tuple(_typed(row[c.name], c.type) for c in spec.columns))
+        if len(pending[kind]) >= BATCH:
+            flush(kind)
+    for kind in by_kind:
+        flush(kind)
+    with db:
+        for spec in TABLES.values():
+            _index(db, spec)
+        _derive_state(db)
+    return db
+
+
+def _first(col: str) -> str:
+    return f"max(NULLIF(\"{col}\", ''))"
+
+
+def _derive_state(db: apsw.Connection) -> None:
+    events = " UNION ALL ".join(
+        f'SELECT container_id, container_runtime, pod_uid, qos_class, cgroup_path, time, pod_name, namespace, '
+        f'container_name, image, image_digest, privileged, workload_kind, workload_name, node_name, '
+        f'service_account, pod_ips, host_network, host_pid, pod_labels FROM "{s.name}"'
+        for s in TABLES.values() if s.kind is not None)
+    db.execute(f"""
+        INSERT INTO containers SELECT container_id, {_first('container_runtime')}, {_first('pod_uid')},
+            {_first('qos_class')}, {_first('cgroup_path')}, CAST(min(time) AS INTEGER), CAST(max(time) AS INTEGER),
+            {_first('pod_name')}, {_first('namespace')}, {_first('container_name')}, {_first('image')},
+            {_first('image_digest')}, max(privileged), {_first('workload_kind')}, {_first('workload_name')}
+        FROM ({events}) WHERE container_id != '' GROUP BY container_id;
+        INSERT INTO pods SELECT pod_uid, {_first('pod_name')}, {_first('namespace')}, {_first('node_name')},
+            {_first('service_account')}, {_first('workload_kind')}, {_first('workload_name')}, {_first('pod_ips')},
+            max(host_network), max(host_pid), {_first('pod_labels')}, 0
+        FROM ({events}) WHERE pod_uid != '' GROUP BY pod_uid;
+        INSERT INTO container_processes
+        SELECT e.pid, e.parent, e.path, e.cmdline, e.cwd, e.uid, e.comm, e.process_key, e.container_id,
+            e.container_runtime, e.pod_uid, e.pod_name, e.namespace, e.container_name, e.image, e.workload_kind,
+            e.workload_name, e.cgroup_path
+        FROM container_process_events e
+        WHERE e.action = 'exec' AND e.process_key != ''
+          AND e.time = (SELECT max(time) FROM container_process_events x
+                        WHERE x.process_key = e.process_key AND x.action = 'exec')
+          AND NOT EXISTS (SELECT 1 FROM container_process_events x
+                          WHERE x.process_key = e.process_key AND x.action = 'exit');
+    """)
