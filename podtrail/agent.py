@@ -168,6 +168,7 @@ def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list
     table.seed()
     index = CgroupIndex()
     containers = ContainerStage(index, force_proc=cfg.sensor.proc_fallback)
+    containers.scan()
     agent = Agent(cfg, table=table, containers=containers)
     src = cfg.sensor.source
     extra: list[Stage] = []

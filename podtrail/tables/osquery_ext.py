@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 Generate = Callable[[str, Any], list[dict[str, str]]]  # (table, parsed constraints) -> rows
 
 
+class NoRows(list[dict[str, str]]):
+    """An empty answer that says why in the status message osquery gets (no agent running)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+
 def routes(spec: TableSpec) -> list[dict[str, str]]:
     """Column metadata as osqueryd reads it from a table plugin's ``columns`` action."""
     return [{"id": "column", "name": c.name, "type": c.type, "op": str(c.options)} for c in spec.columns]
@@ -52,7 +60,7 @@ class ExtensionHandler(Extension.Iface):
                 rows = self.generate(item, parse_context(request.get("context")))
             except (ValueError, KeyError, json.JSONDecodeError) as e:
                 return ExtensionResponse(status=ExtensionStatus(code=1, message=f"bad request: {e}"), response=[])
-            return ExtensionResponse(status=ExtensionStatus(code=0, message="OK"), response=rows)
+            return ExtensionResponse(status=ExtensionStatus(code=0, message=getattr(rows, "message", "OK")), response=rows)
         return ExtensionResponse(status=ExtensionStatus(code=1, message=f"unknown action {action!r}"), response=[])
 
     def shutdown(self) -> None:
