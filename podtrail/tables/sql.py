@@ -32,12 +32,18 @@ _RANGE = {apsw.SQLITE_INDEX_CONSTRAINT_GT, apsw.SQLITE_INDEX_CONSTRAINT_GE,
 
 
 def _typed(value: str, typ: str) -> Any:
-    if value == "" and typ != "TEXT":
+    """SQLite's numeric affinity: '7' -> 7, '1000.5' (or '1000.0' in an integer column) -> float."""
+    if typ == "TEXT":
+        return value
+    if value == "":
         return None
     try:
         return _AFFINITY[typ](value)
     except ValueError:
-        return value
+        try:
+            return float(value)
+        except ValueError:
+            return value
 
 
 class _Snapshot:
