@@ -5,6 +5,7 @@ QSTAMP  := $(QVENV)/.installed
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 ARGS    ?=
+MAKEFLAGS += --no-print-directory
 
 .PHONY: setup run test lint bench docs rules clean
 

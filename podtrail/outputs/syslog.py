@@ -244,7 +244,9 @@ class SpooledOutput:
         self._closing = True
         self._q.put(None)
         self._writer.join(10)
-        self.flush(5)
+        # a last send when the receiver is up; a failing one is not waited for: the spool keeps
+        # everything for the next start (stopping stays prompt)
+        self.flush(0.0 if self._failing_since is not None else 1.0)
         self._stop.set()
         self._sender.join(5)
         self.disconnect()
