@@ -100,9 +100,10 @@ def _derive_state(db: apsw.Connection) -> None:
             e.container_runtime, e.pod_uid, e.pod_name, e.namespace, e.container_name, e.image, e.workload_kind,
             e.workload_name, e.cgroup_path
         FROM container_process_events e
-        WHERE e.action = 'exec' AND e.process_key != ''
-          AND e.time = (SELECT max(time) FROM container_process_events x
-                        WHERE x.process_key = e.process_key AND x.action = 'exec')
-          AND NOT EXISTS (SELECT 1 FROM container_process_events x
-                          WHERE x.process_key = e.process_key AND x.action = 'exit');
+        JOIN (SELECT process_key, max(time) AS t FROM container_process_events
+              WHERE action = 'exec' AND process_key != '' GROUP BY process_key) last
+          ON e.process_key = last.process_key AND e.time = last.t
+        WHERE e.action = 'exec'
+          AND e.process_key NOT IN (SELECT process_key FROM container_process_events WHERE action = 'exit')
+        GROUP BY e.process_key;
     """)

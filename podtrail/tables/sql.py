@@ -50,16 +50,25 @@ class _Snapshot:
     """One table's rows for one statement, typed, with indexes built on first use."""
 
     def __init__(self, spec: TableSpec, rows: list[dict[str, str]]) -> None:
-        self.cols = [[_typed(r.get(c.name, ""), c.type) for r in rows] for c in spec.columns]
+        self.spec = spec
+        self.rows = rows
         self.n = len(rows)
+        self._cols: dict[int, list[Any]] = {}  # only the columns a statement touches get typed
         self._hash: dict[int, dict[Any, list[int]]] = {}
         self._sorted: dict[int, tuple[list[Any], list[int]]] = {}
+
+    def col(self, i: int) -> list[Any]:
+        c = self._cols.get(i)
+        if c is None:
+            name, typ = self.spec.columns[i].name, self.spec.columns[i].type
+            c = self._cols[i] = [_typed(r.get(name, ""), typ) for r in self.rows]
+        return c
 
     def equal(self, col: int, value: Any) -> list[int]:
         idx = self._hash.get(col)
         if idx is None:
             idx = self._hash[col] = {}
-            for i, v in enumerate(self.cols[col]):
+            for i, v in enumerate(self.col(col)):
                 idx.setdefault(v, []).append(i)
         hit = idx.get(value)
         if hit is None and isinstance(value, str):  # SQLite compares '42' = 42 on a numeric column
@@ -72,7 +81,7 @@ class _Snapshot:
     def between(self, col: int, lo: tuple[Any, bool] | None, hi: tuple[Any, bool] | None) -> list[int]:
         s = self._sorted.get(col)
         if s is None:
-            pairs = sorted((v, i) for i, v in enumerate(self.cols[col]) if isinstance(v, int | float))
+            pairs = sorted((v, i) for i, v in enumerate(self.col(col)) if isinstance(v, int | float))
             s = self._sorted[col] = ([v for v, _ in pairs], [i for _, i in pairs])
         keys, pos = s
         a = 0 if lo is None else (bisect.bisect_left if lo[1] else bisect.bisect_right)(keys, lo[0])
@@ -123,7 +132,7 @@ class _Cursor:
     def Column(self, col: int) -> Any:  # noqa: N802
         assert self.snap is not None
         row = self.ids[self.i]
-        return row if col == -1 else self.snap.cols[col][row]
+        return row if col == -1 else self.snap.col(col)[row]
 
     def Next(self) -> None:  # noqa: N802
         self.i += 1

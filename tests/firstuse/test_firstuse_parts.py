@@ -177,3 +177,38 @@ def test_extension_without_agent_answers_empty_with_status(tmp_path: Path) -> No
         mgr.stop()
     assert err.splitlines() == [f"podtrail: WARNING podtrail.extension: no podtrail daemon at {api} "
                                 "(No such file or directory); start `podtrail run`; answering osquery with empty results until it runs"]
+
+
+def test_doctor_checks_outputs_and_spool(tmp_path: Path) -> None:
+    """A syslog receiver that is down and a spool_dir that is a file: both FAIL, exit 1; a
+    listening receiver and a writable spool: ok."""
+    down, up = _free_port(), _free_port()
+    (tmp_path / "afile").write_text("x")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"spool_dir: {tmp_path}/spool\noutputs:\n  - {{type: syslog, port: {down}}}\n  - {{type: syslog, port: {up}}}\n")
+    lsock = listen(up)
+    try:
+        r = subprocess.run([*PODTRAIL, "doctor", "-c", str(cfg), "--json"], capture_output=True, text=True, timeout=300)
+    finally:
+        stop(lsock)
+    import json
+
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert r.returncode == 1 and not checks["outputs[0] syslog"]["ok"]
+    assert checks["outputs[0] syslog"]["detail"].startswith(f"cannot connect to 127.0.0.1:{down}: ")
+    assert checks["outputs[1] syslog"] == {"name": "outputs[1] syslog", "ok": True, "detail": f"connected to 127.0.0.1:{up}",
+                                           "fix": "", "needed_by": ""}
+    assert checks["spool"]["ok"] and checks["spool"]["detail"].startswith(f"{tmp_path}/spool: writable, ")
+    assert not (tmp_path / "spool").exists()  # checked, not created
+    cfg.write_text(f"spool_dir: {tmp_path}/afile\noutputs:\n  - {{type: webhook, url: 'http://127.0.0.1:{down}/x'}}\n")
+    r = subprocess.run([*PODTRAIL, "doctor", "-c", str(cfg)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and f"[FAIL] config          spool_dir: {tmp_path}/afile is not a directory" in r.stdout
+
+
+def test_readme_points_at_the_real_health_and_metrics_addresses() -> None:
+    from podtrail.config import MetricsConfig
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    m = MetricsConfig()
+    assert f"http://127.0.0.1:{m.health_port}/healthz" in readme and f"http://127.0.0.1:{m.port}/metrics" in readme
+    assert "sudo make" not in readme and readme.split("```sh\n", 1)[1].startswith("make run > events.jsonl")

@@ -162,21 +162,28 @@ def _pty_run(args: list[str], keys: list[bytes], home: Path) -> tuple[int, str]:
         os.execv(sys.executable, [*PODTRAIL, *args])
     out = b""
 
-    def drain(wait: float) -> None:
+    def drain(wait: float) -> bool:
+        """Read for ``wait`` seconds; False once the child closed the terminal."""
         nonlocal out
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             r, _, _ = select.select([fd], [], [], 0.1)
             if r:
                 try:
-                    out += os.read(fd, 65536)
+                    data = os.read(fd, 65536)
                 except OSError:
-                    return
+                    return False
+                if not data:
+                    return False
+                out += data
+        return True
     drain(5)
     for k in keys:
         os.write(fd, k)
         drain(1.5)
-    drain(3)
+    deadline = time.monotonic() + 120
+    while drain(0.5) and time.monotonic() < deadline:
+        pass
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
@@ -198,3 +205,9 @@ def test_fields_table_on_a_terminal_json_in_a_pipe(tmp_path: Path) -> None:
     r = _pt("fields")
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert {"name": "ppid", "osquery": "parent"}.items() <= next(x for x in rows if x["name"] == "ppid").items()
+
+
+def test_events_progress_on_a_terminal(tmp_path: Path) -> None:
+    f = _write(tmp_path / "e.jsonl", _events(6) * 4000)
+    code, out = _pty_run(["query", "--events", f, "SELECT count(*) AS n FROM container_process_events"], [], tmp_path)
+    assert code == 0 and f"podtrail: loading {f}: " in out and "| 32000 |" in out
