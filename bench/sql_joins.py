@@ -28,6 +28,8 @@ from podtrail.tables.schema import TABLES
 from podtrail.tables.service import to_row
 from podtrail.tables.sql import connect, query
 
+BEFORE = "20ef1a8"  # the engine as issue 16 measured it
+
 QUERIES = {
     "parent/child (process_key)": "SELECT count(*) FROM container_process_events c JOIN container_process_events p "
                                   "ON c.parent_key = p.process_key",
@@ -60,11 +62,8 @@ def make_events(n: int) -> list[dict[str, Any]]:
 
 
 def old_engine() -> types.ModuleType:
-    src = subprocess.run(["git", "show", "main~0:podtrail/tables/sql.py"], capture_output=True, text=True,
+    src = subprocess.run(["git", "show", f"{BEFORE}:podtrail/tables/sql.py"], capture_output=True, text=True,
                          cwd=Path(__file__).parents[1], check=True).stdout
-    if "BestIndex(self, constraints" in src:  # main already has this engine: use its first version
-        src = subprocess.run(["git", "show", "20ef1a8:podtrail/tables/sql.py"], capture_output=True, text=True,
-                             cwd=Path(__file__).parents[1], check=True).stdout
     mod = types.ModuleType("old_sql")
     exec(compile(src, "old_sql.py", "exec"), mod.__dict__)
     return mod
@@ -99,18 +98,18 @@ def main() -> None:
         load_s, db_file = timed(lambda: events_db.load(iter(big), d))
         print(f"process events: {a.events:,} (+{a.events // 2:,} file events); old engine on {a.old_events:,} (+{a.old_events // 2:,})")
         print(f"--events load into indexed tables: {load_s:.2f}s")
-        print("| join | old engine @%s | new @%s | ratio | new (daemon path) @%s | --events tables @%s |"
-              % (a.old_events, a.old_events, a.events, a.events))
+        print(f"| join | old engine @{a.old_events} | new @{a.old_events} | ratio | new (daemon path) @{a.events} "
+              f"| --events tables @{a.events} |")
         print("|---|---|---|---|---|---|")
         for name, sql in QUERIES.items():
-            t_old, r_old = timed(lambda sql=sql: query(db_old, sql) if False else old.query(db_old, sql))
+            t_old, r_old = timed(lambda sql=sql: old.query(db_old, sql))
             t_ns, r_ns = timed(lambda sql=sql: query(db_new_small, sql))
             assert r_old[1] == r_ns[1], (name, r_old, r_ns)
             t_new, r_new = timed(lambda sql=sql: query(db_new, sql))
             t_file, r_file = timed(lambda sql=sql: query(db_file, sql))
             assert r_new[1] == r_file[1], (name, r_new, r_file)
             print(f"| {name} | {t_old:.2f}s | {t_ns:.3f}s | {t_old / t_ns:.0f}× | {t_new:.2f}s ({r_new[1][0][0]:,} rows) "
-                  f"| {t_file:.3f}s |")
+                  f"| {t_file:.3f}s |", flush=True)
 
 
 if __name__ == "__main__":

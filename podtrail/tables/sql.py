@@ -56,6 +56,7 @@ class _Snapshot:
         self._cols: dict[int, list[Any]] = {}  # only the columns a statement touches get typed
         self._hash: dict[int, dict[Any, list[int]]] = {}
         self._sorted: dict[int, tuple[list[Any], list[int]]] = {}
+        self._composite: dict[tuple[int, int], dict[Any, tuple[list[Any], list[int]]]] = {}
 
     def col(self, i: int) -> list[Any]:
         c = self._cols.get(i)
@@ -64,21 +65,48 @@ class _Snapshot:
             c = self._cols[i] = [_typed(r.get(name, ""), typ) for r in self.rows]
         return c
 
-    def equal(self, col: int, value: Any) -> list[int]:
+    def _hash_of(self, col: int) -> dict[Any, list[int]]:
         idx = self._hash.get(col)
         if idx is None:
             idx = self._hash[col] = {}
             for i, v in enumerate(self.col(col)):
                 idx.setdefault(v, []).append(i)
-        hit = idx.get(value)
-        if hit is None and isinstance(value, str):  # SQLite compares '42' = 42 on a numeric column
-            try:
-                hit = idx.get(int(value))
-            except ValueError:
-                hit = None
-        return hit or []
+        return idx
 
-    def between(self, col: int, lo: tuple[Any, bool] | None, hi: tuple[Any, bool] | None) -> list[int]:
+    def _key(self, col: int, value: Any) -> Any:
+        """SQLite compares '42' = 42 on a numeric column."""
+        if isinstance(value, str) and self.spec.columns[col].type != "TEXT":
+            try:
+                return int(value)
+            except ValueError:
+                return value
+        return value
+
+    def equal(self, col: int, value: Any) -> list[int]:
+        return self._hash_of(col).get(self._key(col, value)) or []
+
+    def equal_between(self, col: int, value: Any, rcol: int, lo: tuple[Any, bool] | None,
+                      hi: tuple[Any, bool] | None) -> list[int]:
+        """Rows with ``col = value`` and ``rcol`` in a range: a composite index (each ``col``
+        bucket sorted by ``rcol``), for joins such as same path within a time window."""
+        idx = self._composite.get((col, rcol))
+        if idx is None:
+            rvals = self.col(rcol)
+            idx = self._composite[(col, rcol)] = {}
+            for key, ids in self._hash_of(col).items():
+                pairs = sorted((rvals[i], i) for i in ids if isinstance(rvals[i], int | float))
+                idx[key] = ([v for v, _ in pairs], [i for _, i in pairs])
+        bucket = idx.get(self._key(col, value))
+        if bucket is None:
+            return []
+        keys, pos = bucket
+        a = 0 if lo is None else (bisect.bisect_left if lo[1] else bisect.bisect_right)(keys, lo[0])
+        b = len(keys) if hi is None else (bisect.bisect_right if hi[1] else bisect.bisect_left)(keys, hi[0])
+        return pos[a:b]
+
+    def between(self, col: int, lo: tuple[Any, bool] | None, hi: tuple[Any, bool] | None) -> tuple[list[int], int, int]:
+        """Rows with ``lo <= value <= hi`` (each bound inclusive or not) as positions
+        ``pos[a:b]`` of the column's sorted order; counting them costs two bisections."""
         s = self._sorted.get(col)
         if s is None:
             pairs = sorted((v, i) for i, v in enumerate(self.col(col)) if isinstance(v, int | float))
@@ -86,7 +114,24 @@ class _Snapshot:
         keys, pos = s
         a = 0 if lo is None else (bisect.bisect_left if lo[1] else bisect.bisect_right)(keys, lo[0])
         b = len(keys) if hi is None else (bisect.bisect_right if hi[1] else bisect.bisect_left)(keys, hi[0])
-        return sorted(pos[a:b])
+        return pos, a, max(a, b)
+
+
+_CMP = {
+    apsw.SQLITE_INDEX_CONSTRAINT_EQ: lambda a, b: a == b,
+    apsw.SQLITE_INDEX_CONSTRAINT_GT: lambda a, b: a > b,
+    apsw.SQLITE_INDEX_CONSTRAINT_GE: lambda a, b: a >= b,
+    apsw.SQLITE_INDEX_CONSTRAINT_LT: lambda a, b: a < b,
+    apsw.SQLITE_INDEX_CONSTRAINT_LE: lambda a, b: a <= b,
+}
+
+
+def _may_match(v: Any, op: int, x: Any) -> bool:
+    """False only when the row surely fails the constraint; mixed types are left to SQLite
+    (which re-checks every row returned) so its affinity rules stay the only truth."""
+    if v is None or isinstance(v, str) != isinstance(x, str) or isinstance(v, bytes) or isinstance(x, bytes):
+        return True
+    return bool(_CMP[op](v, x))
 
 
 class _Cursor:
@@ -103,15 +148,20 @@ class _Cursor:
         if not plan:
             self.ids = range(snap.n)
             return
-        ids: set[int] | None = None
+        # SQLite re-checks every constraint on the rows we return (none is omitted), so the
+        # cursor only has to return a superset: the rows of the most selective constraint.
+        best: Sequence[int] | None = None
         ranges: dict[int, list[Any]] = {}
+        equals: list[tuple[int, Any]] = []
         for (col, op), value in zip(plan, constraintargs, strict=True):
             if value is None:
                 self.ids = ()  # x = NULL / x > NULL matches nothing
                 return
             if op == _EQ:
-                hit = set(snap.equal(col, value))
-                ids = hit if ids is None else ids & hit
+                equals.append((col, value))
+                hit = snap.equal(col, value)
+                if best is None or len(hit) < len(best):
+                    best = hit
             else:
                 lo_hi = ranges.setdefault(col, [None, None])
                 if op in (apsw.SQLITE_INDEX_CONSTRAINT_GT, apsw.SQLITE_INDEX_CONSTRAINT_GE):
@@ -119,9 +169,19 @@ class _Cursor:
                 else:
                     lo_hi[1] = (value, op == apsw.SQLITE_INDEX_CONSTRAINT_LE)
         for col, (lo, hi) in ranges.items():
-            hit = set(snap.between(col, lo, hi))
-            ids = hit if ids is None else ids & hit
-        self.ids = sorted(ids or ())
+            pos, a, b = snap.between(col, lo, hi)
+            if best is None or b - a < len(best):
+                best = pos[a:b]
+        if equals and ranges and best is not None and len(best) > 8:  # an equality bucket narrowed by a range
+            (ecol, evalue), (rcol, (lo, hi)) = min(equals, key=lambda e: len(snap.equal(*e))), next(iter(ranges.items()))
+            best = snap.equal_between(ecol, evalue, rcol, lo, hi)
+        if best is None:
+            self.ids = range(snap.n)
+            return
+        if len(plan) > 1 and len(best) > 1:  # narrow by the other constraints here: cheaper than SQLite asking per column
+            checks = [(snap.col(col), op, value) for (col, op), value in zip(plan, constraintargs, strict=True)]
+            best = [i for i in best if all(_may_match(vals[i], op, value) for vals, op, value in checks)]
+        self.ids = best
 
     def Eof(self) -> bool:  # noqa: N802
         return self.i >= len(self.ids)
@@ -163,7 +223,7 @@ class _Table:
             if col >= 0 and (op == _EQ or (op in _RANGE and col in self._numeric)):
                 used.append(len(plan))  # SQLite re-checks every row (no omit): exactness stays SQLite's
                 plan.append((col, op))
-                cost = min(cost, 10.0 if op == _EQ else 1000.0)
+                cost /= 100.0 if op == _EQ else 4.0  # more constraints, fewer rows: SQLite picks the tightest plan
             else:
                 used.append(None)
         if not plan:
