@@ -144,9 +144,12 @@ class _Cursor:
     def Filter(self, indexnum: int, indexname: str, constraintargs: tuple[Any, ...]) -> None:  # noqa: N802
         snap = self.snap = self.table.snapshot()
         self.i = 0
-        plan = json.loads(indexname) if indexname else []
+        plan = self.table.plan(indexname)
         if not plan:
             self.ids = range(snap.n)
+            return
+        if len(plan) == 1 and plan[0][1] == _EQ:  # the common join step: one key lookup
+            self.ids = snap.equal(plan[0][0], constraintargs[0]) if constraintargs[0] is not None else ()
             return
         # SQLite re-checks every constraint on the rows we return (none is omitted), so the
         # cursor only has to return a superset: the rows of the most selective constraint.
@@ -208,6 +211,14 @@ class _Table:
         self._generation = generation  # shared with the connection: bumped per statement
         self._snap: tuple[int, _Snapshot] | None = None
         self._numeric = {i for i, c in enumerate(spec.columns) if c.type != "TEXT"}
+        self._plans: dict[str, list[tuple[int, int]]] = {}
+
+    def plan(self, indexname: str) -> list[tuple[int, int]]:
+        """BestIndex's plan, parsed once (Filter runs once per outer row of a join)."""
+        p = self._plans.get(indexname)
+        if p is None:
+            p = self._plans[indexname] = [tuple(x) for x in json.loads(indexname)] if indexname else []  # type: ignore[misc]
+        return p
 
     def snapshot(self) -> _Snapshot:
         gen = self._generation[0]
