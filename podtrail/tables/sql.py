@@ -46,6 +46,13 @@ def _typed(value: str, typ: str) -> Any:
             return value
 
 
+def _span(keys: list[Any], lo: tuple[Any, bool] | None, hi: tuple[Any, bool] | None) -> tuple[int, int]:
+    """``keys[a:b]`` are the sorted keys within ``lo``..``hi`` (each: value, inclusive)."""
+    a = 0 if lo is None else (bisect.bisect_left if lo[1] else bisect.bisect_right)(keys, lo[0])
+    b = len(keys) if hi is None else (bisect.bisect_right if hi[1] else bisect.bisect_left)(keys, hi[0])
+    return a, max(a, b)
+
+
 class _Snapshot:
     """One table's rows for one statement, typed, with indexes built on first use."""
 
@@ -100,8 +107,7 @@ class _Snapshot:
         if bucket is None:
             return []
         keys, pos = bucket
-        a = 0 if lo is None else (bisect.bisect_left if lo[1] else bisect.bisect_right)(keys, lo[0])
-        b = len(keys) if hi is None else (bisect.bisect_right if hi[1] else bisect.bisect_left)(keys, hi[0])
+        a, b = _span(keys, lo, hi)
         return pos[a:b]
 
     def between(self, col: int, lo: tuple[Any, bool] | None, hi: tuple[Any, bool] | None) -> tuple[list[int], int, int]:
@@ -112,9 +118,8 @@ class _Snapshot:
             pairs = sorted((v, i) for i, v in enumerate(self.col(col)) if isinstance(v, int | float))
             s = self._sorted[col] = ([v for v, _ in pairs], [i for _, i in pairs])
         keys, pos = s
-        a = 0 if lo is None else (bisect.bisect_left if lo[1] else bisect.bisect_right)(keys, lo[0])
-        b = len(keys) if hi is None else (bisect.bisect_right if hi[1] else bisect.bisect_left)(keys, hi[0])
-        return pos, a, max(a, b)
+        a, b = _span(keys, lo, hi)
+        return pos, a, b
 
 
 _CMP = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,15 +21,11 @@ from typing import Any
 
 from conftest import require_ebpf, require_runc
 from containers import run_container
+from loopback import free_port
 
 PODTRAIL = [sys.executable, "-m", "podtrail"]
 REPO = Path(__file__).parents[2]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(tmp: Path, outputs: str = "  - {type: stdout}\n", extra: str = "") -> str:
@@ -73,7 +68,7 @@ def test_first_run_ready_containers_single_agent_broken_output_and_stop(tmp_path
     require_ebpf()
     require_runc()
     c = run_container("kubelet-cgroupfs-burstable")  # running before the agent starts, idle after
-    siem, mport, hport = _free_port(), _free_port(), _free_port()
+    siem, mport, hport = free_port(), free_port(), free_port()
     cfg = _config(tmp_path, f"  - {{type: stdout}}\n  - {{type: syslog, host: 127.0.0.1, port: {siem}, protocol: tcp}}\n",
                   "metrics:\n  output_stall_seconds: 2\n")
     a = Agent("-c", cfg, "--metrics-port", str(mport), "--health-port", str(hport), "--no-files",

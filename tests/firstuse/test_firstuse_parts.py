@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import listen, stop
+from loopback import free_port, listen, stop
 
 sys.path[:0] = [str(Path(__file__).parents[1] / "osquery"), str(Path(__file__).parents[1] / "forwarder")]
 from fake_manager import FakeOsqueryd  # noqa: E402
@@ -32,11 +32,6 @@ from podtrail.tables.unix_server import UnixAcceptor  # noqa: E402
 
 PODTRAIL = [sys.executable, "-m", "podtrail"]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_webhook_lingers_for_fuller_batches_and_splits_by_size(tmp_path: Path) -> None:
@@ -58,7 +53,7 @@ def test_webhook_lingers_for_fuller_batches_and_splits_by_size(tmp_path: Path) -
 
 
 def test_failing_output_warns_at_once_then_periodically_and_recovers(tmp_path: Path, caplog: Any) -> None:
-    port = _free_port()
+    port = free_port()
     sink = SyslogSink(SyslogConfig(port=port, protocol="tcp"), str(tmp_path))
     health: list[dict[str, Any]] = []
     sink.on_health = health.append
@@ -182,7 +177,7 @@ def test_extension_without_agent_answers_empty_with_status(tmp_path: Path) -> No
 def test_doctor_checks_outputs_and_spool(tmp_path: Path) -> None:
     """A syslog receiver that is down and a spool_dir that is a file: both FAIL, exit 1; a
     listening receiver and a writable spool: ok."""
-    down, up = _free_port(), _free_port()
+    down, up = free_port(), free_port()
     (tmp_path / "afile").write_text("x")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"spool_dir: {tmp_path}/spool\noutputs:\n  - {{type: syslog, port: {down}}}\n  - {{type: syslog, port: {up}}}\n")
