@@ -58,13 +58,26 @@ class Agent:
             load = getattr(s, "load", None)
             if load is not None:
                 load()
+        try:  # the local API first: a path another agent serves fails here, before any source runs
+            for start in self._starters:
+                start()
+        except Exception:
+            self._pipeline.close()
+            for c in self._closables:
+                try:
+                    c()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    log.debug("cleanup after a failed start", exc_info=True)
+            for src in self.sources:
+                close = getattr(src, "close", None)
+                if callable(close):
+                    close()
+            raise
         self._pipeline.start()
         for s in self.sources:
             t = threading.Thread(target=self._run_source, args=(s,), name=f"podtrail-{s.name}", daemon=True)
             t.start()
             self._threads.append(t)
-        for start in self._starters:
-            start()
         if self.cfg.metrics.health_interval_seconds > 0:
             from podtrail.health import periodic_health
 
