@@ -115,19 +115,20 @@ class Agent:
         self._pipeline.stop_event.set()
         for t in self._threads:
             t.join(10)
-        self._pipeline.close()
-        # detach the sensors now, side by side (each detach waits for the kernel), not at exit
+        # detach the sensors now (their readers have returned), side by side and while the
+        # pipeline drains: each detach waits for the kernel; left to exit, they run one by one
         closers = [threading.Thread(target=s.close, daemon=True)  # type: ignore[attr-defined]
                    for s in self.sources if callable(getattr(s, "close", None))]
         for t in closers:
             t.start()
-        for t in closers:
-            t.join(10)
+        self._pipeline.close()
         for c in self._closables:
             try:
                 c()
             except Exception:
                 log.exception("shutdown step failed")
+        for t in closers:
+            t.join(10)
 
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)

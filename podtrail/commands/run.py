@@ -8,6 +8,7 @@ in one line; once running, one ready line on stderr says what runs where.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -171,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
         print(ready_line(agent, where, time.monotonic() - t0), file=sys.stderr, flush=True)
         reason = _wait(agent, args.duration)
         print(f"podtrail: stopping ({reason})", file=sys.stderr, flush=True)
+        t1 = time.monotonic()
         agent.stop()
+        logging.getLogger("podtrail.run").debug("agent stopped in %.2fs", time.monotonic() - t1)
         return 0
     finally:
         for srv in servers:

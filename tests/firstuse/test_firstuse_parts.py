@@ -207,3 +207,19 @@ def test_readme_points_at_the_real_health_and_metrics_addresses() -> None:
     m = MetricsConfig()
     assert f"http://127.0.0.1:{m.health_port}/healthz" in readme and f"http://127.0.0.1:{m.port}/metrics" in readme
     assert "sudo make" not in readme and readme.split("```sh\n", 1)[1].startswith("make run > events.jsonl")
+
+
+def test_shipped_configs_pass_the_start_up_checks() -> None:
+    """The new range/output checks must not reject the configurations podtrail ships."""
+    import yaml
+
+    from podtrail import config
+    from podtrail.agent import check_outputs
+
+    root = Path(__file__).parents[2]
+    cfgs = [config.load(root / "deploy/systemd/podtrail.yaml")]
+    cm = yaml.safe_load((root / "deploy/kubernetes/base/configmap.yaml").read_text())
+    cfgs += [config.from_dict(config.Config, yaml.safe_load(text)) for text in cm["data"].values()]
+    for cfg in [config.Config(), *cfgs]:
+        config.check(cfg)
+        check_outputs(cfg)
