@@ -162,6 +162,8 @@ def test_extension_without_agent_answers_empty_with_status(tmp_path: Path) -> No
         while not mgr.handler.registered and time.monotonic() < deadline:
             time.sleep(0.1)
         (uuid,) = mgr.handler.registered
+        while not os.path.exists(f"{mgr.path}.{uuid}") and time.monotonic() < deadline:
+            time.sleep(0.05)  # the extension serves right after osqueryd registered it
         for _ in range(3):
             resp = mgr.generate(uuid, "containers")
             assert resp.status.code == 0 and resp.response == []
