@@ -3,12 +3,15 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 ARGS    ?=
+MAKEFLAGS += --no-print-directory
 
 .PHONY: setup bpf run test lint bench docs rules image thrift clean
 
+# Set-up writes only to stderr, and make echoes no recipe line of `run`: `make run > events.jsonl`
+# captures events and nothing else.
 setup: $(STAMP)
-	@bash scripts/setup-system.sh
-	@bash scripts/build-bpf.sh
+	@bash scripts/setup-system.sh 1>&2
+	@bash scripts/build-bpf.sh 1>&2
 
 # CO-RE objects: vmlinux.h from the kernel's BTF (build/bpf), podtrail/bpf/*.bpf.c compiled once
 # to podtrail/bpf/obj/*.bpf.o (shipped in the package; nothing is compiled at run time).
@@ -16,15 +19,16 @@ bpf:
 	bash scripts/build-bpf.sh
 
 $(STAMP): pyproject.toml scripts/setup-system.sh
-	bash scripts/setup-system.sh
-	test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	@echo "podtrail: setting up the system and $(VENV)" 1>&2
+	@bash scripts/setup-system.sh 1>&2
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV) 1>&2
+	@$(PY) -m pip install -q --upgrade pip 1>&2
+	@$(PY) -m pip install -q -e '.[dev]' 1>&2
+	@touch $(STAMP)
 
 # The main job on the embedded default: eBPF sensor -> container context -> JSON lines on stdout.
 run: setup
-	$(VENV)/bin/podtrail run $(ARGS)
+	@$(VENV)/bin/podtrail run $(ARGS)
 
 test: setup
 	$(VENV)/bin/ruff check podtrail tests bench

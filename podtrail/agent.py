@@ -48,24 +48,40 @@ class Agent:
     tables: Any = None  # TableService when the osquery tables are enabled
     detect: Any = None  # DetectStage (podtrail.detect.stage) unless detection is disabled; add detectors to .detectors
     baselines: Any = None  # BaselineStage when detection.baseline is on
+    end_reason: str = ""  # why the agent ended by itself (an output closed, a source ended)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         self._pipeline = Pipeline(self.stages, self.sinks)
-        for sink in self.sinks:  # outputs report spool overflows as agent-health events
+        for sink in self.sinks:  # outputs report spool overflows and failures as agent-health events
             if hasattr(sink, "on_health"):
                 sink.on_health = self._pipeline.emit
+            if hasattr(sink, "on_closed"):
+                sink.on_closed = self._output_closed
         for s in self.sources:  # compile/attach first: a failure here is reported, not half-run
             load = getattr(s, "load", None)
             if load is not None:
                 load()
+        try:  # the local API first: a path another agent serves fails here, before any source runs
+            for start in self._starters:
+                start()
+        except Exception:
+            self._pipeline.close()
+            for c in self._closables:
+                try:
+                    c()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    log.debug("cleanup after a failed start", exc_info=True)
+            for src in self.sources:
+                close = getattr(src, "close", None)
+                if callable(close):
+                    close()
+            raise
         self._pipeline.start()
         for s in self.sources:
             t = threading.Thread(target=self._run_source, args=(s,), name=f"podtrail-{s.name}", daemon=True)
             t.start()
             self._threads.append(t)
-        for start in self._starters:
-            start()
         if self.cfg.metrics.health_interval_seconds > 0:
             from podtrail.health import periodic_health
 
@@ -73,6 +89,16 @@ class Agent:
                              args=(self, self._pipeline.emit, self.cfg.metrics.health_interval_seconds,
                                    self._pipeline.stop_event)).start()
         self.started_at = time.time()
+
+    def _output_closed(self, name: str) -> None:
+        """An output whose reader went away (``podtrail run | head -1``): the agent ends when
+        it was the only output; otherwise that output stops, with an error on stderr."""
+        outputs = [s for s in self.sinks if s.name != "tables"]
+        if len(outputs) <= 1:
+            self.end_reason = f"output {name} closed"
+            self.stop_event.set()
+        else:
+            log.error("output %s: closed by its reader; its events are dropped (counted), other outputs continue", name)
 
     def _run_source(self, s: Source) -> None:
         assert self._pipeline is not None
@@ -93,12 +119,20 @@ class Agent:
         self._pipeline.stop_event.set()
         for t in self._threads:
             t.join(10)
+        # detach the sensors now (their readers have returned), side by side and while the
+        # pipeline drains: each detach waits for the kernel; left to exit, they run one by one
+        closers = [threading.Thread(target=s.close, daemon=True)  # type: ignore[attr-defined]
+                   for s in self.sources if callable(getattr(s, "close", None))]
+        for t in closers:
+            t.start()
         self._pipeline.close()
         for c in self._closables:
             try:
                 c()
             except Exception:
                 log.exception("shutdown step failed")
+        for t in closers:
+            t.join(10)
 
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
@@ -157,6 +191,7 @@ def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list
     table.seed()
     index = CgroupIndex()
     containers = ContainerStage(index, force_proc=cfg.sensor.proc_fallback)
+    containers.scan()
     agent = Agent(cfg, table=table, containers=containers)
     src = cfg.sensor.source
     extra: list[Stage] = []
@@ -233,6 +268,51 @@ def _add_tables(agent: Agent, k8s_stage: Any) -> None:
         ext = OsqueryExtension(cfg.socket, TABLES, svc.select, reregister=True)
         agent._starters.append(ext.start_when_ready)
         agent._closables.append(ext.stop)
+
+
+def check_outputs(cfg: Config) -> None:
+    """Every output's settings and the spool directory, checked before anything loads, so a
+    mistake there is reported as the output's (``outputs[1].protocol: ...``), not a sensor's."""
+    from podtrail.config import ConfigError
+    from podtrail.outputs.syslog import syslog_config
+    from podtrail.outputs.webhook import webhook_config
+
+    spooled = False
+    for i, spec in enumerate(cfg.outputs):
+        where, kind = f"outputs[{i}]", spec.get("type")
+        if kind == "stdout":
+            fmt = spec.get("format", "json")
+            if fmt not in ("json", "ecs", "cef", "leef"):
+                raise ConfigError(f"{where}.format: json, ecs, cef or leef, not {fmt!r}")
+        elif kind == "syslog":
+            syslog_config(spec, where)
+            spooled = True
+        elif kind == "webhook":
+            webhook_config(spec, where)
+            spooled = True
+        else:
+            raise ConfigError(f"{where}.type: output type {kind!r} is not available (stdout, syslog, webhook)")
+    if spooled:
+        problem = spool_problem(cfg.spool_dir)
+        if problem:
+            raise ConfigError(f"spool_dir: {problem}")
+
+
+def spool_problem(path: str) -> str:
+    """Why the spool cannot live at ``path`` ('' when it can), without creating anything."""
+    import os
+
+    p = os.path.abspath(path)
+    if os.path.exists(p):
+        if not os.path.isdir(p):
+            return f"{path} is not a directory"
+        return "" if os.access(p, os.W_OK | os.X_OK) else f"{path} is not writable"
+    parent = os.path.dirname(p)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is not a directory"
+    return "" if os.access(parent, os.W_OK | os.X_OK) else f"cannot create {path} ({parent} is not writable)"
 
 
 def build_default_sinks(cfg: Config) -> list[Sink]:

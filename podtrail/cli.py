@@ -1,7 +1,7 @@
 """The ``podtrail`` command line: one subcommand a module under ``podtrail.commands``.
 
-User mistakes (bad flags, bad config, missing privileges) end with a one-line error and a
-non-zero exit code, never a traceback.
+User mistakes (bad flags, bad config, missing privileges, undecodable files) end with a
+one-line error and a non-zero exit code, never a traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,10 @@ from collections.abc import Sequence
 import podtrail.commands
 from podtrail import __version__
 from podtrail.config import ConfigError
+
+# Libraries whose debug output drowns podtrail's own under -v, or that log every failed
+# connection attempt as ERROR while podtrail is merely waiting (osqueryd not up yet).
+QUIET_LOGGERS = {"urllib3": logging.WARNING, "kubernetes": logging.WARNING, "thrift": logging.CRITICAL}
 
 
 def _command_modules() -> list[str]:
@@ -41,14 +46,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command given, so an unknown flag prints that command's usage."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return parser
+        chosen = getattr(args, subs[0].dest or "", None)
+        if chosen not in subs[0].choices:
+            return parser
+        parser = subs[0].choices[chosen]
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level if verbose or level > logging.ERROR else logging.CRITICAL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _innermost_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="podtrail: %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    _quiet_libraries(args.verbose)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
@@ -61,4 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        _quiet_stdout()
         return 0
+
+
+def _quiet_stdout() -> None:
+    """After the reader of stdout went away (``| head``), make the interpreter's final flush a no-op."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

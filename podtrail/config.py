@@ -7,6 +7,7 @@ Each section is a dataclass; unknown keys and wrong types are reported with thei
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -122,6 +123,9 @@ class MetricsConfig:
     port: int = 9464
     health_interval_seconds: float = 60.0
     health_port: int = 9465  # /healthz and /readyz on `address`; 0 disables
+    # /readyz answers 503 (degraded) when an output has delivered nothing for this long while
+    # it had something to send; 0 disables
+    output_stall_seconds: float = 60.0
 
 
 BASELINE_MODES = ("learn", "monitor", "off")
@@ -190,6 +194,8 @@ class Config:
     # podtrail.outputs validates them. Default: JSON lines on stdout.
     outputs: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "stdout", "format": "json"}])
     spool_dir: str = "/var/lib/podtrail/spool"
+    # One agent per node: `podtrail run` holds this lock (with its pid inside) while it runs.
+    lock_file: str = "/run/podtrail/agent.lock"
 
 
 T = TypeVar("T")
@@ -240,11 +246,130 @@ def load(path: str | Path | None) -> Config:
         return Config()
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_bytes().decode("utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config {p}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{p}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: invalid YAML: {str(e).splitlines()[0]}") from None
     return from_dict(Config, data)
+
+
+# -- range checks: every number, port and address, before anything loads ----------------------
+
+Rule = typing.Callable[[Any], "str | None"]
+
+
+def port(v: Any) -> str | None:
+    return None if isinstance(v, int) and 1 <= v <= 65535 else f"a port 1-65535, not {v!r}"
+
+
+def port_or_zero(v: Any) -> str | None:
+    return None if v == 0 else (port(v) and f"a port 1-65535 (0: off), not {v!r}")
+
+
+def positive(v: Any) -> str | None:
+    return None if isinstance(v, int | float) and v > 0 else f"must be > 0, not {v!r}"
+
+
+def not_negative(v: Any) -> str | None:
+    return None if isinstance(v, int | float) and v >= 0 else f"must be >= 0, not {v!r}"
+
+
+def between(lo: int, hi: int) -> Rule:
+    return lambda v: None if isinstance(v, int) and lo <= v <= hi else f"must be {lo}-{hi}, not {v!r}"
+
+
+def power_of_two(lo: int, hi: int) -> Rule:
+    def rule(v: Any) -> str | None:
+        ok = isinstance(v, int) and lo <= v <= hi and v & (v - 1) == 0
+        return None if ok else f"a power of two {lo}-{hi}, not {v!r}"
+    return rule
+
+
+def ip_address(v: Any) -> str | None:
+    try:
+        ipaddress.ip_address(v)
+        return None
+    except ValueError:
+        return f"an IP address, not {v!r}"
+
+
+def host(v: Any) -> str | None:
+    if ip_address(v) is None:
+        return None
+    name = str(v)
+    ok = 0 < len(name) <= 253 and all(0 < len(part) <= 63 and part.replace("-", "").replace("_", "").isalnum()
+                                      for part in name.rstrip(".").split("."))
+    return None if ok else f"a host name or IP address, not {v!r}"
+
+
+def one_of(*choices: str) -> Rule:
+    return lambda v: None if v in choices else f"{', '.join(choices[:-1])} or {choices[-1]}, not {v!r}"
+
+
+RULES: dict[str, Rule] = {
+    "sensor.source": one_of("ebpf", "auditd", "auto"),
+    "sensor.argv_max_args": between(1, 128),
+    "sensor.argv_max_arg_bytes": between(16, 4096),
+    "sensor.ringbuf_pages": power_of_two(1, 1 << 18),
+    "sensor.exit_grace_seconds": not_negative,
+    "audit.input": one_of("plugin", "socket", "log"),
+    "audit.event_timeout_seconds": positive,
+    "kubernetes.tombstone_seconds": not_negative,
+    "kubernetes.pending_seconds": not_negative,
+    "kubernetes.pending_max": positive,
+    "osquery.events_expiry_seconds": positive,
+    "osquery.events_max": positive,
+    "metrics.address": ip_address,
+    "metrics.port": port,
+    "metrics.health_port": port_or_zero,
+    "metrics.health_interval_seconds": not_negative,
+    "metrics.output_stall_seconds": not_negative,
+}
+
+# Keys every output type shares; podtrail.outputs checks the rest (type, format, url).
+OUTPUT_RULES: dict[str, Rule] = {
+    "host": host,
+    "port": port,
+    "udp_max_bytes": between(64, 65507),
+    "queue_size": positive,
+    "spool_max_bytes": positive,
+    "batch_max": positive,
+    "batch_max_bytes": positive,
+    "linger_seconds": not_negative,
+    "timeout_seconds": positive,
+    "min_severity": between(0, 10),
+}
+
+# Files an output reads when it connects: missing ones are a config error now, not a silent
+# retry loop later.
+OUTPUT_FILES = ("ca_file", "client_cert", "client_key", "auth_value_file")
+
+
+def check(cfg: Config) -> None:
+    """Ranges, signs, addresses and files of a loaded config (after command-line flags);
+    the first problem is a ConfigError naming its YAML path."""
+    for path, rule in RULES.items():
+        section, key = path.split(".")
+        problem = rule(getattr(getattr(cfg, section), key))
+        if problem:
+            raise ConfigError(f"{path}: {problem}")
+    if cfg.metrics.enabled and cfg.metrics.port == cfg.metrics.health_port:
+        raise ConfigError(f"metrics.health_port: {cfg.metrics.health_port} is also metrics.port")
+    for i, spec in enumerate(cfg.outputs):
+        where = f"outputs[{i}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(spec).__name__}")
+        for key, rule in OUTPUT_RULES.items():
+            if key in spec:
+                problem = rule(spec[key])
+                if problem:
+                    raise ConfigError(f"{where}.{key}: {problem}")
+        for key in OUTPUT_FILES:
+            if spec.get(key) and not os.access(spec[key], os.R_OK):
+                raise ConfigError(f"{where}.{key}: cannot read {spec[key]}")

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from podtrail.bpf.runtime import is_mounted
 from podtrail.enrich.cgroup_index import cgroup2_mount
@@ -143,3 +144,69 @@ def verdict(results: list[Check]) -> tuple[str | None, str]:
         return "auditd", f"eBPF cannot run ({why}); auditd is available"
     fixes = "; ".join(c.fix for c in ebpf_bad + audit_bad if c.fix)
     return None, f"no source can run: {why}. To fix: {fixes}"
+
+
+# -- outputs and spool: what `podtrail run` will deliver to, checked the way it connects --------
+
+def _connect_check(name: str, host: str, port: int, tls: dict[str, Any] | None = None) -> Check:
+    import socket
+    import ssl
+
+    try:
+        with socket.create_connection((host, port), timeout=3) as s:
+            if tls is not None:
+                ctx = ssl.create_default_context(cafile=tls.get("ca_file") or None)
+                if tls.get("verify") is False:
+                    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                if tls.get("client_cert"):
+                    ctx.load_cert_chain(tls["client_cert"], tls.get("client_key") or None)
+                with ctx.wrap_socket(s, server_hostname=host):
+                    pass
+    except (OSError, ValueError) as e:
+        return Check(name, False, f"cannot connect to {host}:{port}: {e}",
+                     "start the receiver or fix host/port/certificates; until then events wait in the spool", "outputs")
+    return Check(name, True, f"connected to {host}:{port}" + (" (TLS handshake ok)" if tls is not None else ""))
+
+
+def output_checks(cfg: Any) -> list[Check]:
+    """The config's own check, then each output reached as it would be, then the spool."""
+    from urllib.parse import urlsplit
+
+    from podtrail.agent import check_outputs, spool_problem
+    from podtrail.config import ConfigError, check
+
+    try:
+        check(cfg)
+        check_outputs(cfg)
+    except ConfigError as e:
+        return [Check("config", False, str(e), "fix the configuration", "outputs")]
+    out = [Check("config", True, f"{len(cfg.outputs)} output(s) configured")]
+    spooled = False
+    for i, spec in enumerate(cfg.outputs):
+        kind, name = spec.get("type"), f"outputs[{i}]"
+        if kind == "syslog":
+            spooled = True
+            proto = spec.get("protocol", "tcp")
+            host, port = spec.get("host", "127.0.0.1"), int(spec.get("port", 514))
+            if proto == "udp":
+                out.append(Check(name, True, f"syslog udp {host}:{port}: not checkable (UDP has no answer)"))
+            else:
+                out.append(_connect_check(f"{name} syslog", host, port, spec if proto == "tls" else None))
+        elif kind == "webhook":
+            spooled = True
+            u = urlsplit(spec.get("url", ""))
+            port = u.port or (443 if u.scheme == "https" else 80)
+            out.append(_connect_check(f"{name} webhook", u.hostname or "", port, spec if u.scheme == "https" else None))
+        else:
+            out.append(Check(name, True, f"{kind} ({spec.get('format', 'json')})"))
+    if spooled:
+        problem = spool_problem(cfg.spool_dir)
+        if problem:
+            out.append(Check("spool", False, problem, "set spool_dir to a writable directory", "outputs"))
+        else:
+            probe = cfg.spool_dir
+            while not os.path.exists(probe):
+                probe = os.path.dirname(probe)
+            free = shutil.disk_usage(probe).free
+            out.append(Check("spool", True, f"{cfg.spool_dir}: writable, {free // (1 << 20)} MiB free"))
+    return out

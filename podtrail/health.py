@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from podtrail import metrics
@@ -57,24 +57,45 @@ def state(agent: Any) -> dict[str, Any]:
     return st
 
 
+def stalled_outputs(agent: Any) -> dict[str, float]:
+    """Outputs that have had messages to send and delivered none for longer than
+    ``metrics.output_stall_seconds``: name -> seconds since they last delivered."""
+    limit = agent.cfg.metrics.output_stall_seconds
+    out: dict[str, float] = {}
+    for s in agent.sinks:
+        failing = getattr(s, "failing_for", None)
+        secs = failing() if failing is not None else 0.0
+        if limit > 0 and secs >= limit:
+            out[s.name] = round(secs, 1)
+    return out
+
+
 class HealthServer:
-    def __init__(self, agent: Any, address: str = "127.0.0.1", port: int = 9465) -> None:
-        ag = agent
+    """Bound at construction (a busy port fails before the sensors load); the agent is
+    attached once it runs, and until then both probes answer 503."""
+
+    def __init__(self, agent: Any = None, address: str = "127.0.0.1", port: int = 9465) -> None:
+        server = self
 
         class H(BaseHTTPRequestHandler):
             def log_message(self, *a: Any) -> None:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802
-                st = state(ag)
-                if self.path == "/healthz":
-                    ok = st["alive"]
-                elif self.path == "/readyz":
-                    ok = st["alive"] and st["uptime_s"] >= 1.0
-                else:
+                if self.path not in ("/healthz", "/readyz"):
                     self.send_response(404)
                     self.end_headers()
                     return
+                ag = server.agent
+                st: dict[str, Any] = {"starting": True}
+                ok = False
+                if ag is not None:
+                    st = state(ag)
+                    if self.path == "/healthz":
+                        ok = st["alive"]
+                    else:
+                        stalled = st["stalled_outputs"] = stalled_outputs(ag)
+                        ok = st["alive"] and st["uptime_s"] >= 1.0 and not stalled
                 # Where the request arrived, not who sent it: a request to the pod IP gets the
                 # short answer even from the node itself.
                 data = body(ok, st, is_loopback(self.connection.getsockname()[0]))
@@ -84,14 +105,14 @@ class HealthServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer((address, port), H)
-        self.httpd.daemon_threads = True
+        self.agent = agent
+        self.httpd = metrics.HTTPServer(address, port, H)
 
     def start(self) -> None:
-        threading.Thread(target=self.httpd.serve_forever, name="podtrail-health", daemon=True).start()
+        self.httpd.start("podtrail-health")
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        self.httpd.stop()
 
 
 def health_event(agent: Any, dropped_since: float) -> dict[str, Any]:

@@ -7,9 +7,12 @@ few that every source and sink share live here. Label children are cached becaus
 
 from __future__ import annotations
 
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -49,6 +52,46 @@ def dropped(stage: str, reason: str, n: int = 1) -> None:
     child.inc(n)
 
 
-def serve(addr: str = "127.0.0.1", port: int = 9464) -> None:
-    """Expose /metrics over HTTP (loopback by default: metrics reveal workload names)."""
-    start_http_server(port, addr=addr, registry=REGISTRY)
+class HTTPServer(ThreadingHTTPServer):
+    """Binds in the constructor (so a busy port is reported before the sensors load), IPv4 or
+    IPv6 by the address; serves in a daemon thread once started."""
+
+    daemon_threads = True
+
+    def __init__(self, address: str, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        super().__init__((address, port), handler)
+
+    def start(self, name: str) -> None:
+        threading.Thread(target=self.serve_forever, name=name, daemon=True).start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    def log_message(self, *a: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.split("?", 1)[0] != "/metrics":  # not a health probe that always passes
+            self.send_error(404, "metrics are at /metrics; health is on the health port")
+            return
+        body = generate_latest(REGISTRY)
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def metrics_server(addr: str = "127.0.0.1", port: int = 9464) -> HTTPServer:
+    """/metrics over HTTP, bound now, served after ``start`` (loopback by default: metrics reveal workload names)."""
+    return HTTPServer(addr, port, _MetricsHandler)
+
+
+def serve(addr: str = "127.0.0.1", port: int = 9464) -> HTTPServer:
+    srv = metrics_server(addr, port)
+    srv.start("podtrail-metrics")
+    return srv

@@ -8,6 +8,13 @@ import threading
 import time
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (closed again at once: what a down receiver looks like)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def listen(port: int, send: bytes = b"", hold: float = 0.0) -> socket.socket:
     """Accept on 127.0.0.1:``port``; to each peer send ``send``, keep it ``hold`` seconds, close."""
     s = socket.socket()

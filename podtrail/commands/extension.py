@@ -7,9 +7,13 @@ asking the node's running `podtrail run` daemon over its local API, so a node ha
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
+from typing import Any
 
 from podtrail.config import OsqueryConfig
+
+log = logging.getLogger("podtrail.extension")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,6 +26,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--keep-serving", action="store_true",
                    help="when osqueryd restarts, register again instead of exiting (a sidecar; autoload leaves it off)")
     p.set_defaults(func=run)
+
+
+def answer_without_agent(generate: Any, api_socket: str) -> Any:
+    """With no agent running, osquery gets an empty result and a status saying so (not an
+    internal error), and the log gets one line per outage, not one per query."""
+    from podtrail.tables.local_api import DaemonUnavailable
+    from podtrail.tables.osquery_ext import NoRows
+
+    down = [False]
+
+    def wrapped(table: str, constraints: Any) -> list[dict[str, str]]:
+        try:
+            rows = generate(table, constraints)
+        except DaemonUnavailable as e:
+            if not down[0]:
+                down[0] = True
+                log.warning("%s; answering osquery with empty results until it runs", e)
+            return NoRows(f"no podtrail agent at {api_socket}: start `podtrail run`")
+        if down[0]:
+            down[0] = False
+            log.warning("podtrail agent at %s answers again", api_socket)
+        return rows
+
+    return wrapped
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         if time.monotonic() > deadline:
             raise UserError(f"no osquery extension manager socket at {args.socket}")
         time.sleep(0.1)
-    ext = OsqueryExtension(args.socket, TABLES, select_from(remote_generate(args.api_socket)),
+    ext = OsqueryExtension(args.socket, TABLES,
+                           select_from(answer_without_agent(remote_generate(args.api_socket), args.api_socket)),
                            interval_s=args.interval, timeout_s=args.timeout, reregister=args.keep_serving)
     try:
         ext.start()

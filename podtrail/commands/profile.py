@@ -89,7 +89,7 @@ def _find(store: Any, text: str) -> Any:
 def run_list(args: argparse.Namespace) -> int:
     import json
 
-    from podtrail.commands.query import execute_rows
+    from podtrail.commands.query import render_table
 
     rows = [p.summary() for p in _profiles(_store(args))]
     if args.format == "json":
@@ -98,7 +98,7 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     cols = ["workload", "mode", "version", "events", "executables", "process_pairs", "destinations",
             "listening_ports", "write_prefixes", "overflow", "last_change"]
-    execute_rows(cols, [[r[c] for c in cols] for r in rows], sys.stdout)
+    sys.stdout.write(render_table(cols, [tuple(r[c] for c in cols) for r in rows]))
     return 0
 
 

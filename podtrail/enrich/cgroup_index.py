@@ -76,5 +76,9 @@ class CgroupIndex:
             p = self._paths.get(cgroup_id)
         return p
 
+    def paths(self) -> list[str]:
+        with self._lock:
+            return list(self._paths.values())
+
     def __len__(self) -> int:
         return len(self._paths)

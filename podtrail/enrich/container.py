@@ -7,6 +7,7 @@ method answered goes on the event (``container_id_method``).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -121,6 +122,27 @@ class ContainerStage:
 
     def tick(self, now: float, out: Emit) -> None:
         return None
+
+    def scan(self) -> int:
+        """Containers already running at start-up (from the cgroup tree, or /proc/*/cgroup
+        without a usable cgroup v2), so the containers table and health's count have them
+        before they do anything. Returns how many were found."""
+        paths = set(self.index.paths()) if not self.force_proc else set()
+        if self.force_proc:
+            for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+                hit = read_proc_cgroup(int(pid))
+                if hit is not None:
+                    paths.add(hit[0])
+        now = time.time()
+        found = 0
+        for path in sorted(paths, key=len):  # a container's own directory before its sub-cgroups
+            ref = self._parse(path)
+            if ref is None or ref.container_id in self.containers:
+                continue
+            self.containers[ref.container_id] = ContainerInfo(ref.container_id, ref.runtime, ref.pod_uid,
+                                                              ref.qos_class, path, now, now)
+            found += 1
+        return found
 
     def snapshot(self) -> list[ContainerInfo]:
         return list(self.containers.values())

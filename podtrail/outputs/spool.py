@@ -168,6 +168,9 @@ class Spool:
                 if s < self._ack_seg and s != self._write_seg:
                     self._seg_path(s).unlink(missing_ok=True)
 
+    def size_bytes(self) -> int:
+        return sum(self._seg_path(s).stat().st_size for s in self._segments() if self._seg_path(s).exists())
+
     def wait(self, timeout: float) -> None:
         with self._lock:
             self._lock.wait(timeout)

@@ -30,6 +30,8 @@ class StdoutSink:
         self._fmt = formatter
         self._stream = stream or sys.stdout
         self._q: Inbox[Event] = Inbox(max_queue)
+        self.on_closed: Callable[[str], None] | None = None  # the agent decides: stop, or go on without us
+        self.closed = False
         self._t = threading.Thread(target=self._run, name="podtrail-stdout", daemon=True)
         self._t.start()
 
@@ -48,13 +50,22 @@ class StdoutSink:
             if closed:
                 return
 
-    @staticmethod
-    def _write(s: IO[str], lines: list[str]) -> None:
+    def _write(self, s: IO[str], lines: list[str]) -> None:
+        if self.closed:
+            metrics.dropped("stdout", "closed", len(lines))
+            return
         try:
             s.write("\n".join(lines) + "\n")
             s.flush()
         except (BrokenPipeError, ValueError):
             metrics.dropped("stdout", "closed", len(lines))
+            self.closed = True
+            if s is sys.stdout:  # nothing reads it any more: the interpreter's last flush must not fail
+                from podtrail.cli import _quiet_stdout
+
+                _quiet_stdout()
+            if self.on_closed is not None:
+                self.on_closed(self.name)
 
     def close(self) -> None:
         self._q.close()

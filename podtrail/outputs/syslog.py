@@ -126,6 +126,13 @@ class SpooledOutput:
         self.spool = Spool(Path(spool_dir) / name.replace("/", "_"), spool_max_bytes)
         self._stop = threading.Event()
         self.on_health: Callable[[Event], None] | None = None  # the agent feeds these into the pipeline
+        # a batch is sent when it has ``batch_records`` messages or its oldest waited ``linger_s``
+        self.batch_records, self.linger_s = 4096, 0.0  # one write and one acknowledgement per batch
+        # failures are visible: a warning on stderr at the first one and every ``warn_every_s``
+        self.warn_every_s = 60.0
+        self._failing_since: float | None = None
+        self._warned_at = 0.0
+        self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name=f"{name}-spool", daemon=True)
         self._sender = threading.Thread(target=self._send_loop, name=f"{name}-send", daemon=True)
         self._writer.start()
@@ -178,22 +185,57 @@ class SpooledOutput:
 
             self.on_health(new_event(Kind.AGENT, "health", message=message, dropped_before=dropped, source="agent"))
 
+    def failing_for(self) -> float:
+        """Seconds since this output last delivered while it had messages to send (0: healthy)."""
+        since = self._failing_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def _failed(self, e: Exception) -> None:
+        now = time.monotonic()
+        cause = str(e) or type(e).__name__
+        if self._failing_since is None:
+            self._failing_since = self._warned_at = now
+            msg = f"output {self.name}: cannot deliver ({cause}); keeping messages in the spool {self.spool.dir} and retrying"
+        elif now - self._warned_at >= self.warn_every_s:
+            self._warned_at = now
+            msg = (f"output {self.name}: still failing after {now - self._failing_since:.0f}s ({cause}); "
+                   f"spool {self.spool.dir} holds {self.spool.size_bytes()} bytes")
+        else:
+            log.debug("%s: send failed: %s", self.name, cause)
+            return
+        log.warning("%s", msg)
+        self._health(msg, 0)
+
+    def _delivered(self) -> None:
+        if self._failing_since is not None:
+            log.warning("output %s: delivering again after %.0fs", self.name, time.monotonic() - self._failing_since)
+            self._failing_since = None
+
     def _send_loop(self) -> None:
         backoff = 0.2
+        first_seen: float | None = None
         while not self._stop.is_set():
-            records, pos = self.spool.pending(4096)  # one write and one acknowledgement per batch
+            records, pos = self.spool.pending(self.batch_records)
             if not records:
                 self.spool.wait(0.2)
                 continue
+            if len(records) < self.batch_records and self.linger_s > 0:  # wait briefly for a fuller batch
+                first_seen = first_seen or time.monotonic()
+                left = first_seen + self.linger_s - time.monotonic()
+                if left > 0 and not self._closing:
+                    self.spool.wait(min(left, 0.05))
+                    continue
+            first_seen = None
             try:
                 self.deliver(records)
                 self.spool.ack(pos)
                 SENT.labels(self.name).inc(len(records))
+                self._delivered()
                 backoff = 0.2
-            except OSError as e:
+            except (OSError, ValueError) as e:  # ValueError: ssl's errors for a bad key or certificate file
                 FAILED.labels(self.name).inc()
                 RETRIED.labels(self.name).inc(len(records))
-                log.debug("%s: send failed: %s", self.name, e)
+                self._failed(e)
                 self.disconnect()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -208,9 +250,12 @@ class SpooledOutput:
         return False
 
     def close(self) -> None:
+        self._closing = True
         self._q.close()
         self._writer.join(10)
-        self.flush(5)
+        # a last send when the receiver is up; a failing one is not waited for: the spool keeps
+        # everything for the next start (stopping stays prompt)
+        self.flush(0.0 if self._failing_since is not None else 1.0)
         self._stop.set()
         self._sender.join(5)
         self.disconnect()
@@ -290,7 +335,8 @@ class SyslogSink(SpooledOutput):
             self._sock = None
 
 
-def build_syslog(spec: dict[str, Any], spool_dir: str, where: str) -> SyslogSink:
+def syslog_config(spec: dict[str, Any], where: str) -> SyslogConfig:
+    """The checked config of one syslog output (no side effects: run checks before loading)."""
     from podtrail.config import ConfigError, from_dict
 
     cfg = from_dict(SyslogConfig, spec, where)
@@ -298,4 +344,8 @@ def build_syslog(spec: dict[str, Any], spool_dir: str, where: str) -> SyslogSink
         raise ConfigError(f"{where}.protocol: udp, tcp or tls, not {cfg.protocol!r}")
     if cfg.format not in ("cef", "leef", "leef1", "json"):
         raise ConfigError(f"{where}.format: cef, leef, leef1 or json, not {cfg.format!r}")
-    return SyslogSink(cfg, spool_dir)
+    return cfg
+
+
+def build_syslog(spec: dict[str, Any], spool_dir: str, where: str) -> SyslogSink:
+    return SyslogSink(syslog_config(spec, where), spool_dir)

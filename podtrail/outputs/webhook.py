@@ -21,7 +21,9 @@ class WebhookConfig:
     auth_header: str = "Authorization"
     auth_value: str = ""  # e.g. "Bearer <token>"; prefer auth_value_file
     auth_value_file: str = ""
-    batch_max: int = 500
+    batch_max: int = 500  # messages per POST
+    batch_max_bytes: int = 1 << 20  # body size per POST
+    linger_seconds: float = 0.2  # wait this long for a fuller batch (one POST per event otherwise)
     timeout_seconds: float = 10.0
     verify: bool = True
     ca_file: str = ""
@@ -52,13 +54,30 @@ class WebhookSink(SpooledOutput):
         self._session.verify = cfg.ca_file or cfg.verify
         super().__init__(cfg.name or "webhook", spool_dir, cfg.queue_size, cfg.spool_max_bytes,
                          cfg.event_types, cfg.min_severity, cfg.namespaces)
+        self.batch_records, self.linger_s = cfg.batch_max, cfg.linger_seconds
 
     def message(self, ev: Event) -> bytes:
         return self._fmt(ev).encode()
 
+    def batches(self, records: list[bytes]) -> list[list[bytes]]:
+        """Split by count (``batch_max``) and body size (``batch_max_bytes``; one oversized
+        message still goes alone)."""
+        out: list[list[bytes]] = []
+        cur: list[bytes] = []
+        size = 2
+        for r in records:
+            if cur and (len(cur) >= self.cfg.batch_max or size + len(r) + 1 > self.cfg.batch_max_bytes):
+                out.append(cur)
+                cur, size = [], 2
+            cur.append(r)
+            size += len(r) + 1
+        if cur:
+            out.append(cur)
+        return out
+
     def deliver(self, records: list[bytes]) -> None:
-        for i in range(0, len(records), self.cfg.batch_max):
-            body = b"[" + b",".join(records[i:i + self.cfg.batch_max]) + b"]"
+        for batch in self.batches(records):
+            body = b"[" + b",".join(batch) + b"]"
             try:
                 r = self._session.post(self.cfg.url, data=body, timeout=self.cfg.timeout_seconds)
             except requests.RequestException as e:
@@ -67,7 +86,8 @@ class WebhookSink(SpooledOutput):
                 raise ConnectionError(f"HTTP {r.status_code}")
 
 
-def build_webhook(spec: dict[str, Any], spool_dir: str, where: str) -> WebhookSink:
+def webhook_config(spec: dict[str, Any], where: str) -> WebhookConfig:
+    """The checked config of one webhook output (no side effects: run checks before loading)."""
     from podtrail.config import ConfigError, from_dict
 
     cfg = from_dict(WebhookConfig, spec, where)
@@ -75,4 +95,8 @@ def build_webhook(spec: dict[str, Any], spool_dir: str, where: str) -> WebhookSi
         raise ConfigError(f"{where}.url: an http(s) URL is required")
     if cfg.format not in ("json", "ecs"):
         raise ConfigError(f"{where}.format: json or ecs, not {cfg.format!r}")
-    return WebhookSink(cfg, spool_dir)
+    return cfg
+
+
+def build_webhook(spec: dict[str, Any], spool_dir: str, where: str) -> WebhookSink:
+    return WebhookSink(webhook_config(spec, where), spool_dir)

@@ -43,6 +43,14 @@ _RESPONSE_SPEC = [ExtensionResponse, ExtensionResponse.thrift_spec]  # type: ign
 _HEAD = 8  # field header (type 1 + id 2) and list header (element type 1 + size 4)
 
 
+class NoRows(list[Row]):
+    """An empty answer that says why in the status message osquery gets (no agent running)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+
 def select_from(generate: Generate) -> Select:
     """A ``Select`` over a ``generate`` that returns a list (the local API proxy)."""
 
@@ -85,7 +93,8 @@ class ExtensionHandler(Extension.Iface):
                 n, rows = self.select(item, parse_context(request.get("context")))
             except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
                 return _failed(f"bad request: {e}"), 0, ()
-            return ExtensionResponse(status=OK), n, rows
+            msg = getattr(rows, "message", None)  # NoRows: why there are none
+            return ExtensionResponse(status=ExtensionStatus(code=0, message=msg) if msg else OK), n, rows
         return _failed(f"unknown action {action!r}"), 0, ()
 
     def call(self, registry: str, item: str, request: dict[str, str]) -> ExtensionResponse:

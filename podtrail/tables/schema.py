@@ -56,9 +56,12 @@ CONTAINER_CONTEXT = ["container_id", "container_runtime", "pod_uid", "pod_name",
                      "image", "workload_kind", "workload_name"]
 
 TABLES: dict[str, TableSpec] = {t.name: t for t in (
-    event_table("container_process_events", Kind.PROCESS, "Process exec/fork/exit events with container and pod context."),
-    event_table("container_socket_events", Kind.SOCKET, "Socket connect/accept/bind/listen events with container and pod context."),
-    event_table("container_file_events", Kind.FILE, "File writes, creates, deletes, renames, chmods and sensitive reads with container context."),
+    event_table("container_process_events", Kind.PROCESS, "Process exec/fork/exit events with container and pod context."
+                " Host processes' events too (container_id empty) unless the agent runs with --containers-only."),
+    event_table("container_socket_events", Kind.SOCKET, "Socket connect/accept/bind/listen events with container and pod context."
+                " Host processes' events too (container_id empty) unless the agent runs with --containers-only."),
+    event_table("container_file_events", Kind.FILE, "File writes, creates, deletes, renames, chmods and sensitive reads with container context."
+                " Host processes' events too (container_id empty) unless the agent runs with --containers-only."),
     event_table("container_alerts", Kind.ALERT, "Alerts from in-agent detection (Sigma signatures, correlations, baselines) with the trigger's process, container and pod."),
     _state("container_processes", "Running processes known to the agent, with container and pod context.",
            ["pid", "ppid", "path", "cmdline", "cwd", "uid", "comm", "process_key", *CONTAINER_CONTEXT, "cgroup_path"]),

@@ -6,13 +6,26 @@ socket, so its group and mode decide who besides the owner may connect.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
+import stat
 import threading
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
+
+
+def socket_alive(path: str) -> bool:
+    """Whether a server accepts connections at ``path`` (a live socket is never unlinked)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(1.0)
+        try:
+            c.connect(path)
+            return True
+        except OSError:
+            return False
 
 
 class UnixAcceptor:
@@ -26,12 +39,17 @@ class UnixAcceptor:
         self.stopped = threading.Event()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._ino: int | None = None
 
     def start(self) -> None:
         # The folder must be searchable by whoever may connect; the socket's mode guards it.
         os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
-        if os.path.exists(self.path):
-            os.unlink(self.path)
+        if os.path.lexists(self.path):
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                raise OSError(errno.EEXIST, f"{self.path} exists and is not a socket")
+            if socket_alive(self.path):
+                raise OSError(errno.EADDRINUSE, f"{self.path} is in use by another process")
+            os.unlink(self.path)  # a stale socket: its server is gone
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(self.path)
         mode = self.mode
@@ -46,6 +64,7 @@ class UnixAcceptor:
         elif mode & 0o077:
             mode &= 0o700  # no group given: nobody but the owner
         os.chmod(self.path, mode)
+        self._ino = os.stat(self.path).st_ino
         s.listen(16)
         s.settimeout(0.2)  # so stop() is noticed without a connection
         self._sock = s
@@ -70,7 +89,8 @@ class UnixAcceptor:
             self._sock.close()
         if self._thread is not None:
             self._thread.join(2)
-        try:
-            os.unlink(self.path)
+        try:  # only our own socket: another server may have bound the path since
+            if self._ino is not None and os.stat(self.path).st_ino == self._ino:
+                os.unlink(self.path)
         except OSError:
             pass

@@ -34,8 +34,9 @@ def test_run_emits_valid_container_aware_json_lines() -> None:
             if any("cli-container-marker" in ln and '"comm":"busybox"' in ln for ln in list(lines)):
                 break
         p.send_signal(2)
-        err = p.communicate(timeout=30)[1]
+        p.wait(30)  # not communicate(): it would read stdout too, racing the reader thread (torn lines)
         reader.join(10)
+        err = p.stderr.read() if p.stderr else ""
         assert p.returncode == 0, err
         events = [json.loads(line) for line in lines]
         assert events, err
