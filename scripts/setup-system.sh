@@ -23,6 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The group that may query the local API socket (osquery.api_socket_group, default podtrail),
+# as deploy/systemd/podtrail.sysusers makes it on a systemd install.
+getent group podtrail >/dev/null || groupadd --system podtrail
+
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

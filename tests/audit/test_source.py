@@ -95,7 +95,7 @@ def test_as_a_real_auditd_plugin(tmp_path: Path) -> None:
 
 
 def test_source_auto_falls_back_to_auditd_and_says_why(tmp_path: Path) -> None:
-    """A real load failure (a ring buffer size the kernel rejects) makes `auto` choose auditd."""
+    """A real load failure (a ring buffer size the kernel refuses to create) makes `auto` choose auditd."""
     from conftest import require_ebpf
 
     require_ebpf()
@@ -103,7 +103,7 @@ def test_source_auto_falls_back_to_auditd_and_says_why(tmp_path: Path) -> None:
     cfg.metrics.enabled = False
     cfg.osquery.api_socket = ""
     cfg.sensor.source = "auto"
-    cfg.sensor.ringbuf_pages = 3  # not a power of two: BPF_MAP_TYPE_RINGBUF refuses it
+    cfg.sensor.ringbuf_pages = 1 << 20  # 4 GiB: the kernel will not make a BPF ring buffer that large
     cfg.audit.input, cfg.audit.path = "log", str(tmp_path / "audit.log")
     agent = build_agent(cfg, sinks=[CaptureSink()])
     assert agent.source_name == "auditd" and agent.source_reason.startswith("auto: eBPF could not load")

@@ -154,8 +154,7 @@ def test_shell_piped_dot_commands_last_statement_and_status(tmp_path: Path) -> N
     assert "one" in r.stdout
     assert r.stderr.splitlines() == [
         "Error: SQL: no such column: nope",
-        "Error: no such table: nope (tables: container_file_events, container_process_events, "
-        "container_processes, container_socket_events, containers, pods)",
+        "Error: no such table: nope (tables: " + ", ".join(sorted(TABLES)) + ")",
         "Error: unknown command .frobnicate (.help lists them)"]
 
 
