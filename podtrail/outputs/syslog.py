@@ -228,9 +228,9 @@ class SpooledOutput:
             first_seen = None
             try:
                 self.deliver(records)
+                self._delivered()  # before the ack: whoever sees the spool empty sees us healthy
                 self.spool.ack(pos)
                 SENT.labels(self.name).inc(len(records))
-                self._delivered()
                 backoff = 0.2
             except (OSError, ValueError) as e:  # ValueError: ssl's errors for a bad key or certificate file
                 FAILED.labels(self.name).inc()

@@ -277,6 +277,7 @@ def test_user_names_for_a_container_started_before_the_agent(ctr: Container) -> 
     process of that mount namespace), not the host's."""
     cfg = Config()
     cfg.sensor.sockets = cfg.sensor.files = False
+    cfg.osquery.api_socket = ""  # the module's agent serves the default socket (one agent per socket)
     a, sink = start_agent(cfg)
     try:
         for i in range(5):  # no shell: the tool is the only process, and it exits at once
