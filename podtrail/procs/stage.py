@@ -88,14 +88,14 @@ class ProcessStage:
                               ev.get("uid", -1), ev.get("cgroup_id") or 0, ev.get("mono_ns") or 0, ev.get("ppid"),
                               cwd=ev.get("cwd"), start_ns=ev.get("start_ns"))
                 mnt_ns = ev.get("mnt_ns")
-                if mnt_ns and not ev.get("runtime_setup"):
-                    self.users.note(pid, mnt_ns)
+                if mnt_ns:
+                    p.extra["mnt_ns"] = mnt_ns
+                    if not ev.get("runtime_setup"):
+                        self.users.note(pid, mnt_ns)
                 if "cmdline" not in ev:  # exec began before the agent: argv from /proc
                     ev["cmdline"] = p.cmdline = p.cmdline or ""
                 if "stdin" not in ev:  # auditd: read at once (eBPF events carry it from the kernel)
                     ev["stdin"] = stdin_kind(pid)
-                if ev.get("mnt_ns"):
-                    p.extra["mnt_ns"] = ev["mnt_ns"]
                 rel, cwd = p.path, src_cwd
                 if rel and not rel.startswith("/") and isinstance(cwd, str) and cwd.startswith("/"):
                     # exec through a relative path (./x, ../bin/x) from a source that reports it as given
