@@ -2,24 +2,52 @@
 ``bench/json_encoders.py``), with the stdlib as the exact fallback.
 
 Output is ASCII, as the stdlib's ``ensure_ascii`` made it, so no byte of an attacker's value
-can look like a line break to any reader (orjson escapes control characters but writes other
-text as UTF-8: such rare events take the stdlib path). Values orjson refuses (integers beyond
-64 bits, lone surrogates from undecodable names) also take the stdlib path, never an error.
+can look like a line break to any reader. orjson escapes control characters but writes other
+text as UTF-8; non-ASCII only ever occurs inside JSON strings, so its output is made ASCII by
+escaping each such character as ``\\uXXXX`` (a surrogate pair beyond the BMP). That is common,
+not rare: truncated ancestor command lines end in '…', which one bytes replace escapes; other
+text goes through a codec error handler (C, but for the non-ASCII runs themselves). Values
+orjson refuses (integers beyond 64 bits, lone surrogates from undecodable names) take the
+stdlib path, never an error.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 from typing import Any
 
 import orjson
+
+_ERRORS = "podtrail-json-escape"
+
+
+def _escape(e: UnicodeError) -> tuple[str, int]:
+    """The codec error handler: JSON escapes for the run of characters ASCII cannot encode."""
+    assert isinstance(e, UnicodeEncodeError)
+    out = []
+    for ch in e.object[e.start:e.end]:
+        n = ord(ch)
+        if n > 0xFFFF:
+            n -= 0x10000
+            out.append(f"\\u{0xD800 | (n >> 10):04x}\\u{0xDC00 | (n & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{n:04x}")
+    return "".join(out), e.end
+
+
+codecs.register_error(_ERRORS, _escape)
+_ELLIPSIS, _ELLIPSIS_ESC = "…".encode(), b"\\u2026"
 
 
 def dumps(obj: Any) -> str:
     try:
         b = orjson.dumps(obj, default=str)
     except (TypeError, orjson.JSONEncodeError):
-        b = b""
-    if b and b.isascii():
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), default=str)
+    if b.isascii():
         return b.decode("ascii")
-    return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), default=str)
+    b = b.replace(_ELLIPSIS, _ELLIPSIS_ESC)  # the common case, in one C pass
+    if b.isascii():
+        return b.decode("ascii")
+    return b.decode("utf-8").encode("ascii", _ERRORS).decode("ascii")
