@@ -2,24 +2,23 @@
 
 Modules declare their own metrics against ``REGISTRY`` (names prefixed ``podtrail_``); the
 few that every source and sink share live here. Label children are cached because
-``Counter.labels`` costs a dict build and a lock per call, too much per event.
+``Counter.labels`` costs a dict build and a lock per call, too much per event; the events
+counter, touched by every event, is a plain dict of ints exported at scrape time.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-EVENTS = Counter(
-    "podtrail_events_total", "Events delivered to sinks, by source, type and action.",
-    ["source", "type", "action"], registry=REGISTRY,
-)
 DROPPED = Counter(
     "podtrail_dropped_events_total", "Events lost or dropped anywhere in the agent, by stage and reason.",
     ["stage", "reason"], registry=REGISTRY,
@@ -32,16 +31,34 @@ PROCESS_TABLE_SIZE = Gauge(
     "podtrail_process_table_size", "Processes tracked in the user-space process table.", registry=REGISTRY,
 )
 
-_event_children: dict[tuple[str, str, str], Any] = {}
+_event_counts: dict[tuple[str, str, str], int] = {}
 _drop_children: dict[tuple[str, str], Any] = {}
 
 
 def event_out(ev: dict[str, Any]) -> None:
+    """Count an event delivered to the sinks. Called by the pipeline thread only (one writer:
+    the read-modify-write of a plain int needs no lock)."""
     key = (ev.get("source") or "", ev.get("event_type") or "", ev.get("action") or "")
-    child = _event_children.get(key)
-    if child is None:
-        child = _event_children[key] = EVENTS.labels(*key)
-    child.inc()
+    c = _event_counts
+    c[key] = c.get(key, 0) + 1
+
+
+class _EventsCollector:
+    """``podtrail_events_total{source,type,action}`` from ``_event_counts``, at scrape time."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        fam = CounterMetricFamily("podtrail_events", "Events delivered to sinks, by source, type and action.",
+                                  labels=["source", "type", "action"])
+        for key, n in list(_event_counts.items()):
+            fam.add_metric(list(key), n)
+        yield fam
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily("podtrail_events", "Events delivered to sinks, by source, type and action.",
+                                    labels=["source", "type", "action"])]
+
+
+REGISTRY.register(_EventsCollector())  # type: ignore[arg-type]
 
 
 def dropped(stage: str, reason: str, n: int = 1) -> None:

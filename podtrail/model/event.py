@@ -69,19 +69,27 @@ def derived(ev: Event) -> dict[str, Any]:
 def finalize(ev: Event) -> Event:
     """Fill the fields derived from others (outcome, initiator-oriented addresses, file name).
 
-    Called once per event after enrichment, before any consumer sees it. A field a source
-    set itself is kept (for the addresses: when it set ``src_address``).
+    Called once per event after enrichment, before any consumer sees it (and again by the
+    pipeline's delivery: idempotent). A field a source set itself is kept (for the addresses:
+    when it set ``src_address``). The same values as ``derived``, computed inline: this runs
+    for every event.
     """
-    d = derived(ev)
-    if "outcome" in d and "outcome" not in ev:
-        ev["outcome"] = d["outcome"]
-    if "src_address" not in ev:
+    get = ev.get
+    if "outcome" not in ev:
+        res = get("result")
+        if res is not None:
+            ev["outcome"] = "failure" if res < 0 else "success"
+    if get("event_type") == "socket" and "src_address" not in ev:
+        d = derived(ev)
         for name in _SRC_DST:
             if name in d:
                 ev[name] = d[name]
-    if "file_name" in d and "file_name" not in ev:
-        ev["file_name"] = d["file_name"]
-    ev.setdefault("severity", d["severity"])
+    if "file_name" not in ev:
+        tp = get("target_path")
+        if tp:
+            ev["file_name"] = tp.rstrip("/").rsplit("/", 1)[-1]
+    if "severity" not in ev:
+        ev["severity"] = severity_of(ev)
     return ev
 
 
