@@ -1,5 +1,5 @@
 """Per-stage cost of the hot path: µs per event for decode, process table, container, k8s,
-finalize and each output, on one realistic stream.
+detect (the shipped Sigma rules), finalize and each output, on one realistic stream.
 
     .venv/bin/python -m bench.stage_profile [--cycles 20000] [--rounds 3]
 
@@ -7,8 +7,10 @@ The stream is what a busy node sends: a shell in a Kubernetes pod forks and exec
 (``curl`` with a long command line) that makes two connections, opens a file and exits, so six
 events per cycle (fork, exec, connect, connect, open, exit) across 250 pods. Process samples
 go through the real eBPF decoder (raw ring-buffer bytes), every event through the real stages
-in the agent's order (process table seeded with a 4-deep ancestry, cgroup index, pod cache),
-``finalize``, then each output's own per-event work: the JSON line, ECS, CEF and LEEF
+in the agent's order (process table seeded with a 4-deep ancestry whose entrypoint is a JVM
+with a command line longer than an ancestor keeps, cgroup index, pod cache, the Sigma stage),
+``finalize`` (the pipeline's delivery does it again after the detect stage), the events
+counter, then each output's own per-event work: the JSON line, ECS, CEF and LEEF
 formatters, the syslog message (CEF with its RFC 5424 header), the webhook body and the osquery
 event buffers. Stage by stage over the whole stream, best of ``--rounds``; pids are above
 pid_max, so no /proc read finds anything (the real stages still try where they would).
@@ -26,7 +28,10 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.process_samples import exec_sample, header_sample
+from podtrail import metrics
 from podtrail.bpf.process import EV_EXEC, EV_EXIT, EV_FORK, ProcessDecoder
+from podtrail.config import DetectionConfig
+from podtrail.detect.stage import build_detect_stage
 from podtrail.enrich.cgroup_index import CgroupIndex
 from podtrail.enrich.container import ContainerStage
 from podtrail.enrich.k8s.cache import PodCache
@@ -44,6 +49,8 @@ from podtrail.procs.table import Proc, ProcessTable
 from podtrail.tables.buffer import EventBuffers
 
 PODS = 250
+_JAVA = ("java -Xms512m -Xmx2g -XX:+UseG1GC -Dspring.profiles.active=prod -cp "
+         + ":".join(f"/app/lib/dependency-{k}-1.2.{k}.jar" for k in range(24)) + " com.example.shop.Application")
 BASE_PID = 100_000  # above pid_max (32768 here): /proc never answers for these
 
 
@@ -81,7 +88,7 @@ class World:
             base = BASE_PID + 10 * i
             shim = Proc(base, 2, init, 1, "/usr/bin/containerd-shim-runc-v2",
                         f"/usr/bin/containerd-shim-runc-v2 -namespace k8s.io -id {cid} -address /run/containerd/containerd.sock", "containerd-shim")
-            pinit = Proc(base + 1, 3, shim, base, "/usr/local/bin/entrypoint", "/usr/local/bin/entrypoint --config /etc/app/config.yaml --verbose", "entrypoint", "/", 1000, cgid)
+            pinit = Proc(base + 1, 3, shim, base, "/usr/bin/java", _JAVA, "java", "/", 1000, cgid)
             sh = Proc(base + 2, 4, pinit, base + 1, "/bin/sh", "/bin/sh -c while true; do curl -s https://api.example/health; sleep 1; done", "sh", "/app", 1000, cgid)
             for p in (shim, pinit, sh):
                 p.extra["user"], p.extra["uid"] = "app", 1000
@@ -123,13 +130,22 @@ def enriched_events(cycles: int) -> list[Any]:
             d = dict(v)
             evs.append(new_event(d.pop("kind"), d.pop("action"), **d))
     for st in (ProcessStage(w.table), ContainerStage(w.index),
-               K8sStage(w.cache, None, cluster_name="prod-eu-1", node_name="node-1", labels=["app"])):
+               K8sStage(w.cache, None, cluster_name="prod-eu-1", node_name="node-1", labels=["app"]), _detect()):
         out: list[Any] = []
         for ev in evs:
             st.process(ev, out.append)
         st.tick(float("inf"), out.append)
         evs = out
     return [finalize(ev) for ev in evs]
+
+
+def _detect() -> Any:
+    """The detection stage as the agent builds it by default (shipped rules), compiled."""
+    st = build_detect_stage(DetectionConfig())
+    assert st is not None
+    for d in st.detectors:
+        _ = d.engine  # type: ignore[attr-defined]  # wait for the background compile
+    return st
 
 
 def _best(rounds: int, fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -170,6 +186,7 @@ def profile(cycles: int, rounds: int) -> dict[str, Any]:
             ("process table", ProcessStage(w.table)),
             ("container", ContainerStage(w.index)),
             ("k8s", K8sStage(w.cache, None, cluster_name="prod-eu-1", node_name="node-1", labels=["app"])),
+            ("detect", detect),
         ]
         times: dict[str, float] = {}
         for name, st in stages:
@@ -185,8 +202,13 @@ def profile(cycles: int, rounds: int) -> dict[str, Any]:
         for ev in evs:
             finalize(ev)
         times["finalize"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for ev in evs:
+            metrics.event_out(ev)
+        times["events counter"] = time.perf_counter() - t0
         return times, evs
 
+    detect = _detect()
     best: dict[str, float] = {}
     evs: list[Any] = []
     for _ in range(rounds):
@@ -195,7 +217,9 @@ def profile(cycles: int, rounds: int) -> dict[str, Any]:
             best[k] = min(best.get(k, float("inf")), v)
     for k, v in best.items():
         us[k] = v / n * 1e6
-    assert len(evs) == n, (len(evs), n)
+    alerts = sum(1 for ev in evs if ev.get("event_type") == "alert")
+    assert len(evs) - alerts == n, (len(evs), alerts, n)
+    evs = [ev for ev in evs if ev.get("event_type") != "alert"]
 
     syslog = types.SimpleNamespace(cfg=types.SimpleNamespace(header="rfc5424"), _fmt=format_cef)
     outputs: dict[str, Callable[[Any], Any]] = {
@@ -217,9 +241,10 @@ def profile(cycles: int, rounds: int) -> dict[str, Any]:
 
     dt, _ = _best(rounds, buffers)
     us["out: osquery event buffers (submit)"] = dt / n * 1e6
-    stages_total = sum(us[k] for k in ("decode", "process table", "container", "k8s", "finalize"))
+    stages_total = sum(us[k] for k in ("decode", "process table", "container", "k8s", "detect", "finalize",
+                                       "events counter"))
     return {"events": n, "cycles": cycles, "us_per_event": {k: round(v, 2) for k, v in us.items()},
-            "decode+stages+finalize_us": round(stages_total, 2),
+            "alerts": alerts, "decode+stages+finalize_us": round(stages_total, 2),
             "with json+cef+buffers_us": round(stages_total + us["out: json line (stdout, webhook json)"]
                                                + us["out: syslog message (CEF + RFC 5424)"] + us["out: osquery event buffers (submit)"], 2)}
 

@@ -103,8 +103,13 @@ class View:
     def low(self, name: str) -> str | None:
         v = self._low.get(name, _MISSING)
         if v is _MISSING:
-            t = self.text(name)
-            v = self._low[name] = None if t is None else fold(t)
+            raw = self.ev.get(name)
+            if type(raw) is str and raw and name not in _NUMERIC_NAMES:  # normalize's answer: itself
+                self._raw[name] = raw
+                v = self._low[name] = raw.lower() if raw.isascii() else raw.translate(_ASCII_LOWER)
+            else:
+                t = self.text(name)
+                v = self._low[name] = None if t is None else fold(t)
         return v  # type: ignore[no-any-return]
 
 
