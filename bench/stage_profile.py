@@ -13,13 +13,17 @@ with a command line longer than an ancestor keeps, cgroup index, pod cache, the 
 counter, then each output's own per-event work: the JSON line, ECS, CEF and LEEF
 formatters, the syslog message (CEF with its RFC 5424 header), the webhook body and the osquery
 event buffers. Stage by stage over the whole stream, best of ``--rounds``; pids are above
-pid_max, so no /proc read finds anything (the real stages still try where they would).
+pid_max, so no /proc read finds anything (the real stages still try where they would); execs
+carry the agent's own mount namespace, as the kernel reports one, so user names come from the
+per-namespace cache as in the agent.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import struct
 import tempfile
 import time
 import types
@@ -29,7 +33,7 @@ from typing import Any
 
 from bench.process_samples import exec_sample, header_sample
 from podtrail import metrics
-from podtrail.bpf.process import EV_EXEC, EV_EXIT, EV_FORK, ProcessDecoder
+from podtrail.bpf.process import EV_EXEC, EV_EXIT, EV_FORK, ExecFixed, ProcessDecoder
 from podtrail.config import DetectionConfig
 from podtrail.detect.stage import build_detect_stage
 from podtrail.enrich.cgroup_index import CgroupIndex
@@ -54,10 +58,15 @@ _JAVA = ("java -Xms512m -Xmx2g -XX:+UseG1GC -Dspring.profiles.active=prod -cp "
 BASE_PID = 100_000  # above pid_max (32768 here): /proc never answers for these
 
 
+MNT_NS = os.stat("/proc/self/ns/mnt").st_ino  # a namespace whose passwd the user-name cache can read
+
+
 def _raw(kind: int, pid: int, ppid: int, cgid: int, ktime: int, path: str = "", argv: list[str] | None = None) -> bytes:
     if kind == EV_EXEC:
-        return exec_sample(path, "/app", path, argv or [], pid=pid, ppid=ppid, cgroup_id=cgid, ktime=ktime, uid=1000,
-                           comm=b"curl")
+        raw = bytearray(exec_sample(path, "/app", path, argv or [], pid=pid, ppid=ppid, cgroup_id=cgid, ktime=ktime,
+                                    uid=1000, comm=b"curl"))
+        struct.pack_into("<I", raw, ExecFixed.mnt_ns.offset, MNT_NS)  # as the kernel fills it in
+        return bytes(raw)
     return header_sample(kind, pid, ppid, cgid, ktime, uid=1000, comm=b"curl" if kind != EV_FORK else b"sh")
 
 

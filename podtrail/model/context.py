@@ -145,26 +145,34 @@ def share(ev: dict[str, Any], kind: EntityKind, cached: Entity | None) -> Entity
     every one of its values, else a new version. Returns what was attached (the caller keeps
     it for the next event). The event's other names of the kind stay its own fields."""
     ent = cached if cached is not None and cached.matches(ev) else snapshot(kind, ev)
-    if type(ev) is EventDict:
-        cur = getattr(ev, "_ctx", None)
-        if cur is None:
-            ev._ctx = (ent.keys, ent)
-            return ent
-        ents = cur[1:]
-        cover = cur[0]
-        for e in ents:
-            if e.kind is kind:  # attached again (a second pass): replace it
-                ents = tuple(x for x in ents if x.kind is not kind)
-                cover = frozenset().union(*(x.keys for x in ents))
-                break
-        key = (cover, ent.keys)
-        u = _UNIONS.get(key)
-        if u is None:
-            if len(_UNIONS) > 4096:
-                _UNIONS.clear()
-            u = _UNIONS[key] = cover | ent.keys
-        ev._ctx = (u, *ents, ent)
+    put(ev, ent)
     return ent
+
+
+def put(ev: dict[str, Any], ent: Entity) -> None:
+    """Attach ``ent``, whose values the caller has just given the event (``share`` without
+    the comparison: for a stage that filled the event from the entity itself)."""
+    if type(ev) is not EventDict:
+        return
+    cur = getattr(ev, "_ctx", None)
+    if cur is None:
+        ev._ctx = (ent.keys, ent)
+        return
+    kind = ent.kind
+    ents = cur[1:]
+    cover = cur[0]
+    for e in ents:
+        if e.kind is kind:  # attached again (a second pass): replace it
+            ents = tuple(x for x in ents if x.kind is not kind)
+            cover = frozenset().union(*(x.keys for x in ents))
+            break
+    key = (cover, ent.keys)
+    u = _UNIONS.get(key)
+    if u is None:
+        if len(_UNIONS) > 4096:
+            _UNIONS.clear()
+        u = _UNIONS[key] = cover | ent.keys
+    ev._ctx = (u, *ents, ent)
 
 
 def attach(ev: EventDict, ents: tuple[Entity, ...], cover: frozenset[str]) -> None:

@@ -6,7 +6,7 @@ import os
 import time
 from collections import deque
 
-from podtrail.model.context import PROCESS_CTX, share
+from podtrail.model.context import PROCESS_CTX, put, share
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 from podtrail.procs.stdin import stdin_kind
@@ -14,6 +14,9 @@ from podtrail.procs.table import Proc, ProcessTable
 from podtrail.procs.users import UserNames
 
 ANCESTOR_CMDLINE_MAX = 512  # full command lines are on the parent; ancestors carry a prefix
+# The names this stage fills from the table; an event carrying one of them itself (but ppid,
+# which the kernel reports and the table overrides) takes the full path.
+_FILLED = frozenset(PROCESS_CTX.names) - {"ppid"}
 
 
 def _ancestor(p: Proc) -> dict[str, object]:
@@ -24,6 +27,12 @@ def _ancestor(p: Proc) -> dict[str, object]:
         cmd = p.cmdline if len(p.cmdline) <= ANCESTOR_CMDLINE_MAX else p.cmdline[:ANCESTOR_CMDLINE_MAX] + "…"
         a = p.extra["as_ancestor"] = {"pid": p.pid, "path": p.path, "cmdline": cmd}
     return a
+
+
+def _basis(p: Proc, parent: Proc, uid: object) -> tuple[object, ...]:
+    """What the full path reads for a process's non-exec event (compared element by element,
+    identity first: the same strings are the same objects until something changes)."""
+    return (parent, parent.path, parent.cmdline, p.path, p.cmdline, p.cwd, uid, p.extra.get("uid"))
 
 
 def _key(p: Proc) -> str:
@@ -46,6 +55,10 @@ class ProcessStage:
         self.hold_s = hold_s
         self.max_held = max_held
         self._held: deque[tuple[float, Event]] = deque()
+        # Bumped when a process that is some process's ancestor execs: the ancestry lists
+        # cached on parents are then built again (the walk up the table costs more than the
+        # rest of an exec's context).
+        self._epoch = 0
 
     def process(self, ev: Event, out: Emit) -> None:
         # Process events are never held: they are what the held events wait for.
@@ -83,7 +96,13 @@ class ProcessStage:
             if action == "fork":
                 p = t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic(), ev.get("start_ns"),
                               ev.get("cwd"))
+                pe = p.parent.extra if p.parent is not None else None
+                if pe and "uid" in pe:  # same image, same root: the parent's user name (no passwd lookup)
+                    p.extra["user"], p.extra["uid"] = pe["user"], pe["uid"]
             elif action == "exec" and (ev.get("result") or 0) >= 0:
+                old = t.by_pid.get(pid)
+                if old is not None and "as_ancestor" in old.extra:  # an ancestor's image changes
+                    self._epoch += 1
                 p = t.on_exec(pid, ev.get("path") or "", ev.get("cmdline") or "", ev.get("comm") or "",
                               ev.get("uid", -1), ev.get("cgroup_id") or 0, ev.get("mono_ns") or 0, ev.get("ppid"),
                               cwd=ev.get("cwd"), start_ns=ev.get("start_ns"))
@@ -104,10 +123,14 @@ class ProcessStage:
                     ev["path"] = p.path = os.path.normpath(os.path.join(cwd, rel))
             elif action == "exit":
                 p = t.on_exit(pid, time.monotonic())
+                if p is not None and self._again(ev, p):
+                    return
             else:
                 p = t.get(pid)
         else:
             p = t.get(pid)
+            if p is not None and self._again(ev, p):
+                return
         if p is None:
             return
         ev["process_key"] = _key(p)
@@ -138,15 +161,18 @@ class ProcessStage:
                 ev["parent_path"] = parent.path
             if parent.cmdline:
                 ev["parent_cmdline"] = parent.cmdline
-            # Ancestry as of this process's fork/exec, computed once and shared by its events.
+            # Ancestry as of this process's fork/exec, computed once and shared by its events;
+            # siblings share one list, kept on the parent until an ancestor's image changes.
             anc = p.extra.get("ancestors")
             if anc is None:
-                anc = [_ancestor(a) for a in t.ancestors(p)]
-                shared = parent.extra.get("children_ancestors")  # siblings share one list
-                if shared == anc:  # element identity: the same ancestor images
-                    anc = shared
+                shared = parent.extra.get("children_ancestors")
+                if shared is not None and shared[0] == self._epoch:
+                    anc = shared[1]
                 else:
-                    parent.extra["children_ancestors"] = anc
+                    anc = [_ancestor(a) for a in t.ancestors(p)]
+                    if shared is not None and shared[1] == anc:  # element identity: the same images
+                        anc = shared[1]
+                    parent.extra["children_ancestors"] = (self._epoch, anc)
                 p.extra["ancestors"] = anc
             if anc:
                 ev["ancestors"] = anc
@@ -156,7 +182,25 @@ class ProcessStage:
         # extra) or whenever a fact differs (a parent exec'd, cwd or user changed). Not for a
         # fork: the child's pre-exec context serves that one event (an exec usually follows).
         if action != "fork" or ev.get("event_type") != "process":
-            p.extra["ctx"] = share(ev, PROCESS_CTX, p.extra.get("ctx"))
+            ent = p.extra["ctx"] = share(ev, PROCESS_CTX, p.extra.get("ctx"))
+            if parent is not None and (action != "exec" or ev.get("event_type") != "process") \
+                    and (not isinstance(uid, int) or p.extra.get("uid") == uid):  # user name from the cache
+                p.extra["again"] = (_basis(p, parent, uid), ent)
+
+    def _again(self, ev: Event, p: Proc) -> bool:
+        """The short path of a process's later events (its sockets, files, exit): when
+        everything the full path reads is as it was for the previous such event (the same
+        parent image, uid and cached user name, the process's own facts) and the event carries
+        none of the names the table fills, the result is that event's: its entity's values
+        (exactly what the full path set) and the entity."""
+        again = p.extra.get("again")
+        parent = p.parent
+        if again is None or parent is None or again[0] != _basis(p, parent, ev.get("uid")) or not _FILLED.isdisjoint(ev):
+            return False
+        ent = again[1]
+        ev.update(ent.items())
+        put(ev, ent)
+        return True
 
     def tick(self, now: float, out: Emit) -> None:
         self._release(now, out)
