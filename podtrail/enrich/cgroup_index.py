@@ -76,6 +76,10 @@ class CgroupIndex:
             p = self._paths.get(cgroup_id)
         return p
 
+    def known(self, cgroup_id: int) -> str | None:
+        """The path of an id the index holds now (no rescan on a miss: for cache checks)."""
+        return self._paths.get(cgroup_id)
+
     def paths(self) -> list[str]:
         with self._lock:
             return list(self._paths.values())

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 
 from podtrail.enrich.cgroup_index import CgroupIndex
 from podtrail.enrich.cgroup_path import ContainerRef, parse_cgroup_path, parse_proc_cgroup
-from podtrail.model.context import CONTAINER_CTX, Entity, share
+from podtrail.model.context import CONTAINER_CTX, Entity, put, share
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 
 _MAX_CACHE = 65536
+# The names this stage fills; an event carrying one itself takes the full path.
+_CTX_NAMES = frozenset(CONTAINER_CTX.names)
+_FILLED = _CTX_NAMES - {"cgroup_id"}
 
 
 @dataclass(slots=True)
@@ -50,6 +53,9 @@ class ContainerStage:
         self._by_pid_parent: dict[int, tuple[str, ContainerRef | None]] = {}
         self.containers: dict[str, ContainerInfo] = {}
         self._ents: dict[str, Entity] = {}  # cgroup path -> the container context entity
+        # cgroup id -> (its path in the index, the entity, the container): an event of a known
+        # cgroup is one dict lookup and one identity check (the index may remap an id)
+        self._by_cgroup: dict[int, tuple[str, Entity, ContainerInfo | None]] = {}
 
     def _parse(self, path: str) -> ContainerRef | None:
         if path in self._refs:
@@ -83,6 +89,31 @@ class ContainerStage:
         return hit[0], hit[1], "proc_cgroup"
 
     def apply(self, ev: Event) -> None:
+        cg = ev.get("cgroup_id")
+        if not cg or type(cg) is not int or self.force_proc:
+            self._apply(ev)
+            return
+        clean = _FILLED.isdisjoint(ev)
+        hit = self._by_cgroup.get(cg)
+        if hit is not None and clean and self.index.known(cg) is hit[0]:
+            ent = hit[1]
+            ev.update(ent.items())  # what the full path gives an event of this cgroup
+            put(ev, ent)
+            if hit[2] is not None:
+                hit[2].last_seen = time.time()
+            return
+        self._apply(ev)
+        path = self.index.known(cg)
+        got = self._ents.get(path) if path is not None else None
+        # Remembered when the result came from this cgroup id alone: the event had none of the
+        # names, the index answered, and the attached entity holds every name the path set.
+        if clean and got is not None and path is not None and path == ev.get("cgroup_path") and ev.get("container_id_method") != "proc_cgroup" \
+                and got.keys == _CTX_NAMES.intersection(ev):
+            if len(self._by_cgroup) >= _MAX_CACHE:
+                self._by_cgroup.clear()
+            self._by_cgroup[cg] = (path, got, self.containers.get(ev.get("container_id") or ""))
+
+    def _apply(self, ev: Event) -> None:
         r = self.resolve(ev)
         if r is None:
             return

@@ -20,12 +20,13 @@ from podtrail.enrich.k8s.iphistory import IPHistory
 from podtrail.enrich.k8s.model import PodInfo
 from podtrail.enrich.k8s.podlogs import PodLogs
 from podtrail.metrics import REGISTRY
-from podtrail.model.context import POD_CTX, Entity, share
+from podtrail.model.context import POD_CTX, Entity, put, share
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 
 MISSING = Counter("podtrail_k8s_metadata_missing_total", "Container events sent without pod metadata.", registry=REGISTRY)
 PENDING = Gauge("podtrail_k8s_pending_events", "Events waiting for pod metadata.", registry=REGISTRY)
+_POD_NAMES = frozenset(POD_CTX.names)
 PENDING_OVERFLOW = Counter("podtrail_k8s_pending_overflow_total", "Events sent on early because the pending queue was full.", registry=REGISTRY)
 
 
@@ -43,6 +44,10 @@ class K8sStage:
         self.ips = ips
         self._pending: deque[tuple[float, Event]] = deque()
         self._ents: dict[str, Entity] = {}  # container id ("" for host events) -> pod context entity
+        # container id -> (the pod the cache gave, the entity, the pod's uid): while the cache
+        # gives the same pod object (a change is a new PodInfo), an event of that container is
+        # filled from the entity at once
+        self._known: dict[str, tuple[PodInfo | None, Entity, str | None]] = {}
         # Wait for the watch only while it can answer: API configured and last seen reachable.
         self._api_expected = api_expected or (lambda: cache is not None)
 
@@ -115,17 +120,22 @@ class K8sStage:
         if self.node_name and "node_name" not in ev:
             ev["node_name"] = self.node_name
         if self.ips is not None and ev.get("event_type") == "socket":
-            ip = ev.get("remote_address")
-            if ip:
-                h = self.ips.lookup(ip, ev.get("time_ns") or 0)
-                if h is not None:
-                    ev["remote_namespace"] = h.namespace
-                    if h.kind == "service":
-                        ev["remote_service"] = h.name
-                    else:
-                        ev["remote_pod"] = h.name
-                        if h.workload:
-                            ev["remote_workload"] = h.workload
+            self._remote(ev)
+
+    def _remote(self, ev: Event) -> None:
+        """The peer's pod or service, from the IP history (at the event's time)."""
+        assert self.ips is not None
+        ip = ev.get("remote_address")
+        if ip:
+            h = self.ips.lookup(ip, ev.get("time_ns") or 0)
+            if h is not None:
+                ev["remote_namespace"] = h.namespace
+                if h.kind == "service":
+                    ev["remote_service"] = h.name
+                else:
+                    ev["remote_pod"] = h.name
+                    if h.workload:
+                        ev["remote_workload"] = h.workload
 
     def fill_container(self, d: Event) -> None:
         """Pod fields for a container id, from the cache only (state tables; never waits)."""
@@ -145,10 +155,28 @@ class K8sStage:
             ents[cid] = new
 
     # -- stage protocol ---------------------------------------------------------------------------
+    def _pod_of(self, cid: str) -> PodInfo | None:
+        return self.cache.by_container(cid) if cid and self.cache is not None else None
+
     def process(self, ev: Event, out: Emit) -> None:
+        cid = ev.get("container_id") or ""
+        clean = _POD_NAMES.isdisjoint(ev)
+        known = self._known.get(cid) if type(cid) is str else None
+        if known is not None and clean and known[0] is self._pod_of(cid):
+            ent = known[1]
+            ev.update(ent.items())  # what the full path gives an event of this container
+            if known[2] is not None and "pod_uid" not in ev:
+                ev["pod_uid"] = known[2]
+            put(ev, ent)
+            if self.ips is not None and ev.get("event_type") == "socket":
+                self._remote(ev)
+            out(ev)
+            return
         self._common(ev)
         if self._resolve(ev, final=False):
             self._share(ev)
+            if clean and type(cid) is str:
+                self._remember(ev, cid)
             out(ev)
             return
         if len(self._pending) >= self.pending_max:
@@ -159,6 +187,17 @@ class K8sStage:
             out(old)
         self._pending.append((time.monotonic() + self.pending_s, ev))
         PENDING.set(len(self._pending))
+
+    def _remember(self, ev: Event, cid: str) -> None:
+        """Keep the result for the container's next events when it depended on the pod object
+        alone (found in the cache, or a host event) and the entity holds every name set."""
+        pod = self._pod_of(cid)
+        ent = self._ents.get(cid)
+        if (pod is None and cid) or ent is None or "metadata_missing" in ev or ent.keys != _POD_NAMES.intersection(ev):
+            return
+        if len(self._known) >= 65536:
+            self._known.clear()
+        self._known[cid] = (pod, ent, pod.uid if pod is not None else None)
 
     def tick(self, now: float, out: Emit) -> None:
         if not self._pending:
