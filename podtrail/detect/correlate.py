@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from podtrail.detect.predicate import View, fold
+from podtrail.detect.predicate import View
 
 OPS: dict[str, Callable[[Any, Any], bool]] = {
     "gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le, "eq": operator.eq, "neq": operator.ne,
@@ -109,10 +109,6 @@ def ts_us(ev: dict[str, Any]) -> int | None:
     return t * 1_000_000 if isinstance(t, int) and not isinstance(t, bool) else None
 
 
-def _key(v: Any) -> Any:
-    return fold(v) if type(v) is str else v
-
-
 @dataclass
 class Correlator:
     spec: CorrelationSpec
@@ -132,18 +128,20 @@ class Correlator:
         Matches are taken in arrival order (a sensor's order, close to time order): the window
         is the timespan up to this match's time, and a late match counts with newer ones."""
         spec = self.spec
-        eid, t = view.ev.get("event_id"), ts_us(view.ev)
+        ev = view.ev
+        eid, t = ev.get("event_id"), ev.get("time_ns")
+        t = t // 1000 if type(t) is int else ts_us(ev)
         if not eid or t is None:
             return None
         key = []
         for f in spec.group_fields[slot]:
-            v = view.get(f)
+            v = view.key(f)
             if v is None:
                 return None
-            key.append(_key(v))
+            key.append(v)
         gkey = tuple(key)
         vf = spec.value_fields[slot]
-        value = _key(view.get(vf)) if vf else None
+        value = view.key(vf) if vf else None
         g = self.groups.get(gkey)
         if g is None:
             g = self.groups[gkey] = Group()
@@ -152,7 +150,7 @@ class Correlator:
                 self.evicted += 1
         else:
             self.groups.move_to_end(gkey)
-        g.push(Entry(t, slot, str(eid), value))
+        g.push(Entry(t, slot, eid if type(eid) is str else str(eid), value))
         if t > self.watermark:
             self.watermark = t
         lo = t - spec.span_us

@@ -100,6 +100,11 @@ class View:
         v = self.get(name)
         return v if v is None or type(v) is str else str(v)
 
+    def key(self, name: str) -> Any:
+        """The value as correlations group and count it: folded text, else the normalized value."""
+        v = self.get(name)
+        return self.low(name) if type(v) is str else v
+
     def low(self, name: str) -> str | None:
         v = self._low.get(name, _MISSING)
         if v is _MISSING:

@@ -55,7 +55,7 @@ class ContainerStage:
         self._ents: dict[str, Entity] = {}  # cgroup path -> the container context entity
         # cgroup id -> (its path in the index, the entity, the container): an event of a known
         # cgroup is one dict lookup and one identity check (the index may remap an id)
-        self._by_cgroup: dict[int, tuple[str, Entity, ContainerInfo | None]] = {}
+        self._by_cgroup: dict[int, tuple[str, Entity, ContainerInfo | None, dict[str, object]]] = {}
 
     def _parse(self, path: str) -> ContainerRef | None:
         if path in self._refs:
@@ -96,9 +96,8 @@ class ContainerStage:
         clean = _FILLED.isdisjoint(ev)
         hit = self._by_cgroup.get(cg)
         if hit is not None and clean and self.index.known(cg) is hit[0]:
-            ent = hit[1]
-            ev.update(ent.items())  # what the full path gives an event of this cgroup
-            put(ev, ent)
+            ev.update(hit[3])  # what the full path gives an event of this cgroup: the entity's values
+            put(ev, hit[1])
             if hit[2] is not None:
                 hit[2].last_seen = time.time()
             return
@@ -111,7 +110,7 @@ class ContainerStage:
                 and got.keys == _CTX_NAMES.intersection(ev):
             if len(self._by_cgroup) >= _MAX_CACHE:
                 self._by_cgroup.clear()
-            self._by_cgroup[cg] = (path, got, self.containers.get(ev.get("container_id") or ""))
+            self._by_cgroup[cg] = (path, got, self.containers.get(ev.get("container_id") or ""), got.values)
 
     def _apply(self, ev: Event) -> None:
         r = self.resolve(ev)

@@ -185,7 +185,7 @@ class ProcessStage:
             ent = p.extra["ctx"] = share(ev, PROCESS_CTX, p.extra.get("ctx"))
             if parent is not None and (action != "exec" or ev.get("event_type") != "process") \
                     and (not isinstance(uid, int) or p.extra.get("uid") == uid):  # user name from the cache
-                p.extra["again"] = (_basis(p, parent, uid), ent)
+                p.extra["again"] = (_basis(p, parent, uid), ent, ent.values)
 
     def _again(self, ev: Event, p: Proc) -> bool:
         """The short path of a process's later events (its sockets, files, exit): when
@@ -197,9 +197,8 @@ class ProcessStage:
         parent = p.parent
         if again is None or parent is None or again[0] != _basis(p, parent, ev.get("uid")) or not _FILLED.isdisjoint(ev):
             return False
-        ent = again[1]
-        ev.update(ent.items())
-        put(ev, ent)
+        ev.update(again[2])
+        put(ev, again[1])
         return True
 
     def tick(self, now: float, out: Emit) -> None:

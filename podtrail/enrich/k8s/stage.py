@@ -47,7 +47,7 @@ class K8sStage:
         # container id -> (the pod the cache gave, the entity, the pod's uid): while the cache
         # gives the same pod object (a change is a new PodInfo), an event of that container is
         # filled from the entity at once
-        self._known: dict[str, tuple[PodInfo | None, Entity, str | None]] = {}
+        self._known: dict[str, tuple[PodInfo | None, Entity, str | None, dict[str, object]]] = {}
         # Wait for the watch only while it can answer: API configured and last seen reachable.
         self._api_expected = api_expected or (lambda: cache is not None)
 
@@ -163,11 +163,10 @@ class K8sStage:
         clean = _POD_NAMES.isdisjoint(ev)
         known = self._known.get(cid) if type(cid) is str else None
         if known is not None and clean and known[0] is self._pod_of(cid):
-            ent = known[1]
-            ev.update(ent.items())  # what the full path gives an event of this container
+            ev.update(known[3])  # what the full path gives an event of this container: the entity's values
             if known[2] is not None and "pod_uid" not in ev:
                 ev["pod_uid"] = known[2]
-            put(ev, ent)
+            put(ev, known[1])
             if self.ips is not None and ev.get("event_type") == "socket":
                 self._remote(ev)
             out(ev)
@@ -197,7 +196,7 @@ class K8sStage:
             return
         if len(self._known) >= 65536:
             self._known.clear()
-        self._known[cid] = (pod, ent, pod.uid if pod is not None else None)
+        self._known[cid] = (pod, ent, pod.uid if pod is not None else None, ent.values)
 
     def tick(self, now: float, out: Emit) -> None:
         if not self._pending:
