@@ -1,0 +1,45 @@
+"""The hand-over between threads: nothing lost or reordered, whichever way the consumer waits
+(polling while busy, sleeping on the event when idle), and the end marker always ends it."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import pytest
+
+from podtrail.inbox import Inbox
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.002])
+def test_every_item_arrives_in_order_through_bursts_and_pauses(linger: float) -> None:
+    box: Inbox[int] = Inbox(1 << 20, linger=linger, idle_s=0.01)
+    n = 20000
+
+    def produce() -> None:
+        for i in range(n):
+            box.put_nowait(i)
+            if i % 2000 == 0:
+                time.sleep(0.03)  # long enough for the consumer to go back to sleeping on the event
+        box.close()
+
+    t = threading.Thread(target=produce)
+    t.start()
+    got: list[int] = []
+    closed = False
+    while not closed:
+        batch, closed = box.take(512, 5.0)
+        got += batch
+    t.join()
+    assert got == list(range(n))
+
+
+def test_full_is_reported_and_close_passes_the_bound() -> None:
+    box: Inbox[int] = Inbox(2, linger=0.001)
+    box.put_nowait(1)
+    box.put_nowait(2)
+    with pytest.raises(queue.Full):
+        box.put_nowait(3)
+    box.close()
+    assert box.take(10, 0.1) == ([1, 2], True)
