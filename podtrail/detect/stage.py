@@ -63,7 +63,8 @@ class SigmaDetector:
         return self._engine
 
     def process(self, ev: Event) -> list[Event]:
-        return self.engine.process(ev)
+        e = self._engine
+        return (e if e is not None else self.engine).process(ev)
 
     def tick(self, now: float) -> list[Event]:
         if now >= self._next_expire:
