@@ -93,7 +93,7 @@ class ContainerStage:
         if not cg or type(cg) is not int or self.force_proc:
             self._apply(ev)
             return
-        clean = _FILLED.isdisjoint(ev)
+        clean = ev.keys().isdisjoint(_FILLED)
         hit = self._by_cgroup.get(cg)
         if hit is not None and clean and self.index.known(cg) is hit[0]:
             ev.update(hit[3])  # what the full path gives an event of this cgroup: the entity's values

@@ -195,7 +195,7 @@ class ProcessStage:
         (exactly what the full path set) and the entity."""
         again = p.extra.get("again")
         parent = p.parent
-        if again is None or parent is None or again[0] != _basis(p, parent, ev.get("uid")) or not _FILLED.isdisjoint(ev):
+        if again is None or parent is None or again[0] != _basis(p, parent, ev.get("uid")) or not ev.keys().isdisjoint(_FILLED):
             return False
         ev.update(again[2])
         put(ev, again[1])

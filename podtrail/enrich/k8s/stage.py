@@ -160,7 +160,7 @@ class K8sStage:
 
     def process(self, ev: Event, out: Emit) -> None:
         cid = ev.get("container_id") or ""
-        clean = _POD_NAMES.isdisjoint(ev)
+        clean = ev.keys().isdisjoint(_POD_NAMES)
         known = self._known.get(cid) if type(cid) is str else None
         if known is not None and clean and known[0] is self._pod_of(cid):
             ev.update(known[3])  # what the full path gives an event of this container: the entity's values
