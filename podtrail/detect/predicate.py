@@ -257,7 +257,11 @@ def _leaf(name: str, value: Any) -> tuple[Pred, list[Anchor] | None]:
             if type(x) is str:  # the SIEM side tests field='true' OR field=1
                 return fold(x) in (word, str(int(b))) if not numeric else x == word
             return bool(x == int(b))
-        return eq_bool, None
+        # Anchors covering every way it can hold: the number (a boolean or numeric value), the
+        # word (text in either kind of field, folded: a superset), the digit (text fields).
+        either: list[Anchor] = [(name, "num", int(b)), (name, "eq", word)] if numeric else \
+            [(name, "eq", word), (name, "eq", str(int(b)))]
+        return eq_bool, either
     if isinstance(value, SigmaNull):
 
         def absent(v: View) -> bool:

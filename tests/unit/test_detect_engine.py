@@ -190,3 +190,27 @@ def test_word_finder_never_misses_a_word() -> None:
         found = rules_in(any_word, by_word, text)
         occurring = {i for w, rules in words.items() if w in text for i in rules}
         assert occurring <= found, (words, text)
+
+
+def test_boolean_values_are_indexed_without_hiding_a_match() -> None:
+    """``field: true/false`` is anchored (number, word, digit): the index still finds every
+    event the rule matches, whatever type or text the event's value has."""
+    from podtrail.detect.ruleset import load_texts
+
+    def rule(name: str, field: str, value: bool) -> tuple[str, str]:
+        doc = {"title": name, "id": f"00000000-0000-4000-8000-{len(name):012d}", "name": name, "status": "test",
+               "logsource": {"category": "process_creation", "product": "linux"}, "level": "low",
+               "detection": {"sel": {field: value}, "condition": "sel"}}
+        return f"{name}.yml", yaml.safe_dump(doc)
+
+    rules = load_texts([rule("drift_yes", "drift", True), rule("drift_no_", "drift", False),
+                        rule("comm_yes__", "comm", True), rule("comm_no____", "comm", False)])
+    assert not rules.problems
+    engine = Engine(rules)
+    values = [True, False, 1, 0, 1.0, 0.0, 2, "true", "TRUE", "True", "false", "1", "0", " 1", "yes", "", None]
+    for field in ("drift", "comm"):
+        for value in values:
+            ev = {"event_type": "process", "action": "exec", field: value}
+            v = View(ev)
+            brute = [i for i, s in enumerate(rules.signatures) if s.pred(v)]
+            assert engine.matches(ev) == brute, (field, value)
