@@ -3,20 +3,17 @@
 ``queue.Queue`` takes a lock and notifies a condition on every put and get (about 1 µs
 each here); at 100k events/s that is a tenth of the budget per boundary. Here the producer
 appends (atomic under the GIL) and sets the wake-up event only when the consumer has said it
-is going to sleep (``Event.set`` is a lock and a notify, a few µs, too much per event); the
-consumer takes everything queued in one batch. With ``linger``, a consumer that has had
-items lately polls every ``linger`` seconds instead of sleeping on the event (a sleep costs
-the producer nothing; ``Event.set`` wakes a thread through a lock, a condition and a futex,
-per batch), and only after ``idle_s`` without items sleeps on the event again (then, once
-woken, it waits ``linger`` so that a batch gathers). So a steady trickle (1,000 execs/s)
-costs one poll per ``linger``, not one wake-up per event. ``None`` is the close sentinel.
+is going to sleep (``Event.set`` is a lock, a notify and a futex wake: a few µs, too much
+per event), so a wake-up costs one call per batch the consumer sleeps for, not one per
+event; the consumer takes everything queued in one batch. (Polling every few ms instead, to
+spare even that call, cost the agent more CPU per exec in an exec storm, measured; see
+docs/BENCHMARKS.md.) ``None`` is the close sentinel.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections import deque
 from typing import Generic, TypeVar
 
@@ -24,11 +21,8 @@ T = TypeVar("T")
 
 
 class Inbox(Generic[T]):
-    def __init__(self, maxsize: int, linger: float = 0.0, idle_s: float = 0.1) -> None:
+    def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self.linger = linger
-        self._polls = int(idle_s / linger) if linger else 0  # empty polls before sleeping on the event
-        self._empty = self._polls  # empty polls so far (start asleep)
         self._d: deque[T | None] = deque()
         self._wake = threading.Event()
         self._sleeping = False
@@ -64,27 +58,18 @@ class Inbox(Generic[T]):
         return len(self._d)
 
     def take(self, limit: int, timeout: float) -> tuple[list[T], bool]:
-        """Up to ``limit`` items, waiting up to ``timeout`` for the first (polling: only
-        ``linger``, and the list may be empty); and whether the end marker was reached (items
-        after it are not taken)."""
+        """Up to ``limit`` items, waiting up to ``timeout`` for the first; and whether the
+        end marker was reached (items after it are not taken)."""
         d = self._d
-        if not d and self._empty < self._polls:  # busy lately: poll (may return nothing)
-            time.sleep(self.linger)
-            self._empty += 1
-        elif not d:
+        if not d:
             self._wake.clear()
             self._sleeping = True
             # Announced before this check: a put before it is seen here, a put after it sees
             # the flag and sets the event (under the GIL these steps are ordered).
             if not d:
-                woken = self._wake.wait(timeout)
-                if woken and d:
+                if self._wake.wait(timeout) and d:
                     self.wakeups += 1
-                    if self.linger:
-                        time.sleep(self.linger)
             self._sleeping = False
-        if d:
-            self._empty = 0
         out: list[T] = []
         append, pop = out.append, d.popleft
         while d and len(out) < limit:

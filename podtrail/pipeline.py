@@ -73,12 +73,10 @@ class Pipeline:
         *,
         queue_size: int = 65536,
         tick_interval: float = 0.1,
-        linger: float = 0.002,
     ) -> None:
         self._stages = list(stages)
         self._sinks = list(sinks)
-        # woken by the source, wait 2 ms for more: batches, not one wake-up per event
-        self._q: Inbox[Event] = Inbox(queue_size, linger)
+        self._q: Inbox[Event] = Inbox(queue_size)
         self._tick_interval = tick_interval
         self._outs = self._build_chain()
         self.stop_event = threading.Event()

@@ -29,7 +29,7 @@ class StdoutSink:
         self.name = "stdout"
         self._fmt = formatter
         self._stream = stream or sys.stdout
-        self._q: Inbox[Event] = Inbox(max_queue, linger=0.005)  # one wake-up per few ms, not per event
+        self._q: Inbox[Event] = Inbox(max_queue)
         self.on_closed: Callable[[str], None] | None = None  # the agent decides: stop, or go on without us
         self.closed = False
         self._t = threading.Thread(target=self._run, name="podtrail-stdout", daemon=True)
