@@ -8,8 +8,8 @@ until then). Malformed lines are counted and skipped, never raised.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from itertools import islice
 
 from podtrail.audit.records import MalformedRecord, Record, parse_record
 
@@ -28,24 +28,35 @@ class Assembler:
     def __init__(self, timeout_s: float = 2.0, max_open: int = 10000) -> None:
         self.timeout_s = timeout_s
         self.max_open = max_open
-        # key -> (event time as a float, its records so far), oldest first
-        self._open: OrderedDict[tuple[str, str, int], tuple[float, list[Record]]] = OrderedDict()
+        # key -> (event time as a float, its records so far), oldest first (dicts keep order)
+        self._open: dict[tuple[str, str, int], tuple[float, list[Record]]] = {}
         self._clock = 0.0
         self._last_stamp, self._last_t = "", 0.0  # the records of one event share their stamp
         self.malformed = 0
         self.evicted = 0
 
     def feed_line(self, line: str) -> list[list[Record]]:
-        if not line.strip():
-            return []
-        try:
-            rec = parse_record(line)
-        except (MalformedRecord, ValueError, IndexError):
-            self.malformed += 1
-            return []
-        return self.feed(rec)
+        return self.feed_lines((line,))
+
+    def feed_lines(self, lines: Iterable[str]) -> list[list[Record]]:
+        """Many lines in one call (a read's worth): the events they complete, in order."""
+        out: list[list[Record]] = []
+        for line in lines:
+            try:
+                rec = parse_record(line)
+            except (MalformedRecord, ValueError, IndexError):
+                if line.strip():  # blank lines are not records
+                    self.malformed += 1
+                continue
+            self._add(rec, out)
+        return out
 
     def feed(self, rec: Record) -> list[list[Record]]:
+        out: list[list[Record]] = []
+        self._add(rec, out)
+        return out
+
+    def _add(self, rec: Record, out: list[list[Record]]) -> None:
         stamp = rec.time
         if stamp == self._last_stamp:
             t = self._last_t
@@ -54,46 +65,62 @@ class Assembler:
                 t = float(stamp)
             except ValueError:
                 self.malformed += 1
-                return []
+                return
             self._last_stamp, self._last_t = stamp, t
-        if t > self._clock:
+        # Expiry can only be due when the clock moves, when a record older than the timeout
+        # arrives, or when the oldest open event leaves (EOE, PROCTITLE, eviction).
+        check = t > self._clock
+        if check:
             self._clock = t
+        elif t <= self._clock - self.timeout_s:
+            check = True
+        op = self._open
         key = (rec.node, stamp, rec.serial)
-        if rec.type == "EOE":
-            ev = self._open.pop(key, None)
-            done = [ev[1]] if ev and ev[1] else []
-            return done + self._expire() if self._open else done
-        slot = self._open.get(key)
+        rtype = rec.type
+        if rtype == "EOE":
+            ev = op.pop(key, None)
+            if ev and ev[1]:
+                out.append(ev[1])
+            if op:
+                self._expire(out)
+            return
+        slot = op.get(key)
         if slot is None:
-            if single_record(rec.type):
-                return [[rec], *self._expire()] if self._open else [[rec]]
-            slot = self._open[key] = (t, [])
-            if len(self._open) > self.max_open:
-                self._open.popitem(last=False)
+            if rtype in _SINGLE or rtype.startswith(_SINGLE_PREFIXES):
+                out.append([rec])
+                if op:
+                    self._expire(out)
+                return
+            slot = op[key] = (t, [])
+            if len(op) > self.max_open:
+                del op[next(iter(op))]
                 self.evicted += 1
+                check = True
         slot[1].append(rec)
-        if rec.type == "PROCTITLE":
-            done = [self._open.pop(key)[1]]
-            return done + self._expire() if self._open else done
-        return self._expire()
+        if rtype == "PROCTITLE":
+            out.append(op.pop(key)[1])
+            check = True
+        if check and op:
+            self._expire(out)
 
     def tick(self, now: float) -> list[list[Record]]:
         """Let time pass without input (a quiet log): events past the timeout complete."""
         if now > self._clock:
             self._clock = now
-        return self._expire()
-
-    def _expire(self) -> list[list[Record]]:
         out: list[list[Record]] = []
+        self._expire(out)
+        return out
+
+    def _expire(self, out: list[list[Record]]) -> None:
         limit = self._clock - self.timeout_s
         op = self._open
         while op:
-            t, recs = next(iter(op.values()))
+            key = next(iter(op))
+            t, recs = op[key]
             if t > limit:
                 break
-            op.popitem(last=False)
+            del op[key]
             out.append(recs)
-        return out
 
     def flush(self) -> list[list[Record]]:
         out = [recs for _, recs in self._open.values()]
@@ -103,6 +130,7 @@ class Assembler:
 
 def assemble_lines(lines: Iterable[str], timeout_s: float = 2.0) -> Iterator[list[Record]]:
     a = Assembler(timeout_s)
-    for line in lines:
-        yield from a.feed_line(line)
+    it = iter(lines)
+    while batch := list(islice(it, 1024)):  # a read's worth at a time, as the source feeds it
+        yield from a.feed_lines(batch)
     yield from a.flush()

@@ -30,7 +30,7 @@ def execve_args(records: list[Record]) -> list[str]:
     fields: dict[str, str] = {}
     for r in records:
         if r.type == "EXECVE":
-            fields.update(r.fields)
+            fields.update(r.fields)  # every value is needed: argc and the arguments
     argc = int(fields.get("argc", "0") or 0)
     argv = []
     for i in range(argc):
@@ -77,19 +77,22 @@ def to_event(records: list[Record]) -> Event | None:
     sc = next((r for r in records if r.type == "SYSCALL"), None)
     if sc is None:
         return None
-    f = sc.fields
-    name = sc.enriched.get("SYSCALL") or SYSCALLS_X86_64.get(_int(f.get("syscall")) or -1, "")
+    f = sc.get
+    number = _int(f("syscall"))
+    name = SYSCALLS_X86_64.get(number) if number is not None and f("arch") == "c000003e" else None
+    if name is None:  # another arch (or a number not in the table): auditd's ENRICHED name
+        name = sc.enriched.get("SYSCALL") or SYSCALLS_X86_64.get(number or -1, "")
     t_ns = int(float(sc.time) * 1e9)
     common: dict[str, Any] = {
-        "source": "auditd", "pid": _int(f.get("pid")), "ppid": _int(f.get("ppid")), "uid": _int(f.get("uid")),
-        "gid": _int(f.get("gid")), "auid": _int(f.get("auid")), "comm": f.get("comm", ""), "path": f.get("exe", ""),
+        "source": "auditd", "pid": _int(f("pid")), "ppid": _int(f("ppid")), "uid": _int(f("uid")),
+        "gid": _int(f("gid")), "auid": _int(f("auid")), "comm": f("comm"), "path": f("exe"),
     }
-    ok = f.get("success") == "yes"
-    exit_ = _int(f.get("exit"))
+    ok = f("success") == "yes"
+    exit_ = _int(f("exit"))
     result = 0 if ok else (exit_ if exit_ is not None and exit_ < 0 else -1)
     if name in ("execve", "execveat"):
         argv = execve_args(records)
-        cwd = next((r.fields.get("cwd", "") for r in records if r.type == "CWD"), "")
+        cwd = next((r.get("cwd") for r in records if r.type == "CWD"), "")
         ev = new_event(Kind.PROCESS, "exec", time_ns=t_ns, **common, argv=argv, cmdline=" ".join(argv), result=result,
                        args_truncated=False)
         if cwd:
@@ -97,7 +100,7 @@ def to_event(records: list[Record]) -> Event | None:
         return {k: v for k, v in ev.items() if v is not None}
     action = SOCKET_ACTIONS.get(name)
     if action is not None:
-        sa = next((decode_sockaddr(r.fields.get("saddr", "")) for r in records if r.type == "SOCKADDR"), {})
+        sa = next((decode_sockaddr(r.get("saddr")) for r in records if r.type == "SOCKADDR"), {})
         ev = new_event(Kind.SOCKET, action, time_ns=t_ns, **common, result=result if not ok else 0,
                        direction={"connect": "outbound", "accept": "inbound"}.get(action, "listening"))
         if "family" in sa:
@@ -108,10 +111,10 @@ def to_event(records: list[Record]) -> Event | None:
             side = "local" if action == "bind" else "remote"
             ev[f"{side}_address"], ev[f"{side}_port"] = sa["address"], sa["port"]
         return {k: v for k, v in ev.items() if v is not None}
-    key = f.get("key", "")
+    key = f("key")
     file_action = FILE_ACTIONS.get(name)
     if file_action is not None or "sensitive_" in key:
-        return _file_event(records, f, common, t_ns, name, file_action, key, result)
+        return _file_event(records, sc.fields, common, t_ns, name, file_action, key, result)
     return None
 
 
@@ -121,7 +124,7 @@ def _file_event(records: list[Record], f: dict[str, str], common: dict[str, Any]
     paths = [r.fields for r in records if r.type == "PATH" and r.fields.get("nametype") != "PARENT"]
     if not paths:
         return None
-    cwd = next((r.fields.get("cwd", "") for r in records if r.type == "CWD"), "")
+    cwd = next((r.get("cwd") for r in records if r.type == "CWD"), "")
 
     def absolute(p: str) -> tuple[str, bool]:
         if p.startswith("/"):

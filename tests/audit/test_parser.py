@@ -22,11 +22,20 @@ from podtrail.model.event import validate
 
 LONG = "L" * 10000  # > 7,500 bytes: the kernel splits it into a1[0], a1[1], ...
 ODD = ["two words", 'quo"te', "it's", "ünïcödé", "tab\there", "x=y"]
+# argv and a program name that try to forge fields: quotes, spaces, "=", 0x1D (the ENRICHED
+# separator), a newline (a record separator), a fake header
+HOSTILE_NAME = 'h=x" pid=1 \x1dSYSCALL=connect\ntype=SYSCALL'
+HOSTILE = ['a1="forged"', "pid=1 uid=0 success=no", "\x1dARCH=i386 SYSCALL=connect", "new\nline type=EXECVE msg=audit(1.1:1): argc=9",
+           'cwd="/etc"', "="]
 
 
 @pytest.fixture(scope="module")
 def audit_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("auditd")
+    hostile = d / "bin" / HOSTILE_NAME
+    hostile.parent.mkdir()
+    hostile.write_bytes(Path("/bin/true").read_bytes())
+    hostile.chmod(0o755)
     rules = [["-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-k", "exec", "-k", "T1059"],
              ["-a", "always,exit", "-F", "arch=b64", "-S", "connect", "-F", "success=0", "-k", "net"],
              ["-a", "always,exit", "-F", "arch=b64", "-S", "connect", "-F", "success=1", "-k", "net"]]
@@ -34,6 +43,7 @@ def audit_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
         subprocess.run(["/bin/busybox", "echo", "chunk-marker", LONG], stdout=subprocess.DEVNULL)
         subprocess.run(["/bin/busybox", "echo", "odd-marker", *ODD], stdout=subprocess.DEVNULL)
         subprocess.run(["/bin/busybox", "sh", "-c", "true"], stdout=subprocess.DEVNULL)
+        subprocess.run([str(hostile), "hostile-marker", *HOSTILE], cwd=hostile.parent)
         for fam, addr in ((socket.AF_INET, ("127.0.0.1", 9)), (socket.AF_INET6, ("::1", 9))):
             subprocess.run(["python3", "-c", f"import socket; s=socket.socket({int(fam)}); s.settimeout(1)\ntry: s.connect({addr!r})\nexcept OSError: pass"])
         subprocess.run(["python3", "-c", "import socket; s=socket.socket(socket.AF_UNIX)\ntry: s.connect('/tmp/podtrail-no-such.sock')\nexcept OSError: pass"])
@@ -96,6 +106,47 @@ def test_execve_arguments_match_auparse(audit_log: Path) -> None:
             seen.add("odd")
         assert "exec" in recs[0].fields.get("key", "") and "T1059" in recs[0].fields.get("key", "")
     assert seen == {"chunk", "odd"}
+
+
+def test_hostile_names_and_arguments_forge_nothing(audit_log: Path) -> None:
+    """The kernel hex-encodes what has a space, quote or control byte; decoded only when read,
+    such values come back whole and never become fields, records or an ENRICHED part."""
+    text = audit_log.read_text(errors="surrogateescape")
+    a = Assembler()
+    evs = [(recs, to_event(recs)) for recs in [*a.feed_lines(text.split("\n")), *a.flush()]]
+    assert a.malformed == 0
+    hits = [(recs, e) for recs, e in evs if e and "hostile-marker" in e.get("argv", [])]
+    assert len(hits) == 1
+    recs, ev = hits[0]
+    path = str(audit_log.parent / "bin" / HOSTILE_NAME)
+    assert ev["argv"] == [path, "hostile-marker", *HOSTILE] and ev["path"] == path
+    assert ev["comm"] == HOSTILE_NAME[:15] and ev["cwd"] == str(audit_log.parent / "bin")
+    assert ev["pid"] != 1 and ev["result"] == 0 and validate(ev) == []
+    sc = next(r for r in recs if r.type == "SYSCALL")
+    assert sc.enriched["SYSCALL"] == "execve" and sc.enriched["ARCH"] == "x86_64"
+    execve = next(r for r in recs if r.type == "EXECVE")
+    assert set(execve.fields) == {"argc", *(f"a{i}" for i in range(2 + len(HOSTILE)))}
+
+
+def test_lazy_fields_equal_eager_decoding_and_free_text_is_skipped() -> None:
+    from podtrail.audit.records import decode_value, parse_record
+
+    line = ('type=AVC msg=audit(1700000000.5:7): avc:  denied  { execute } for  pid=12 comm="a=b" name=2F7420782E7368 '
+            '=junk path="/x" pid=13\x1dAUID="unset"')
+    r = parse_record(line)
+    assert r.get("pid") == "13" and r.get("comm") == "a=b" and r.get("name") == "/t x.sh" and r.get("nope", "-") == "-"
+    assert r.fields == {"pid": "13", "comm": "a=b", "name": "/t x.sh", "path": "/x"}  # free text skipped, the last pid wins
+    assert r.fields == {k: decode_value(k, v, "AVC") for k, v in r.raw.items()} and r.enriched == {"AUID": "unset"}
+    user = parse_record("type=USER_CMD msg=audit(1.5:8): pid=1 uid=0 msg='cwd=\"/root\" cmd=6C73202D6C res=success'")
+    assert user.fields == {"pid": "1", "uid": "0", "cwd": "/root", "cmd": "ls -l", "res": "success"}
+
+
+def test_malformed_lines_are_counted_and_skipped() -> None:
+    a = Assembler()
+    good = "type=SYSCALL msg=audit(5.000:1): syscall=59 arch=c000003e"
+    bad = ["type=SYSCALL msg=audit(5.000): x=1", "msg=audit(5.000:2): x=1", "type=SYSCALL msg=audit(5.0.0:3): x=1",
+           "type= msg=audit(5.000:4): x=1", "node=n type=X", "garbage"]
+    assert a.feed_lines([good, "", "   ", *bad, good.replace("SYSCALL", "PROCTITLE")]) and a.malformed == len(bad)
 
 
 def test_sockaddrs_ipv4_ipv6_unix(audit_log: Path) -> None:
