@@ -23,6 +23,10 @@ FILE_ACTIONS = {"open": "open", "openat": "open", "openat2": "open", "creat": "c
                 "unlinkat": "unlink", "rename": "rename", "renameat": "rename", "renameat2": "rename",
                 "chmod": "chmod", "fchmodat": "chmod", "truncate": "truncate"}
 O_ACCMODE, O_CREAT = 3, 0o100
+# What ``to_event`` reads of an exec event (bench.audit_parse has auparse read the same): the
+# SYSCALL fields below, every EXECVE field, CWD's cwd. Its PATH, BPRM_FCAPS and PROCTITLE
+# records are never split.
+SYSCALL_FIELDS = ("syscall", "arch", "pid", "ppid", "uid", "gid", "auid", "comm", "exe", "success", "exit", "key")
 
 
 def execve_args(records: list[Record]) -> list[str]:
