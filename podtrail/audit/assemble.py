@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
-from podtrail.audit.records import MalformedRecord, Record, parse_record
+from podtrail.audit.records import _HEADER, Record
 
 # Types user space (PAM, login, daemons) writes as whole one-record events; every other
 # type waits for EOE, PROCTITLE or the timeout (CONFIG_CHANGE and AVC, for example, come
@@ -39,16 +39,29 @@ class Assembler:
         return self.feed_lines((line,))
 
     def feed_lines(self, lines: Iterable[str]) -> list[list[Record]]:
-        """Many lines in one call (a read's worth): the events they complete, in order."""
+        """Many lines in one call (a read's worth): the events they complete, in order.
+
+        A record of the same event as the record before it (the kernel writes an event's
+        records together) joins that event's open list directly, as ``_add`` would."""
         out: list[list[Record]] = []
+        match, lazy = _HEADER.match, Record.lazy
+        prev: tuple[str | None, str, str] | None = None  # (node, stamp, serial) text of the previous record
+        slot: list[Record] | None = None  # that record's event, while it is open
+        serial_n = 0
         for line in lines:
-            try:
-                rec = parse_record(line)
-            except (MalformedRecord, ValueError, IndexError):
+            m = match(line)
+            if m is None:
                 if line.strip():  # blank lines are not records
                     self.malformed += 1
+                prev = None
                 continue
-            self._add(rec, out)
+            node, typ, stamp, serial = head = m.groups()
+            if slot is not None and prev == (node, stamp, serial) and typ != "PROCTITLE" and typ != "EOE":
+                slot.append(lazy(typ, node or "", stamp, serial_n, line, m.end()))
+                continue
+            serial_n = int(serial)
+            slot = self._add(lazy(typ, node or "", stamp, serial_n, line, m.end()), out)
+            prev = head[0], head[2], head[3]
         return out
 
     def feed(self, rec: Record) -> list[list[Record]]:
@@ -56,7 +69,9 @@ class Assembler:
         self._add(rec, out)
         return out
 
-    def _add(self, rec: Record, out: list[list[Record]]) -> None:
+    def _add(self, rec: Record, out: list[list[Record]]) -> list[Record] | None:
+        """Add ``rec``; completed events go to ``out``. Returns ``rec``'s event if it stays open
+        and a next record of it may simply be appended (it is not late, the clock is its own)."""
         stamp = rec.time
         if stamp == self._last_stamp:
             t = self._last_t
@@ -65,7 +80,7 @@ class Assembler:
                 t = float(stamp)
             except ValueError:
                 self.malformed += 1
-                return
+                return None
             self._last_stamp, self._last_t = stamp, t
         # Expiry can only be due when the clock moves, when a record older than the timeout
         # arrives, or when the oldest open event leaves (EOE, PROCTITLE, eviction).
@@ -83,14 +98,14 @@ class Assembler:
                 out.append(ev[1])
             if op:
                 self._expire(out)
-            return
+            return None
         slot = op.get(key)
         if slot is None:
             if rtype in _SINGLE or rtype.startswith(_SINGLE_PREFIXES):
                 out.append([rec])
                 if op:
                     self._expire(out)
-                return
+                return None
             slot = op[key] = (t, [])
             if len(op) > self.max_open:
                 del op[next(iter(op))]
@@ -102,6 +117,10 @@ class Assembler:
             check = True
         if check and op:
             self._expire(out)
+        if t <= self._clock - self.timeout_s:
+            return None  # late: the next record takes the full path
+        s = op.get(key)
+        return s[1] if s is not None else None
 
     def tick(self, now: float) -> list[list[Record]]:
         """Let time pass without input (a quiet log): events past the timeout complete."""

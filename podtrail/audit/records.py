@@ -168,10 +168,19 @@ class Record:
 
     def get(self, name: str, default: str = "") -> str:
         """One field's value, unquoted / hex-decoded as ``fields`` would give it."""
-        if self._fields is not None:
-            return self._fields.get(name, default)
-        v = self.raw.get(name)
-        return default if v is None else decode_value(name, v, self.type)
+        f = self._fields
+        if f is not None:
+            return f.get(name, default)
+        r = self._raw
+        if r is None:
+            r = self._raw = raw_fields(self._parts()[0])
+        v = r.get(name)
+        if v is None:
+            return default
+        c = v[:1]
+        if c == '"' or c == "(" or name in ENCODED or self.type == "EXECVE":
+            return decode_value(name, v, self.type)
+        return v  # a plain value: decode_value would return it as it is
 
     @property
     def fields(self) -> dict[str, str]:
