@@ -11,9 +11,11 @@ cgroup id), so it is done once, the same way for every source.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
+import stat
 import sys
 import threading
 import time
@@ -39,9 +41,25 @@ MALFORMED = Counter("podtrail_audit_malformed_total", "Audit records that could 
 READ = 1 << 16
 # After a short read, let records gather for this long before reading again: auditd writes
 # each record on its own (six per exec), and a read per record woke the source, pipeline and
-# output threads once per record. 10 ms is 60 records at 1,000 execs/s, far inside the pipe's
-# 64 KiB; a full read (a burst) reads on at once.
+# output threads once per record. 10 ms is 60 records (~21 KB) at 1,000 execs/s; the plugin
+# pipe is grown to PIPE_SIZE so auditd never finds it full while we wait (measured: a 50 ms
+# wait on the default 64 KiB pipe lost events at 1,000 execs/s), and a full read reads on at once.
 LINGER_S = 0.01
+PIPE_SIZE = 1 << 20
+
+
+def grow_pipe(fd: int, size: int = PIPE_SIZE) -> int:
+    """Make a pipe's buffer ``size`` bytes (up to fs.pipe-max-size, 1 MiB by default); the
+    size it has after, or 0 when ``fd`` is not a pipe."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+        return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except OSError:
+        try:
+            return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)  # refused: keep what it has
+        except OSError:
+            return 0
 
 
 def follow_chunks(path: str, stop: threading.Event, from_start: bool = False) -> Iterator[list[str]]:
@@ -114,6 +132,9 @@ def _stream_chunks(stream: IO[str], stop: threading.Event) -> Iterator[list[str]
     except (OSError, ValueError, AttributeError):
         fd = -1
     if fd >= 0:
+        size = grow_pipe(fd)
+        if size:
+            log.debug("audit plugin pipe: %d bytes", size)
         yield from _read_chunks(lambda n: os.read(fd, n), stop)
         return
     for line in stream:
@@ -131,6 +152,10 @@ def _socket_chunks(path: str, stop: threading.Event) -> Iterator[list[str]]:
             stop.wait(1.0)
             continue
         with s:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PIPE_SIZE)  # room while we linger, as for the pipe
+            except OSError:
+                pass
             yield from _read_chunks(s.recv, stop)
 
 
