@@ -231,6 +231,9 @@ class AuditSource:
 
     @staticmethod
     def _emit_all(events: list, emit: Emit) -> None:
+        """Map all, then hand over all: the pipeline thread, woken by the first, finds the
+        rest queued instead of waking (and being woken) once per event."""
+        out = []
         for recs in events:
             try:
                 ev = to_event(recs)
@@ -238,7 +241,9 @@ class AuditSource:
                 MALFORMED.inc()
                 continue
             if ev is not None:
-                emit(ev)
+                out.append(ev)
+        for ev in out:
+            emit(ev)
 
 
 def build_audit_source(cfg: object) -> AuditSource:

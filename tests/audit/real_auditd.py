@@ -18,6 +18,12 @@ from conftest import require, require_root
 LOCK = "/tmp/podtrail-auditd.lock"
 
 
+def audit_status() -> dict[str, str]:
+    """``auditctl -s`` as a dict (enabled, pid, backlog_limit, lost, ...)."""
+    out = subprocess.run(["auditctl", "-s"], capture_output=True, text=True).stdout
+    return {k: v for k, _, v in (line.partition(" ") for line in out.splitlines())}
+
+
 @contextmanager
 def real_auditd(workdir: Path, rules: list[list[str]], plugin_dir: Path | None = None, log_format: str = "ENRICHED",
                 write_logs: bool = True) -> Iterator[Path]:
@@ -33,6 +39,7 @@ def real_auditd(workdir: Path, rules: list[list[str]], plugin_dir: Path | None =
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         proc = subprocess.Popen(["auditd", "-n", "-c", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        backlog = audit_status().get("backlog_limit", "")  # a rule may change it: put it back after
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
@@ -45,5 +52,7 @@ def real_auditd(workdir: Path, rules: list[list[str]], plugin_dir: Path | None =
             yield log
         finally:
             subprocess.run(["auditctl", "-D"], capture_output=True)
+            if backlog.isdigit():
+                subprocess.run(["auditctl", "-b", backlog], capture_output=True)
             proc.send_signal(signal.SIGTERM)
             proc.wait(15)
