@@ -70,6 +70,15 @@ def decode_sockaddr(hexstr: str) -> dict[str, Any]:
     return {"family": fam}
 
 
+def _without_none(ev: Event) -> Event:
+    """Drop the unset fields in place: the event stays the model's EventDict, so the stages
+    can attach their shared entities and the outputs reuse rendered fragments (a plain dict
+    copy made every output render every field of every audit event)."""
+    for k in [k for k, v in ev.items() if v is None]:
+        del ev[k]
+    return ev
+
+
 def _int(v: str | None) -> int | None:
     try:
         return int(v) if v is not None else None
@@ -101,7 +110,7 @@ def to_event(records: list[Record]) -> Event | None:
                        args_truncated=False)
         if cwd:
             ev["cwd"] = cwd
-        return {k: v for k, v in ev.items() if v is not None}
+        return _without_none(ev)
     action = SOCKET_ACTIONS.get(name)
     if action is not None:
         sa = next((decode_sockaddr(r.get("saddr")) for r in records if r.type == "SOCKADDR"), {})
@@ -114,7 +123,7 @@ def to_event(records: list[Record]) -> Event | None:
         elif "address" in sa:
             side = "local" if action == "bind" else "remote"
             ev[f"{side}_address"], ev[f"{side}_port"] = sa["address"], sa["port"]
-        return {k: v for k, v in ev.items() if v is not None}
+        return _without_none(ev)
     key = f("key")
     file_action = FILE_ACTIONS.get(name)
     if file_action is not None or "sensitive_" in key:
@@ -160,4 +169,4 @@ def _file_event(records: list[Record], f: dict[str, str], common: dict[str, Any]
     for k in key.split("\x01"):
         if k.startswith("sensitive_"):
             ev["sensitive"] = k[len("sensitive_"):]
-    return {k: v for k, v in ev.items() if v is not None}
+    return _without_none(ev)
