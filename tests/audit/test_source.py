@@ -68,7 +68,8 @@ def test_as_a_real_auditd_plugin(tmp_path: Path) -> None:
     """auditd starts podtrail (plugins.d conf like the shipped one) and writes records to its stdin."""
     out = tmp_path / "events.jsonl"
     wrapper = tmp_path / "podtrail-audit-plugin"
-    (tmp_path / "podtrail.yaml").write_text('osquery:\n  api_socket: ""\n')  # another agent on this machine may hold the default
+    # another agent on this machine may hold the default API socket and lock
+    (tmp_path / "podtrail.yaml").write_text(f'osquery:\n  api_socket: ""\nlock_file: {tmp_path}/agent.lock\nspool_dir: {tmp_path}/spool\n')
     wrapper.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/plugin.pid\ncd {ROOT}\nexec {sys.executable} -m podtrail run -c {tmp_path}/podtrail.yaml "
                        "--source auditd --audit-input plugin "
                        f"--no-metrics --no-sockets --no-files > {out} 2>{tmp_path}/plugin.err\n")
