@@ -31,6 +31,7 @@ class Assembler:
         # key -> (event time as a float, its records so far), oldest first (dicts keep order)
         self._open: dict[tuple[str, str, int], tuple[float, list[Record]]] = {}
         self._clock = 0.0
+        self._input_clock = 0.0  # the clock as the last input left it (idle counts from there)
         self._last_stamp, self._last_t = "", 0.0  # the records of one event share their stamp
         self.malformed = 0
         self.evicted = 0
@@ -62,11 +63,13 @@ class Assembler:
             serial_n = int(serial)
             slot = self._add(lazy(typ, node or "", stamp, serial_n, line, m.end()), out)
             prev = head[0], head[2], head[3]
+        self._input_clock = self._clock
         return out
 
     def feed(self, rec: Record) -> list[list[Record]]:
         out: list[list[Record]] = []
         self._add(rec, out)
+        self._input_clock = self._clock
         return out
 
     def _add(self, rec: Record, out: list[list[Record]]) -> list[Record] | None:
@@ -122,8 +125,15 @@ class Assembler:
         s = op.get(key)
         return s[1] if s is not None else None
 
+    def idle(self, seconds: float) -> list[list[Record]]:
+        """No input for ``seconds`` of wall time: stream time moves on by as much from where
+        the last input left it, and events past the timeout complete. (Not the wall clock
+        itself: under load auditd delivers records seconds after the kernel stamped them,
+        and an event still arriving must not be cut in two.)"""
+        return self.tick(self._input_clock + seconds)
+
     def tick(self, now: float) -> list[list[Record]]:
-        """Let time pass without input (a quiet log): events past the timeout complete."""
+        """Let stream time reach ``now`` without input: events past the timeout complete."""
         if now > self._clock:
             self._clock = now
         out: list[list[Record]] = []

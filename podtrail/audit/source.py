@@ -213,11 +213,13 @@ class AuditSource:
         threading.Thread(target=self._read, args=(stop,), name="podtrail-audit-read", daemon=True).start()
         a = self.assembler
         seen_malformed = 0
+        last_input = time.monotonic()
         while not stop.is_set() or not self._q.empty():
             batch, _ = self._q.take(64, 0.2)
-            if not batch:
-                self._emit_all(a.tick(time.time()), emit)  # quiet input: complete timed-out events
+            if not batch:  # quiet input: complete events timed out in stream time
+                self._emit_all(a.idle(time.monotonic() - last_input), emit)
                 continue
+            last_input = time.monotonic()
             for lines in batch:
                 with self._lock:
                     self._pending -= len(lines)

@@ -179,6 +179,19 @@ def test_interleaved_and_timeout_in_stream_time() -> None:
     assert a.feed_line(line.format(t="USER_LOGIN", ts="103.5", s=4))[0][0].type == "USER_LOGIN"
 
 
+def test_idle_counts_from_the_last_input_not_the_wall_clock() -> None:
+    """Records delivered late (auditd behind under load) are not cut off by the wall clock:
+    an event expires only after ``timeout_s`` without input."""
+    a = Assembler(timeout_s=2.0)
+    stamp = 1_000_000.0  # far in the past: a wall-clock tick would expire it at once
+    assert a.feed_line(f"type=SYSCALL msg=audit({stamp:.3f}:9): syscall=59") == []
+    assert a.idle(0.5) == [] and a.idle(1.9) == []
+    assert a.feed_line(f"type=EXECVE msg=audit({stamp:.3f}:9): argc=1 a0=\"x\"") == []
+    assert a.idle(0.05) == []  # counted from where the EXECVE's arrival left the clock (1.9 s on)
+    done = a.idle(0.2)
+    assert [[r.type for r in ev] for ev in done] == [["SYSCALL", "EXECVE"]]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300))
 def test_fuzzed_lines_never_raise(junk: str) -> None:
