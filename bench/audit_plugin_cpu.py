@@ -161,6 +161,8 @@ def main() -> int:
             spy.wait(30)
     evs = [json.loads(line) for line in out.read_text(errors="replace").splitlines() if line.startswith("{")]
     seen = sum(1 for e in evs if marker in e.get("cmdline", ""))
+    # a successful exec always has its EXECVE record: without argv it was cut from it (failed ones have none)
+    split = sum(1 for e in evs if e.get("action") == "exec" and e.get("result") == 0 and not e.get("argv"))
     # every exec on the machine in the window reaches auditd and podtrail, not only ours
     stamps = [e.get("time_ns", 0) / 1e9 for e in evs if e.get("action") == "exec"]
     in_window = sum(1 for t in stamps if w0 <= t <= w1 + drain)  # the CPU window: paced execs, then the drain
@@ -170,7 +172,7 @@ def main() -> int:
     res = {
         "auditd": f"log_format={a.log_format} write_logs={'no' if a.no_write_logs else 'yes'}",
         "target_execs_per_s": a.rate, "execs": n, "execs_per_s": round(rate, 1), "all_execs_per_s": round(rate_all, 1),
-        "events_out": seen, "all_out_before_cpu_taken": caught_up, "drain_s": round(drain, 2), "kernel_lost_records": lost,
+        "events_out": seen, "all_out_before_cpu_taken": caught_up, "execs_without_argv": split, "drain_s": round(drain, 2), "kernel_lost_records": lost,
         "exec_events_in_window_all_processes": in_window, "loadavg_before": load,
         "podtrail_cpu_us_per_exec": round(1e6 * (p1 - p0) / in_window, 1),
         "auditd_cpu_us_per_exec": round(1e6 * (a1 - a0) / in_window, 1),

@@ -28,7 +28,7 @@ class Assembler:
     def __init__(self, timeout_s: float = 2.0, max_open: int = 10000) -> None:
         self.timeout_s = timeout_s
         self.max_open = max_open
-        # key -> (event time as a float, its records so far), oldest first (dicts keep order)
+        # key -> (stream clock when its first record came, its records so far), oldest first
         self._open: dict[tuple[str, str, int], tuple[float, list[Record]]] = {}
         self._clock = 0.0
         self._input_clock = 0.0  # the clock as the last input left it (idle counts from there)
@@ -73,8 +73,14 @@ class Assembler:
         return out
 
     def _add(self, rec: Record, out: list[list[Record]]) -> list[Record] | None:
-        """Add ``rec``; completed events go to ``out``. Returns ``rec``'s event if it stays open
-        and a next record of it may simply be appended (it is not late, the clock is its own)."""
+        """Add ``rec``; completed events go to ``out``. Returns ``rec``'s event while it stays
+        open (a next record of it may simply be appended).
+
+        An event's age counts from the stream clock when its first record arrived, not from
+        its own stamp: the kernel stamps a syscall at entry and writes the records at exit,
+        so a slow exec on a loaded machine arrives with a stamp seconds behind the records
+        around it, and measured from its stamp it was cut from its EXECVE record at once.
+        Open events are therefore in age order, and only the oldest needs checking."""
         stamp = rec.time
         if stamp == self._last_stamp:
             t = self._last_t
@@ -85,13 +91,11 @@ class Assembler:
                 self.malformed += 1
                 return None
             self._last_stamp, self._last_t = stamp, t
-        # Expiry can only be due when the clock moves, when a record older than the timeout
-        # arrives, or when the oldest open event leaves (EOE, PROCTITLE, eviction).
+        # Expiry can only be due when the clock moves or when the oldest open event leaves
+        # (EOE, PROCTITLE, eviction).
         check = t > self._clock
         if check:
             self._clock = t
-        elif t <= self._clock - self.timeout_s:
-            check = True
         op = self._open
         key = (rec.node, stamp, rec.serial)
         rtype = rec.type
@@ -109,7 +113,7 @@ class Assembler:
                 if op:
                     self._expire(out)
                 return None
-            slot = op[key] = (t, [])
+            slot = op[key] = (self._clock, [])
             if len(op) > self.max_open:
                 del op[next(iter(op))]
                 self.evicted += 1
@@ -120,8 +124,6 @@ class Assembler:
             check = True
         if check and op:
             self._expire(out)
-        if t <= self._clock - self.timeout_s:
-            return None  # late: the next record takes the full path
         s = op.get(key)
         return s[1] if s is not None else None
 

@@ -179,6 +179,22 @@ def test_interleaved_and_timeout_in_stream_time() -> None:
     assert a.feed_line(line.format(t="USER_LOGIN", ts="103.5", s=4))[0][0].type == "USER_LOGIN"
 
 
+def test_a_late_stamped_event_is_not_cut_from_its_records() -> None:
+    """The kernel stamps a syscall at entry and writes its records at exit: a slow exec's
+    records arrive after records stamped seconds later. Its age counts from its arrival."""
+    a = Assembler(timeout_s=2.0)
+    assert a.feed_line("type=SYSCALL msg=audit(110.000:2): syscall=59") == []  # the clock is at 110
+    assert a.feed_line("type=SYSCALL msg=audit(105.000:1): syscall=59") == []  # entered at 105, out now
+    assert [ev[0].serial for ev in a.feed_line("type=PROCTITLE msg=audit(110.000:2): proctitle=78")] == [2]
+    assert a.feed_line('type=EXECVE msg=audit(105.000:1): argc=1 a0="x"') == []
+    done = a.feed_line("type=PROCTITLE msg=audit(105.000:1): proctitle=78")
+    assert [[r.type for r in ev] for ev in done] == [["SYSCALL", "EXECVE", "PROCTITLE"]]
+    assert a.feed_line("type=SYSCALL msg=audit(111.000:3): syscall=59") == []
+    assert a.feed_line("type=CWD msg=audit(111.000:4): cwd=2F") == []
+    late = a.feed_line("type=SYSCALL msg=audit(113.000:5): syscall=59")  # 2 s after serial 3 arrived
+    assert [ev[0].serial for ev in late] == [3, 4]
+
+
 def test_idle_counts_from_the_last_input_not_the_wall_clock() -> None:
     """Records delivered late (auditd behind under load) are not cut off by the wall clock:
     an event expires only after ``timeout_s`` without input."""
