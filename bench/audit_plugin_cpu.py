@@ -117,6 +117,9 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=1000, help="execs per second to pace")
     ap.add_argument("--log-format", default="ENRICHED", choices=("ENRICHED", "RAW"), help="auditd.conf log_format")
     ap.add_argument("--no-write-logs", action="store_true", help="auditd.conf write_logs = no (podtrail is the only consumer)")
+    ap.add_argument("--q-depth", type=int, default=20000,
+                    help="auditd.conf q_depth, as deploy/auditd/plugins.d/podtrail.conf advises (0: auditd's default 2000, "
+                         "which lost records here)")
     ap.add_argument("--py-spy", metavar="OUT", help="also profile the agent with py-spy (raw folded stacks to OUT)")
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="podtrail-bench-plugin-"))
@@ -135,7 +138,8 @@ def main() -> int:
     # the kernel's backlog as deploy/auditd/podtrail.rules sets it (the default 64 loses records in bursts)
     rules = [["-b", "8192"], ["-a", "always,exit", "-F", "arch=b64", "-S", "execve,execveat", "-k", "exec"]]
     marker = f"podtrail-bench-{os.getpid()}"
-    with real_auditd(d / "ad", rules, plugin_dir=plugins, log_format=a.log_format, write_logs=not a.no_write_logs):
+    with real_auditd(d / "ad", rules, plugin_dir=plugins, log_format=a.log_format, write_logs=not a.no_write_logs,
+                     extra_conf=f"q_depth = {a.q_depth}\n" if a.q_depth else ""):
         deadline = time.monotonic() + 30
         while not (d / "plugin.pid").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -170,7 +174,7 @@ def main() -> int:
     rate_all = sum(1 for t in stamps if w0 <= t <= w1) / wall  # every process's execs while paced
     window = wall + drain
     res = {
-        "auditd": f"log_format={a.log_format} write_logs={'no' if a.no_write_logs else 'yes'}",
+        "auditd": f"log_format={a.log_format} write_logs={'no' if a.no_write_logs else 'yes'} q_depth={a.q_depth or 'default'}",
         "target_execs_per_s": a.rate, "execs": n, "execs_per_s": round(rate, 1), "all_execs_per_s": round(rate_all, 1),
         "events_out": seen, "all_out_before_cpu_taken": caught_up, "execs_without_argv": split, "drain_s": round(drain, 2), "kernel_lost_records": lost,
         "exec_events_in_window_all_processes": in_window, "loadavg_before": load,

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 RECORDS = Counter("podtrail_audit_records_total", "Audit records read.", registry=REGISTRY)
 MALFORMED = Counter("podtrail_audit_malformed_total", "Audit records that could not be parsed (skipped).", registry=REGISTRY)
+INCOMPLETE = Counter("podtrail_audit_exec_without_execve_total",
+                     "Successful execs that came without their EXECVE record (argv unknown): auditd lost records, "
+                     "most often its dispatcher queue overflowing (raise q_depth in auditd.conf).", registry=REGISTRY)
 
 
 READ = 1 << 16
@@ -244,6 +247,9 @@ class AuditSource:
                 continue
             if ev is not None:
                 out.append(ev)
+                if ev.get("action") == "exec" and ev.get("result") == 0 and not any(r.type == "EXECVE" for r in recs):
+                    INCOMPLETE.inc()  # the event still goes out (the exec happened), and the loss is visible
+                    metrics.dropped("auditd", "execve_record_lost_by_auditd")
         for ev in out:
             emit(ev)
 

@@ -26,7 +26,7 @@ def audit_status() -> dict[str, str]:
 
 @contextmanager
 def real_auditd(workdir: Path, rules: list[list[str]], plugin_dir: Path | None = None, log_format: str = "ENRICHED",
-                write_logs: bool = True) -> Iterator[Path]:
+                write_logs: bool = True, extra_conf: str = "") -> Iterator[Path]:
     require_root()
     require(shutil.which("auditd") is not None and shutil.which("auditctl") is not None, "auditd (apt auditd)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -34,7 +34,7 @@ def real_auditd(workdir: Path, rules: list[list[str]], plugin_dir: Path | None =
     conf = workdir / "auditd.conf"
     conf.write_text(f"log_file = {log}\nlog_format = {log_format}\nflush = INCREMENTAL_ASYNC\nfreq = 20\nmax_log_file = 64\n"
                     "max_log_file_action = IGNORE\nspace_left = 2\nadmin_space_left = 1\ndisk_full_action = IGNORE\n"
-                    f"disk_error_action = IGNORE\nwrite_logs = {'yes' if write_logs else 'no'}\n" + (f"plugin_dir = {plugin_dir}\n" if plugin_dir else ""))
+                    f"disk_error_action = IGNORE\nwrite_logs = {'yes' if write_logs else 'no'}\n" + (f"plugin_dir = {plugin_dir}\n" if plugin_dir else "") + extra_conf)
     os.chmod(conf, 0o640)
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
