@@ -22,6 +22,8 @@ SYSCALLS_X86_64.update({2: "open", 257: "openat", 437: "openat2", 85: "creat", 8
 FILE_ACTIONS = {"open": "open", "openat": "open", "openat2": "open", "creat": "create", "unlink": "unlink",
                 "unlinkat": "unlink", "rename": "rename", "renameat": "rename", "renameat2": "rename",
                 "chmod": "chmod", "fchmodat": "chmod", "truncate": "truncate"}
+# i386 (arch=40000003, the b32 exec rule): its exec numbers, for RAW logs (no ENRICHED name)
+SYSCALLS_I386 = {11: "execve", 358: "execveat"}
 O_ACCMODE, O_CREAT = 3, 0o100
 # What ``to_event`` reads of an exec event (bench.audit_parse has auparse read the same): the
 # SYSCALL fields below, every EXECVE field, CWD's cwd. Its PATH, BPRM_FCAPS and PROCTITLE
@@ -92,9 +94,10 @@ def to_event(records: list[Record]) -> Event | None:
         return None
     f = sc.get
     number = _int(f("syscall"))
-    name = SYSCALLS_X86_64.get(number) if number is not None and f("arch") == "c000003e" else None
+    arch = f("arch")
+    name = SYSCALLS_X86_64.get(number) if number is not None and arch == "c000003e" else None
     if name is None:  # another arch (or a number not in the table): auditd's ENRICHED name
-        name = sc.enriched.get("SYSCALL") or SYSCALLS_X86_64.get(number or -1, "")
+        name = sc.enriched.get("SYSCALL") or (SYSCALLS_I386 if arch == "40000003" else SYSCALLS_X86_64).get(number or -1, "")
     t_ns = int(float(sc.time) * 1e9)
     common: dict[str, Any] = {
         "source": "auditd", "pid": _int(f("pid")), "ppid": _int(f("ppid")), "uid": _int(f("uid")),

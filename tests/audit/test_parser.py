@@ -141,6 +141,19 @@ def test_lazy_fields_equal_eager_decoding_and_free_text_is_skipped() -> None:
     assert user.fields == {"pid": "1", "uid": "0", "cwd": "/root", "cmd": "ls -l", "res": "success"}
 
 
+def test_syscall_names_from_the_arch_table_or_enriched() -> None:
+    """x86_64 numbers from the table; other arches by auditd's ENRICHED name, and a RAW log's
+    i386 exec by the i386 number (11), never by the x86_64 meaning of that number."""
+    head = "type=SYSCALL msg=audit(1.000:{s}): arch={a} syscall={n} success=yes exit=0 pid=7 comm=\"c\" exe=\"/bin/c\""
+    tail = ['type=EXECVE msg=audit(1.000:{s}): argc=1 a0="c"', "type=PROCTITLE msg=audit(1.000:{s}): proctitle=63"]
+    cases = [("c000003e", 59, "", "exec"), ("40000003", 11, "", "exec"), ("40000003", 11, "\x1dARCH=i386 SYSCALL=execve", "exec"),
+             ("40000003", 59, "", None)]  # 59 is not an i386 exec
+    for s, (arch, n, enr, want) in enumerate(cases):
+        lines = [head.format(s=s, a=arch, n=n) + enr, *(t.format(s=s) for t in tail)]
+        ev = to_event(next(iter(assemble_lines(lines))))
+        assert (ev and ev["action"]) == want, (arch, n, enr)
+
+
 def test_malformed_lines_are_counted_and_skipped() -> None:
     a = Assembler()
     good = "type=SYSCALL msg=audit(5.000:1): syscall=59 arch=c000003e"
