@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests"), str(Path(__file__).resolve().parents[1] / "tests" / "audit")]
@@ -40,6 +40,7 @@ from real_auditd import real_auditd  # noqa: E402
 from podtrail.audit.assemble import assemble_lines  # noqa: E402
 from podtrail.audit.auparse_reader import assemble_lines_auparse  # noqa: E402
 from podtrail.audit.mapping import SYSCALL_FIELDS, to_event  # noqa: E402
+from podtrail.audit.records import Record  # noqa: E402
 
 WANTED = {"SYSCALL": frozenset(SYSCALL_FIELDS), "CWD": frozenset({"cwd"})}
 
@@ -78,18 +79,10 @@ def own_mapping_fields(text: str) -> tuple[int, int]:
     return events, records
 
 
-def own_to_events(text: str) -> tuple[int, int]:
+def to_events(text: str, assemble: Callable[[list[str]], Iterable[list[Record]]]) -> tuple[int, int]:
+    """Lines to podtrail events, as the source does, with either assembler."""
     events = records = 0
-    for recs in assemble_lines(text.split("\n")):
-        events += 1
-        records += len(recs)
-        to_event(recs)
-    return events, records
-
-
-def auparse_backed_to_events(text: str) -> tuple[int, int]:
-    events = records = 0
-    for recs in assemble_lines_auparse(text.split("\n")):
+    for recs in assemble(text.split("\n")):
         events += 1
         records += len(recs)
         to_event(recs)
@@ -154,7 +147,8 @@ def main() -> int:
         "own_assemble": lambda: own_assemble(text), "auparse_assemble": lambda: _auparse(text, "types"),
         "own_mapping_fields": lambda: own_mapping_fields(text), "auparse_mapping_fields": lambda: _auparse(text, "mapping"),
         "own_all_fields": lambda: own_all_fields(text), "auparse_all_fields": lambda: _auparse(text, "all"),
-        "own_to_events": lambda: own_to_events(text), "auparse_backed_to_events": lambda: auparse_backed_to_events(text),
+        "own_to_events": lambda: to_events(text, assemble_lines),
+        "auparse_backed_to_events": lambda: to_events(text, assemble_lines_auparse),
     }
     best = dict.fromkeys(runs, float("inf"))
     counts: dict[str, tuple[int, int]] = {}
