@@ -45,8 +45,9 @@ READ = 1 << 16
 # After a short read, let records gather for this long before reading again: auditd writes
 # each record on its own (six per exec), and a read per record woke the source, pipeline and
 # output threads once per record. 10 ms is 60 records (~21 KB) at 1,000 execs/s; the plugin
-# pipe is grown to PIPE_SIZE so auditd never finds it full while we wait (measured: a 50 ms
-# wait on the default 64 KiB pipe lost events at 1,000 execs/s), and a full read reads on at once.
+# pipe is grown to PIPE_SIZE so auditd does not find it full while we wait (measured: 50 ms
+# pauses on the default 64 KiB pipe made auditd's dispatcher queue overflow and lose hundreds
+# of execs at 1,000 execs/s), and a full read reads on at once.
 LINGER_S = 0.01
 PIPE_SIZE = 1 << 20
 
