@@ -8,10 +8,10 @@ until then). Malformed lines are counted and skipped, never raised.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from itertools import islice
 
-from podtrail.audit.records import MalformedRecord, Record, parse_record
+from podtrail.audit.records import _HEADER, Record
 
 # Types user space (PAM, login, daemons) writes as whole one-record events; every other
 # type waits for EOE, PROCTITLE or the timeout (CONFIG_CHANGE and AVC, for example, come
@@ -28,24 +28,59 @@ class Assembler:
     def __init__(self, timeout_s: float = 2.0, max_open: int = 10000) -> None:
         self.timeout_s = timeout_s
         self.max_open = max_open
-        # key -> (event time as a float, its records so far), oldest first
-        self._open: OrderedDict[tuple[str, str, int], tuple[float, list[Record]]] = OrderedDict()
+        # key -> (stream clock when its first record came, its records so far), oldest first
+        self._open: dict[tuple[str, str, int], tuple[float, list[Record]]] = {}
         self._clock = 0.0
+        self._input_clock = 0.0  # the clock as the last input left it (idle counts from there)
         self._last_stamp, self._last_t = "", 0.0  # the records of one event share their stamp
         self.malformed = 0
         self.evicted = 0
 
     def feed_line(self, line: str) -> list[list[Record]]:
-        if not line.strip():
-            return []
-        try:
-            rec = parse_record(line)
-        except (MalformedRecord, ValueError, IndexError):
-            self.malformed += 1
-            return []
-        return self.feed(rec)
+        return self.feed_lines((line,))
+
+    def feed_lines(self, lines: Iterable[str]) -> list[list[Record]]:
+        """Many lines in one call (a read's worth): the events they complete, in order.
+
+        A record of the same event as the record before it (the kernel writes an event's
+        records together) joins that event's open list directly, as ``_add`` would."""
+        out: list[list[Record]] = []
+        match, lazy = _HEADER.match, Record.lazy
+        prev: tuple[str | None, str, str] | None = None  # (node, stamp, serial) text of the previous record
+        slot: list[Record] | None = None  # that record's event, while it is open
+        serial_n = 0
+        for line in lines:
+            m = match(line)
+            if m is None:
+                if line.strip():  # blank lines are not records
+                    self.malformed += 1
+                prev = None
+                continue
+            node, typ, stamp, serial = head = m.groups()
+            if slot is not None and prev == (node, stamp, serial) and typ != "PROCTITLE" and typ != "EOE":
+                slot.append(lazy(typ, node or "", stamp, serial_n, line, m.end()))
+                continue
+            serial_n = int(serial)
+            slot = self._add(lazy(typ, node or "", stamp, serial_n, line, m.end()), out)
+            prev = head[0], head[2], head[3]
+        self._input_clock = self._clock
+        return out
 
     def feed(self, rec: Record) -> list[list[Record]]:
+        out: list[list[Record]] = []
+        self._add(rec, out)
+        self._input_clock = self._clock
+        return out
+
+    def _add(self, rec: Record, out: list[list[Record]]) -> list[Record] | None:
+        """Add ``rec``; completed events go to ``out``. Returns ``rec``'s event while it stays
+        open (a next record of it may simply be appended).
+
+        An event's age counts from the stream clock when its first record arrived, not from
+        its own stamp: the kernel stamps a syscall at entry and writes the records at exit,
+        so a slow exec on a loaded machine arrives with a stamp seconds behind the records
+        around it, and measured from its stamp it was cut from its EXECVE record at once.
+        Open events are therefore in age order, and only the oldest needs checking."""
         stamp = rec.time
         if stamp == self._last_stamp:
             t = self._last_t
@@ -54,46 +89,69 @@ class Assembler:
                 t = float(stamp)
             except ValueError:
                 self.malformed += 1
-                return []
+                return None
             self._last_stamp, self._last_t = stamp, t
-        if t > self._clock:
+        # Expiry can only be due when the clock moves or when the oldest open event leaves
+        # (EOE, PROCTITLE, eviction).
+        check = t > self._clock
+        if check:
             self._clock = t
+        op = self._open
         key = (rec.node, stamp, rec.serial)
-        if rec.type == "EOE":
-            ev = self._open.pop(key, None)
-            done = [ev[1]] if ev and ev[1] else []
-            return done + self._expire() if self._open else done
-        slot = self._open.get(key)
+        rtype = rec.type
+        if rtype == "EOE":
+            ev = op.pop(key, None)
+            if ev and ev[1]:
+                out.append(ev[1])
+            if op:
+                self._expire(out)
+            return None
+        slot = op.get(key)
         if slot is None:
-            if single_record(rec.type):
-                return [[rec], *self._expire()] if self._open else [[rec]]
-            slot = self._open[key] = (t, [])
-            if len(self._open) > self.max_open:
-                self._open.popitem(last=False)
+            if rtype in _SINGLE or rtype.startswith(_SINGLE_PREFIXES):
+                out.append([rec])
+                if op:
+                    self._expire(out)
+                return None
+            slot = op[key] = (self._clock, [])
+            if len(op) > self.max_open:
+                del op[next(iter(op))]
                 self.evicted += 1
+                check = True
         slot[1].append(rec)
-        if rec.type == "PROCTITLE":
-            done = [self._open.pop(key)[1]]
-            return done + self._expire() if self._open else done
-        return self._expire()
+        if rtype == "PROCTITLE":
+            out.append(op.pop(key)[1])
+            check = True
+        if check and op:
+            self._expire(out)
+        s = op.get(key)
+        return s[1] if s is not None else None
+
+    def idle(self, seconds: float) -> list[list[Record]]:
+        """No input for ``seconds`` of wall time: stream time moves on by as much from where
+        the last input left it, and events past the timeout complete. (Not the wall clock
+        itself: under load auditd delivers records seconds after the kernel stamped them,
+        and an event still arriving must not be cut in two.)"""
+        return self.tick(self._input_clock + seconds)
 
     def tick(self, now: float) -> list[list[Record]]:
-        """Let time pass without input (a quiet log): events past the timeout complete."""
+        """Let stream time reach ``now`` without input: events past the timeout complete."""
         if now > self._clock:
             self._clock = now
-        return self._expire()
-
-    def _expire(self) -> list[list[Record]]:
         out: list[list[Record]] = []
+        self._expire(out)
+        return out
+
+    def _expire(self, out: list[list[Record]]) -> None:
         limit = self._clock - self.timeout_s
         op = self._open
         while op:
-            t, recs = next(iter(op.values()))
+            key = next(iter(op))
+            t, recs = op[key]
             if t > limit:
                 break
-            op.popitem(last=False)
+            del op[key]
             out.append(recs)
-        return out
 
     def flush(self) -> list[list[Record]]:
         out = [recs for _, recs in self._open.values()]
@@ -103,6 +161,7 @@ class Assembler:
 
 def assemble_lines(lines: Iterable[str], timeout_s: float = 2.0) -> Iterator[list[Record]]:
     a = Assembler(timeout_s)
-    for line in lines:
-        yield from a.feed_line(line)
+    it = iter(lines)
+    while batch := list(islice(it, 1024)):  # a read's worth at a time, as the source feeds it
+        yield from a.feed_lines(batch)
     yield from a.flush()

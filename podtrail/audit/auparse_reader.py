@@ -88,6 +88,10 @@ class AuparseAssembler:
     def feed_line(self, line: str) -> list[list[Record]]:
         return self.feed_lines((line,))
 
+    def idle(self, seconds: float) -> list[list[Record]]:
+        """No input for a while: auparse completes events past its own timeout."""
+        return self.tick(0.0)
+
     def tick(self, now: float) -> list[list[Record]]:
         """Let time pass without input: auparse completes events past its timeout."""
         self._au.feed_age_events()

@@ -22,7 +22,13 @@ SYSCALLS_X86_64.update({2: "open", 257: "openat", 437: "openat2", 85: "creat", 8
 FILE_ACTIONS = {"open": "open", "openat": "open", "openat2": "open", "creat": "create", "unlink": "unlink",
                 "unlinkat": "unlink", "rename": "rename", "renameat": "rename", "renameat2": "rename",
                 "chmod": "chmod", "fchmodat": "chmod", "truncate": "truncate"}
+# i386 (arch=40000003, the b32 exec rule): its exec numbers, for RAW logs (no ENRICHED name)
+SYSCALLS_I386 = {11: "execve", 358: "execveat"}
 O_ACCMODE, O_CREAT = 3, 0o100
+# What ``to_event`` reads of an exec event (bench.audit_parse has auparse read the same): the
+# SYSCALL fields below, every EXECVE field, CWD's cwd. Its PATH, BPRM_FCAPS and PROCTITLE
+# records are never split.
+SYSCALL_FIELDS = ("syscall", "arch", "pid", "ppid", "uid", "gid", "auid", "comm", "exe", "success", "exit", "key")
 
 
 def execve_args(records: list[Record]) -> list[str]:
@@ -30,7 +36,7 @@ def execve_args(records: list[Record]) -> list[str]:
     fields: dict[str, str] = {}
     for r in records:
         if r.type == "EXECVE":
-            fields.update(r.fields)
+            fields.update(r.fields)  # every value is needed: argc and the arguments
     argc = int(fields.get("argc", "0") or 0)
     argv = []
     for i in range(argc):
@@ -66,6 +72,15 @@ def decode_sockaddr(hexstr: str) -> dict[str, Any]:
     return {"family": fam}
 
 
+def _without_none(ev: Event) -> Event:
+    """Drop the unset fields in place: the event stays the model's EventDict, so the stages
+    can attach their shared entities and the outputs reuse rendered fragments (a plain dict
+    copy made every output render every field of every audit event)."""
+    for k in [k for k, v in ev.items() if v is None]:
+        del ev[k]
+    return ev
+
+
 def _int(v: str | None) -> int | None:
     try:
         return int(v) if v is not None else None
@@ -77,27 +92,31 @@ def to_event(records: list[Record]) -> Event | None:
     sc = next((r for r in records if r.type == "SYSCALL"), None)
     if sc is None:
         return None
-    f = sc.fields
-    name = sc.enriched.get("SYSCALL") or SYSCALLS_X86_64.get(_int(f.get("syscall")) or -1, "")
+    f = sc.get
+    number = _int(f("syscall"))
+    arch = f("arch")
+    name = SYSCALLS_X86_64.get(number) if number is not None and arch == "c000003e" else None
+    if name is None:  # another arch (or a number not in the table): auditd's ENRICHED name
+        name = sc.enriched.get("SYSCALL") or (SYSCALLS_I386 if arch == "40000003" else SYSCALLS_X86_64).get(number or -1, "")
     t_ns = int(float(sc.time) * 1e9)
     common: dict[str, Any] = {
-        "source": "auditd", "pid": _int(f.get("pid")), "ppid": _int(f.get("ppid")), "uid": _int(f.get("uid")),
-        "gid": _int(f.get("gid")), "auid": _int(f.get("auid")), "comm": f.get("comm", ""), "path": f.get("exe", ""),
+        "source": "auditd", "pid": _int(f("pid")), "ppid": _int(f("ppid")), "uid": _int(f("uid")),
+        "gid": _int(f("gid")), "auid": _int(f("auid")), "comm": f("comm"), "path": f("exe"),
     }
-    ok = f.get("success") == "yes"
-    exit_ = _int(f.get("exit"))
+    ok = f("success") == "yes"
+    exit_ = _int(f("exit"))
     result = 0 if ok else (exit_ if exit_ is not None and exit_ < 0 else -1)
     if name in ("execve", "execveat"):
         argv = execve_args(records)
-        cwd = next((r.fields.get("cwd", "") for r in records if r.type == "CWD"), "")
+        cwd = next((r.get("cwd") for r in records if r.type == "CWD"), "")
         ev = new_event(Kind.PROCESS, "exec", time_ns=t_ns, **common, argv=argv, cmdline=" ".join(argv), result=result,
                        args_truncated=False)
         if cwd:
             ev["cwd"] = cwd
-        return {k: v for k, v in ev.items() if v is not None}
+        return _without_none(ev)
     action = SOCKET_ACTIONS.get(name)
     if action is not None:
-        sa = next((decode_sockaddr(r.fields.get("saddr", "")) for r in records if r.type == "SOCKADDR"), {})
+        sa = next((decode_sockaddr(r.get("saddr")) for r in records if r.type == "SOCKADDR"), {})
         ev = new_event(Kind.SOCKET, action, time_ns=t_ns, **common, result=result if not ok else 0,
                        direction={"connect": "outbound", "accept": "inbound"}.get(action, "listening"))
         if "family" in sa:
@@ -107,11 +126,11 @@ def to_event(records: list[Record]) -> Event | None:
         elif "address" in sa:
             side = "local" if action == "bind" else "remote"
             ev[f"{side}_address"], ev[f"{side}_port"] = sa["address"], sa["port"]
-        return {k: v for k, v in ev.items() if v is not None}
-    key = f.get("key", "")
+        return _without_none(ev)
+    key = f("key")
     file_action = FILE_ACTIONS.get(name)
     if file_action is not None or "sensitive_" in key:
-        return _file_event(records, f, common, t_ns, name, file_action, key, result)
+        return _file_event(records, sc.fields, common, t_ns, name, file_action, key, result)
     return None
 
 
@@ -121,7 +140,7 @@ def _file_event(records: list[Record], f: dict[str, str], common: dict[str, Any]
     paths = [r.fields for r in records if r.type == "PATH" and r.fields.get("nametype") != "PARENT"]
     if not paths:
         return None
-    cwd = next((r.fields.get("cwd", "") for r in records if r.type == "CWD"), "")
+    cwd = next((r.get("cwd") for r in records if r.type == "CWD"), "")
 
     def absolute(p: str) -> tuple[str, bool]:
         if p.startswith("/"):
@@ -153,4 +172,4 @@ def _file_event(records: list[Record], f: dict[str, str], common: dict[str, Any]
     for k in key.split("\x01"):
         if k.startswith("sensitive_"):
             ev["sensitive"] = k[len("sensitive_"):]
-    return {k: v for k, v in ev.items() if v is not None}
+    return _without_none(ev)

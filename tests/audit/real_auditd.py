@@ -18,20 +18,28 @@ from conftest import require, require_root
 LOCK = "/tmp/podtrail-auditd.lock"
 
 
+def audit_status() -> dict[str, str]:
+    """``auditctl -s`` as a dict (enabled, pid, backlog_limit, lost, ...)."""
+    out = subprocess.run(["auditctl", "-s"], capture_output=True, text=True).stdout
+    return {k: v for k, _, v in (line.partition(" ") for line in out.splitlines())}
+
+
 @contextmanager
-def real_auditd(workdir: Path, rules: list[list[str]], plugin_dir: Path | None = None) -> Iterator[Path]:
+def real_auditd(workdir: Path, rules: list[list[str]], plugin_dir: Path | None = None, log_format: str = "ENRICHED",
+                write_logs: bool = True, extra_conf: str = "") -> Iterator[Path]:
     require_root()
     require(shutil.which("auditd") is not None and shutil.which("auditctl") is not None, "auditd (apt auditd)")
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "audit.log"
     conf = workdir / "auditd.conf"
-    conf.write_text(f"log_file = {log}\nlog_format = ENRICHED\nflush = INCREMENTAL_ASYNC\nfreq = 20\nmax_log_file = 64\n"
+    conf.write_text(f"log_file = {log}\nlog_format = {log_format}\nflush = INCREMENTAL_ASYNC\nfreq = 20\nmax_log_file = 64\n"
                     "max_log_file_action = IGNORE\nspace_left = 2\nadmin_space_left = 1\ndisk_full_action = IGNORE\n"
-                    "disk_error_action = IGNORE\nwrite_logs = yes\n" + (f"plugin_dir = {plugin_dir}\n" if plugin_dir else ""))
+                    f"disk_error_action = IGNORE\nwrite_logs = {'yes' if write_logs else 'no'}\n" + (f"plugin_dir = {plugin_dir}\n" if plugin_dir else "") + extra_conf)
     os.chmod(conf, 0o640)
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         proc = subprocess.Popen(["auditd", "-n", "-c", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        backlog = audit_status().get("backlog_limit", "")  # a rule may change it: put it back after
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
@@ -44,5 +52,7 @@ def real_auditd(workdir: Path, rules: list[list[str]], plugin_dir: Path | None =
             yield log
         finally:
             subprocess.run(["auditctl", "-D"], capture_output=True)
+            if backlog.isdigit():
+                subprocess.run(["auditctl", "-b", backlog], capture_output=True)
             proc.send_signal(signal.SIGTERM)
             proc.wait(15)

@@ -22,11 +22,20 @@ from podtrail.model.event import validate
 
 LONG = "L" * 10000  # > 7,500 bytes: the kernel splits it into a1[0], a1[1], ...
 ODD = ["two words", 'quo"te', "it's", "ünïcödé", "tab\there", "x=y"]
+# argv and a program name that try to forge fields: quotes, spaces, "=", 0x1D (the ENRICHED
+# separator), a newline (a record separator), a fake header
+HOSTILE_NAME = 'h=x" pid=1 \x1dSYSCALL=connect\ntype=SYSCALL'
+HOSTILE = ['a1="forged"', "pid=1 uid=0 success=no", "\x1dARCH=i386 SYSCALL=connect", "new\nline type=EXECVE msg=audit(1.1:1): argc=9",
+           'cwd="/etc"', "="]
 
 
 @pytest.fixture(scope="module")
 def audit_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("auditd")
+    hostile = d / "bin" / HOSTILE_NAME
+    hostile.parent.mkdir()
+    hostile.write_bytes(Path("/bin/true").read_bytes())
+    hostile.chmod(0o755)
     rules = [["-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-k", "exec", "-k", "T1059"],
              ["-a", "always,exit", "-F", "arch=b64", "-S", "connect", "-F", "success=0", "-k", "net"],
              ["-a", "always,exit", "-F", "arch=b64", "-S", "connect", "-F", "success=1", "-k", "net"]]
@@ -34,6 +43,7 @@ def audit_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
         subprocess.run(["/bin/busybox", "echo", "chunk-marker", LONG], stdout=subprocess.DEVNULL)
         subprocess.run(["/bin/busybox", "echo", "odd-marker", *ODD], stdout=subprocess.DEVNULL)
         subprocess.run(["/bin/busybox", "sh", "-c", "true"], stdout=subprocess.DEVNULL)
+        subprocess.run([str(hostile), "hostile-marker", *HOSTILE], cwd=hostile.parent)
         for fam, addr in ((socket.AF_INET, ("127.0.0.1", 9)), (socket.AF_INET6, ("::1", 9))):
             subprocess.run(["python3", "-c", f"import socket; s=socket.socket({int(fam)}); s.settimeout(1)\ntry: s.connect({addr!r})\nexcept OSError: pass"])
         subprocess.run(["python3", "-c", "import socket; s=socket.socket(socket.AF_UNIX)\ntry: s.connect('/tmp/podtrail-no-such.sock')\nexcept OSError: pass"])
@@ -98,6 +108,60 @@ def test_execve_arguments_match_auparse(audit_log: Path) -> None:
     assert seen == {"chunk", "odd"}
 
 
+def test_hostile_names_and_arguments_forge_nothing(audit_log: Path) -> None:
+    """The kernel hex-encodes what has a space, quote or control byte; decoded only when read,
+    such values come back whole and never become fields, records or an ENRICHED part."""
+    text = audit_log.read_text(errors="surrogateescape")
+    a = Assembler()
+    evs = [(recs, to_event(recs)) for recs in [*a.feed_lines(text.split("\n")), *a.flush()]]
+    assert a.malformed == 0
+    hits = [(recs, e) for recs, e in evs if e and "hostile-marker" in e.get("argv", [])]
+    assert len(hits) == 1
+    recs, ev = hits[0]
+    path = str(audit_log.parent / "bin" / HOSTILE_NAME)
+    assert ev["argv"] == [path, "hostile-marker", *HOSTILE] and ev["path"] == path
+    assert ev["comm"] == HOSTILE_NAME[:15] and ev["cwd"] == str(audit_log.parent / "bin")
+    assert ev["pid"] != 1 and ev["result"] == 0 and validate(ev) == []
+    sc = next(r for r in recs if r.type == "SYSCALL")
+    assert sc.enriched["SYSCALL"] == "execve" and sc.enriched["ARCH"] == "x86_64"
+    execve = next(r for r in recs if r.type == "EXECVE")
+    assert set(execve.fields) == {"argc", *(f"a{i}" for i in range(2 + len(HOSTILE)))}
+
+
+def test_lazy_fields_equal_eager_decoding_and_free_text_is_skipped() -> None:
+    from podtrail.audit.records import decode_value, parse_record
+
+    line = ('type=AVC msg=audit(1700000000.5:7): avc:  denied  { execute } for  pid=12 comm="a=b" name=2F7420782E7368 '
+            '=junk path="/x" pid=13\x1dAUID="unset"')
+    r = parse_record(line)
+    assert r.get("pid") == "13" and r.get("comm") == "a=b" and r.get("name") == "/t x.sh" and r.get("nope", "-") == "-"
+    assert r.fields == {"pid": "13", "comm": "a=b", "name": "/t x.sh", "path": "/x"}  # free text skipped, the last pid wins
+    assert r.fields == {k: decode_value(k, v, "AVC") for k, v in r.raw.items()} and r.enriched == {"AUID": "unset"}
+    user = parse_record("type=USER_CMD msg=audit(1.5:8): pid=1 uid=0 msg='cwd=\"/root\" cmd=6C73202D6C res=success'")
+    assert user.fields == {"pid": "1", "uid": "0", "cwd": "/root", "cmd": "ls -l", "res": "success"}
+
+
+def test_syscall_names_from_the_arch_table_or_enriched() -> None:
+    """x86_64 numbers from the table; other arches by auditd's ENRICHED name, and a RAW log's
+    i386 exec by the i386 number (11), never by the x86_64 meaning of that number."""
+    head = "type=SYSCALL msg=audit(1.000:{s}): arch={a} syscall={n} success=yes exit=0 pid=7 comm=\"c\" exe=\"/bin/c\""
+    tail = ['type=EXECVE msg=audit(1.000:{s}): argc=1 a0="c"', "type=PROCTITLE msg=audit(1.000:{s}): proctitle=63"]
+    cases = [("c000003e", 59, "", "exec"), ("40000003", 11, "", "exec"), ("40000003", 11, "\x1dARCH=i386 SYSCALL=execve", "exec"),
+             ("40000003", 59, "", None)]  # 59 is not an i386 exec
+    for s, (arch, n, enr, want) in enumerate(cases):
+        lines = [head.format(s=s, a=arch, n=n) + enr, *(t.format(s=s) for t in tail)]
+        ev = to_event(next(iter(assemble_lines(lines))))
+        assert (ev and ev["action"]) == want, (arch, n, enr)
+
+
+def test_malformed_lines_are_counted_and_skipped() -> None:
+    a = Assembler()
+    good = "type=SYSCALL msg=audit(5.000:1): syscall=59 arch=c000003e"
+    bad = ["type=SYSCALL msg=audit(5.000): x=1", "msg=audit(5.000:2): x=1", "type=SYSCALL msg=audit(5.0.0:3): x=1",
+           "type= msg=audit(5.000:4): x=1", "node=n type=X", "garbage"]
+    assert a.feed_lines([good, "", "   ", *bad, good.replace("SYSCALL", "PROCTITLE")]) and a.malformed == len(bad)
+
+
 def test_sockaddrs_ipv4_ipv6_unix(audit_log: Path) -> None:
     text = audit_log.read_text(errors="surrogateescape")
     socks = [e for e in (to_event(r) for r in assemble_lines(text.split("\n"))) if e and e["event_type"] == "socket"]
@@ -126,6 +190,35 @@ def test_interleaved_and_timeout_in_stream_time() -> None:
     late = a.feed_line(line.format(t="SYSCALL", ts="103.000", s=3))  # stream clock passes serial 1's timeout
     assert [[r.serial for r in ev] for ev in late] == [[1]]
     assert a.feed_line(line.format(t="USER_LOGIN", ts="103.5", s=4))[0][0].type == "USER_LOGIN"
+
+
+def test_a_late_stamped_event_is_not_cut_from_its_records() -> None:
+    """The kernel stamps a syscall at entry and writes its records at exit: a slow exec's
+    records arrive after records stamped seconds later. Its age counts from its arrival."""
+    a = Assembler(timeout_s=2.0)
+    assert a.feed_line("type=SYSCALL msg=audit(110.000:2): syscall=59") == []  # the clock is at 110
+    assert a.feed_line("type=SYSCALL msg=audit(105.000:1): syscall=59") == []  # entered at 105, out now
+    assert [ev[0].serial for ev in a.feed_line("type=PROCTITLE msg=audit(110.000:2): proctitle=78")] == [2]
+    assert a.feed_line('type=EXECVE msg=audit(105.000:1): argc=1 a0="x"') == []
+    done = a.feed_line("type=PROCTITLE msg=audit(105.000:1): proctitle=78")
+    assert [[r.type for r in ev] for ev in done] == [["SYSCALL", "EXECVE", "PROCTITLE"]]
+    assert a.feed_line("type=SYSCALL msg=audit(111.000:3): syscall=59") == []
+    assert a.feed_line("type=CWD msg=audit(111.000:4): cwd=2F") == []
+    late = a.feed_line("type=SYSCALL msg=audit(113.000:5): syscall=59")  # 2 s after serial 3 arrived
+    assert [ev[0].serial for ev in late] == [3, 4]
+
+
+def test_idle_counts_from_the_last_input_not_the_wall_clock() -> None:
+    """Records delivered late (auditd behind under load) are not cut off by the wall clock:
+    an event expires only after ``timeout_s`` without input."""
+    a = Assembler(timeout_s=2.0)
+    stamp = 1_000_000.0  # far in the past: a wall-clock tick would expire it at once
+    assert a.feed_line(f"type=SYSCALL msg=audit({stamp:.3f}:9): syscall=59") == []
+    assert a.idle(0.5) == [] and a.idle(1.9) == []
+    assert a.feed_line(f"type=EXECVE msg=audit({stamp:.3f}:9): argc=1 a0=\"x\"") == []
+    assert a.idle(0.05) == []  # counted from where the EXECVE's arrival left the clock (1.9 s on)
+    done = a.idle(0.2)
+    assert [[r.type for r in ev] for ev in done] == [["SYSCALL", "EXECVE"]]
 
 
 @settings(max_examples=300, deadline=None)
@@ -163,3 +256,21 @@ def test_auparse_reader_and_own_parser_give_identical_events(audit_log: Path) ->
             assert _comparable(a) == _comparable(b), serial
             mapped += 1
     assert mapped >= 7  # execs (chunked, odd arguments) and IPv4, IPv6, unix connects
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["SYSCALL", "EXECVE", "CWD", "PATH", "PROCTITLE", "EOE", "USER_CMD", "AVC"]),
+                          st.integers(0, 4)), max_size=60),
+       st.integers(1, 7))
+def test_batched_feed_equals_one_record_at_a_time(recs: list[tuple[int, str, int]], chunk: int) -> None:
+    """The batch path (a record of the previous record's event joins its list directly) gives
+    the same events, in the same order, as adding each record on its own: interleaved events,
+    late records past the timeout, EOE, PROCTITLE and one-record types included."""
+    from podtrail.audit.records import parse_record
+
+    lines = [f"type={t} msg=audit({100 + 1.5 * sec:.3f}:{serial}): pid={serial}" for serial, t, sec in recs]
+    one = Assembler(timeout_s=2.0)
+    want = [ev for line in lines for ev in one.feed(parse_record(line))] + one.flush()
+    batched = Assembler(timeout_s=2.0)
+    got = [ev for i in range(0, len(lines), chunk) for ev in batched.feed_lines(lines[i:i + chunk])] + batched.flush()
+    assert [[(r.type, r.time, r.serial) for r in ev] for ev in got] == [[(r.type, r.time, r.serial) for r in ev] for ev in want]

@@ -68,7 +68,10 @@ def test_as_a_real_auditd_plugin(tmp_path: Path) -> None:
     """auditd starts podtrail (plugins.d conf like the shipped one) and writes records to its stdin."""
     out = tmp_path / "events.jsonl"
     wrapper = tmp_path / "podtrail-audit-plugin"
-    wrapper.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/plugin.pid\ncd {ROOT}\nexec {sys.executable} -m podtrail run --source auditd --audit-input plugin "
+    # another agent on this machine may hold the default API socket and lock
+    (tmp_path / "podtrail.yaml").write_text(f'osquery:\n  api_socket: ""\nlock_file: {tmp_path}/agent.lock\nspool_dir: {tmp_path}/spool\n')
+    wrapper.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/plugin.pid\ncd {ROOT}\nexec {sys.executable} -m podtrail run -c {tmp_path}/podtrail.yaml "
+                       "--source auditd --audit-input plugin "
                        f"--no-metrics --no-sockets --no-files > {out} 2>{tmp_path}/plugin.err\n")
     wrapper.chmod(0o755)
     plugins = tmp_path / "plugins.d"
@@ -168,3 +171,20 @@ def test_af_unix_dispatcher_socket_input(tmp_path: Path) -> None:
         finally:
             agent.stop()
     assert hit and hit[0]["source"] == "auditd" and validate(hit[0]) == []
+
+
+def test_an_exec_without_its_execve_record_goes_out_and_is_counted() -> None:
+    """auditd drops single records when its dispatcher queue overflows: the exec still goes
+    out (it happened), without arguments, and the loss is counted."""
+    from podtrail.audit.assemble import assemble_lines
+    from podtrail.audit.source import INCOMPLETE, AuditSource
+
+    lines = ['type=SYSCALL msg=audit(1.000:1): arch=c000003e syscall=59 success=yes exit=0 pid=5 comm="x" exe="/bin/x"',
+             "type=PROCTITLE msg=audit(1.000:1): proctitle=78",
+             'type=SYSCALL msg=audit(1.000:2): arch=c000003e syscall=59 success=yes exit=0 pid=6 comm="y" exe="/bin/y"',
+             'type=EXECVE msg=audit(1.000:2): argc=1 a0="y"', "type=PROCTITLE msg=audit(1.000:2): proctitle=79"]
+    before = INCOMPLETE._value.get()
+    got: list = []
+    AuditSource._emit_all(list(assemble_lines(lines)), got.append)
+    assert [(e["pid"], e["argv"]) for e in got] == [(5, []), (6, ["y"])]
+    assert INCOMPLETE._value.get() == before + 1
