@@ -74,6 +74,7 @@ class _Lib:
             "bpf_map_update_elem": (INT, [INT, P, P, ct.c_uint64]),
             "bpf_map_lookup_elem": (INT, [INT, P, P]),
             "bpf_map_delete_elem": (INT, [INT, P]),
+            "bpf_map_lookup_and_delete_elem": (INT, [INT, P, P]),
             "bpf_map_get_next_key": (INT, [INT, P, P]),
             "libbpf_num_possible_cpus": (INT, []),
             "libbpf_set_print": (P, [_PRINT_FN]),
@@ -275,6 +276,17 @@ class BpfMap:
 
     def sum_percpu_u64(self, key: bytes) -> int:
         return sum(int.from_bytes(v[:8], "little") for v in self.lookup_percpu(key))
+
+    def lookup_and_delete(self, key: bytes) -> bytes | None:
+        """Take an entry atomically (hash maps, Linux 5.14+): whoever deletes it, a program
+        or this call, has it; None when it is gone already."""
+        v = ct.create_string_buffer(self._value_len())
+        rc = lib().c.bpf_map_lookup_and_delete_elem(self.fd, self._key(key), v)
+        if rc:
+            if ct.get_errno() == errno_mod.ENOENT or rc == -errno_mod.ENOENT:
+                return None
+            raise _err(f"map {self.name}: lookup_and_delete", rc)
+        return v.raw
 
     def delete(self, key: bytes) -> bool:
         rc = lib().c.bpf_map_delete_elem(self.fd, self._key(key))

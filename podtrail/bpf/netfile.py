@@ -23,8 +23,7 @@ import yaml
 from prometheus_client import Counter
 
 from podtrail.bpf.libbpf import BpfObject, SharedMaps
-from podtrail.bpf.process import ringbuf_bytes
-from podtrail.bpf.runtime import RingBufferSource, kstr
+from podtrail.bpf.runtime import PercpuCounters, RingBufferSource, kstr, ringbuf_bytes
 from podtrail.config import ConfigError, SensorConfig
 from podtrail.metrics import REGISTRY
 
@@ -283,17 +282,12 @@ class NetFileSource(RingBufferSource):
 
         super().__init__(name, obj, decode, prepare=leave_out_missing, configure=configure_all,
                          ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), poll_ms=POLL_MS, shared=shared)
-        self._drift_seen = [0] * len(DRIFT_OUTCOMES)
+        self._drift = PercpuCounters("drift_stats", DRIFT_OUTCOMES, lambda o, n: DRIFT_RECORDS.labels(o).inc(n))
 
     def _count_lost(self) -> None:
         super()._count_lost()
-        if self.obj is not None and self.obj.has_map("drift_stats"):
-            m = self.obj.map("drift_stats")
-            for i, outcome in enumerate(DRIFT_OUTCOMES):
-                n = m.sum_percpu_u64(i.to_bytes(4, "little"))
-                if n > self._drift_seen[i]:
-                    DRIFT_RECORDS.labels(outcome).inc(n - self._drift_seen[i])
-                    self._drift_seen[i] = n
+        if self.obj is not None:
+            self._drift.export(self.obj)
 
     def reconfigure(self, cfg: SensorConfig) -> None:
         """New filter settings for the running object (maps only)."""

@@ -9,6 +9,15 @@
  *    verdict (drift.h);
  *  - every sample: real parent tgid and the task's start time (process key pid:start_ns).
  *
+ * Fewer crossings: a fork (new thread group) is held in `held_forks` instead of sent. The
+ * exec that follows (the usual fork+exec) takes the entry and carries the fork's facts itself
+ * (fork-time parent, start time; F_FORK_FOLDED), so one sample crosses instead of two. A child
+ * that exits without exec'ing gets its fork sent just before its exit; one that forks first
+ * gets it sent before its child's; one that neither execs nor exits is reported by user space,
+ * which sweeps entries older than a short window with BPF_MAP_LOOKUP_AND_DELETE_ELEM
+ * (podtrail/bpf/process.py). Whoever deletes an entry reports it: exactly once. A full map
+ * never loses a fork: it is sent at once and counted (fold_stats).
+ *
  * One ring buffer carries every sample, so user space sees them in kernel order: a cgroup's
  * mkdir before the first exec inside it, a fork before the child's exec, exec before exit.
  * Read-only config (CFG, .rodata) is set by the loader before load: the verifier sees it as
@@ -39,6 +48,12 @@ char LICENSE[] SEC("license") = "GPL";
 #define F_CWD_OUTSIDE 64    /* cwd not under the task's root */
 #define F_EXE_TRUNCATED 128
 #define F_EXE_OUTSIDE 256   /* executable not under the task's root (memfd, runtime binary) */
+#define F_FORK_FOLDED 512   /* exec: this process's fork was held and is folded into this exec */
+
+/* fold_stats slots (podtrail.bpf.process.FOLD_OUTCOMES) */
+#define FOLD_FOLDED 0       /* a held fork taken by the exec that followed: never sent */
+#define FOLD_MAP_FULL 1     /* held_forks was full (or had the pid): the fork was sent at once */
+#define FOLD_SLOTS 2
 
 #define ARGS_BUF 16384      /* argv bytes kept at most, whatever the config */
 #define ARG_MAX_READ 4096   /* the largest per-argument size the config may set */
@@ -52,9 +67,11 @@ struct config {
     __u32 containers_only;
     __u32 max_args;  /* <= MAX_ARGS_CAP */
     __u32 arg_size;  /* 16..ARG_MAX_READ */
+    __u32 fold_forks; /* hold forks for the exec that follows (see the top) */
+    __u32 pad;
 };
 
-const volatile struct config CFG = {.max_args = 32, .arg_size = 256};
+const volatile struct config CFG = {.max_args = 32, .arg_size = 256, .fold_forks = 1};
 
 struct hdr_t {
     __u64 ktime;
@@ -142,6 +159,68 @@ struct {
     __type(key, __u32);
     __type(value, struct argv_t);
 } argv_scratch SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 8192);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, __u32);            /* the child's tgid */
+    __type(value, struct fork_t);  /* the fork sample, as it would have been sent */
+} held_forks SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct fork_t);
+} fork_scratch SEC(".maps"); /* a held fork copied out before its entry is deleted */
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, FOLD_SLOTS);
+    __type(key, __u32);
+    __type(value, __u64);
+} fold_stats SEC(".maps");
+
+static __always_inline void count_fold(__u32 slot)
+{
+    __u64 *n = bpf_map_lookup_elem(&fold_stats, &slot);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
+
+/* Send tgid's held fork now, if there is one (its exit, or a child of its own, comes next).
+ * Copied out first: once deleted, the entry may be reused. */
+static __always_inline void send_held(__u32 tgid)
+{
+    struct fork_t *h = bpf_map_lookup_elem(&held_forks, &tgid);
+    if (!h)
+        return;
+    __u32 z = 0;
+    struct fork_t *c = bpf_map_lookup_elem(&fork_scratch, &z);
+    if (!c)
+        return;
+    bpf_probe_read_kernel(c, sizeof(*c), h);
+    if (bpf_map_delete_elem(&held_forks, &tgid) == 0) /* else the sweep took it: it reports it */
+        submit(c, sizeof(*c));
+}
+
+/* The exec (successful or the first failed attempt) of a child whose fork is held: take the
+ * entry and carry its facts. The parent is the one at the fork, as the fork would have said
+ * (the child may have been re-parented since). */
+static __always_inline void fold_held(struct hdr_t *h)
+{
+    __u32 tgid = h->pid;
+    struct fork_t *f = bpf_map_lookup_elem(&held_forks, &tgid);
+    if (!f)
+        return;
+    __u32 ppid = f->h.ppid;
+    if (bpf_map_delete_elem(&held_forks, &tgid) != 0)
+        return; /* the sweep took it first and reports the fork */
+    h->ppid = ppid;
+    h->flags |= F_FORK_FOLDED;
+    count_fold(FOLD_FOLDED);
+}
 
 static __always_inline int in_container(struct task_struct *t)
 {
@@ -364,6 +443,7 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
     else if (!(fl & PT_PATH_OUTSIDE) && starts_with_dev_shm(&e->exe.s[e->exe_off & (PT_PATH_MAX - 1)]))
         e->drift = DRIFT_DEV_SHM;
     e->h.result = 0;
+    fold_held(&e->h);
     emit_exec(e);
 out:
     if (a)
@@ -395,6 +475,7 @@ static __always_inline int exec_exit(long ret)
         e->drift = 0;
         if (is_runtime(e->h.comm, 0))
             e->h.flags |= F_RUNTIME_SETUP;
+        fold_held(&e->h);
         emit_exec(e);
     }
     bpf_map_delete_elem(&execs, &tid);
@@ -435,6 +516,14 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
     if (is_runtime(f->h.comm, 0))
         f->h.flags |= F_RUNTIME_SETUP;
     fork_cwd(f, child);
+    /* a held parent (forking before it execs, a subshell) is reported first: the child's
+     * ancestry needs it */
+    send_held(BPF_CORE_READ(parent, tgid));
+    if (CFG.fold_forks) {
+        if (bpf_map_update_elem(&held_forks, &f->h.pid, f, BPF_NOEXIST) == 0)
+            return 0;
+        count_fold(FOLD_MAP_FULL);
+    }
     submit(f, sizeof(*f));
     return 0;
 }
@@ -447,6 +536,7 @@ int BPF_PROG(on_exit, struct task_struct *t)
 {
     if (BPF_CORE_READ(t, signal, live.counter) != 0)
         return 0;
+    send_held(BPF_CORE_READ(t, tgid)); /* never exec'd: its fork, then its exit */
     __u32 z = 0;
     struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
     if (!s)

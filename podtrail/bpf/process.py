@@ -4,6 +4,11 @@ Every fact of an exec comes from the sample, read in the kernel at the event (cw
 fd kinds, credentials, namespaces, drift): decoding is pure, nothing is read from /proc.
 cgroup mkdir/rmdir samples are not events: they feed the cgroup id index (``on_cgroup``)
 from the same ordered ring buffer, so a new container's cgroup is known before its first exec.
+
+Forks are folded in the kernel into the exec that follows (process.bpf.c): the exec carries
+``fork_folded``. A child that neither execs nor exits stays in the kernel's ``held_forks``
+map until ``ProcessSource`` sweeps it (``FORK_HOLD_NS``): it is then reported from the stored
+sample, exactly as the kernel would have sent it, only later.
 """
 
 from __future__ import annotations
@@ -11,18 +16,27 @@ from __future__ import annotations
 import ctypes as ct
 import os
 import posixpath
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from podtrail import metrics
 from podtrail.bpf.libbpf import BpfObject, SharedMaps
-from podtrail.bpf.runtime import RingBufferSource, WallClock, kstr
+from podtrail.bpf.runtime import PercpuCounters, RingBufferSource, WallClock, kstr, ringbuf_bytes
 from podtrail.config import SensorConfig
 from podtrail.model.event import Event, new_event
 from podtrail.model.fields import Kind
+from podtrail.pipeline import Emit
 
 EV_EXEC, EV_FORK, EV_EXIT, EV_CGROUP_MKDIR, EV_CGROUP_RMDIR = 1, 2, 3, 4, 5
 F_ARGS_TRUNCATED, F_CONTAINER, F_EXIT_KNOWN, F_NO_ENTER = 1, 2, 4, 8
 F_RUNTIME_SETUP, F_CWD_TRUNCATED, F_CWD_OUTSIDE, F_EXE_TRUNCATED, F_EXE_OUTSIDE = 16, 32, 64, 128, 256
+F_FORK_FOLDED = 512
+# fold_stats slots (process.bpf.c FOLD_*), as podtrail_kernel_reductions_total outcomes
+FOLD_OUTCOMES = ("fork_folded", "fork_map_full")
+FORK_HOLD_NS = 100_000_000  # a held fork older than this is reported by the sweep
+SWEEP_EVERY_S = 0.05
 # task_facts.h
 PT_PATH_MAX, PT_NAME_MAX = 1024, 256
 PT_PATH_BUF = PT_PATH_MAX + PT_NAME_MAX
@@ -63,7 +77,8 @@ class Config(ct.Structure):
 
     _fields_ = [
         ("host_pidns_ino", ct.c_uint64), ("self_tgid", ct.c_uint32), ("containers_only", ct.c_uint32),
-        ("max_args", ct.c_uint32), ("arg_size", ct.c_uint32),
+        ("max_args", ct.c_uint32), ("arg_size", ct.c_uint32), ("fold_forks", ct.c_uint32),
+        ("pad", ct.c_uint32),
     ]
 
 
@@ -168,40 +183,96 @@ class ProcessDecoder:
         if e.drift:
             ev["drift"] = True
             ev["drift_reason"] = DRIFT_REASONS.get(e.drift, "other")
+        if h.flags & F_FORK_FOLDED:
+            ev["fork_folded"] = True
         if h.flags & F_NO_ENTER:
             ev.pop("argv")
             ev.pop("cmdline")
         return ev
 
 
-def process_config(cfg: SensorConfig) -> Config:
-    """The read-only kernel config: self filter, containers_only, argv limits, host PID ns."""
+def process_config(cfg: SensorConfig, fold_forks: bool = True) -> Config:
+    """The read-only kernel config: self filter, containers_only, argv limits, host PID ns,
+    fork folding."""
     return Config(
         host_pidns_ino=os.stat("/proc/self/ns/pid").st_ino, self_tgid=os.getpid(),
         containers_only=int(cfg.containers_only),
         max_args=max(1, min(cfg.argv_max_args, MAX_ARGS_CAP)),
         arg_size=max(16, min(cfg.argv_max_arg_bytes, ARG_MAX_READ)),
+        fold_forks=int(fold_forks),
     )
 
 
-def ringbuf_bytes(pages: int) -> int:
-    """The ring buffer size: a power of two number of pages (rounded up), at least one."""
-    n = 1
-    while n < max(1, pages):
-        n <<= 1
-    return n * os.sysconf("SC_PAGE_SIZE")
+class ProcessSource(RingBufferSource):
+    """The process object's ring buffer, plus the sweep of forks held in the kernel.
+
+    Every ``SWEEP_EVERY_S`` (after consuming the ring buffer) the reader thread takes each
+    ``held_forks`` entry older than ``hold_ns`` with lookup-and-delete and emits it as the
+    fork event the kernel would have sent: a child that neither execs nor exits (a daemon's
+    worker, a long subshell) is reported while it lives. The kernel deletes entries as well
+    (exec, exit, a child's fork); whichever side deletes first reports, exactly once. At stop
+    every held fork is reported."""
+
+    def __init__(self, *a: Any, hold_ns: int = FORK_HOLD_NS, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.hold_ns = hold_ns
+        self.forks_sent_late = 0
+        self._next_sweep = 0.0
+        self._folds = PercpuCounters("fold_stats", FOLD_OUTCOMES,
+                                     lambda outcome, n: metrics.kernel_reduced(self.name, outcome, n))
+        self._sweep_lock = threading.Lock()
+
+    def _poll(self, timeout_ms: int) -> None:
+        super()._poll(timeout_ms)
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY_S
+            self.sweep(self.hold_ns)
+
+    def sweep(self, min_age_ns: int) -> int:
+        """Report the held forks at least ``min_age_ns`` old; how many were reported."""
+        obj = self.obj
+        if obj is None or not obj.has_map("held_forks"):
+            return 0
+        with self._sweep_lock:
+            m = obj.map("held_forks")
+            cutoff = time.monotonic_ns() - min_age_ns
+            n = 0
+            for key in list(m.keys()):
+                v = m.lookup(key)
+                if v is None or int.from_bytes(v[:8], "little") > cutoff:
+                    continue
+                raw = m.lookup_and_delete(key)
+                if raw is not None:  # else the kernel took it (exec, exit) and reported it
+                    n += 1
+                    self._deliver(raw)
+            if n:
+                self.forks_sent_late += n
+                metrics.kernel_reduced(self.name, "fork_sent_late", n)
+            return n
+
+    def _count_lost(self) -> None:
+        super()._count_lost()
+        if self.obj is not None:
+            self._folds.export(self.obj)
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        super().run(emit, stop)
+        self.sweep(0)  # nothing held is lost at stop
 
 
 def build_process_source(cfg: SensorConfig, on_cgroup: OnCgroup | None = None,
-                         shared: SharedMaps | None = None) -> RingBufferSource:
+                         shared: SharedMaps | None = None, *, fold_forks: bool = True,
+                         hold_ns: int = FORK_HOLD_NS) -> ProcessSource:
     """The process sensor as a pipeline Source (name ``ebpf-process``). With ``shared``, its
-    ``drift_inodes`` map is the file sensor's (whichever object loads first creates it)."""
+    ``drift_inodes`` map is the file sensor's (whichever object loads first creates it).
+    ``fold_forks=False`` sends every fork as it happens (the sensor as it was, for comparison)."""
     decoder = ProcessDecoder(on_cgroup)
 
     def prepare(obj: BpfObject) -> None:
-        obj.set_rodata(bytes(process_config(cfg)))
+        obj.set_rodata(bytes(process_config(cfg, fold_forks)))
 
-    src = RingBufferSource("ebpf-process", "process", decoder.decode, prepare=prepare,
-                           ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), shared=shared)
+    src = ProcessSource("ebpf-process", "process", decoder.decode, prepare=prepare,
+                        ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), shared=shared, hold_ns=hold_ns)
     src.decoder = decoder  # type: ignore[attr-defined]
     return src

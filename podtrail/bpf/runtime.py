@@ -55,6 +55,38 @@ def host_pidns_flags() -> list[str]:
     return [f"-DHOST_PIDNS_DEV={st.st_dev}", f"-DHOST_PIDNS_INO={st.st_ino}"]
 
 
+def ringbuf_bytes(pages: int) -> int:
+    """The ring buffer size: a power of two number of pages (rounded up), at least one."""
+    n = 1
+    while n < max(1, pages):
+        n <<= 1
+    return n * os.sysconf("SC_PAGE_SIZE")
+
+
+class PercpuCounters:
+    """A per-CPU array of u64 counters a program bumps (one slot per name), exported as
+    increments: ``export`` sums each slot over the CPUs and passes what is new to ``inc``."""
+
+    def __init__(self, map_name: str, names: tuple[str, ...], inc: Callable[[str, int], None]) -> None:
+        self.map_name = map_name
+        self.names = names
+        self._inc = inc
+        self._seen = [0] * len(names)
+        self._keys = [i.to_bytes(4, "little") for i in range(len(names))]
+
+    def totals(self, obj: BpfObject) -> dict[str, int]:
+        m = obj.map(self.map_name)
+        return {name: m.sum_percpu_u64(k) for name, k in zip(self.names, self._keys, strict=True)}
+
+    def export(self, obj: BpfObject) -> None:
+        if not obj.has_map(self.map_name):
+            return
+        for i, n in enumerate(self.totals(obj).values()):
+            if n > self._seen[i]:
+                self._inc(self.names[i], n - self._seen[i])
+                self._seen[i] = n
+
+
 class RingReader:
     """What every ring-buffer source shares: decode and emit each sample (a decoding bug is
     counted, never stops the reader), the poll loop, and the kernel's lost-sample counter
