@@ -75,7 +75,7 @@ def test_container_exec_carries_identity_and_ancestry(agent: tuple[Any, CaptureS
 
 
 def test_short_lived_process_keeps_full_context(agent: tuple[Any, CaptureSink]) -> None:
-    """A process that exits at once: its exec, fork and exit events still carry the container
+    """A process that exits at once: its exec and exit events still carry the container
     and its parent (answered from the events, not from /proc, which is already gone)."""
     require_runc()
     _, sink = agent
@@ -89,8 +89,9 @@ def test_short_lived_process_keeps_full_context(agent: tuple[Any, CaptureSink]) 
         assert ev_exit and ev_exit[0]["exit_code"] == 0
         assert ev_exit[0]["container_id"] == c.id and ev_exit[0]["path"] == "/bin/true"
         assert ev_exit[0]["parent_path"] == "/bin/sh"
-        fork = sink.wait_for(lambda e: e["action"] == "fork" and e["pid"] == pid)
-        assert fork and fork[0]["ppid"] == ex[0]["ppid"] and fork[0]["container_id"] == c.id
+        # its fork is folded into the exec (tests/spine/test_fork_fold.py): no event of its own
+        assert ex[0]["fork_folded"] is True and ex[0]["parent_key"].startswith(f"{ex[0]['ppid']}:")
+        assert not [e for e in sink.events if e["action"] == "fork" and e["pid"] == pid]
         sh_exit = sink.wait_for(lambda e: e["action"] == "exit" and e["pid"] == ex[0]["ppid"])
         assert sh_exit and sh_exit[0]["exit_code"] == 7
     finally:
