@@ -23,7 +23,7 @@ from typing import Any
 
 from podtrail import metrics
 from podtrail.bpf.libbpf import BpfObject, SharedMaps
-from podtrail.bpf.runtime import PercpuCounters, RingBufferSource, WallClock, kstr, ringbuf_bytes
+from podtrail.bpf.runtime import PercpuCounters, RingBufferSource, WallClock, kstr, ringbuf_bytes, take_older
 from podtrail.config import SensorConfig
 from podtrail.model.event import Event, new_event
 from podtrail.model.fields import Kind
@@ -235,17 +235,10 @@ class ProcessSource(RingBufferSource):
         if obj is None or not obj.has_map("held_forks"):
             return 0
         with self._sweep_lock:
-            m = obj.map("held_forks")
-            cutoff = time.monotonic_ns() - min_age_ns
             n = 0
-            for key in list(m.keys()):
-                v = m.lookup(key)
-                if v is None or int.from_bytes(v[:8], "little") > cutoff:
-                    continue
-                raw = m.lookup_and_delete(key)
-                if raw is not None:  # else the kernel took it (exec, exit) and reported it
-                    n += 1
-                    self._deliver(raw)
+            for raw in take_older(obj.map("held_forks"), time.monotonic_ns() - min_age_ns):
+                n += 1
+                self._deliver(raw)  # the fork_t sample, as the kernel would have sent it
             if n:
                 self.forks_sent_late += n
                 metrics.kernel_reduced(self.name, "fork_sent_late", n)

@@ -13,12 +13,12 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from podtrail import metrics
-from podtrail.bpf.libbpf import BpfError, BpfObject, RingBuffer, SharedMaps
+from podtrail.bpf.libbpf import BpfError, BpfMap, BpfObject, RingBuffer, SharedMaps
 from podtrail.bpf.objects import missing_message, object_path
 from podtrail.pipeline import Emit
 
@@ -61,6 +61,19 @@ def ringbuf_bytes(pages: int) -> int:
     while n < max(1, pages):
         n <<= 1
     return n * os.sysconf("SC_PAGE_SIZE")
+
+
+def take_older(m: BpfMap, cutoff_ns: int) -> Iterator[bytes]:
+    """Take (lookup-and-delete) every entry of hash map ``m`` whose value starts with a
+    CLOCK_MONOTONIC time (u64) at or before ``cutoff_ns``. An entry the kernel deletes at the
+    same moment is the kernel's to report: each is taken by exactly one side."""
+    for key in list(m.keys()):
+        v = m.lookup(key)
+        if v is None or int.from_bytes(v[:8], "little") > cutoff_ns:
+            continue
+        raw = m.lookup_and_delete(key)
+        if raw is not None:
+            yield raw
 
 
 class PercpuCounters:
