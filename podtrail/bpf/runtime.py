@@ -179,6 +179,7 @@ class RingBufferSource(RingReader):
         self._shared = shared
         self.obj: BpfObject | None = None
         self._ring: RingBuffer | None = None
+        self._shares = False  # counted as a user of ``shared``: released at close
 
     def load(self) -> None:
         if self.obj is not None:
@@ -198,12 +199,16 @@ class RingBufferSource(RingReader):
             obj.load()
             if self._shared is not None:
                 self._shared.after_load(obj)
+                self._shares = True
             if self._configure is not None:
                 self._configure(obj)
             obj.attach()
             self._ring = RingBuffer(obj.map("events"), lambda data, size: self._deliver(ct.string_at(data, size)))
         except Exception:
             obj.close()
+            if self._shares and self._shared is not None:
+                self._shares = False
+                self._shared.release()
             raise
         self.obj = obj
 
@@ -225,6 +230,9 @@ class RingBufferSource(RingReader):
         if self.obj is not None:
             self.obj.close()
             self.obj = None
+        if self._shares and self._shared is not None:
+            self._shares = False
+            self._shared.release()
 
 
 def kstr(raw: bytes) -> str:
