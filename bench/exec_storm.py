@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,12 @@ from collections import deque
 from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def cpu_s(pid: int) -> float:
@@ -63,8 +70,12 @@ def paced(seconds: float, rate: float = 1000.0) -> int:
 
 def with_podtrail(n: int, paced_s: float, rate: float) -> dict[str, float]:
     out = tempfile.NamedTemporaryFile(prefix="podtrail-bench-", suffix=".jsonl", delete=False)
-    agent = subprocess.Popen([sys.executable, "-m", "podtrail", "run", "--no-sockets", "--no-files", "--metrics-port", "9477"],
-                             stdout=out, stderr=subprocess.PIPE)
+    # its own lock and API socket: another agent on the node (a test's) must not stop this one
+    priv = Path(tempfile.mkdtemp(prefix="podtrail-bench-"))
+    port = free_port()
+    (priv / "agent.yaml").write_text(f"lock_file: {priv}/agent.lock\nosquery:\n  api_socket: {priv}/api.sock\n")
+    agent = subprocess.Popen([sys.executable, "-m", "podtrail", "run", "-c", str(priv / "agent.yaml"), "--no-sockets",
+                              "--no-files", "--metrics-port", str(port)], stdout=out, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # attached when its own warm-up exec shows up
@@ -86,7 +97,7 @@ def with_podtrail(n: int, paced_s: float, rate: float) -> dict[str, float]:
         paced_wall = time.perf_counter() - t0
         time.sleep(1.0)
         c2 = cpu_s(agent.pid)
-        metrics = subprocess.run(["curl", "-s", "127.0.0.1:9477/metrics"], capture_output=True, text=True).stdout
+        metrics = subprocess.run(["curl", "-s", f"127.0.0.1:{port}/metrics"], capture_output=True, text=True).stdout
     finally:
         agent.send_signal(signal.SIGINT)
         agent.wait(30)
@@ -99,10 +110,14 @@ def with_podtrail(n: int, paced_s: float, rate: float) -> dict[str, float]:
                 elif f'"cmdline":"{" ".join(PACED_CMD)}"' in line:
                     paced_seen += 1
     os.unlink(out.name)
+    subprocess.run(["rm", "-rf", str(priv)], check=False)
     drops = {line.split("{", 1)[1].split("}", 1)[0]: float(line.split()[-1]) for line in metrics.splitlines()
              if line.startswith("podtrail_dropped_events_total{")}
     lost = sum(drops.values())
+    reductions = {line.split("{", 1)[1].split("}", 1)[0]: float(line.split()[-1]) for line in metrics.splitlines()
+                  if line.startswith("podtrail_kernel_reductions_total{")}
     return {"wall": wall, "cpu_storm": (c1 - c0) / (wall + 1.0), "seen": seen, "lost": lost, "drops": drops,
+            "reductions": reductions,
             "cpu_us_per_exec_storm": (c1 - c0) / max(seen, 1) * 1e6, "cpu_us_per_exec_paced": (c2 - c1) / max(k, 1) * 1e6,
             "paced_rate": k / paced_wall, "cpu_paced": (c2 - c1) / (paced_wall + 1.0), "paced_seen": paced_seen, "paced_n": k}
 
@@ -151,6 +166,7 @@ def main() -> int:
         "podtrail_events_seen": pt["seen"],
         "podtrail_dropped": pt["lost"],
         "podtrail_drops_by_reason": pt["drops"],
+        "podtrail_kernel_reductions": pt["reductions"],
         "podtrail_cpu_us_per_exec_storm": pt["cpu_us_per_exec_storm"],
         "podtrail_cpu_us_per_exec_paced": pt["cpu_us_per_exec_paced"],
         "paced_execs_per_s": pt["paced_rate"],
