@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,17 @@ class CaptureSink:
                 if len(hits) >= count or left <= 0:
                     return hits
                 self._cv.wait(left)
+
+
+def process_only_config(private_api: bool = False) -> Config:
+    """The agent with the process sensor only; ``private_api``: its local API socket in a
+    folder of its own (another agent on the node, a parallel test's, may hold the default)."""
+    cfg = Config()
+    cfg.sensor.sockets = False
+    cfg.sensor.files = False
+    if private_api:
+        cfg.osquery.api_socket = tempfile.mkdtemp(prefix="podtrail-test-api-") + "/api.sock"
+    return cfg
 
 
 def start_agent(cfg: Config | None = None, extra_stages: list[Any] | None = None) -> tuple[Any, CaptureSink]:

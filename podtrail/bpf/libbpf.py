@@ -256,15 +256,17 @@ class BpfMap:
         if rc:
             raise _err(f"map {self.name}: update", rc)
 
-    def lookup(self, key: bytes) -> bytes | None:
-        n = self._value_len()
-        v = ct.create_string_buffer(n)
-        rc = lib().c.bpf_map_lookup_elem(self.fd, self._key(key), v)
+    def _read(self, fn: Callable[[int, object, object], int], what: str, key: bytes) -> bytes | None:
+        v = ct.create_string_buffer(self._value_len())
+        rc = fn(self.fd, self._key(key), v)
         if rc:
             if ct.get_errno() == errno_mod.ENOENT or rc == -errno_mod.ENOENT:
                 return None
-            raise _err(f"map {self.name}: lookup", rc)
+            raise _err(f"map {self.name}: {what}", rc)
         return v.raw
+
+    def lookup(self, key: bytes) -> bytes | None:
+        return self._read(lib().c.bpf_map_lookup_elem, "lookup", key)
 
     def lookup_percpu(self, key: bytes) -> list[bytes]:
         """A per-CPU map's values, one per possible CPU."""
@@ -280,13 +282,7 @@ class BpfMap:
     def lookup_and_delete(self, key: bytes) -> bytes | None:
         """Take an entry atomically (hash maps, Linux 5.14+): whoever deletes it, a program
         or this call, has it; None when it is gone already."""
-        v = ct.create_string_buffer(self._value_len())
-        rc = lib().c.bpf_map_lookup_and_delete_elem(self.fd, self._key(key), v)
-        if rc:
-            if ct.get_errno() == errno_mod.ENOENT or rc == -errno_mod.ENOENT:
-                return None
-            raise _err(f"map {self.name}: lookup_and_delete", rc)
-        return v.raw
+        return self._read(lib().c.bpf_map_lookup_and_delete_elem, "lookup_and_delete", key)
 
     def delete(self, key: bytes) -> bool:
         rc = lib().c.bpf_map_delete_elem(self.fd, self._key(key))

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from agent_harness import CaptureSink, start_agent
+from agent_harness import CaptureSink, process_only_config, start_agent
 from conftest import require_core, require_runc
 from containers import Container, run_container
 
-from podtrail.config import Config, SensorConfig
+from podtrail.config import SensorConfig
 
 
 class Sensor:
@@ -166,11 +166,7 @@ def test_folding_off_sends_every_fork() -> None:
 def agent() -> Iterator[tuple[Any, CaptureSink]]:
     require_core()
     require_runc()
-    cfg = Config()
-    cfg.sensor.sockets = False
-    cfg.sensor.files = False
-    cfg.osquery.api_socket = f"/tmp/podtrail-fold-{os.getpid()}/api.sock"  # not the default: another agent may hold it
-    a, sink = start_agent(cfg)
+    a, sink = start_agent(process_only_config(private_api=True))
     yield a, sink
     a.stop()
 
