@@ -6,6 +6,9 @@ The workload is busybox sh forking and exec'ing the static /bin/busybox in a loo
 2,000 execs/s per core here). podtrail runs as the real agent (`podtrail run`, eBPF process
 sensor, process table, container stage, JSON lines to a file); auditd runs with one execve
 rule. Prints slowdown ratios, agent CPU % of one core, events seen vs execs, and losses.
+Then a paced phase: ``--paced-rate`` execs/s of ``/bin/busybox true paced-pt`` only (one
+posix_spawn per slot of a fixed schedule, nothing else exec'd), for the agent's µs of CPU per
+exec and % of a core at the rate achieved; and the kernel-side reductions from the metrics.
 """
 
 from __future__ import annotations
