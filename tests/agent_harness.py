@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from podtrail.config import Config
+from podtrail.config import Config, OsqueryConfig
 
 
 class CaptureSink:
@@ -38,14 +38,11 @@ class CaptureSink:
                 self._cv.wait(left)
 
 
-def process_only_config(private_api: bool = False) -> Config:
-    """The agent with the process sensor only; ``private_api``: its local API socket in a
-    folder of its own (another agent on the node, a parallel test's, may hold the default)."""
+def process_only_config() -> Config:
+    """The agent with the process sensor only."""
     cfg = Config()
     cfg.sensor.sockets = False
     cfg.sensor.files = False
-    if private_api:
-        cfg.osquery.api_socket = tempfile.mkdtemp(prefix="podtrail-test-api-") + "/api.sock"
     return cfg
 
 
@@ -54,6 +51,9 @@ def start_agent(cfg: Config | None = None, extra_stages: list[Any] | None = None
 
     cfg = cfg or Config()
     cfg.metrics.enabled = False
+    if cfg.osquery.api_socket == OsqueryConfig().api_socket:
+        # a folder of its own: another agent on the node (a parallel run's) may serve the default
+        cfg.osquery.api_socket = tempfile.mkdtemp(prefix="podtrail-test-api-") + "/api.sock"
     sink = CaptureSink()
     agent = build_agent(cfg, sinks=[sink], extra_stages=extra_stages)
     agent.start()

@@ -166,7 +166,7 @@ def test_folding_off_sends_every_fork() -> None:
 def agent() -> Iterator[tuple[Any, CaptureSink]]:
     require_core()
     require_runc()
-    a, sink = start_agent(process_only_config(private_api=True))
+    a, sink = start_agent(process_only_config())
     yield a, sink
     a.stop()
 
