@@ -19,14 +19,19 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 TICK = os.sysconf("SC_CLK_TCK")
+HERE = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -71,49 +76,78 @@ def paced(seconds: float, rate: float = 1000.0) -> int:
     return n
 
 
-def with_podtrail(n: int, paced_s: float, rate: float) -> dict[str, float]:
-    out = tempfile.NamedTemporaryFile(prefix="podtrail-bench-", suffix=".jsonl", delete=False)
-    # its own lock and API socket: another agent on the node (a test's) must not stop this one
-    priv = Path(tempfile.mkdtemp(prefix="podtrail-bench-"))
+@contextmanager
+def running_agent(priv: Path, checkout: Path = HERE,
+                  python: str = sys.executable) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
+    """``podtrail run`` of ``checkout`` (process sensor only, JSON lines to ``priv/out.jsonl``),
+    attached: its own warm-up exec has shown up. Yields (agent, its output file, its metrics
+    port); stopped with SIGINT after (the output is complete then). Its own lock and API socket
+    in ``priv``: another agent on the node (a test's) must not stop this one."""
+    out = priv / "out.jsonl"
     port = free_port()
     (priv / "agent.yaml").write_text(f"lock_file: {priv}/agent.lock\nosquery:\n  api_socket: {priv}/api.sock\n")
-    agent = subprocess.Popen([sys.executable, "-m", "podtrail", "run", "-c", str(priv / "agent.yaml"), "--no-sockets",
-                              "--no-files", "--metrics-port", str(port)], stdout=out, stderr=subprocess.PIPE)
+    with open(out, "wb") as f:
+        agent = subprocess.Popen([python, "-m", "podtrail", "run", "-c", str(priv / "agent.yaml"), "--no-sockets",
+                                  "--no-files", "--metrics-port", str(port)], cwd=checkout, stdout=f, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # attached when its own warm-up exec shows up
+        while time.monotonic() < deadline and agent.poll() is None:
             subprocess.run(["/bin/busybox", "true", "bench-warmup"])
             time.sleep(0.3)
-            if b"bench-warmup" in Path(out.name).read_bytes():
+            if b"bench-warmup" in out.read_bytes():
                 break
-            if agent.poll() is not None:
-                break
-        if b"bench-warmup" not in Path(out.name).read_bytes():
+        if b"bench-warmup" not in out.read_bytes():
             agent.kill()
             raise SystemExit(f"exec_storm: the agent never reported its warm-up exec:\n{agent.communicate()[1].decode()[-2000:]}")
-        c0 = cpu_s(agent.pid)
-        wall = storm(n, "storm-pt")
-        time.sleep(1.0)  # let the agent drain
-        c1 = cpu_s(agent.pid)
-        t0 = time.perf_counter()
-        k = paced(paced_s, rate)
-        paced_wall = time.perf_counter() - t0
-        time.sleep(1.0)
-        c2 = cpu_s(agent.pid)
-        metrics = subprocess.run(["curl", "-s", f"127.0.0.1:{port}/metrics"], capture_output=True, text=True).stdout
+        yield agent, out, port
     finally:
         agent.send_signal(signal.SIGINT)
         agent.wait(30)
-    seen = paced_seen = 0
-    with open(out.name) as f:
-        for line in f:
-            if '"action":"exec"' in line and '"comm":"busybox"' in line:
-                if "storm-pt" in line:
-                    seen += 1
-                elif f'"cmdline":"{" ".join(PACED_CMD)}"' in line:
-                    paced_seen += 1
-    os.unlink(out.name)
-    subprocess.run(["rm", "-rf", str(priv)], check=False)
+
+
+def paced_seen(out: Path) -> int:
+    cmd = f'"cmdline":"{" ".join(PACED_CMD)}"'.encode()
+    return sum(1 for line in out.read_bytes().splitlines() if b'"action":"exec"' in line and cmd in line)
+
+
+def paced_ab(reference: Path, rounds: int, seconds: float, rate: float) -> dict[str, object]:
+    """Agent µs of CPU per exec in the paced phase, this checkout and ``reference`` (its
+    .venv) alternating round by round, so the machine's noise hits both."""
+    runs: dict[str, list[float]] = {"this": [], "reference": []}
+    for _ in range(rounds):
+        for name, checkout in (("reference", reference), ("this", HERE)):
+            with tempfile.TemporaryDirectory(prefix="podtrail-bench-") as d:
+                with running_agent(Path(d), checkout, str(checkout / ".venv/bin/python")) as (agent, out, _):
+                    time.sleep(0.5)
+                    c0 = cpu_s(agent.pid)
+                    n = paced(seconds, rate)
+                    time.sleep(1.0)
+                    runs[name].append((cpu_s(agent.pid) - c0) / n * 1e6)
+                if paced_seen(out) != n:
+                    print(f"warning: {name}: {paced_seen(out)} of {n} paced execs seen", file=sys.stderr)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {"rounds": rounds, "paced_seconds": seconds, "paced_rate": rate,
+            "us_per_exec_this": [round(x) for x in runs["this"]], "us_per_exec_reference": [round(x) for x in runs["reference"]],
+            "median_this": med["this"], "median_reference": med["reference"], "ratio_this_over_reference": med["this"] / med["reference"],
+            "load_average": os.getloadavg()[0]}
+
+
+def with_podtrail(n: int, paced_s: float, rate: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="podtrail-bench-") as d:
+        with running_agent(Path(d)) as (agent, out, port):
+            c0 = cpu_s(agent.pid)
+            wall = storm(n, "storm-pt")
+            time.sleep(1.0)  # let the agent drain
+            c1 = cpu_s(agent.pid)
+            t0 = time.perf_counter()
+            k = paced(paced_s, rate)
+            paced_wall = time.perf_counter() - t0
+            time.sleep(1.0)
+            c2 = cpu_s(agent.pid)
+            metrics = subprocess.run(["curl", "-s", f"127.0.0.1:{port}/metrics"], capture_output=True, text=True).stdout
+        lines = out.read_bytes().splitlines()
+        seen = sum(1 for line in lines if b'"action":"exec"' in line and b'"comm":"busybox"' in line and b"storm-pt" in line)
+        n_paced = paced_seen(out)
     drops = {line.split("{", 1)[1].split("}", 1)[0]: float(line.split()[-1]) for line in metrics.splitlines()
              if line.startswith("podtrail_dropped_events_total{")}
     lost = sum(drops.values())
@@ -122,7 +156,7 @@ def with_podtrail(n: int, paced_s: float, rate: float) -> dict[str, float]:
     return {"wall": wall, "cpu_storm": (c1 - c0) / (wall + 1.0), "seen": seen, "lost": lost, "drops": drops,
             "reductions": reductions,
             "cpu_us_per_exec_storm": (c1 - c0) / max(seen, 1) * 1e6, "cpu_us_per_exec_paced": (c2 - c1) / max(k, 1) * 1e6,
-            "paced_rate": k / paced_wall, "cpu_paced": (c2 - c1) / (paced_wall + 1.0), "paced_seen": paced_seen, "paced_n": k}
+            "paced_rate": k / paced_wall, "cpu_paced": (c2 - c1) / (paced_wall + 1.0), "paced_seen": n_paced, "paced_n": k}
 
 
 def with_auditd(n: int) -> dict[str, float]:
@@ -153,7 +187,13 @@ def main() -> int:
     ap.add_argument("--execs", type=int, default=6000)
     ap.add_argument("--paced-seconds", type=float, default=10)
     ap.add_argument("--paced-rate", type=float, default=1000, help="execs/s of the paced phase")
+    ap.add_argument("--reference", type=Path, help="another checkout (with its .venv): only the paced phase, "
+                    "alternating with this one for --rounds rounds; prints µs per exec of both and the ratio")
+    ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
+    if a.reference:
+        print(json.dumps(paced_ab(a.reference, a.rounds, a.paced_seconds, a.paced_rate), indent=2))
+        return 0
     storm(500, "warm")
     base = min(storm(a.execs, "storm-base") for _ in range(2))
     pt = with_podtrail(a.execs, a.paced_seconds, a.paced_rate)
