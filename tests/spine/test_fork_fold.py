@@ -162,28 +162,26 @@ def test_folding_off_sends_every_fork() -> None:
 # ---- the agent: process table, ancestry, failed execs of a PATH search ---------------------
 
 
-@pytest.fixture(scope="module")
-def agent() -> Iterator[tuple[Any, CaptureSink]]:
+@pytest.fixture
+def sink_ctr() -> Iterator[tuple[CaptureSink, Container]]:
+    """The agent (process sensor only) and a runc container with dash as /bin/sh."""
     require_core()
     require_runc()
     a, sink = start_agent(process_only_config())
-    yield a, sink
-    a.stop()
-
-
-@pytest.fixture(scope="module")
-def ctr(agent: tuple[Any, CaptureSink]) -> Iterator[Container]:
     c = run_container("kubelet-cgroupfs-burstable")
-    yield c
-    c.destroy()
+    try:
+        yield sink, c
+    finally:
+        c.destroy()
+        a.stop()
 
 
-def test_agent_ancestry_of_folded_execs_and_a_subshell(agent: tuple[Any, CaptureSink], ctr: Container) -> None:
+def test_agent_ancestry_of_folded_execs_and_a_subshell(sink_ctr: tuple[CaptureSink, Container]) -> None:
     """dash in a container: a subshell that never execs (its fork and exit are events, with
     its cwd) and whose child names it as parent; a command whose exec fails (the fork is
     folded into the failed exec, which still has its process and parent); `cat`, whose fork
     is folded into its exec, with the shell as parent and no fork event."""
-    _, sink = agent
+    sink, ctr = sink_ctr
     ctr.exec("sh", "-c", "( cd /tmp && /bin/sleep 0.3; exit 3 ); /nope/tool fold-fail-marker; "
              "cat /dev/null fold-path-marker; exit 0", check=False)
 
