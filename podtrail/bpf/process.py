@@ -90,9 +90,19 @@ CWD_OFF, EXE_OFF = ExecFixed.cwd.offset, ExecFixed.exe.offset
 ARGS_OFF = ExecFixed.exe.offset + PT_PATH_BUF  # args follow exe (sizeof(ExecFixed) has tail padding)
 
 
-def split_args(buf: bytes, argc: int) -> list[str]:
-    parts = buf.split(b"\0")
-    return [kstr(p) for p in parts[:argc]]
+def split_args(buf: bytes, argc: int, max_args: int = MAX_ARGS_CAP, arg_size: int = ARG_MAX_READ) -> tuple[list[str], bool]:
+    """argv from its NUL-separated bytes: at most ``max_args`` arguments of at most
+    ``arg_size - 1`` bytes (the kernel reads a successful exec's argv whole, from the new
+    image); and whether anything was cut."""
+    parts = buf.split(b"\0")[:argc]
+    cut = len(parts) > max_args
+    if cut:
+        parts = parts[:max_args]
+    keep = arg_size - 1
+    if any(len(p) > keep for p in parts):
+        cut = True
+        parts = [p[:keep] for p in parts]
+    return [kstr(p) for p in parts], cut
 
 
 def path_in(buf: bytes, off: int) -> str:
@@ -122,9 +132,11 @@ def kernel_dev(dev: int) -> int:
 
 
 class ProcessDecoder:
-    def __init__(self, on_cgroup: OnCgroup | None = None) -> None:
+    def __init__(self, on_cgroup: OnCgroup | None = None, max_args: int = 32, arg_size: int = 256) -> None:
         self.clock = WallClock()
         self.on_cgroup = on_cgroup
+        self.max_args = max_args  # the argv limits (SensorConfig argv_max_args, argv_max_arg_bytes)
+        self.arg_size = arg_size
 
     def decode(self, raw: bytes) -> Event | None:
         h = Hdr.from_buffer_copy(raw[:HDR_SIZE])
@@ -161,10 +173,10 @@ class ProcessDecoder:
         cwd = path_in(raw[CWD_OFF:CWD_OFF + PT_PATH_BUF], e.cwd_off)
         name = kstr(e.name)
         stdin, stdout, stderr = (FD_KINDS[k] if k < len(FD_KINDS) else "other" for k in e.fd_kind)
-        argv = split_args(raw[ARGS_OFF:ARGS_OFF + e.args_size], e.argc)
+        argv, cut = split_args(raw[ARGS_OFF:ARGS_OFF + e.args_size], e.argc, self.max_args, self.arg_size)
         ev = new_event(
             Kind.PROCESS, "exec", time_ns=t, path=absolute(name, cwd), argv=argv,
-            cmdline=" ".join(argv), args_truncated=bool(h.flags & F_ARGS_TRUNCATED), result=h.result,
+            cmdline=" ".join(argv), args_truncated=cut or bool(h.flags & F_ARGS_TRUNCATED), result=h.result,
             cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr, euid=e.euid, auid=e.auid,
             session_id=e.sessionid, cap_effective=e.cap_effective, mnt_ns=e.mnt_ns, pid_ns=e.pid_ns,
             net_ns=e.net_ns, **base,
@@ -260,7 +272,8 @@ def build_process_source(cfg: SensorConfig, on_cgroup: OnCgroup | None = None,
     """The process sensor as a pipeline Source (name ``ebpf-process``). With ``shared``, its
     ``drift_inodes`` map is the file sensor's (whichever object loads first creates it).
     ``fold_forks=False`` sends every fork as it happens (the sensor as it was, for comparison)."""
-    decoder = ProcessDecoder(on_cgroup)
+    limits = process_config(cfg)
+    decoder = ProcessDecoder(on_cgroup, limits.max_args, limits.arg_size)
 
     def prepare(obj: BpfObject) -> None:
         obj.set_rodata(bytes(process_config(cfg, fold_forks)))

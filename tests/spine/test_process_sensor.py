@@ -135,6 +135,16 @@ def test_argv_truncation_flag(agent: tuple[Any, CaptureSink]) -> None:
     assert _execs(sink, "short-marker")[0]["args_truncated"] is False
 
 
+def test_long_argument_is_cut_to_arg_size(agent: tuple[Any, CaptureSink]) -> None:
+    """A successful exec's argv is read from the new image whole; the per-argument limit
+    (argv_max_arg_bytes, 256 by default: 255 bytes and the NUL) still holds."""
+    _, sink = agent
+    subprocess.run(["/bin/busybox", "true", "long-arg-marker", "x" * 300, "tail"], check=True)
+    ev = _execs(sink, "long-arg-marker")[0]
+    assert ev["argv"] == ["/bin/busybox", "true", "long-arg-marker", "x" * 255, "tail"]
+    assert ev["args_truncated"] is True
+
+
 def test_hostile_argv_survives_as_data(agent: tuple[Any, CaptureSink]) -> None:
     _, sink = agent
     hostile = "x\nCEF:0|evil|=|\t\\"
