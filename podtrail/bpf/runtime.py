@@ -206,9 +206,7 @@ class RingBufferSource(RingReader):
             self._ring = RingBuffer(obj.map("events"), lambda data, size: self._deliver(ct.string_at(data, size)))
         except Exception:
             obj.close()
-            if self._shares and self._shared is not None:
-                self._shares = False
-                self._shared.release()
+            self._release_shared()
             raise
         self.obj = obj
 
@@ -230,6 +228,9 @@ class RingBufferSource(RingReader):
         if self.obj is not None:
             self.obj.close()
             self.obj = None
+        self._release_shared()
+
+    def _release_shared(self) -> None:
         if self._shares and self._shared is not None:
             self._shares = False
             self._shared.release()
