@@ -1,11 +1,14 @@
 """Exec storm: workload slowdown and agent CPU, no monitor vs podtrail vs auditd, one run.
 
-    .venv/bin/python -m bench.exec_storm [--execs 6000] [--paced-seconds 10]
+    .venv/bin/python -m bench exec_storm [--execs 6000] [--paced-seconds 10] [--paced-rate 1000]
 
 The workload is busybox sh forking and exec'ing the static /bin/busybox in a loop (about
 2,000 execs/s per core here). podtrail runs as the real agent (`podtrail run`, eBPF process
 sensor, process table, container stage, JSON lines to a file); auditd runs with one execve
 rule. Prints slowdown ratios, agent CPU % of one core, events seen vs execs, and losses.
+Then a paced phase: ``--paced-rate`` execs/s of ``/bin/busybox true paced-pt`` only (one
+posix_spawn per slot of a fixed schedule, nothing else exec'd), for the agent's µs of CPU per
+exec and % of a core at the rate achieved; and the kernel-side reductions from the metrics.
 """
 
 from __future__ import annotations
@@ -15,13 +18,26 @@ import fcntl
 import json
 import os
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 TICK = os.sysconf("SC_CLK_TCK")
+HERE = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def cpu_s(pid: int) -> float:
@@ -37,53 +53,110 @@ def storm(n: int, marker: str) -> float:
     return time.perf_counter() - t0
 
 
-def paced(seconds: float, marker: str) -> int:
-    """About 1,000 execs/s: one exec, then a 1 ms sleep (busybox usleep)."""
-    n = int(seconds * 1000)
-    script = f'i=0; while [ $i -lt {n} ]; do /bin/busybox true {marker}; /bin/busybox usleep 1; i=$((i+1)); done'
-    subprocess.run(["/bin/busybox", "sh", "-c", script], check=True)
+PACED_CMD = ["/bin/busybox", "true", "paced-pt"]
+
+
+def paced(seconds: float, rate: float = 1000.0) -> int:
+    """``rate`` execs/s of ``PACED_CMD`` for ``seconds``: one posix_spawn (fork + exec + exit,
+    three events for the agent) per slot of a fixed schedule, children reaped as they end.
+    Only the measured command is exec'd (no sleep helper), so every exec counts; behind
+    schedule it spawns at once and catches up, never faster than the schedule."""
+    n = int(seconds * rate)
+    t0 = time.perf_counter()
+    live: deque[int] = deque()  # only our own children: the agent is a child of this process too
+    for i in range(n):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        live.append(os.posix_spawn(PACED_CMD[0], PACED_CMD, os.environ))
+        while live and os.waitpid(live[0], os.WNOHANG)[0]:
+            live.popleft()
+    for pid in live:
+        os.waitpid(pid, 0)
     return n
 
 
-def with_podtrail(n: int, paced_s: float) -> dict[str, float]:
-    out = tempfile.NamedTemporaryFile(prefix="podtrail-bench-", suffix=".jsonl", delete=False)
-    agent = subprocess.Popen([sys.executable, "-m", "podtrail", "run", "--no-sockets", "--no-files", "--metrics-port", "9477"],
-                             stdout=out, stderr=subprocess.PIPE)
+@contextmanager
+def running_agent(priv: Path, checkout: Path = HERE,
+                  python: str = sys.executable) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
+    """``podtrail run`` of ``checkout`` (process sensor only, JSON lines to ``priv/out.jsonl``),
+    attached: its own warm-up exec has shown up. Yields (agent, its output file, its metrics
+    port); stopped with SIGINT after (the output is complete then). Its own lock and API socket
+    in ``priv``: another agent on the node (a test's) must not stop this one."""
+    out = priv / "out.jsonl"
+    port = free_port()
+    (priv / "agent.yaml").write_text(f"lock_file: {priv}/agent.lock\nosquery:\n  api_socket: {priv}/api.sock\n")
+    with open(out, "wb") as f:
+        agent = subprocess.Popen([python, "-m", "podtrail", "run", "-c", str(priv / "agent.yaml"), "--no-sockets",
+                                  "--no-files", "--metrics-port", str(port)], cwd=checkout, stdout=f, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # attached when its own warm-up exec shows up
+        while time.monotonic() < deadline and agent.poll() is None:
             subprocess.run(["/bin/busybox", "true", "bench-warmup"])
             time.sleep(0.3)
-            if b"bench-warmup" in Path(out.name).read_bytes():
+            if b"bench-warmup" in out.read_bytes():
                 break
-        c0 = cpu_s(agent.pid)
-        wall = storm(n, "storm-pt")
-        time.sleep(1.0)  # let the agent drain
-        c1 = cpu_s(agent.pid)
-        t0 = time.perf_counter()
-        k = paced(paced_s, "paced-pt")
-        paced_wall = time.perf_counter() - t0
-        time.sleep(1.0)
-        c2 = cpu_s(agent.pid)
-        metrics = subprocess.run(["curl", "-s", "127.0.0.1:9477/metrics"], capture_output=True, text=True).stdout
+        if b"bench-warmup" not in out.read_bytes():
+            agent.kill()
+            raise SystemExit(f"exec_storm: the agent never reported its warm-up exec:\n{agent.communicate()[1].decode()[-2000:]}")
+        yield agent, out, port
     finally:
         agent.send_signal(signal.SIGINT)
         agent.wait(30)
-    seen = paced_seen = 0
-    with open(out.name) as f:
-        for line in f:
-            if '"action":"exec"' in line and '"comm":"busybox"' in line:
-                if "storm-pt" in line:
-                    seen += 1
-                elif '"cmdline":"/bin/busybox true paced-pt"' in line:
-                    paced_seen += 1
-    os.unlink(out.name)
+
+
+def paced_seen(out: Path) -> int:
+    cmd = f'"cmdline":"{" ".join(PACED_CMD)}"'.encode()
+    return sum(1 for line in out.read_bytes().splitlines() if b'"action":"exec"' in line and cmd in line)
+
+
+def paced_ab(reference: Path, rounds: int, seconds: float, rate: float) -> dict[str, object]:
+    """Agent µs of CPU per exec in the paced phase, this checkout and ``reference`` (its
+    .venv) alternating round by round, so the machine's noise hits both."""
+    runs: dict[str, list[float]] = {"this": [], "reference": []}
+    for _ in range(rounds):
+        for name, checkout in (("reference", reference), ("this", HERE)):
+            with tempfile.TemporaryDirectory(prefix="podtrail-bench-") as d:
+                with running_agent(Path(d), checkout, str(checkout / ".venv/bin/python")) as (agent, out, _):
+                    time.sleep(0.5)
+                    c0 = cpu_s(agent.pid)
+                    n = paced(seconds, rate)
+                    time.sleep(1.0)
+                    runs[name].append((cpu_s(agent.pid) - c0) / n * 1e6)
+                if paced_seen(out) != n:
+                    print(f"warning: {name}: {paced_seen(out)} of {n} paced execs seen", file=sys.stderr)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {"rounds": rounds, "paced_seconds": seconds, "paced_rate": rate,
+            "us_per_exec_this": [round(x) for x in runs["this"]], "us_per_exec_reference": [round(x) for x in runs["reference"]],
+            "median_this": med["this"], "median_reference": med["reference"], "ratio_this_over_reference": med["this"] / med["reference"],
+            "load_average": os.getloadavg()[0]}
+
+
+def with_podtrail(n: int, paced_s: float, rate: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="podtrail-bench-") as d:
+        with running_agent(Path(d)) as (agent, out, port):
+            c0 = cpu_s(agent.pid)
+            wall = storm(n, "storm-pt")
+            time.sleep(1.0)  # let the agent drain
+            c1 = cpu_s(agent.pid)
+            t0 = time.perf_counter()
+            k = paced(paced_s, rate)
+            paced_wall = time.perf_counter() - t0
+            time.sleep(1.0)
+            c2 = cpu_s(agent.pid)
+            metrics = subprocess.run(["curl", "-s", f"127.0.0.1:{port}/metrics"], capture_output=True, text=True).stdout
+        lines = out.read_bytes().splitlines()
+        seen = sum(1 for line in lines if b'"action":"exec"' in line and b'"comm":"busybox"' in line and b"storm-pt" in line)
+        n_paced = paced_seen(out)
     drops = {line.split("{", 1)[1].split("}", 1)[0]: float(line.split()[-1]) for line in metrics.splitlines()
              if line.startswith("podtrail_dropped_events_total{")}
     lost = sum(drops.values())
+    reductions = {line.split("{", 1)[1].split("}", 1)[0]: float(line.split()[-1]) for line in metrics.splitlines()
+                  if line.startswith("podtrail_kernel_reductions_total{")}
     return {"wall": wall, "cpu_storm": (c1 - c0) / (wall + 1.0), "seen": seen, "lost": lost, "drops": drops,
+            "reductions": reductions,
             "cpu_us_per_exec_storm": (c1 - c0) / max(seen, 1) * 1e6, "cpu_us_per_exec_paced": (c2 - c1) / max(k, 1) * 1e6,
-            "paced_rate": k / paced_wall, "cpu_paced": (c2 - c1) / (paced_wall + 1.0), "paced_seen": paced_seen, "paced_n": k}
+            "paced_rate": k / paced_wall, "cpu_paced": (c2 - c1) / (paced_wall + 1.0), "paced_seen": n_paced, "paced_n": k}
 
 
 def with_auditd(n: int) -> dict[str, float]:
@@ -113,10 +186,17 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--execs", type=int, default=6000)
     ap.add_argument("--paced-seconds", type=float, default=10)
+    ap.add_argument("--paced-rate", type=float, default=1000, help="execs/s of the paced phase")
+    ap.add_argument("--reference", type=Path, help="another checkout (with its .venv): only the paced phase, "
+                    "alternating with this one for --rounds rounds; prints µs per exec of both and the ratio")
+    ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
+    if a.reference:
+        print(json.dumps(paced_ab(a.reference, a.rounds, a.paced_seconds, a.paced_rate), indent=2))
+        return 0
     storm(500, "warm")
     base = min(storm(a.execs, "storm-base") for _ in range(2))
-    pt = with_podtrail(a.execs, a.paced_seconds)
+    pt = with_podtrail(a.execs, a.paced_seconds, a.paced_rate)
     au = with_auditd(a.execs)
     base2 = storm(a.execs, "storm-base")
     base = min(base, base2)
@@ -129,6 +209,7 @@ def main() -> int:
         "podtrail_events_seen": pt["seen"],
         "podtrail_dropped": pt["lost"],
         "podtrail_drops_by_reason": pt["drops"],
+        "podtrail_kernel_reductions": pt["reductions"],
         "podtrail_cpu_us_per_exec_storm": pt["cpu_us_per_exec_storm"],
         "podtrail_cpu_us_per_exec_paced": pt["cpu_us_per_exec_paced"],
         "paced_execs_per_s": pt["paced_rate"],

@@ -27,6 +27,12 @@ LOST_SAMPLES = Counter(
     "podtrail_kernel_lost_samples_total", "Samples the kernel could not hand to user space (ring buffer full).",
     ["program"], registry=REGISTRY,
 )
+KERNEL_REDUCTIONS = Counter(
+    "podtrail_kernel_reductions_total",
+    "Samples the sensors did not send one by one, and how held ones were sent (docs/fields.md, "
+    "'Fewer crossings'): fork_folded, fork_sent_late, fork_map_full, socket_repeats.",
+    ["program", "outcome"], registry=REGISTRY,
+)
 PROCESS_TABLE_SIZE = Gauge(
     "podtrail_process_table_size", "Processes tracked in the user-space process table.", registry=REGISTRY,
 )
@@ -59,6 +65,10 @@ class _EventsCollector:
 
 
 REGISTRY.register(_EventsCollector())  # type: ignore[arg-type]
+
+
+def kernel_reduced(program: str, outcome: str, n: int = 1) -> None:
+    KERNEL_REDUCTIONS.labels(program, outcome).inc(n)
 
 
 def dropped(stage: str, reason: str, n: int = 1) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from podtrail.config import Config
+from podtrail.config import Config, OsqueryConfig
 
 
 class CaptureSink:
@@ -37,11 +38,22 @@ class CaptureSink:
                 self._cv.wait(left)
 
 
+def process_only_config() -> Config:
+    """The agent with the process sensor only."""
+    cfg = Config()
+    cfg.sensor.sockets = False
+    cfg.sensor.files = False
+    return cfg
+
+
 def start_agent(cfg: Config | None = None, extra_stages: list[Any] | None = None) -> tuple[Any, CaptureSink]:
     from podtrail.agent import build_agent
 
     cfg = cfg or Config()
     cfg.metrics.enabled = False
+    if cfg.osquery.api_socket == OsqueryConfig().api_socket:
+        # a folder of its own: another agent on the node (a parallel run's) may serve the default
+        cfg.osquery.api_socket = tempfile.mkdtemp(prefix="podtrail-test-api-") + "/api.sock"
     sink = CaptureSink()
     agent = build_agent(cfg, sinks=[sink], extra_stages=extra_stages)
     agent.start()

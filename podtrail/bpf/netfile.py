@@ -14,6 +14,8 @@ import ctypes as ct
 import logging
 import os
 import re
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,11 +24,12 @@ from typing import Any, Final
 import yaml
 from prometheus_client import Counter
 
+from podtrail import metrics
 from podtrail.bpf.libbpf import BpfObject, SharedMaps
-from podtrail.bpf.process import ringbuf_bytes
-from podtrail.bpf.runtime import RingBufferSource, kstr
+from podtrail.bpf.runtime import PercpuCounters, RingBufferSource, kstr, ringbuf_bytes, take_older
 from podtrail.config import ConfigError, SensorConfig
 from podtrail.metrics import REGISTRY
+from podtrail.pipeline import Emit
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,14 @@ KF_PATH_CUT = 512  # the cwd/dirfd walk was cut, or the file is outside the task
 # The kernel wakes the reader once per 128 samples per CPU (netfile.bpf.h WAKEUP_EVERY);
 # fewer are picked up by this poll timeout.
 POLL_MS = 50
+# socket.bpf.c counts a process's identical socket events within this window instead of
+# sending each (docs/fields.md, Fewer crossings); a window that ends without a next event is
+# reported by the sweep, REPEAT_MARGIN_NS after its end (the kernel no longer counts into it).
+REPEAT_WINDOW_NS = 1_000_000_000
+REPEAT_MARGIN_NS = 50_000_000
+REPEAT_SWEEP_S = 0.1
+REPEAT_HEAD = 16  # struct rep_val_t: since (u64), count (u32), pad, then the kept event
+REPEATS_OFF = 240  # struct sock_event_t.repeats (podtrail.bpf.socket reads it)
 
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
@@ -81,24 +92,25 @@ class NfCfg(ct.Structure):
         ("n_excluded", ct.c_uint32),
         ("drift", ct.c_uint32),
         ("pad", ct.c_uint32),
+        ("repeat_window_ns", ct.c_uint64),
     ]
 
 
-def nf_config(cfg: SensorConfig, n_excluded: int) -> NfCfg:
+def nf_config(cfg: SensorConfig, n_excluded: int, repeat_window_ns: int = REPEAT_WINDOW_NS) -> NfCfg:
     """The agent's PID namespace (the host's, when run as intended: tasks outside it are in
     containers), the agent itself, and the switches."""
     st = os.stat("/proc/self/ns/pid")
     return NfCfg(st.st_dev, st.st_ino, os.getpid(), int(cfg.containers_only), int(cfg.loopback),
-                 n_excluded, int(cfg.drift), 0)
+                 n_excluded, int(cfg.drift), 0, repeat_window_ns)
 
 
-def configure_common(obj: BpfObject, cfg: SensorConfig) -> None:
+def configure_common(obj: BpfObject, cfg: SensorConfig, repeat_window_ns: int = REPEAT_WINDOW_NS) -> None:
     """Fill nf_cfg and excluded_comms (each object has its own copies)."""
     comms = [c.encode()[:15] for c in cfg.exclude_comms]
     m = obj.map("excluded_comms")
     for c in comms:
         m.update(c.ljust(16, b"\0"), b"\1")
-    obj.map("nf_cfg").update(b"\0" * 4, bytes(nf_config(cfg, len(comms))))
+    obj.map("nf_cfg").update(b"\0" * 4, bytes(nf_config(cfg, len(comms), repeat_window_ns)))
 
 
 def fill_set(obj: BpfObject, name: str, entries: dict[int, int]) -> None:
@@ -274,26 +286,55 @@ class NetFileSource(RingBufferSource):
 
     def __init__(self, name: str, obj: str, decode: Callable[[bytes], Any],
                  configure: Callable[[BpfObject], None], cfg: SensorConfig,
-                 shared: SharedMaps | None = None) -> None:
+                 shared: SharedMaps | None = None, repeat_window_ns: int = REPEAT_WINDOW_NS) -> None:
         self._cfg = cfg
+        self.repeat_window_ns = repeat_window_ns
 
         def configure_all(o: BpfObject) -> None:
-            configure_common(o, self._cfg)
+            configure_common(o, self._cfg, self.repeat_window_ns)
             configure(o)
 
         super().__init__(name, obj, decode, prepare=leave_out_missing, configure=configure_all,
                          ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), poll_ms=POLL_MS, shared=shared)
-        self._drift_seen = [0] * len(DRIFT_OUTCOMES)
+        self._drift = PercpuCounters("drift_stats", DRIFT_OUTCOMES, lambda o, n: DRIFT_RECORDS.labels(o).inc(n))
+        self._repeats = PercpuCounters("repeat_stats", ("socket_repeats",),
+                                       lambda o, n: metrics.kernel_reduced(self.name, o, n))
+        self._next_flush = 0.0
+        self.repeat_flushes = 0
 
     def _count_lost(self) -> None:
         super()._count_lost()
-        if self.obj is not None and self.obj.has_map("drift_stats"):
-            m = self.obj.map("drift_stats")
-            for i, outcome in enumerate(DRIFT_OUTCOMES):
-                n = m.sum_percpu_u64(i.to_bytes(4, "little"))
-                if n > self._drift_seen[i]:
-                    DRIFT_RECORDS.labels(outcome).inc(n - self._drift_seen[i])
-                    self._drift_seen[i] = n
+        if self.obj is not None:
+            self._drift.export(self.obj)
+            self._repeats.export(self.obj)
+
+    def _poll(self, timeout_ms: int) -> None:
+        super()._poll(timeout_ms)
+        now = time.monotonic()
+        if now >= self._next_flush:
+            self._next_flush = now + REPEAT_SWEEP_S
+            self.flush_repeats(self.repeat_window_ns + REPEAT_MARGIN_NS)
+
+    def flush_repeats(self, min_age_ns: int) -> int:
+        """Report the counted repeats of windows at least ``min_age_ns`` old that no later
+        event carried: the last of them, with ``repeat_count`` = how many were counted."""
+        obj = self.obj
+        if obj is None or not obj.has_map("repeats"):
+            return 0
+        n = 0
+        for raw in take_older(obj.map("repeats"), time.monotonic_ns() - min_age_ns):
+            count = int.from_bytes(raw[8:12], "little")
+            if count:  # an entry without repeats only held its window open
+                last = bytearray(raw[REPEAT_HEAD:])
+                last[REPEATS_OFF:REPEATS_OFF + 4] = (count - 1).to_bytes(4, "little")
+                self._deliver(bytes(last))
+                n += 1
+        self.repeat_flushes += n
+        return n
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        super().run(emit, stop)
+        self.flush_repeats(0)  # counted repeats are reported at stop, not lost
 
     def reconfigure(self, cfg: SensorConfig) -> None:
         """New filter settings for the running object (maps only)."""

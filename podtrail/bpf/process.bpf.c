@@ -9,6 +9,15 @@
  *    verdict (drift.h);
  *  - every sample: real parent tgid and the task's start time (process key pid:start_ns).
  *
+ * Fewer crossings: a fork (new thread group) is held in `held_forks` instead of sent. The
+ * exec that follows (the usual fork+exec) takes the entry and carries the fork's facts itself
+ * (fork-time parent, start time; F_FORK_FOLDED), so one sample crosses instead of two. A child
+ * that exits without exec'ing gets its fork sent just before its exit; one that forks first
+ * gets it sent before its child's; one that neither execs nor exits is reported by user space,
+ * which sweeps entries older than a short window with BPF_MAP_LOOKUP_AND_DELETE_ELEM
+ * (podtrail/bpf/process.py). Whoever deletes an entry reports it: exactly once. A full map
+ * never loses a fork: it is sent at once and counted (fold_stats).
+ *
  * One ring buffer carries every sample, so user space sees them in kernel order: a cgroup's
  * mkdir before the first exec inside it, a fork before the child's exec, exec before exit.
  * Read-only config (CFG, .rodata) is set by the loader before load: the verifier sees it as
@@ -33,12 +42,18 @@ char LICENSE[] SEC("license") = "GPL";
 #define F_ARGS_TRUNCATED 1  /* argv cut to max_args or an argument to arg_size */
 #define F_CONTAINER 2       /* task outside the host PID namespace */
 #define F_EXIT_KNOWN 4      /* exit: exit_code is valid */
-#define F_NO_ENTER 8        /* exec: no sys_enter seen (agent started mid-exec): no argv */
+#define F_NO_ENTER 8        /* exec: argv could not be read from the new image */
 #define F_RUNTIME_SETUP 16  /* the container runtime's own setup (runc/crun init), see is_runtime */
 #define F_CWD_TRUNCATED 32
 #define F_CWD_OUTSIDE 64    /* cwd not under the task's root */
 #define F_EXE_TRUNCATED 128
 #define F_EXE_OUTSIDE 256   /* executable not under the task's root (memfd, runtime binary) */
+#define F_FORK_FOLDED 512   /* exec: this process's fork was held and is folded into this exec */
+
+/* fold_stats slots (podtrail.bpf.process.FOLD_OUTCOMES) */
+#define FOLD_FOLDED 0       /* a held fork taken by the exec that followed: never sent */
+#define FOLD_MAP_FULL 1     /* held_forks was full (or had the pid): the fork was sent at once */
+#define FOLD_SLOTS 2
 
 #define ARGS_BUF 16384      /* argv bytes kept at most, whatever the config */
 #define ARG_MAX_READ 4096   /* the largest per-argument size the config may set */
@@ -52,9 +67,11 @@ struct config {
     __u32 containers_only;
     __u32 max_args;  /* <= MAX_ARGS_CAP */
     __u32 arg_size;  /* 16..ARG_MAX_READ */
+    __u32 fold_forks; /* hold forks for the exec that follows (see the top) */
+    __u32 pad;
 };
 
-const volatile struct config CFG = {.max_args = 32, .arg_size = 256};
+const volatile struct config CFG = {.max_args = 32, .arg_size = 256, .fold_forks = 1};
 
 struct hdr_t {
     __u64 ktime;
@@ -97,14 +114,14 @@ struct exec_t {
     char args[ARGS_BUF + ARG_MAX_READ];
 };
 
-/* argv and name captured at sys_enter, kept per thread until exec ends */
-struct argv_t {
-    __u32 argc;
-    __u32 args_size;
-    __u32 flags;
-    __u32 pad;
-    char name[NAME_BUF];
-    char args[ARGS_BUF + ARG_MAX_READ];
+/* What sys_enter saw, kept per thread until the exec ends: only the caller's pointers. A
+ * successful exec reads argv from the new image (mm->arg_start..arg_end, written by the kernel
+ * and not yet touched by the program); a failed one from these pointers, still valid in the
+ * old image. (Copying argv at every sys_enter into a 20 KiB map value cost 3-6 us per exec
+ * here, as much as on_exec.) */
+struct exec_args_t {
+    __u64 filename;
+    __u64 argv;
 };
 
 struct cgroup_t {
@@ -130,18 +147,72 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 1024);
-    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, 10240);
     __type(key, __u32);
-    __type(value, struct argv_t);
-} execs SEC(".maps"); /* tid -> argv of an exec in progress */
+    __type(value, struct exec_args_t);
+} execs SEC(".maps"); /* tid -> the exec in progress */
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 8192);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, __u32);            /* the child's tgid */
+    __type(value, struct fork_t);  /* the fork sample, as it would have been sent */
+} held_forks SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
-    __type(value, struct argv_t);
-} argv_scratch SEC(".maps");
+    __type(value, struct fork_t);
+} fork_scratch SEC(".maps"); /* a held fork copied out before its entry is deleted */
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, FOLD_SLOTS);
+    __type(key, __u32);
+    __type(value, __u64);
+} fold_stats SEC(".maps");
+
+static __always_inline void count_fold(__u32 slot)
+{
+    __u64 *n = bpf_map_lookup_elem(&fold_stats, &slot);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
+
+/* Send tgid's held fork now, if there is one (its exit, or a child of its own, comes next).
+ * Copied out first: once deleted, the entry may be reused. */
+static __always_inline void send_held(__u32 tgid)
+{
+    struct fork_t *h = bpf_map_lookup_elem(&held_forks, &tgid);
+    if (!h)
+        return;
+    __u32 z = 0;
+    struct fork_t *c = bpf_map_lookup_elem(&fork_scratch, &z);
+    if (!c)
+        return;
+    bpf_probe_read_kernel(c, sizeof(*c), h);
+    if (bpf_map_delete_elem(&held_forks, &tgid) == 0) /* else the sweep took it: it reports it */
+        submit(c, sizeof(*c));
+}
+
+/* The exec (successful or the first failed attempt) of a child whose fork is held: take the
+ * entry and carry its facts. The parent is the one at the fork, as the fork would have said
+ * (the child may have been re-parented since). */
+static __always_inline void fold_held(struct hdr_t *h)
+{
+    __u32 tgid = h->pid;
+    struct fork_t *f = bpf_map_lookup_elem(&held_forks, &tgid);
+    if (!f)
+        return;
+    __u32 ppid = f->h.ppid;
+    if (bpf_map_delete_elem(&held_forks, &tgid) != 0)
+        return; /* the sweep took it first and reports the fork */
+    h->ppid = ppid;
+    h->flags |= F_FORK_FOLDED;
+    count_fold(FOLD_FOLDED);
+}
 
 static __always_inline int in_container(struct task_struct *t)
 {
@@ -201,42 +272,73 @@ static __always_inline int exec_enter(const char *filename, const char *const *a
         return 0;
     if (CFG.containers_only && !in_container(t))
         return 0;
-    __u32 z = 0;
-    struct argv_t *a = bpf_map_lookup_elem(&argv_scratch, &z);
-    if (!a)
-        return 0;
-    a->argc = 0;
-    a->args_size = 0;
-    a->flags = 0;
-    bpf_probe_read_user_str(&a->name, sizeof(a->name), filename);
+    struct exec_args_t a = {.filename = (__u64)filename, .argv = (__u64)argv};
+    __u32 tid = t->pid;
+    bpf_map_update_elem(&execs, &tid, &a, BPF_ANY);
+    return 0;
+}
+
+/* A failed exec's argv, from the caller's pointers (the old image is intact): at most
+ * max_args arguments of at most arg_size bytes each. */
+static __always_inline void argv_from_user(struct exec_t *e, const char *const *argv)
+{
+    e->argc = 0;
+    e->args_size = 0;
     int i;
     for (i = 0; i < MAX_ARGS_CAP && i < CFG.max_args; i++) {
         const char *argp = NULL;
         bpf_probe_read_user(&argp, sizeof(argp), &argv[i]);
         if (!argp)
             break;
-        __u32 off = a->args_size;
+        __u32 off = e->args_size;
         if (off >= ARGS_BUF) {
-            a->flags |= F_ARGS_TRUNCATED;
+            e->h.flags |= F_ARGS_TRUNCATED;
             break;
         }
-        long n = bpf_probe_read_user_str(&a->args[off & (ARGS_BUF - 1)], CFG.arg_size & (ARG_MAX_READ * 2 - 1), argp);
+        long n = bpf_probe_read_user_str(&e->args[off & (ARGS_BUF - 1)], CFG.arg_size & (ARG_MAX_READ * 2 - 1), argp);
         if (n <= 0)
             break;
         if (n == CFG.arg_size)
-            a->flags |= F_ARGS_TRUNCATED;
-        a->args_size = off + n;
-        a->argc++;
+            e->h.flags |= F_ARGS_TRUNCATED;
+        e->args_size = off + n;
+        e->argc++;
     }
     if (i == CFG.max_args) {
         const char *more = NULL;
         bpf_probe_read_user(&more, sizeof(more), &argv[i]);
         if (more)
-            a->flags |= F_ARGS_TRUNCATED;
+            e->h.flags |= F_ARGS_TRUNCATED;
     }
-    __u32 tid = t->pid;
-    bpf_map_update_elem(&execs, &tid, a, BPF_ANY);
-    return 0;
+}
+
+/* A successful exec's argv, from the new image in one read: NUL-separated, as the kernel laid
+ * it out. At most max_args * arg_size bytes cross (user space applies the per-argument limits
+ * and sets F_ARGS_TRUNCATED's counterpart); argc is the kernel's count. */
+static __always_inline void argv_from_mm(struct exec_t *e, struct task_struct *t, struct linux_binprm *bprm)
+{
+    struct mm_struct *mm = BPF_CORE_READ(t, mm);
+    __u64 start = BPF_CORE_READ(mm, arg_start), end = BPF_CORE_READ(mm, arg_end);
+    __u64 cap = (__u64)CFG.max_args * CFG.arg_size;
+    if (cap > ARGS_BUF)
+        cap = ARGS_BUF;
+    __u64 n = end > start ? end - start : 0;
+    if (n > cap) {
+        n = cap;
+        e->h.flags |= F_ARGS_TRUNCATED;
+    }
+    asm volatile("" : "+r"(n));
+    if (n > ARGS_BUF)
+        n = 0;
+    e->argc = BPF_CORE_READ(bprm, argc);
+    e->args_size = 0;
+    if (n == 0) {
+        e->argc = 0; /* an empty argv (argc 0) is a fact worth reporting as such */
+    } else if (bpf_probe_read_user(&e->args, n, (const void *)start) == 0) {
+        e->args_size = n;
+    } else {
+        e->argc = 0;
+        e->h.flags |= F_NO_ENTER; /* unreadable: user space takes it from /proc if it can */
+    }
 }
 
 SEC("tracepoint/syscalls/sys_enter_execve")
@@ -295,18 +397,6 @@ static __always_inline int starts_with_dev_shm(const char *s)
            s[6] == 'h' && s[7] == 'm' && s[8] == '/';
 }
 
-static __always_inline void copy_argv(struct exec_t *e, struct argv_t *a)
-{
-    __u64 n = a->args_size;
-    asm volatile("" : "+r"(n));
-    if (n > ARGS_BUF + ARG_MAX_READ)
-        n = 0;
-    e->argc = a->argc;
-    e->args_size = n;
-    if (n > 0)
-        bpf_probe_read_kernel(&e->args, n, a->args);
-}
-
 static __always_inline void emit_exec(struct exec_t *e)
 {
     __u64 n = e->args_size;
@@ -323,19 +413,12 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
     __u32 z = 0;
     struct exec_t *e = bpf_map_lookup_elem(&scratch, &z);
     __u32 old = old_pid;
-    struct argv_t *a = bpf_map_lookup_elem(&execs, &old);
+    bpf_map_delete_elem(&execs, &old); /* sys_exit then finds nothing: success is reported here */
     if (!e)
-        goto out;
+        return 0;
     if (!fill_hdr(&e->h, t, EV_EXEC))
-        goto out;
-    if (a) {
-        e->h.flags |= a->flags & F_ARGS_TRUNCATED;
-        copy_argv(e, a);
-    } else {
-        e->argc = 0;
-        e->args_size = 0;
-        e->h.flags |= F_NO_ENTER;
-    }
+        return 0;
+    argv_from_mm(e, t, bprm);
     /* the name exec was called with, as the kernel received it */
     long n = bpf_probe_read_kernel_str(&e->name, sizeof(e->name), BPF_CORE_READ(bprm, filename));
     e->name_len = n > 0 ? n - 1 : 0;
@@ -364,10 +447,8 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
     else if (!(fl & PT_PATH_OUTSIDE) && starts_with_dev_shm(&e->exe.s[e->exe_off & (PT_PATH_MAX - 1)]))
         e->drift = DRIFT_DEV_SHM;
     e->h.result = 0;
+    fold_held(&e->h);
     emit_exec(e);
-out:
-    if (a)
-        bpf_map_delete_elem(&execs, &old);
     return 0;
 }
 
@@ -375,17 +456,18 @@ out:
 static __always_inline int exec_exit(long ret)
 {
     __u32 tid = (__u32)bpf_get_current_pid_tgid();
-    struct argv_t *a = bpf_map_lookup_elem(&execs, &tid);
-    if (!a)
+    struct exec_args_t *p = bpf_map_lookup_elem(&execs, &tid);
+    if (!p)
         return 0;
+    struct exec_args_t a = *p;
+    bpf_map_delete_elem(&execs, &tid);
     __u32 z = 0;
     struct exec_t *e = bpf_map_lookup_elem(&scratch, &z);
     struct task_struct *t = bpf_get_current_task_btf();
     if (ret < 0 && e && fill_hdr(&e->h, t, EV_EXEC)) {
-        e->h.flags |= a->flags & F_ARGS_TRUNCATED;
         e->h.result = (__s32)ret;
-        copy_argv(e, a);
-        long n = bpf_probe_read_kernel_str(&e->name, sizeof(e->name), a->name);
+        argv_from_user(e, (const char *const *)a.argv);
+        long n = bpf_probe_read_user_str(&e->name, sizeof(e->name), (const char *)a.filename);
         e->name_len = n > 0 ? n - 1 : 0;
         task_facts(e, t);
         e->exe.s[PT_PATH_MAX - 1] = 0;
@@ -395,9 +477,9 @@ static __always_inline int exec_exit(long ret)
         e->drift = 0;
         if (is_runtime(e->h.comm, 0))
             e->h.flags |= F_RUNTIME_SETUP;
+        fold_held(&e->h);
         emit_exec(e);
     }
-    bpf_map_delete_elem(&execs, &tid);
     return 0;
 }
 
@@ -435,6 +517,14 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
     if (is_runtime(f->h.comm, 0))
         f->h.flags |= F_RUNTIME_SETUP;
     fork_cwd(f, child);
+    /* a held parent (forking before it execs, a subshell) is reported first: the child's
+     * ancestry needs it */
+    send_held(BPF_CORE_READ(parent, tgid));
+    if (CFG.fold_forks) {
+        if (bpf_map_update_elem(&held_forks, &f->h.pid, f, BPF_NOEXIST) == 0)
+            return 0;
+        count_fold(FOLD_MAP_FULL);
+    }
     submit(f, sizeof(*f));
     return 0;
 }
@@ -447,6 +537,7 @@ int BPF_PROG(on_exit, struct task_struct *t)
 {
     if (BPF_CORE_READ(t, signal, live.counter) != 0)
         return 0;
+    send_held(BPF_CORE_READ(t, tgid)); /* never exec'd: its fork, then its exit */
     __u32 z = 0;
     struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
     if (!s)

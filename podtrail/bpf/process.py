@@ -4,6 +4,11 @@ Every fact of an exec comes from the sample, read in the kernel at the event (cw
 fd kinds, credentials, namespaces, drift): decoding is pure, nothing is read from /proc.
 cgroup mkdir/rmdir samples are not events: they feed the cgroup id index (``on_cgroup``)
 from the same ordered ring buffer, so a new container's cgroup is known before its first exec.
+
+Forks are folded in the kernel into the exec that follows (process.bpf.c): the exec carries
+``fork_folded``. A child that neither execs nor exits stays in the kernel's ``held_forks``
+map until ``ProcessSource`` sweeps it (``FORK_HOLD_NS``): it is then reported from the stored
+sample, exactly as the kernel would have sent it, only later.
 """
 
 from __future__ import annotations
@@ -11,18 +16,27 @@ from __future__ import annotations
 import ctypes as ct
 import os
 import posixpath
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from podtrail import metrics
 from podtrail.bpf.libbpf import BpfObject, SharedMaps
-from podtrail.bpf.runtime import RingBufferSource, WallClock, kstr
+from podtrail.bpf.runtime import PercpuCounters, RingBufferSource, WallClock, kstr, ringbuf_bytes, take_older
 from podtrail.config import SensorConfig
 from podtrail.model.event import Event, new_event
 from podtrail.model.fields import Kind
+from podtrail.pipeline import Emit
 
 EV_EXEC, EV_FORK, EV_EXIT, EV_CGROUP_MKDIR, EV_CGROUP_RMDIR = 1, 2, 3, 4, 5
 F_ARGS_TRUNCATED, F_CONTAINER, F_EXIT_KNOWN, F_NO_ENTER = 1, 2, 4, 8
 F_RUNTIME_SETUP, F_CWD_TRUNCATED, F_CWD_OUTSIDE, F_EXE_TRUNCATED, F_EXE_OUTSIDE = 16, 32, 64, 128, 256
+F_FORK_FOLDED = 512
+# fold_stats slots (process.bpf.c FOLD_*), as podtrail_kernel_reductions_total outcomes
+FOLD_OUTCOMES = ("fork_folded", "fork_map_full")
+FORK_HOLD_NS = 100_000_000  # a held fork older than this is reported by the sweep
+SWEEP_EVERY_S = 0.05
 # task_facts.h
 PT_PATH_MAX, PT_NAME_MAX = 1024, 256
 PT_PATH_BUF = PT_PATH_MAX + PT_NAME_MAX
@@ -63,7 +77,8 @@ class Config(ct.Structure):
 
     _fields_ = [
         ("host_pidns_ino", ct.c_uint64), ("self_tgid", ct.c_uint32), ("containers_only", ct.c_uint32),
-        ("max_args", ct.c_uint32), ("arg_size", ct.c_uint32),
+        ("max_args", ct.c_uint32), ("arg_size", ct.c_uint32), ("fold_forks", ct.c_uint32),
+        ("pad", ct.c_uint32),
     ]
 
 
@@ -75,9 +90,19 @@ CWD_OFF, EXE_OFF = ExecFixed.cwd.offset, ExecFixed.exe.offset
 ARGS_OFF = ExecFixed.exe.offset + PT_PATH_BUF  # args follow exe (sizeof(ExecFixed) has tail padding)
 
 
-def split_args(buf: bytes, argc: int) -> list[str]:
-    parts = buf.split(b"\0")
-    return [kstr(p) for p in parts[:argc]]
+def split_args(buf: bytes, argc: int, max_args: int = MAX_ARGS_CAP, arg_size: int = ARG_MAX_READ) -> tuple[list[str], bool]:
+    """argv from its NUL-separated bytes: at most ``max_args`` arguments of at most
+    ``arg_size - 1`` bytes (the kernel reads a successful exec's argv whole, from the new
+    image); and whether anything was cut."""
+    parts = buf.split(b"\0")[:argc]
+    cut = len(parts) > max_args
+    if cut:
+        parts = parts[:max_args]
+    keep = arg_size - 1
+    if any(len(p) > keep for p in parts):
+        cut = True
+        parts = [p[:keep] for p in parts]
+    return [kstr(p) for p in parts], cut
 
 
 def path_in(buf: bytes, off: int) -> str:
@@ -107,9 +132,11 @@ def kernel_dev(dev: int) -> int:
 
 
 class ProcessDecoder:
-    def __init__(self, on_cgroup: OnCgroup | None = None) -> None:
+    def __init__(self, on_cgroup: OnCgroup | None = None, max_args: int = 32, arg_size: int = 256) -> None:
         self.clock = WallClock()
         self.on_cgroup = on_cgroup
+        self.max_args = max_args  # the argv limits (SensorConfig argv_max_args, argv_max_arg_bytes)
+        self.arg_size = arg_size
 
     def decode(self, raw: bytes) -> Event | None:
         h = Hdr.from_buffer_copy(raw[:HDR_SIZE])
@@ -146,10 +173,10 @@ class ProcessDecoder:
         cwd = path_in(raw[CWD_OFF:CWD_OFF + PT_PATH_BUF], e.cwd_off)
         name = kstr(e.name)
         stdin, stdout, stderr = (FD_KINDS[k] if k < len(FD_KINDS) else "other" for k in e.fd_kind)
-        argv = split_args(raw[ARGS_OFF:ARGS_OFF + e.args_size], e.argc)
+        argv, cut = split_args(raw[ARGS_OFF:ARGS_OFF + e.args_size], e.argc, self.max_args, self.arg_size)
         ev = new_event(
             Kind.PROCESS, "exec", time_ns=t, path=absolute(name, cwd), argv=argv,
-            cmdline=" ".join(argv), args_truncated=bool(h.flags & F_ARGS_TRUNCATED), result=h.result,
+            cmdline=" ".join(argv), args_truncated=cut or bool(h.flags & F_ARGS_TRUNCATED), result=h.result,
             cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr, euid=e.euid, auid=e.auid,
             session_id=e.sessionid, cap_effective=e.cap_effective, mnt_ns=e.mnt_ns, pid_ns=e.pid_ns,
             net_ns=e.net_ns, **base,
@@ -168,40 +195,90 @@ class ProcessDecoder:
         if e.drift:
             ev["drift"] = True
             ev["drift_reason"] = DRIFT_REASONS.get(e.drift, "other")
+        if h.flags & F_FORK_FOLDED:
+            ev["fork_folded"] = True
         if h.flags & F_NO_ENTER:
             ev.pop("argv")
             ev.pop("cmdline")
         return ev
 
 
-def process_config(cfg: SensorConfig) -> Config:
-    """The read-only kernel config: self filter, containers_only, argv limits, host PID ns."""
+def process_config(cfg: SensorConfig, fold_forks: bool = True) -> Config:
+    """The read-only kernel config: self filter, containers_only, argv limits, host PID ns,
+    fork folding."""
     return Config(
         host_pidns_ino=os.stat("/proc/self/ns/pid").st_ino, self_tgid=os.getpid(),
         containers_only=int(cfg.containers_only),
         max_args=max(1, min(cfg.argv_max_args, MAX_ARGS_CAP)),
         arg_size=max(16, min(cfg.argv_max_arg_bytes, ARG_MAX_READ)),
+        fold_forks=int(fold_forks),
     )
 
 
-def ringbuf_bytes(pages: int) -> int:
-    """The ring buffer size: a power of two number of pages (rounded up), at least one."""
-    n = 1
-    while n < max(1, pages):
-        n <<= 1
-    return n * os.sysconf("SC_PAGE_SIZE")
+class ProcessSource(RingBufferSource):
+    """The process object's ring buffer, plus the sweep of forks held in the kernel.
+
+    Every ``SWEEP_EVERY_S`` (after consuming the ring buffer) the reader thread takes each
+    ``held_forks`` entry older than ``hold_ns`` with lookup-and-delete and emits it as the
+    fork event the kernel would have sent: a child that neither execs nor exits (a daemon's
+    worker, a long subshell) is reported while it lives. The kernel deletes entries as well
+    (exec, exit, a child's fork); whichever side deletes first reports, exactly once. At stop
+    every held fork is reported."""
+
+    def __init__(self, *a: Any, hold_ns: int = FORK_HOLD_NS, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.hold_ns = hold_ns
+        self.forks_sent_late = 0
+        self._next_sweep = 0.0
+        self._folds = PercpuCounters("fold_stats", FOLD_OUTCOMES,
+                                     lambda outcome, n: metrics.kernel_reduced(self.name, outcome, n))
+        self._sweep_lock = threading.Lock()
+
+    def _poll(self, timeout_ms: int) -> None:
+        super()._poll(timeout_ms)
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY_S
+            self.sweep(self.hold_ns)
+
+    def sweep(self, min_age_ns: int) -> int:
+        """Report the held forks at least ``min_age_ns`` old; how many were reported."""
+        obj = self.obj
+        if obj is None or not obj.has_map("held_forks"):
+            return 0
+        with self._sweep_lock:
+            n = 0
+            for raw in take_older(obj.map("held_forks"), time.monotonic_ns() - min_age_ns):
+                n += 1
+                self._deliver(raw)  # the fork_t sample, as the kernel would have sent it
+            if n:
+                self.forks_sent_late += n
+                metrics.kernel_reduced(self.name, "fork_sent_late", n)
+            return n
+
+    def _count_lost(self) -> None:
+        super()._count_lost()
+        if self.obj is not None:
+            self._folds.export(self.obj)
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        super().run(emit, stop)
+        self.sweep(0)  # nothing held is lost at stop
 
 
 def build_process_source(cfg: SensorConfig, on_cgroup: OnCgroup | None = None,
-                         shared: SharedMaps | None = None) -> RingBufferSource:
+                         shared: SharedMaps | None = None, *, fold_forks: bool = True,
+                         hold_ns: int = FORK_HOLD_NS) -> ProcessSource:
     """The process sensor as a pipeline Source (name ``ebpf-process``). With ``shared``, its
-    ``drift_inodes`` map is the file sensor's (whichever object loads first creates it)."""
-    decoder = ProcessDecoder(on_cgroup)
+    ``drift_inodes`` map is the file sensor's (whichever object loads first creates it).
+    ``fold_forks=False`` sends every fork as it happens (the sensor as it was, for comparison)."""
+    limits = process_config(cfg)
+    decoder = ProcessDecoder(on_cgroup, limits.max_args, limits.arg_size)
 
     def prepare(obj: BpfObject) -> None:
-        obj.set_rodata(bytes(process_config(cfg)))
+        obj.set_rodata(bytes(process_config(cfg, fold_forks)))
 
-    src = RingBufferSource("ebpf-process", "process", decoder.decode, prepare=prepare,
-                           ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), shared=shared)
+    src = ProcessSource("ebpf-process", "process", decoder.decode, prepare=prepare,
+                        ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), shared=shared, hold_ns=hold_ns)
     src.decoder = decoder  # type: ignore[attr-defined]
     return src

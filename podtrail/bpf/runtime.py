@@ -13,12 +13,12 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from podtrail import metrics
-from podtrail.bpf.libbpf import BpfError, BpfObject, RingBuffer, SharedMaps
+from podtrail.bpf.libbpf import BpfError, BpfMap, BpfObject, RingBuffer, SharedMaps
 from podtrail.bpf.objects import missing_message, object_path
 from podtrail.pipeline import Emit
 
@@ -53,6 +53,51 @@ def host_pidns_flags() -> list[str]:
     """The agent's PID namespace (the host's, when run as intended): tasks outside it are in containers."""
     st = os.stat("/proc/self/ns/pid")
     return [f"-DHOST_PIDNS_DEV={st.st_dev}", f"-DHOST_PIDNS_INO={st.st_ino}"]
+
+
+def ringbuf_bytes(pages: int) -> int:
+    """The ring buffer size: a power of two number of pages (rounded up), at least one."""
+    n = 1
+    while n < max(1, pages):
+        n <<= 1
+    return n * os.sysconf("SC_PAGE_SIZE")
+
+
+def take_older(m: BpfMap, cutoff_ns: int) -> Iterator[bytes]:
+    """Take (lookup-and-delete) every entry of hash map ``m`` whose value starts with a
+    CLOCK_MONOTONIC time (u64) at or before ``cutoff_ns``. An entry the kernel deletes at the
+    same moment is the kernel's to report: each is taken by exactly one side."""
+    for key in list(m.keys()):
+        v = m.lookup(key)
+        if v is None or int.from_bytes(v[:8], "little") > cutoff_ns:
+            continue
+        raw = m.lookup_and_delete(key)
+        if raw is not None:
+            yield raw
+
+
+class PercpuCounters:
+    """A per-CPU array of u64 counters a program bumps (one slot per name), exported as
+    increments: ``export`` sums each slot over the CPUs and passes what is new to ``inc``."""
+
+    def __init__(self, map_name: str, names: tuple[str, ...], inc: Callable[[str, int], None]) -> None:
+        self.map_name = map_name
+        self.names = names
+        self._inc = inc
+        self._seen = [0] * len(names)
+        self._keys = [i.to_bytes(4, "little") for i in range(len(names))]
+
+    def totals(self, obj: BpfObject) -> dict[str, int]:
+        m = obj.map(self.map_name)
+        return {name: m.sum_percpu_u64(k) for name, k in zip(self.names, self._keys, strict=True)}
+
+    def export(self, obj: BpfObject) -> None:
+        if not obj.has_map(self.map_name):
+            return
+        for i, n in enumerate(self.totals(obj).values()):
+            if n > self._seen[i]:
+                self._inc(self.names[i], n - self._seen[i])
+                self._seen[i] = n
 
 
 class RingReader:
@@ -134,6 +179,7 @@ class RingBufferSource(RingReader):
         self._shared = shared
         self.obj: BpfObject | None = None
         self._ring: RingBuffer | None = None
+        self._shares = False  # counted as a user of ``shared``: released at close
 
     def load(self) -> None:
         if self.obj is not None:
@@ -153,12 +199,14 @@ class RingBufferSource(RingReader):
             obj.load()
             if self._shared is not None:
                 self._shared.after_load(obj)
+                self._shares = True
             if self._configure is not None:
                 self._configure(obj)
             obj.attach()
             self._ring = RingBuffer(obj.map("events"), lambda data, size: self._deliver(ct.string_at(data, size)))
         except Exception:
             obj.close()
+            self._release_shared()
             raise
         self.obj = obj
 
@@ -180,6 +228,12 @@ class RingBufferSource(RingReader):
         if self.obj is not None:
             self.obj.close()
             self.obj = None
+        self._release_shared()
+
+    def _release_shared(self) -> None:
+        if self._shares and self._shared is not None:
+            self._shares = False
+            self._shared.release()
 
 
 def kstr(raw: bytes) -> str:

@@ -11,6 +11,15 @@
  * `inflight` until the handshake ends (sock:inet_sock_set_state) and reported then. Filters
  * (self, containers only, excluded comms, loopback) run here so unwanted events never reach
  * user space.
+ *
+ * Repeats: an event identical to one this process sent less than repeat_window_ns ago (same
+ * action, family, protocol, result and flags, to the same service end: the remote end of a
+ * connect, the local end of a bind/listen/accept plus an accept's remote address, the unix
+ * path) is counted in `repeats` instead of sent (the last one is kept). The next identical
+ * event after the window carries the count (`repeats`); user space sweeps windows that ended
+ * without one and reports the kept event with its count. An entry is taken by deleting it:
+ * whoever deletes it reports the count, exactly once. Counts only grow inside a window and
+ * entries are taken only after it, so a count cannot change while being taken.
  */
 #include "netfile.bpf.h"
 
@@ -52,6 +61,31 @@ struct sock_event_t {
     __u8 raddr[16];
     char comm[TASK_COMM_LEN_];
     char unix_path[UNIX_PATH_LEN];
+    __u32 repeats; /* identical events counted, not sent, that this one stands for as well */
+    __u32 pad;
+};
+
+/* What makes two events of a process the same (see the top). */
+struct rep_key_t {
+    __u32 pid;
+    __u32 kflags;
+    __s32 ret;
+    __u16 action;
+    __u16 family;
+    __u16 type;
+    __u16 protocol;
+    __u16 port;
+    __u16 pad;
+    __u8 addr[16];
+    __u8 peer[16]; /* accept: the remote address (not its port) */
+    char unix_path[UNIX_PATH_LEN];
+};
+
+struct rep_val_t {
+    __u64 since;   /* the window's start (bpf_ktime_get_ns): user space reads this first */
+    __u32 count;   /* events counted in this window, not sent */
+    __u32 pad;
+    struct sock_event_t last; /* the last of them, reported with the count if none follows */
 };
 
 struct {
@@ -81,6 +115,36 @@ struct {
     __type(key, __u32); /* tid */
     __type(value, __s32); /* the listening fd */
 } accept_args SEC(".maps");
+
+/* Not LRU: an evicted entry would lose its count. Full: events are sent as they come. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 8192);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct rep_key_t);
+    __type(value, struct rep_val_t);
+} repeats SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct rep_key_t);
+} rep_key_scratch SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct rep_val_t);
+} rep_val_scratch SEC(".maps"); /* a new entry */
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} repeat_stats SEC(".maps"); /* events counted, not sent */
 
 static __always_inline int is_loopback(__u16 fam, const __u8 *a) {
     if (fam == FAM_INET)
@@ -224,6 +288,69 @@ static __always_inline int loopback_dropped(struct sock_event_t *e, int remote) 
     return cfg && !cfg->loopback && is_loopback(e->family, remote ? e->raddr : e->laddr);
 }
 
+/* ---- repeats ------------------------------------------------------------------------------ */
+
+static __always_inline void rep_key(struct rep_key_t *k, struct sock_event_t *e)
+{
+    __builtin_memset(k, 0, sizeof(*k));
+    k->pid = e->pid;
+    k->kflags = e->kflags;
+    k->ret = e->ret;
+    k->action = e->action;
+    k->family = e->family;
+    k->type = e->type;
+    k->protocol = e->protocol;
+    if (e->action == A_CONNECT) {
+        k->port = e->rport;
+        __builtin_memcpy(k->addr, e->raddr, 16);
+    } else {
+        k->port = e->lport;
+        __builtin_memcpy(k->addr, e->laddr, 16);
+        if (e->action == A_ACCEPT)
+            __builtin_memcpy(k->peer, e->raddr, 16);
+    }
+    __builtin_memcpy(k->unix_path, e->unix_path, UNIX_PATH_LEN);
+}
+
+/* Send e unless it repeats an event sent less than the window ago (then count it). */
+static __always_inline void send(struct sock_event_t *e)
+{
+    struct nf_cfg_t *cfg = get_cfg();
+    __u64 window = cfg ? cfg->repeat_window_ns : 0;
+    e->repeats = 0;
+    if (!window) {
+        submit(e, sizeof(*e));
+        return;
+    }
+    __u32 z = 0;
+    struct rep_key_t *k = bpf_map_lookup_elem(&rep_key_scratch, &z);
+    struct rep_val_t *nv = bpf_map_lookup_elem(&rep_val_scratch, &z);
+    if (!k || !nv) {
+        submit(e, sizeof(*e));
+        return;
+    }
+    rep_key(k, e);
+    __u64 now = bpf_ktime_get_ns();
+    struct rep_val_t *v = bpf_map_lookup_elem(&repeats, k);
+    if (v) {
+        if (now - v->since < window) {
+            __sync_fetch_and_add(&v->count, 1);
+            bpf_probe_read_kernel(&v->last, sizeof(v->last), e);
+            __u64 *n = bpf_map_lookup_elem(&repeat_stats, &z);
+            if (n)
+                __sync_fetch_and_add(n, 1);
+            return;
+        }
+        __u32 n = v->count; /* final: the window is over */
+        if (bpf_map_delete_elem(&repeats, k) == 0)
+            e->repeats = n; /* else user space took the entry and reports its count */
+    }
+    nv->since = now;
+    nv->count = 0;
+    bpf_map_update_elem(&repeats, k, nv, BPF_NOEXIST); /* full or raced: no window, no loss */
+    submit(e, sizeof(*e));
+}
+
 /* ---- connect and bind: the address from the caller, the rest from the socket --------------- */
 
 static __always_inline int sockaddr_enter(__u16 action, int fd, void *uaddr, int len) {
@@ -270,7 +397,7 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx) {
     e->ret = ret;
     struct sock *sk = (struct sock *)e->sk;
     if (!sk || e->family == FAM_UNIX) {
-        submit(e, sizeof(*e));
+        send(e);
         return 0;
     }
     sock_local(e, sk); /* the port the kernel picked (TCP at SYN_SENT, UDP at connect) */
@@ -294,7 +421,7 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx) {
             }
         }
     }
-    submit(e, sizeof(*e));
+    send(e);
     return 0;
 }
 
@@ -319,7 +446,7 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx) {
         e->kflags |= KF_ESTABLISHED;
         e->ret = 0;
     }
-    submit(e, sizeof(*e));
+    send(e);
     return 0;
 }
 
@@ -337,7 +464,7 @@ int exit_bind(struct trace_event_raw_sys_exit *ctx) {
     struct sock *sk = (struct sock *)e->sk;
     if (e->ret == 0 && sk && e->family != FAM_UNIX)
         sock_local(e, sk); /* bind to port 0: the port the kernel chose */
-    submit(e, sizeof(*e));
+    send(e);
     return 0;
 }
 
@@ -370,7 +497,7 @@ int exit_listen(struct trace_event_raw_sys_exit *ctx) {
     }
     if ((e->family && !wanted_family(e->family)) || loopback_dropped(e, 0))
         return 0;
-    submit(e, sizeof(*e));
+    send(e);
     return 0;
 }
 
@@ -416,7 +543,7 @@ static __always_inline int accept_exit(long ret) {
     }
     if ((e->family && !wanted_family(e->family)) || loopback_dropped(e, e->kflags & KF_PEER_KERNEL))
         return 0;
-    submit(e, sizeof(*e));
+    send(e);
     return 0;
 }
 

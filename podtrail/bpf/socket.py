@@ -27,7 +27,7 @@ DIRECTION: Final = {"connect": "outbound", "accept": "inbound", "bind": "listeni
 SOCK_STREAM, SOCK_DGRAM = 1, 2
 
 # struct sock_event_t in socket.bpf.c
-_EVENT = struct.Struct("<QQQIIIIiiHHHHHHI16s16s16s128s")
+_EVENT = struct.Struct("<QQQIIIIiiHHHHHHI16s16s16s128sII")
 EVENT_SIZE: Final = _EVENT.size
 
 
@@ -68,7 +68,7 @@ class SocketDecoder:
 
     def decode(self, raw: bytes) -> Event | None:
         (mono, cg, _sk, pid, tid, uid, gid, fd, ret, act, family, stype, proto, lport, rport, kf,
-         laddr, raddr, comm, upath) = _EVENT.unpack_from(raw)
+         laddr, raddr, comm, upath, repeats, _) = _EVENT.unpack_from(raw)
         action = ACTIONS.get(act)
         if action is None:
             return None
@@ -81,6 +81,8 @@ class SocketDecoder:
         )
         if transport:
             ev["transport"] = transport
+        if repeats:  # identical events the kernel counted instead of sending (socket.bpf.c)
+            ev["repeat_count"] = repeats + 1
         if is_runtime_setup(ev["comm"]):
             ev["runtime_setup"] = True
         if family == AF_UNIX:

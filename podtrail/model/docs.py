@@ -3,7 +3,7 @@ field declaration (tests keep both files current)."""
 
 from __future__ import annotations
 
-from podtrail.model.fields import FIELDS_LIST, Field, FieldType, Kind
+from podtrail.model.fields import FIELDS_LIST, KERNEL_REDUCTIONS, Field, FieldType, Kind
 
 
 def _cell(v: str | None) -> str:
@@ -41,7 +41,16 @@ def render_fields_md() -> str:
         "CEF: `severity` goes in the header; `time_ns` is rendered as `rt` in milliseconds.",
         "LEEF: `devTime` is epoch milliseconds. ECS: `@timestamp` is ISO 8601 UTC.",
         "",
+        "## Fewer crossings",
+        "",
+        "Some samples are not sent one by one from the kernel; none is lost. Each outcome is counted",
+        "in the metric `podtrail_kernel_reductions_total{program, outcome}`.",
+        "",
+        "| outcome | program | meaning |",
+        "|---|---|---|",
     ]
+    lines += [f"| `{o}` | `{prog}` | {meaning} |" for o, prog, meaning in KERNEL_REDUCTIONS]
+    lines.append("")
     return "\n".join(lines)
 
 

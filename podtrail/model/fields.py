@@ -206,6 +206,8 @@ FIELDS_LIST: Final[tuple[Field, ...]] = (
        cef="runtimeSetup", leef="runtimeSetup", ecs="podtrail.runtime_setup"),
     _f("exit_code", I, P, "Exit status (exit events): the code, or 128+signal when killed.",
        cef="exitCode", leef="exitCode", ecs="process.exit_code"),
+    _f("fork_folded", BOOL, P, "Exec: the fork that created this process was not sent as an event of its own; this exec carries its facts (ppid as at the fork, start_ns). See 'Fewer crossings' below.",
+       cef="forkFolded", leef="forkFolded", ecs="podtrail.fork_folded"),
     _f("parent_path", T, CONTEXT, "Executable path of the parent.",
        cef="parentPath", leef="parentPath", ecs="process.parent.executable"),
     _f("parent_cmdline", T, CONTEXT, "Command line of the parent.",
@@ -292,6 +294,8 @@ FIELDS_LIST: Final[tuple[Field, ...]] = (
        cef="remoteWorkload", leef="remoteWorkload", ecs="podtrail.remote.workload"),
     _f("remote_service", T, S, "Service whose cluster IP is the remote address.",
        cef="remoteService", leef="remoteService", ecs="podtrail.remote.service"),
+    _f("repeat_count", I, S, "How many identical socket events this one stands for (itself included; absent means 1): the same process, action, family, protocol and result to the same service end within the repeat window were counted in the kernel, not sent. See 'Fewer crossings' below.",
+       cef="repeatCount", leef="repeatCount", ecs="podtrail.repeat_count"),
     # ---- file events --------------------------------------------------------------------------
     _f("target_path", T, F, "Path of the file acted on, absolute when it could be resolved.",
        index=True, cef="filePath", cef_max=1023, leef="filePath", ecs="file.path"),
@@ -325,6 +329,27 @@ FIELDS_LIST: Final[tuple[Field, ...]] = (
 )
 
 FIELDS: Final[dict[str, Field]] = {f.name: f for f in FIELDS_LIST}
+
+# What the sensors do not send one by one, and how held samples are sent otherwise: the
+# outcomes of the metric podtrail_kernel_reductions_total{program, outcome}. Nothing here is
+# lost: each is either carried by another event or sent later.
+KERNEL_REDUCTIONS: Final[tuple[tuple[str, str, str], ...]] = (
+    ("fork_folded", "ebpf-process",
+     "A fork (new process, not a thread) is held in the kernel; when the child execs, the exec carries its facts "
+     "(`fork_folded`, ppid as at the fork, start_ns) and no `fork` event is sent. A child that exits without exec'ing "
+     "gets its `fork` just before its `exit`; one that forks first gets it before its child's; a failed exec (a PATH "
+     "search) takes it like a successful one."),
+    ("fork_sent_late", "ebpf-process",
+     "A held fork whose child neither exec'd nor exited within 100 ms: reported by the agent's sweep while the child "
+     "lives, with the fork's own time (events of that child from other sensors may precede it)."),
+    ("fork_map_full", "ebpf-process",
+     "The kernel's map of held forks was full: the fork was sent at once, as without folding."),
+    ("socket_repeats", "ebpf-socket",
+     "A socket event identical to one sent shortly before by the same process (same action, family, protocol, result, "
+     "remote end for connect, local end for bind/listen/accept, unix path), counted in the kernel instead of sent; the "
+     "next such event sent, or the flush at the end of the window, carries the count in `repeat_count`. What differs "
+     "between the repeats (their ephemeral ports, fds and times) is not reported."),
+)
 
 
 def fields_for(kind: Kind) -> tuple[Field, ...]:

@@ -93,6 +93,10 @@ class ProcessStage:
         src_cwd = ev.get("cwd")  # what the sensor itself reported, before the table fills it in
         p: Proc | None
         if ev.get("event_type") == "process":
+            if action == "exec" and ev.get("fork_folded") and (ev.get("result") or 0) < 0:
+                # the kernel folded this child's fork into its first exec, and that failed (a
+                # PATH search): the child as its fork would have made it, then as below
+                t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic(), ev.get("start_ns"), src_cwd)
             if action == "fork":
                 p = t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic(), ev.get("start_ns"),
                               ev.get("cwd"))

@@ -97,7 +97,8 @@ def test_transport_inference(family: int, stype: int, proto: int, kf: int, actio
 def _sock_raw(**kw: object) -> bytes:
     v = dict(mono=1, cg=7, sk=0, pid=10, tid=11, uid=0, gid=0, fd=3, ret=0, action=1, family=2, type=1, proto=0,
              lport=40000, rport=443, kf=netfile.KF_SYN_SENT | netfile.KF_ESTABLISHED,
-             laddr=bytes([10, 0, 0, 1]) + bytes(12), raddr=bytes([10, 0, 0, 2]) + bytes(12), comm=b"curl", path=b"")
+             laddr=bytes([10, 0, 0, 1]) + bytes(12), raddr=bytes([10, 0, 0, 2]) + bytes(12), comm=b"curl", path=b"",
+             repeats=0, pad=0)
     v.update(kw)
     return SOCK_EVENT.pack(*v.values())
 
@@ -174,7 +175,8 @@ def test_programs_for_missing_tracepoints_are_left_out() -> None:
 
 
 def test_event_layouts_match_the_c_structs() -> None:
-    assert SOCK_EVENT.size == 240  # struct sock_event_t
+    assert SOCK_EVENT.size == 248  # struct sock_event_t
+    assert SOCK_EVENT.size - 8 == netfile.REPEATS_OFF
     assert FILE_EVENT.size == 604  # struct file_event_t up to path (sent: 608, the C struct's padding)
     assert struct.calcsize("<512s") == 512
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_harness import CaptureSink, start_agent
+from agent_harness import CaptureSink, process_only_config, start_agent
 from conftest import require_core, require_runc
 from containers import RUNC, Container, run_container
 
@@ -34,10 +34,7 @@ LINK = "/usr/local/bin/tool-link"  # -> /opt/app/tool
 def agent() -> Iterator[tuple[Any, CaptureSink]]:
     require_core()
     require_runc()
-    cfg = Config()
-    cfg.sensor.sockets = False
-    cfg.sensor.files = False
-    a, sink = start_agent(cfg)
+    a, sink = start_agent(process_only_config())
     yield a, sink
     a.stop()
 

@@ -80,6 +80,23 @@ def test_shared_map_is_one_map() -> None:
         shared.close()
 
 
+def test_shared_maps_close_with_their_last_user() -> None:
+    """Each loaded source holds SharedMaps; the fds it dup'ed close when the last one closes."""
+    require_core()
+    shared = SharedMaps(("scratch_hash",))
+    srcs = [RingBufferSource(f"p{i}", "probe", lambda b: None, shared=shared,
+                             prepare=lambda o: o.set_rodata(struct.pack("II", os.getpid(), 1))) for i in range(2)]
+    for s in srcs:
+        s.load()
+    fd = shared.fds["scratch_hash"]
+    assert shared.users == 2 and os.fstat(fd)
+    srcs[0].close()
+    assert shared.fds and os.fstat(fd)
+    srcs[1].close()
+    srcs[1].close()  # idempotent: released once
+    assert shared.users == 0 and not shared.fds
+
+
 def test_verifier_rejection_is_in_the_error(probe: BpfObject) -> None:
     probe.set_autoload("probe_rejected", True)
     with pytest.raises(BpfError) as e:

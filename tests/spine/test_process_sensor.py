@@ -75,7 +75,7 @@ def test_container_exec_carries_identity_and_ancestry(agent: tuple[Any, CaptureS
 
 
 def test_short_lived_process_keeps_full_context(agent: tuple[Any, CaptureSink]) -> None:
-    """A process that exits at once: its exec, fork and exit events still carry the container
+    """A process that exits at once: its exec and exit events still carry the container
     and its parent (answered from the events, not from /proc, which is already gone)."""
     require_runc()
     _, sink = agent
@@ -89,8 +89,9 @@ def test_short_lived_process_keeps_full_context(agent: tuple[Any, CaptureSink]) 
         assert ev_exit and ev_exit[0]["exit_code"] == 0
         assert ev_exit[0]["container_id"] == c.id and ev_exit[0]["path"] == "/bin/true"
         assert ev_exit[0]["parent_path"] == "/bin/sh"
-        fork = sink.wait_for(lambda e: e["action"] == "fork" and e["pid"] == pid)
-        assert fork and fork[0]["ppid"] == ex[0]["ppid"] and fork[0]["container_id"] == c.id
+        # its fork is folded into the exec (tests/spine/test_fork_fold.py): no event of its own
+        assert ex[0]["fork_folded"] is True and ex[0]["parent_key"].startswith(f"{ex[0]['ppid']}:")
+        assert not [e for e in sink.events if e["action"] == "fork" and e["pid"] == pid]
         sh_exit = sink.wait_for(lambda e: e["action"] == "exit" and e["pid"] == ex[0]["ppid"])
         assert sh_exit and sh_exit[0]["exit_code"] == 7
     finally:
@@ -132,6 +133,16 @@ def test_argv_truncation_flag(agent: tuple[Any, CaptureSink]) -> None:
     assert ev["args_truncated"] is True and len(ev["argv"]) == 16
     subprocess.run(["/bin/busybox", "true", "short-marker"], check=True)
     assert _execs(sink, "short-marker")[0]["args_truncated"] is False
+
+
+def test_long_argument_is_cut_to_arg_size(agent: tuple[Any, CaptureSink]) -> None:
+    """A successful exec's argv is read from the new image whole; the per-argument limit
+    (argv_max_arg_bytes, 256 by default: 255 bytes and the NUL) still holds."""
+    _, sink = agent
+    subprocess.run(["/bin/busybox", "true", "long-arg-marker", "x" * 300, "tail"], check=True)
+    ev = _execs(sink, "long-arg-marker")[0]
+    assert ev["argv"] == ["/bin/busybox", "true", "long-arg-marker", "x" * 255, "tail"]
+    assert ev["args_truncated"] is True
 
 
 def test_hostile_argv_survives_as_data(agent: tuple[Any, CaptureSink]) -> None:

@@ -34,6 +34,18 @@ def test_exec_sample_without_argv() -> None:
     assert ev["runtime_setup"] is True
 
 
+def test_argv_limits_apply_to_the_whole_argv_read() -> None:
+    from podtrail.bpf.process import split_args
+
+    raw = b"a\0" + b"b" * 10 + b"\0c\0d\0"
+    assert split_args(raw, 4, 8, 256) == (["a", "b" * 10, "c", "d"], False)
+    assert split_args(raw, 4, 3, 256) == (["a", "b" * 10, "c"], True)
+    assert split_args(raw, 4, 8, 5) == (["a", "bbbb", "c", "d"], True)
+    assert split_args(raw[:6], 4, 8, 256) == (["a", "bbbb"], False)  # cut by the kernel's byte cap: its flag says so
+    ev = ProcessDecoder(max_args=2).decode(sample("/bin/x", "/", "/bin/x", ["/bin/x", "1", "2"]))
+    assert ev is not None and ev["argv"] == ["/bin/x", "1"] and ev["args_truncated"] is True
+
+
 def test_helpers() -> None:
     assert absolute("./t", "/a/b") == "/a/b/t" and absolute("../t", "/a/b") == "/a/t"
     assert absolute("/bin/mkfifo", "/tmp") == "/bin/mkfifo" and absolute("t", "") == "t"

@@ -33,6 +33,7 @@ struct nf_cfg_t {
     __u32 n_excluded;      /* entries in excluded_comms */
     __u32 drift;           /* record container file changes in drift_inodes */
     __u32 pad;
+    __u64 repeat_window_ns; /* socket.bpf.c: count identical events within it; 0: send each */
 };
 
 struct {

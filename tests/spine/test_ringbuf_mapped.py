@@ -1,0 +1,48 @@
+"""The ring buffer read from its mapping (bench/ringbuf_read.py ``MappedRing``, the measured
+alternative to libbpf's callback per sample) gives exactly libbpf's samples, on the real
+process object: the same records in the same order, and a committed read leaves libbpf none."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import platform
+
+import pytest
+from conftest import require_core
+
+from bench.ringbuf_read import MAPPED_RING_MACHINES, MappedRing, fill
+from podtrail.bpf.libbpf import RingBuffer
+from podtrail.bpf.process import build_process_source
+from podtrail.config import SensorConfig
+
+
+def test_mapped_reader_and_libbpf_give_the_same_samples() -> None:
+    require_core()
+    if platform.machine() not in MAPPED_RING_MACHINES:
+        pytest.skip("MappedRing is for x86-64 only")
+    src = build_process_source(SensorConfig(ringbuf_pages=4096))
+    src.load()
+    assert src.obj is not None
+    try:
+        events = src.obj.map("events")
+        mapped = MappedRing(events)
+        fill(200)
+        peeked = mapped.read(commit=False)
+        assert len(peeked) >= 400  # an exec and an exit each
+        assert mapped.read(commit=False)[:len(peeked)] == peeked  # not committed: read again, the same
+        via_libbpf: list[bytes] = []
+        rb = RingBuffer(events, lambda data, size: via_libbpf.append(ct.string_at(data, size)))
+        rb.consume()
+        assert via_libbpf[:len(peeked)] == peeked  # others' samples may follow
+        fill(50)
+        mine = mapped.read()
+        assert len(mine) >= 100
+        got: list[bytes] = []
+        rb2 = RingBuffer(events, lambda data, size: got.append(ct.string_at(data, size)))
+        rb2.consume()
+        assert not set(mine) & set(got)  # committed: libbpf starts after them
+        rb.close()
+        rb2.close()
+        mapped.close()
+    finally:
+        src.close()
