@@ -79,7 +79,10 @@ class Pipeline:
         self._q: Inbox[Event] = Inbox(queue_size)
         self._tick_interval = tick_interval
         self._outs = self._build_chain()
-        self.stop_event = threading.Event()
+        self.stop_event = threading.Event()  # tells the sources (and helpers) to stop
+        # the pipeline itself stops only on close(): sources still hand over their last poll
+        # (and the process sensor its held forks) after stop_event is set
+        self._closing = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- source side (kernel reader thread) -------------------------------------------------
@@ -118,7 +121,7 @@ class Pipeline:
         while the previous batch was processed), then run one by one through the stages."""
         first = self._outs[0]
         next_tick = time.monotonic() + self._tick_interval
-        while not self.stop_event.is_set() or not self._q.empty():
+        while not self._closing.is_set() or not self._q.empty():
             batch, _ = self._q.take(1024, self._tick_interval)
             for ev in batch:
                 try:
@@ -137,7 +140,9 @@ class Pipeline:
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
+        """Drain what the sources handed over (call it after their threads returned), then close the sinks."""
         self.stop_event.set()
+        self._closing.set()
         if self._thread is not None:
             self._thread.join(timeout)
         for s in self._sinks:
