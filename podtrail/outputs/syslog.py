@@ -25,7 +25,7 @@ from prometheus_client import Counter
 from podtrail.inbox import Inbox
 from podtrail.metrics import REGISTRY
 from podtrail.model.event import HOSTNAME, Event
-from podtrail.outputs.spool import Spool
+from podtrail.outputs.spool import Chunk, Spool, frame
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +58,52 @@ def _second(s: int) -> str:
     return text
 
 
-def rfc5424(msg: str, *, pri: int = 14, ts_ns: int | None = None, host: str = HOSTNAME, app: str = "podtrail",
-            procid: str = "-", msgid: str = "-") -> bytes:
-    t = time.time_ns() if ts_ns is None else ts_ns
+def _tail(host: str, app: str, procid: str, msgid: str) -> str:
     key = (host, app, procid, msgid)
     tail = _TAILS.get(key)
     if tail is None:
         tail = f"{header_field(host, 255)} {header_field(app, 48)} {header_field(procid, 128)} {header_field(msgid, 32)} -"
         if len(_TAILS) < 1024:
             _TAILS[key] = tail
+    return tail
+
+
+def rfc5424(msg: str, *, pri: int = 14, ts_ns: int | None = None, host: str = HOSTNAME, app: str = "podtrail",
+            procid: str = "-", msgid: str = "-") -> bytes:
+    t = time.time_ns() if ts_ns is None else ts_ns
+    tail = _tail(host, app, procid, msgid)
     return f"<{pri}>1 {_second(t // 1_000_000_000)}.{(t // 1000) % 1_000_000:06d}Z {tail} {msg}".encode("utf-8", "replace")
 
 
-def rfc3164(msg: str, *, pri: int = 14, ts_ns: int | None = None, host: str = HOSTNAME, tag: str = "podtrail") -> bytes:
+def rfc5424_lines(evs: list[Event], msgs: list[str], *, pri: int = 14, host: str = HOSTNAME, app: str = "podtrail",
+                  procid: str = "-") -> list[str]:
+    """``rfc5424`` for a batch (MSGID: the event type), as text: the header's text up to the
+    microseconds, and after them, made once per second and event type for the batch."""
+    out: list[str] = []
+    append = out.append
+    heads: dict[tuple[int, Any], tuple[str, str]] = {}
+    now: int | None = None
+    for ev, msg in zip(evs, msgs, strict=True):
+        t = ev.get("time_ns")
+        if type(t) is not int:
+            t = now = now or time.time_ns()
+        sec, us = divmod(t // 1000, 1_000_000)
+        et = ev.get("event_type", "-")
+        h = heads.get((sec, et))
+        if h is None:
+            h = heads[(sec, et)] = (f"<{pri}>1 {_second(sec)}.", f"Z {_tail(host, app, procid, str(et))} ")
+        append(f"{h[0]}{us:06d}{h[1]}{msg}")
+    return out
+
+
+def rfc3164_text(msg: str, *, pri: int = 14, ts_ns: int | None = None, host: str = HOSTNAME, tag: str = "podtrail") -> str:
     t = (time.time_ns() if ts_ns is None else ts_ns) // 1_000_000_000
     stamp = time.strftime("%b %e %H:%M:%S", time.gmtime(t))  # day space-padded, as RFC 3164 wants
-    return f"<{pri}>{stamp} {header_field(host, 255)} {header_field(tag, 32)}: {msg}".encode("utf-8", "replace")
+    return f"<{pri}>{stamp} {header_field(host, 255)} {header_field(tag, 32)}: {msg}"
+
+
+def rfc3164(msg: str, *, pri: int = 14, ts_ns: int | None = None, host: str = HOSTNAME, tag: str = "podtrail") -> bytes:
+    return rfc3164_text(msg, pri=pri, ts_ns=ts_ns, host=host, tag=tag).encode("utf-8", "replace")
 
 
 @dataclass
@@ -113,16 +143,35 @@ def _formatter(fmt: str) -> Callable[[Event], str]:
     return to_json_line
 
 
+def _batch_formatter(fmt: str) -> Callable[[list[Event]], list[str]]:
+    """The formatter that takes a batch (CEF's own; the others event by event)."""
+    if fmt == "cef":
+        from podtrail.formatters.cef import format_cef_many
+
+        return format_cef_many
+    one = _formatter(fmt)
+    return lambda evs: [one(ev) for ev in evs]
+
+
 class SpooledOutput:
-    """What every network output shares: filters, a bounded queue, the disk spool, and a
-    sender that replays the spool with exponential backoff. Subclasses say how a message is
-    made (``message``) and how a batch is delivered (``deliver``, raising OSError on failure)."""
+    """What every network output shares: filters, a bounded queue of events, the disk spool,
+    and a sender that replays the spool with exponential backoff.
+
+    Work is done in batches, one wake-up each: ``submit`` (the pipeline's thread) only
+    queues the event; the spool thread takes everything queued, formats it with one call
+    (``texts``), frames it into one buffer, and appends that with one write and one fsync;
+    the sender takes what is unacknowledged (from memory: the same buffer) and delivers it
+    (``deliver``, raising OSError on failure). Subclasses say how a batch becomes texts and
+    how a chunk of the spool is delivered. Events must not change after ``submit`` (none
+    does: they are final when the pipeline hands them out)."""
 
     def __init__(self, name: str, spool_dir: str, queue_size: int, spool_max_bytes: int,
                  event_types: list[str], min_severity: int, namespaces: list[str]) -> None:
         self.name = name
         self.event_types, self.min_severity, self.namespaces = event_types, min_severity, namespaces
-        self._q: Inbox[bytes] = Inbox(queue_size)
+        self._filtered = bool(event_types or min_severity or namespaces)
+        self._q: Inbox[Event] = Inbox(queue_size)
+        self._queued = self._spooled = 0  # events queued / taken off the queue and spooled (or counted as lost)
         self.spool = Spool(Path(spool_dir) / name.replace("/", "_"), spool_max_bytes)
         self._stop = threading.Event()
         self.on_health: Callable[[Event], None] | None = None  # the agent feeds these into the pipeline
@@ -138,10 +187,11 @@ class SpooledOutput:
         self._writer.start()
         self._sender.start()
 
-    def message(self, ev: Event) -> bytes:
+    def texts(self, evs: list[Event]) -> list[str]:
+        """The message of each event, in order."""
         raise NotImplementedError
 
-    def deliver(self, records: list[bytes]) -> None:
+    def deliver(self, chunk: Chunk) -> None:
         raise NotImplementedError
 
     def disconnect(self) -> None:
@@ -156,21 +206,38 @@ class SpooledOutput:
         return not self.namespaces or ev.get("namespace") in self.namespaces
 
     def submit(self, ev: Event) -> None:
-        if not self.wants(ev):
+        if self._filtered and not self.wants(ev):
             return
         try:
-            self._q.put_nowait(self.message(ev))
+            self._q.put_nowait(ev)
+            self._queued += 1
         except queue.Full:
             DROPPED.labels(self.name, "queue_full").inc()
 
     # -- threads ------------------------------------------------------------------------------
+    def _format(self, batch: list[Event]) -> list[str]:
+        """The batch's texts; an event that cannot be formatted is logged, counted, skipped."""
+        try:
+            return self.texts(batch)
+        except Exception:  # noqa: BLE001 - find the culprits one by one; the others go on
+            out: list[str] = []
+            for ev in batch:
+                try:
+                    out.extend(self.texts([ev]))
+                except Exception:
+                    log.exception("output %s: event %s could not be formatted", self.name, ev.get("event_id"))
+                    DROPPED.labels(self.name, "format_error").inc()
+            return out
+
     def _write_loop(self) -> None:
         while True:
-            batch, closed = self._q.take(5000, 0.5)
+            batch, closed = self._q.take(self.batch_records, 0.5)
             if batch:
+                texts = self._format(batch)
                 before = self.spool.dropped
-                self.spool.append(batch)
-                SPOOLED.labels(self.name).inc(len(batch))
+                self.spool.append_framed(frame(texts), len(texts))
+                self._spooled += len(batch)
+                SPOOLED.labels(self.name).inc(len(texts))
                 lost = self.spool.dropped - before
                 if lost:
                     DROPPED.labels(self.name, "spool_full").inc(lost)
@@ -215,11 +282,11 @@ class SpooledOutput:
         backoff = 0.2
         first_seen: float | None = None
         while not self._stop.is_set():
-            records, pos = self.spool.pending(self.batch_records)
-            if not records:
+            chunk = self.spool.take(self.batch_records)
+            if not chunk.count:
                 self.spool.wait(0.2)
                 continue
-            if len(records) < self.batch_records and self.linger_s > 0:  # wait briefly for a fuller batch
+            if chunk.count < self.batch_records and self.linger_s > 0:  # wait briefly for a fuller batch
                 first_seen = first_seen or time.monotonic()
                 left = first_seen + self.linger_s - time.monotonic()
                 if left > 0 and not self._closing:
@@ -227,14 +294,14 @@ class SpooledOutput:
                     continue
             first_seen = None
             try:
-                self.deliver(records)
+                self.deliver(chunk)
                 self._delivered()  # before the ack: whoever sees the spool empty sees us healthy
-                self.spool.ack(pos)
-                SENT.labels(self.name).inc(len(records))
+                self.spool.ack(chunk.pos)
+                SENT.labels(self.name).inc(chunk.count)
                 backoff = 0.2
             except (OSError, ValueError) as e:  # ValueError: ssl's errors for a bad key or certificate file
                 FAILED.labels(self.name).inc()
-                RETRIED.labels(self.name).inc(len(records))
+                RETRIED.labels(self.name).inc(chunk.count)
                 self._failed(e)
                 self.disconnect()
                 self._stop.wait(backoff)
@@ -244,7 +311,7 @@ class SpooledOutput:
         """Wait until everything queued is spooled and sent (tests, shutdown)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._q.empty() and not self.spool.pending(1)[0]:
+            if self._spooled >= self._queued and not self.spool.take(1).count:
                 return True
             time.sleep(0.05)
         return False
@@ -266,15 +333,23 @@ class SyslogSink(SpooledOutput):
     def __init__(self, cfg: SyslogConfig, spool_dir: str) -> None:
         self.cfg = cfg
         self._fmt = _formatter(cfg.format)
+        self._fmt_many = _batch_formatter(cfg.format)
         self._sock: socket.socket | None = None
         super().__init__(cfg.name or f"syslog-{cfg.protocol}-{cfg.host}-{cfg.port}", spool_dir, cfg.queue_size,
                          cfg.spool_max_bytes, cfg.event_types, cfg.min_severity, cfg.namespaces)
 
     def message(self, ev: Event) -> bytes:
+        """One event's message (the batch path, ``texts``, gives the same text)."""
         msg = self._fmt(ev)
         if self.cfg.header == "rfc3164":
             return rfc3164(msg, ts_ns=ev.get("time_ns"))
         return rfc5424(msg, ts_ns=ev.get("time_ns"), msgid=str(ev.get("event_type", "-")))
+
+    def texts(self, evs: list[Event]) -> list[str]:
+        msgs = self._fmt_many(evs)
+        if self.cfg.header == "rfc3164":
+            return [rfc3164_text(m, ts_ns=ev.get("time_ns")) for ev, m in zip(evs, msgs, strict=True)]
+        return rfc5424_lines(evs, msgs)
 
     def _connect(self) -> socket.socket:
         c = self.cfg
@@ -293,22 +368,18 @@ class SyslogSink(SpooledOutput):
             s = ctx.wrap_socket(s, server_hostname=c.host)
         return s
 
-    def _frame(self, msg: bytes) -> bytes:
-        c = self.cfg
-        if c.protocol == "udp":
-            return msg[: c.udp_max_bytes]
-        if c.framing == "lf":
-            return msg.replace(b"\n", b" ") + b"\n"
-        return b"%d %s" % (len(msg), msg)
-
-    def deliver(self, records: list[bytes]) -> None:
+    def deliver(self, chunk: Chunk) -> None:
         if self._sock is None:
             self._sock = self._connect()
-        if self.cfg.protocol == "udp":
-            for r in records:
-                self._sock.send(self._frame(r))
+        c = self.cfg
+        if c.protocol == "udp":
+            for r in chunk.records():
+                self._sock.send(r[: c.udp_max_bytes])
             return
-        self._sock.sendall(b"".join(self._frame(r) for r in records))
+        if c.framing == "lf":
+            self._sock.sendall(b"".join([r.replace(b"\n", b" ") + b"\n" for r in chunk.records()]))
+        else:  # octet counting (RFC 6587) is the spool's own framing: its bytes go as they are
+            self._sock.sendall(chunk.data)
         self._check_alive()
 
     def _check_alive(self) -> None:

@@ -28,7 +28,7 @@ def test_memory_and_disk_give_the_same_records_and_positions(tmp_path: Path, mon
     writer = Spool(tmp_path / "a")
     for i in range(0, len(recs), 64):
         writer.append(recs[i:i + 64])
-    assert len(writer._recent) == len(recs)  # the memory path is what the next read uses
+    assert writer._recent_records == len(recs)  # the memory path is what the next read uses
     # a copy of the files read by a new spool: from disk only (as after a restart)
     shutil.copytree(tmp_path / "a", tmp_path / "copy")
     reader = Spool(tmp_path / "copy")
@@ -36,15 +36,15 @@ def test_memory_and_disk_give_the_same_records_and_positions(tmp_path: Path, mon
     mem, disk = _drain(writer, 50), _drain(reader, 50)
     assert [r for b, _ in mem for r in b] == recs == [r for b, _ in disk for r in b]
     assert [p for _, p in mem] == [p for _, p in disk]
-    assert not writer._recent and writer._recent_bytes == 0
+    assert not writer._recent and writer._recent_bytes == 0 == writer._recent_records
 
 
 def test_bounded_read_and_torn_tail(tmp_path: Path) -> None:
     sp = Spool(tmp_path / "b")
     sp.append([b"x" * 100] * 5000)
     sp.close()
-    with open(next((tmp_path / "b").glob("*.seg")), "ab") as f:
-        f.write(b"\x00\x00\x10\x00partial")  # a crash in the middle of an append
+    with open(next((tmp_path / "b").glob("*.oc")), "ab") as f:
+        f.write(b"4096 partial")  # a crash in the middle of an append
     again = Spool(tmp_path / "b")
     recs, pos = again.pending(10)
     assert recs == [b"x" * 100] * 10 and pos == (0, 10 * 104)
