@@ -33,14 +33,19 @@ _MAX_DIGITS = 10  # a record is shorter than 10 GB
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """Consecutive records as framed in the spool (``data``), how many, and the position after them."""
+    """Consecutive records as framed in the spool (``parts``: the buffers they were appended
+    in, each of a few hundred kB, so none is copied again), how many, and the position after them."""
 
-    data: bytes
+    parts: list[bytes]
     count: int
     pos: tuple[int, int]
 
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.parts)
+
     def records(self) -> list[bytes]:
-        return split(self.data)
+        return [r for p in self.parts for r in split(p)]
 
 
 def frame(texts: list[str]) -> bytes:
@@ -104,11 +109,16 @@ class Spool:
         self._recent: deque[tuple[int, int, int, int, bytes]] = deque()
         self._recent_bytes = 0
         self._recent_records = 0
+        self._ack_file = threading.Lock()  # the position file is written outside ``_lock``
         segs = self._segments()
+        self._sizes = {s: self._seg_path(s).stat().st_size for s in segs}  # segment -> bytes on disk
         self._write_seg = segs[-1] + 1 if segs else 0  # never after a possibly torn tail
         self._wf = open(self._seg_path(self._write_seg), "ab")
+        self._sizes[self._write_seg] = 0
         self._ack_seg, self._ack_off = self._load_ack()
+        self._sent = (self._ack_seg, self._ack_off)  # what the sender took (sent, not yet confirmed)
         self._migrate()
+        self._sent = (self._ack_seg, self._ack_off)
 
     # -- files --------------------------------------------------------------------------------
     def _seg_path(self, n: int) -> Path:
@@ -126,12 +136,14 @@ class Spool:
             return (segs[0] if segs else 0), 0
 
     def _store_ack(self) -> None:
-        tmp = self.dir / "pos.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{self._ack_seg} {self._ack_off}")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.dir / "pos")
+        """Persist the acknowledged position (the latest one: callers need not hold ``_lock``)."""
+        with self._ack_file:
+            tmp = self.dir / "pos.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{self._ack_seg} {self._ack_off}")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.dir / "pos")
 
     def _migrate(self) -> None:
         """Convert the unacknowledged records of older-format segments (``*.seg``, a 4-byte
@@ -168,49 +180,62 @@ class Spool:
             self.append_framed(frame_bytes(records), len(records))
 
     def append_framed(self, data: bytes, count: int) -> None:
-        """Append ``count`` records already framed (``frame``): one write, one fsync."""
+        """Append ``count`` records already framed (``frame``): one write, one fsync. One
+        thread appends; the file is written and synced outside the lock, so the sender takes
+        and acknowledges meanwhile."""
         if not count:
             return
+        seg, off = self._write_seg, self._wf.tell()
+        self._wf.write(data)
+        self._wf.flush()
+        os.fsync(self._wf.fileno())
+        end = off + len(data)
         with self._lock:
-            seg, off = self._write_seg, self._wf.tell()
-            self._wf.write(data)
-            self._wf.flush()
-            os.fsync(self._wf.fileno())
             recent = self._recent
-            recent.append((seg, off, off + len(data), count, data))
+            recent.append((seg, off, end, count, data))
             self._recent_bytes += len(data)
             self._recent_records += count
             while self._recent_bytes > RECENT_BYTES and recent:
                 self._forget()
-            if self._wf.tell() >= SEGMENT_BYTES:
+            self._sizes[seg] = end
+            if end >= SEGMENT_BYTES:
                 self._wf.close()
                 self._write_seg += 1
                 self._wf = open(self._seg_path(self._write_seg), "ab")
-            self._enforce_limit()
+                self._sizes[self._write_seg] = 0
+            moved = self._enforce_limit()
             self._lock.notify_all()
+        if moved:
+            self._store_ack()
 
     def _forget(self) -> None:
         b = self._recent.popleft()
         self._recent_bytes -= len(b[4])
         self._recent_records -= b[3]
 
-    def _enforce_limit(self) -> None:
-        segs = self._segments()
-        total = sum(self._seg_path(s).stat().st_size for s in segs)
-        while total > self.max_bytes and len(segs) > 1:
-            oldest = segs.pop(0)
+    def _enforce_limit(self) -> bool:
+        """Drop the oldest segments while over ``max_bytes``; whether the position moved."""
+        moved = False
+        sizes = self._sizes
+        total = sum(sizes.values())
+        while total > self.max_bytes and len(sizes) > 1:
+            oldest = min(sizes)
             p = self._seg_path(oldest)
-            size = p.stat().st_size
             start = self._ack_off if oldest == self._ack_seg else 0
             if oldest >= self._ack_seg:
-                self.dropped += scan(p.read_bytes(), start, 1 << 62)[0]
-            p.unlink()
+                try:
+                    self.dropped += scan(p.read_bytes(), start, 1 << 62)[0]
+                except OSError:
+                    pass
+            p.unlink(missing_ok=True)
+            total -= sizes.pop(oldest)
             while self._recent and self._recent[0][0] <= oldest:
                 self._forget()
-            total -= size
             if self._ack_seg <= oldest:
-                self._ack_seg, self._ack_off = segs[0], 0
-                self._store_ack()
+                self._ack_seg, self._ack_off = min(sizes), 0
+                moved = True
+        self._sent = max(self._sent, (self._ack_seg, self._ack_off))
+        return moved
 
     # -- reading ------------------------------------------------------------------------------
     def _read(self, seg: int, off: int, limit: int) -> tuple[bytes, int, int]:
@@ -238,18 +263,20 @@ class Spool:
                 rest = data[i:]
         return b"".join(parts), n, off
 
-    def _take_recent(self, limit: int) -> Chunk | None:
-        """From memory, when the acknowledged position is inside the first batch kept there."""
+    def _take_recent(self, at: tuple[int, int], limit: int) -> Chunk | None:
+        """From memory, when position ``at`` is inside a batch kept there."""
         recent = self._recent
-        if not recent:
-            return None
-        seg, start, end, _, _ = recent[0]
-        if seg != self._ack_seg or not start <= self._ack_off < end:
+        if not recent or at < (recent[0][0], recent[0][1]):
             return None
         parts: list[bytes] = []
         n = 0
-        pos = (self._ack_seg, self._ack_off)
+        pos = at
+        found = False
         for seg, start, end, count, data in recent:  # contiguous by construction: take in order
+            if not found:
+                if seg != at[0] or not start <= at[1] < end:
+                    continue
+                found = True
             if n >= limit:
                 break
             skip = pos[1] - start if seg == pos[0] else 0
@@ -264,19 +291,18 @@ class Spool:
             pos = (seg, start + i)
             if i < len(data):
                 break
-        return Chunk(parts[0] if len(parts) == 1 else b"".join(parts), n, pos)
+        return Chunk(parts, n, pos) if found else None
 
-    def take(self, limit: int = 1000) -> Chunk:
-        """Up to ``limit`` unacknowledged records, framed, and the position after the last."""
+    def _take(self, at: tuple[int, int], limit: int) -> Chunk:
         with self._lock:
-            c = self._take_recent(limit)
+            c = self._take_recent(at, limit)
             if c is not None:
                 return c
-            seg, off = self._ack_seg, self._ack_off
+            seg, off = at
             parts: list[bytes] = []
             n = 0
-            pos = (seg, off)
-            for s in [x for x in self._segments() if x >= seg]:
+            pos = at
+            for s in sorted(x for x in self._sizes if x >= seg):
                 data, k, end = self._read(s, off if s == seg else 0, limit - n)
                 if k:
                     parts.append(data)
@@ -284,12 +310,29 @@ class Spool:
                     pos = (s, end)
                 if n >= limit:
                     break
-            return Chunk(b"".join(parts), n, pos)
+            return Chunk(parts, n, pos)
+
+    def take(self, limit: int = 1000) -> Chunk:
+        """Up to ``limit`` records after what was taken before (``sent``), framed, and the
+        position after the last. ``rewind`` makes the unacknowledged ones due again."""
+        return self._take(self._sent, limit)
+
+    def sent(self, pos: tuple[int, int]) -> None:
+        with self._lock:
+            self._sent = max(self._sent, pos)
+
+    def rewind(self) -> None:
+        """Send again from the acknowledged position (the receiver may not have them)."""
+        with self._lock:
+            self._sent = (self._ack_seg, self._ack_off)
 
     def pending(self, limit: int = 1000) -> tuple[list[bytes], tuple[int, int]]:
         """Up to ``limit`` unacknowledged records and the position after the last one."""
-        c = self.take(limit)
+        c = self._take((self._ack_seg, self._ack_off), limit)
         return c.records(), c.pos
+
+    def unacknowledged(self) -> bool:
+        return self._take((self._ack_seg, self._ack_off), 1).count > 0
 
     def ack(self, pos: tuple[int, int]) -> None:
         with self._lock:
@@ -300,14 +343,20 @@ class Spool:
                 self._forget()
             if ended == pos and recent and recent[0][0] > pos[0] and recent[0][1] == 0:
                 pos = (recent[0][0], 0)  # the end of a full segment is the next one's start
+            if pos < (self._ack_seg, self._ack_off):  # the limit dropped past it meanwhile
+                return
             self._ack_seg, self._ack_off = pos
-            self._store_ack()
-            for s in self._segments():  # fully sent segments other than the one being written
-                if s < self._ack_seg and s != self._write_seg:
-                    self._seg_path(s).unlink(missing_ok=True)
+            self._sent = max(self._sent, pos)
+            done = [s for s in self._sizes if s < pos[0] and s != self._write_seg]  # fully sent
+            for s in done:
+                del self._sizes[s]
+        self._store_ack()
+        for s in done:
+            self._seg_path(s).unlink(missing_ok=True)
 
     def size_bytes(self) -> int:
-        return sum(self._seg_path(s).stat().st_size for s in self._segments() if self._seg_path(s).exists())
+        with self._lock:
+            return sum(self._sizes.values())
 
     def wait(self, timeout: float) -> None:
         with self._lock:

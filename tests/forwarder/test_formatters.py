@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podtrail.formatters.cef import escape_value, format_cef
+from podtrail.formatters.cef import clear_caches, escape_value, format_cef, format_cef_many
 from podtrail.formatters.common import ELLIPSIS, render, scrub_controls
 from podtrail.formatters.leef import format_leef, leef_value
 from podtrail.formatters.parse import parse_cef, parse_leef
@@ -64,6 +64,49 @@ def test_cef_round_trip_and_no_forgery(comm: str, arg: str, path: str, label: st
     # no key appears that podtrail did not write
     allowed = {f.cef for f in FIELDS.values() if f.cef} | {f"{f.cef}Label" for f in FIELDS.values() if f.cef_label}
     assert set(ext) <= allowed
+
+
+def _check_cef(ev: dict, msg: str) -> None:
+    """Every declared field of ``ev`` (entity-covered or not) is in ``msg`` exactly as the
+    strict parser reads it, and nothing else is."""
+    assert "\n" not in msg and "\r" not in msg and "\x00" not in msg
+    header, ext = parse_cef(msg)
+    assert header[4] == f"{ev['event_type']}:{ev['action']}" and header[6] == str(ev["severity"])
+    want = {}
+    for name, v in ev.items():
+        f = FIELDS.get(name)
+        if f is None or not f.cef or v is None or v == "":
+            continue
+        want[f.cef] = _expected_cef(ev, name)
+        if f.cef_label:
+            want[f"{f.cef}Label"] = f.cef_label
+    assert ext == want
+
+
+@settings(max_examples=EXAMPLES // 3, deadline=None)
+@given(st.lists(st.tuples(hostile, hostile, hostile, hostile, st.booleans(), st.sampled_from(["exec", "socket", "file"])),
+                min_size=1, max_size=6))
+def test_cef_batches_equal_single_events_cold_and_warm(specs: list) -> None:
+    """One batch of events of several shapes (with and without entities, hostile values):
+    formatted together, cold and then with warm caches, each message is exactly the event's,
+    and the same as formatting it alone."""
+    evs = []
+    for comm, arg, path, label, shared, kind in specs:
+        if kind == "exec":
+            evs.append(_event(comm, arg, path, label, shared))
+        elif kind == "socket":
+            evs.append(finalize(new_event(Kind.SOCKET, "connect", pid=7, comm=comm, cmdline=arg, remote_address=label,
+                                          remote_port=443, local_port=40000, direction="outbound", transport="tcp",
+                                          pod_name=label or None, source="ebpf")))
+        else:
+            evs.append(finalize(new_event(Kind.FILE, "create", pid=8, comm=comm, target_path=path or "/x", source="ebpf",
+                                          drift=bool(arg))))
+    clear_caches()
+    cold = format_cef_many(evs)
+    warm = format_cef_many(evs + evs)
+    assert warm == cold + cold == [format_cef(e) for e in evs] * 2
+    for ev, msg in zip(evs, cold, strict=True):
+        _check_cef(ev, msg)
 
 
 @settings(max_examples=EXAMPLES, deadline=None)

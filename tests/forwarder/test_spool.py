@@ -5,6 +5,7 @@ a restart, and a torn write at the end."""
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,47 @@ def test_bounded_read_and_torn_tail(tmp_path: Path) -> None:
     recs, pos = again.pending(10)
     assert recs == [b"x" * 100] * 10 and pos == (0, 10 * 104)
     assert sum(len(b) for b, _ in _drain(again, 999)) == 5000  # the torn record is ignored
+
+
+def test_sent_then_rewound_is_taken_again(tmp_path: Path) -> None:
+    """The sender takes after what it sent; a failure sends again from the acknowledged position."""
+    sp = Spool(tmp_path / "c")
+    sp.append([b"a%d" % i for i in range(10)])
+    first = sp.take(4)
+    sp.sent(first.pos)
+    second = sp.take(4)
+    assert first.records() == [b"a0", b"a1", b"a2", b"a3"] and second.records() == [b"a4", b"a5", b"a6", b"a7"]
+    sp.ack(first.pos)
+    sp.sent(second.pos)
+    sp.rewind()  # the connection reset: the second chunk was never confirmed
+    assert sp.take(100).records() == [b"a%d" % i for i in range(4, 10)]
+    assert sp.pending(100)[0] == [b"a%d" % i for i in range(4, 10)]
+
+
+def test_octet_counting_framing_is_the_wire_format() -> None:
+    """What the spool holds for a batch is RFC 6587 octet counting, byte for byte (lengths in
+    bytes, also for non-ASCII text and lone surrogates, which become '?')."""
+    texts = ["<14>1 x - - - - plain", "<14>1 x - - - - caf\u00e9 \u2603", "bad \udcff byte", ""]
+    data = spool_mod.frame(texts)
+    encoded = [t.encode("utf-8", "replace") for t in texts]
+    assert data == b"".join(b"%d %s" % (len(e), e) for e in encoded)
+    assert spool_mod.split(data) == encoded
+    assert spool_mod.scan(data + b"12 torn", 0, 99) == (4, len(data))
+
+
+def test_older_format_is_converted_without_loss(tmp_path: Path) -> None:
+    """A spool left by the previous version (4-byte lengths, ``*.seg``, position in ``ack``)
+    is sent from its acknowledged position after an upgrade, and its files are removed."""
+    d = tmp_path / "old"
+    d.mkdir()
+    recs = [b"old record %d" % i for i in range(30)]
+    seg0 = b"".join(struct.pack(">I", len(r)) + r for r in recs[:20])
+    (d / "000000000000.seg").write_bytes(seg0)
+    (d / "000000000001.seg").write_bytes(b"".join(struct.pack(">I", len(r)) + r for r in recs[20:]) + b"\x00\x00\x01")
+    first_five = sum(4 + len(r) for r in recs[:5])
+    (d / "ack").write_text(f"0 {first_five}")
+    sp = Spool(d)
+    assert [r for b, _ in _drain(sp, 7) for r in b] == recs[5:]
+    assert not list(d.glob("*.seg")) and not (d / "ack").exists()
+    sp.close()
+    assert Spool(d).pending(100)[0] == []  # converted once: the next start has nothing left
