@@ -48,8 +48,7 @@ from bench.cef_rate import cold  # noqa: E402
 from bench.cef_rate import events as flat_events  # noqa: E402
 from bench.stage_profile import enriched_events  # noqa: E402
 from podtrail.formatters.cef import format_cef_many  # noqa: E402
-from podtrail.outputs.spool import frame  # noqa: E402
-from podtrail.outputs.syslog import SyslogConfig, SyslogSink, rfc5424_lines  # noqa: E402
+from podtrail.outputs.syslog import SyslogConfig, SyslogSink, rfc5424_framed  # noqa: E402
 
 
 def make_events(kind: str, n: int) -> list[dict[str, Any]]:
@@ -142,8 +141,8 @@ def reference(evs: list[dict[str, Any]], receiver: str) -> float:
     d = Path(tempfile.mkdtemp(prefix="podtrail-bench-syslog-ref-"))
     r = Rsyslog(d / "rs", fast=receiver == "fast")
     r.start()
-    texts = rfc5424_lines(evs, format_cef_many(evs))
-    chunks = [frame(texts[i:i + 1000]) for i in range(0, len(texts), 1000)]
+    msgs = format_cef_many(evs)
+    chunks = [rfc5424_framed(evs[i:i + 1000], msgs[i:i + 1000]) for i in range(0, len(evs), 1000)]
     counter = LineCounter(r.out)
     s = socket.create_connection(("127.0.0.1", r.tcp_port))
     t0 = time.perf_counter()

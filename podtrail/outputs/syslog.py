@@ -79,25 +79,32 @@ def rfc5424(msg: str, *, pri: int = 14, ts_ns: int | None = None, host: str = HO
     return f"<{pri}>1 {_second(t // 1_000_000_000)}.{(t // 1000) % 1_000_000:06d}Z {tail} {msg}".encode("utf-8", "replace")
 
 
-def rfc5424_lines(evs: list[Event], msgs: list[str], *, pri: int = 14, host: str = HOSTNAME, app: str = "podtrail",
-                  procid: str = "-") -> list[str]:
-    """``rfc5424`` for a batch (MSGID: the event type), as text: the header's text up to the
-    microseconds, and after them, made once per second and event type for the batch."""
+def rfc5424_framed(evs: list[Event], msgs: list[str], *, pri: int = 14, host: str = HOSTNAME, app: str = "podtrail",
+                   procid: str = "-") -> bytes:
+    """``rfc5424`` for a batch (MSGID: the event type), framed as the spool and RFC 6587
+    octet counting frame it, in one pass, one join and one encode: the header's text up to
+    the microseconds and after them is made once per second and event type."""
     out: list[str] = []
     append = out.append
-    heads: dict[tuple[int, Any], tuple[str, str]] = {}
-    now: int | None = None
+    by_sec: dict[int, dict[Any, tuple[str, str, int]]] = {}
+    heads: dict[Any, tuple[str, str, int]] = {}
+    last = now = None
     for ev, msg in zip(evs, msgs, strict=True):
         t = ev.get("time_ns")
         if type(t) is not int:
             t = now = now or time.time_ns()
         sec, us = divmod(t // 1000, 1_000_000)
+        if sec != last:
+            heads = by_sec.setdefault(sec, {})
+            last = sec
         et = ev.get("event_type", "-")
-        h = heads.get((sec, et))
+        h = heads.get(et)
         if h is None:
-            h = heads[(sec, et)] = (f"<{pri}>1 {_second(sec)}.", f"Z {_tail(host, app, procid, str(et))} ")
-        append(f"{h[0]}{us:06d}{h[1]}{msg}")
-    return out
+            a, b = f"<{pri}>1 {_second(sec)}.", f"Z {_tail(host, app, procid, str(et))} "
+            h = heads[et] = (a, b, len(a) + 6 + len(b))  # header fields are ASCII (header_field)
+        n = h[2] + (len(msg) if msg.isascii() else len(msg.encode("utf-8", "replace")))
+        append(f"{n} {h[0]}{us:06d}{h[1]}{msg}")
+    return "".join(out).encode("utf-8", "replace")
 
 
 def rfc3164_text(msg: str, *, pri: int = 14, ts_ns: int | None = None, host: str = HOSTNAME, tag: str = "podtrail") -> str:
@@ -205,6 +212,10 @@ class SpooledOutput:
         """The message of each event, in order."""
         raise NotImplementedError
 
+    def framed(self, evs: list[Event]) -> bytes:
+        """The batch's messages framed as the spool holds them (``frame``)."""
+        return frame(self.texts(evs))
+
     def deliver(self, chunk: Chunk) -> None:
         raise NotImplementedError
 
@@ -229,29 +240,30 @@ class SpooledOutput:
             DROPPED.labels(self.name, "queue_full").inc()
 
     # -- threads ------------------------------------------------------------------------------
-    def _format(self, batch: list[Event]) -> list[str]:
-        """The batch's texts; an event that cannot be formatted is logged, counted, skipped."""
+    def _format(self, batch: list[Event]) -> tuple[bytes, int]:
+        """The batch framed, and how many messages; an event that cannot be formatted is
+        logged, counted and skipped."""
         try:
-            return self.texts(batch)
+            return self.framed(batch), len(batch)
         except Exception:  # noqa: BLE001 - find the culprits one by one; the others go on
-            out: list[str] = []
+            parts: list[bytes] = []
             for ev in batch:
                 try:
-                    out.extend(self.texts([ev]))
-                except Exception:
+                    parts.append(self.framed([ev]))
+                except Exception:  # noqa: BLE001
                     log.exception("output %s: event %s could not be formatted", self.name, ev.get("event_id"))
                     DROPPED.labels(self.name, "format_error").inc()
-            return out
+            return b"".join(parts), len(parts)
 
     def _write_loop(self) -> None:
         while True:
             batch, closed = self._q.take(self.spool_records, 0.5)
             if batch:
-                texts = self._format(batch)
+                data, n = self._format(batch)
                 before = self.spool.dropped
-                self.spool.append_framed(frame(texts), len(texts))
+                self.spool.append_framed(data, n)
                 self._spooled += len(batch)
-                SPOOLED.labels(self.name).inc(len(texts))
+                SPOOLED.labels(self.name).inc(n)
                 lost = self.spool.dropped - before
                 if lost:
                     DROPPED.labels(self.name, "spool_full").inc(lost)
@@ -406,7 +418,13 @@ class SyslogSink(SpooledOutput):
         msgs = self._fmt_many(evs)
         if self.cfg.header == "rfc3164":
             return [rfc3164_text(m, ts_ns=ev.get("time_ns")) for ev, m in zip(evs, msgs, strict=True)]
-        return rfc5424_lines(evs, msgs)
+        return [rfc5424(m, ts_ns=ev.get("time_ns"), msgid=str(ev.get("event_type", "-"))).decode("utf-8", "replace")
+                for ev, m in zip(evs, msgs, strict=True)]
+
+    def framed(self, evs: list[Event]) -> bytes:
+        if self.cfg.header == "rfc3164":
+            return frame(self.texts(evs))
+        return rfc5424_framed(evs, self._fmt_many(evs))
 
     def _connect(self) -> socket.socket:
         c = self.cfg

@@ -94,3 +94,23 @@ def test_older_format_is_converted_without_loss(tmp_path: Path) -> None:
     assert not list(d.glob("*.seg")) and not (d / "ack").exists()
     sp.close()
     assert Spool(d).pending(100)[0] == []  # converted once: the next start has nothing left
+
+
+def test_syslog_batch_framing_equals_message_by_message() -> None:
+    """The batch path (header + framing in one pass) gives exactly the bytes of framing each
+    event's ``rfc5424`` message, across seconds, event types, non-ASCII and a missing time."""
+    from podtrail.formatters.cef import format_cef, format_cef_many
+    from podtrail.model.event import finalize, new_event
+    from podtrail.model.fields import Kind
+    from podtrail.outputs.syslog import rfc5424, rfc5424_framed
+
+    evs = [finalize(new_event(Kind.PROCESS, "exec", time_ns=1_700_000_000_000_000_000 + i * 300_000_123, pid=i,
+                              comm="caf\u00e9" if i % 3 else "sh", cmdline=f"x \udcff {i}", source="ebpf")) for i in range(12)]
+    evs += [finalize(new_event(Kind.SOCKET, "connect", pid=1, remote_port=443, source="ebpf"))]
+    evs[-1]["time_ns"] = None  # no time: the send time is used (the same for the whole batch)
+    data = rfc5424_framed(evs, format_cef_many(evs))
+    got = spool_mod.split(data)
+    assert spool_mod.frame([m.decode() for m in got]) == data
+    for ev, rec in zip(evs[:-1], got, strict=False):
+        assert rec == rfc5424(format_cef(ev), ts_ns=ev["time_ns"], msgid=ev["event_type"])
+    assert got[-1].startswith(b"<14>1 ") and b" socket - CEF:0|" in got[-1]
