@@ -20,9 +20,9 @@ Every round starts with cold formatter caches.
 
 Events: "staged" (default) is the per-stage profile's stream after the real stages
 (context entities attached), "flat" the plain socket events of bench.cef_rate. Receiver:
-"imtcp" is the tests' configuration (imtcp, file written synchronously at the end of each
-batch); "fast" is imptcp with an action queue and asynchronous file writing (TLS always
-goes through imtcp, which holds the TLS driver).
+"imtcp" is the tests' configuration (imtcp, the file written at the end of each batch);
+"fast" is imptcp with an action queue (reading and writing overlap; TLS always goes through
+imtcp, which holds the TLS driver). Both podtrail and the reference get the same one.
 """
 
 from __future__ import annotations
