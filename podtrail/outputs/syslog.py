@@ -328,7 +328,6 @@ class SpooledOutput:
                         continue
                 first_seen = None
                 self.deliver(chunk)
-                self._delivered()  # before the ack: whoever sees the spool empty sees us healthy
                 self.spool.sent(chunk.pos)
                 unconfirmed.append((chunk.pos, chunk.count, time.monotonic(), self.sent_bytes()))
                 chunk = None
@@ -351,14 +350,16 @@ class SpooledOutput:
         cut = time.monotonic() - self.confirm_s
         if unconfirmed[0][2] > cut:
             return
+        taken = None
         if self.confirm_s:
             self.check_alive()
-        taken = self.received_bytes()
+            taken = self.received_bytes()
         pos, n = None, 0
         while unconfirmed and unconfirmed[0][2] <= cut and (taken is None or unconfirmed[0][3] <= taken):
             p, k, _, _ = unconfirmed.popleft()
             pos, n = p, n + k
         if pos is not None:
+            self._delivered()  # before the ack: whoever sees the spool empty sees us healthy
             self.spool.ack(pos)
             SENT.labels(self.name).inc(n)
 
