@@ -47,8 +47,7 @@ from rsyslog import Rsyslog  # noqa: E402
 from bench.cef_rate import cold  # noqa: E402
 from bench.cef_rate import events as flat_events  # noqa: E402
 from bench.stage_profile import enriched_events  # noqa: E402
-from podtrail.formatters.cef import format_cef_many  # noqa: E402
-from podtrail.outputs.syslog import SyslogConfig, SyslogSink, rfc5424_framed  # noqa: E402
+from podtrail.outputs.syslog import SyslogConfig, SyslogSink  # noqa: E402
 
 
 def make_events(kind: str, n: int) -> list[dict[str, Any]]:
@@ -95,9 +94,9 @@ def child(a: argparse.Namespace) -> int:
     return 0
 
 
-def run(kind: str, n: int, tls: bool, receiver: str) -> tuple[float, float, float]:
-    """Events/s (wall), events per CPU-second of the podtrail process, and the kernel's
-    (system time's) share of that CPU time."""
+def run(kind: str, n: int, tls: bool, receiver: str, tree: Path) -> tuple[float, float, float]:
+    """Events/s (wall), events per CPU-second of the podtrail process (the one of source
+    tree ``tree``), and the kernel's (system time's) share of that CPU time."""
     d = Path(tempfile.mkdtemp(prefix="podtrail-bench-syslog-"))
     cfg_tls = None
     args = [sys.executable, "-m", "bench.syslog_rate", "--child", "--set", kind, "--events", str(n), "--spool", str(d / "spool")]
@@ -112,7 +111,7 @@ def run(kind: str, n: int, tls: bool, receiver: str) -> tuple[float, float, floa
     r = Rsyslog(d / "rs", tls=cfg_tls, fast=receiver == "fast")
     r.start()
     p = subprocess.Popen([*args, "--port", str(r.tcp_port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=tree)
     try:
         assert p.stdin is not None and p.stdout is not None
         assert p.stdout.readline().strip() == "ready"
@@ -138,6 +137,9 @@ def run(kind: str, n: int, tls: bool, receiver: str) -> tuple[float, float, floa
 
 def reference(evs: list[dict[str, Any]], receiver: str) -> float:
     """Plain loopback TCP into rsyslog: pre-framed messages, one sendall per 1,000."""
+    from podtrail.formatters.cef import format_cef_many
+    from podtrail.outputs.syslog import rfc5424_framed
+
     d = Path(tempfile.mkdtemp(prefix="podtrail-bench-syslog-ref-"))
     r = Rsyslog(d / "rs", fast=receiver == "fast")
     r.start()
@@ -159,8 +161,10 @@ def breakdown(evs: list[dict[str, Any]], rounds: int = 3) -> dict[str, float]:
     """µs per event of each step of the podtrail side, one after the other in this thread
     (best of ``rounds``, cold caches each): queueing (``submit``), CEF formatting, RFC 5424
     header + octet-counting framing + encode, spool append (one write + fsync per 1,024)."""
+    from podtrail.formatters.cef import format_cef_many
     from podtrail.inbox import Inbox
     from podtrail.outputs.spool import Spool
+    from podtrail.outputs.syslog import rfc5424_framed
 
     n = len(evs)
     best: dict[str, float] = {}
@@ -197,6 +201,8 @@ def main() -> int:
     ap.add_argument("--set", choices=("staged", "flat"), default="staged")
     ap.add_argument("--receiver", choices=("imtcp", "fast"), default="imtcp")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--before", metavar="DIR", help="also run the podtrail side from this source tree (an earlier "
+                    "version with this file and tests/forwarder/rsyslog.py copied in), alternating with this one")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--spool", help=argparse.SUPPRESS)
@@ -204,23 +210,29 @@ def main() -> int:
     a = ap.parse_args()
     if a.child:
         return child(a)
+    from podtrail.formatters.cef import format_cef_many
+
+    here = Path(__file__).resolve().parents[1]
     evs = make_events(a.set, a.events)
-    refs, tcps, tlss = [], [], []
+    rounds = []
     for _ in range(a.rounds):
-        refs.append(reference(evs, a.receiver))
-        tcps.append(run(a.set, a.events, False, a.receiver))
-        tlss.append(run(a.set, a.events, True, a.receiver))
+        ref = reference(evs, a.receiver)
+        tcp = run(a.set, a.events, False, a.receiver, here)
+        tls = run(a.set, a.events, True, a.receiver, here)
+        rnd = {"loopback_tcp_reference_per_s": round(ref), "podtrail_tcp_events_per_s": round(tcp[0]),
+               "podtrail_tcp_events_per_cpu_s": round(tcp[1]), "tcp_system_share": round(tcp[2], 2),
+               "podtrail_tls_events_per_s": round(tls[0]), "podtrail_tls_events_per_cpu_s": round(tls[1]),
+               "tls_system_share": round(tls[2], 2), "tcp_ratio_to_reference": round(tcp[0] / ref, 2)}
+        if a.before:
+            old = run(a.set, a.events, False, a.receiver, Path(a.before))
+            rnd.update({"before_tcp_events_per_s": round(old[0]), "before_tcp_events_per_cpu_s": round(old[1]),
+                        "before_tcp_system_share": round(old[2], 2), "tcp_per_cpu_s_ratio_to_before": round(tcp[1] / old[1], 2)})
+        rounds.append(rnd)
     avg = sum(map(len, format_cef_many(evs[:2000]))) / min(2000, len(evs))
-    best = max(range(a.rounds), key=lambda i: tcps[i][0])
     print(json.dumps({
         "events": a.events, "set": a.set, "receiver": a.receiver, "avg_cef_chars": round(avg),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
-        "rounds": [{"loopback_tcp_reference_per_s": round(ref), "podtrail_tcp_events_per_s": round(tcp[0]),
-                    "podtrail_tcp_events_per_cpu_s": round(tcp[1]), "tcp_system_share": round(tcp[2], 2),
-                    "podtrail_tls_events_per_s": round(tls[0]), "podtrail_tls_events_per_cpu_s": round(tls[1]),
-                    "tls_system_share": round(tls[2], 2), "tcp_ratio_to_reference": round(tcp[0] / ref, 2)}
-                   for ref, tcp, tls in zip(refs, tcps, tlss, strict=True)],
-        "best_tcp_round": best, "podtrail_steps_us_per_event": breakdown(evs)}, indent=2))
+        "loadavg_1m": round(os.getloadavg()[0], 2), "rounds": rounds,
+        "podtrail_steps_us_per_event": breakdown(evs)}, indent=2))
     return 0
 
 
