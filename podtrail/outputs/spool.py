@@ -20,6 +20,7 @@ import os
 import struct
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,38 +60,35 @@ def frame_bytes(records: list[bytes]) -> bytes:
     return b"".join([b"%d %s" % (len(r), r) for r in records])
 
 
-def scan(data: bytes, start: int, limit: int) -> tuple[int, int]:
-    """How many whole records (at most ``limit``) follow ``start`` in ``data``, and where the
-    last one ends. Stops at a torn (incomplete) or malformed record."""
+def _bounds(data: bytes, start: int, limit: int) -> Iterator[tuple[int, int]]:
+    """Where the bytes of each whole record after ``start`` begin and where the record
+    ends, for at most ``limit`` records; stops at a torn (incomplete) or malformed one."""
     n, i, end = 0, start, len(data)
     find = data.find
     while n < limit:
         sp = find(b" ", i, i + _MAX_DIGITS + 1)
         if sp <= i or not data[i:sp].isdigit():
-            break
+            return
         nxt = sp + 1 + int(data[i:sp])
         if nxt > end:
-            break
+            return
+        yield sp + 1, nxt
         i = nxt
         n += 1
-    return n, i
+
+
+def scan(data: bytes, start: int, limit: int) -> tuple[int, int]:
+    """How many whole records (at most ``limit``) follow ``start`` in ``data``, and where the
+    last one ends."""
+    n, last = 0, start
+    for _, end in _bounds(data, start, limit):
+        n, last = n + 1, end
+    return n, last
 
 
 def split(data: bytes) -> list[bytes]:
     """The records of framed bytes (whole records only)."""
-    out: list[bytes] = []
-    i, end = 0, len(data)
-    find = data.find
-    while i < end:
-        sp = find(b" ", i, i + _MAX_DIGITS + 1)
-        if sp <= i or not data[i:sp].isdigit():
-            break
-        nxt = sp + 1 + int(data[i:sp])
-        if nxt > end:
-            break
-        out.append(data[sp + 1:nxt])
-        i = nxt
-    return out
+    return [data[a:b] for a, b in _bounds(data, 0, 1 << 62)]
 
 
 class Spool:
