@@ -135,8 +135,15 @@ def run(kind: str, n: int, tls: bool, receiver: str, tree: Path) -> tuple[float,
     return n / dt, n / cpu, system / cpu
 
 
-def reference(evs: list[dict[str, Any]], receiver: str) -> float:
-    """Plain loopback TCP into rsyslog: pre-framed messages, one sendall per 1,000."""
+def _cpu_s(pid: int) -> float:
+    """User + system seconds of process ``pid`` so far."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reference(evs: list[dict[str, Any]], receiver: str) -> tuple[float, float]:
+    """Plain loopback TCP into rsyslog: pre-framed messages, one sendall per 1,000. Events/s,
+    and rsyslogd's CPU µs per message (what the receiver itself costs)."""
     from podtrail.formatters.cef import format_cef_many
     from podtrail.outputs.syslog import rfc5424_framed
 
@@ -147,14 +154,17 @@ def reference(evs: list[dict[str, Any]], receiver: str) -> float:
     chunks = [rfc5424_framed(evs[i:i + 1000], msgs[i:i + 1000]) for i in range(0, len(evs), 1000)]
     counter = LineCounter(r.out)
     s = socket.create_connection(("127.0.0.1", r.tcp_port))
+    assert r.proc is not None
+    c0 = _cpu_s(r.proc.pid)
     t0 = time.perf_counter()
     for c in chunks:
         s.sendall(c)
     _wait(counter, len(evs), t0)
     dt = time.perf_counter() - t0
+    cpu = _cpu_s(r.proc.pid) - c0
     s.close()
     r.stop()
-    return len(evs) / dt
+    return len(evs) / dt, cpu / len(evs) * 1e6
 
 
 def breakdown(evs: list[dict[str, Any]], rounds: int = 3) -> dict[str, float]:
@@ -216,10 +226,11 @@ def main() -> int:
     evs = make_events(a.set, a.events)
     rounds = []
     for _ in range(a.rounds):
-        ref = reference(evs, a.receiver)
+        ref, receiver_us = reference(evs, a.receiver)
         tcp = run(a.set, a.events, False, a.receiver, here)
         tls = run(a.set, a.events, True, a.receiver, here)
-        rnd = {"loopback_tcp_reference_per_s": round(ref), "podtrail_tcp_events_per_s": round(tcp[0]),
+        rnd = {"loopback_tcp_reference_per_s": round(ref), "rsyslogd_cpu_us_per_message": round(receiver_us, 2),
+               "podtrail_tcp_events_per_s": round(tcp[0]),
                "podtrail_tcp_events_per_cpu_s": round(tcp[1]), "tcp_system_share": round(tcp[2], 2),
                "podtrail_tls_events_per_s": round(tls[0]), "podtrail_tls_events_per_cpu_s": round(tls[1]),
                "tls_system_share": round(tls[2], 2), "tcp_ratio_to_reference": round(tcp[0] / ref, 2)}
