@@ -136,18 +136,31 @@ def clear_caches() -> None:
 class _Shape:
     """For events with one sequence of names (and one set of names their entities cover):
     the declared names to render, fetched by one ``itemgetter``, and their value caches.
-    JSON-typed values (lists, dicts: not hashable) are rendered apart, after the others."""
+    JSON-typed values (lists, dicts: not hashable) are rendered apart, after the others; so
+    are the event id and time, new in every event (no cache lookup that always misses)."""
 
-    __slots__ = ("get", "caches", "jget", "jplan")
+    __slots__ = ("get", "caches", "jget", "jplan", "eid", "ts")
 
     def __init__(self, names: tuple[str, ...], skip: frozenset[str]) -> None:
         cols = [n for n in names if n in _PLAN and n not in skip]
-        scalar = [n for n in cols if _PLAN[n][3] is not _JSON]
+        self.eid = "event_id" in cols and _PLAN["event_id"][1:] == _EID_PLAN
+        self.ts = "time_ns" in cols and _PLAN["time_ns"][1:] == _TS_PLAN
+        own = {"event_id"} if self.eid else set()
+        if self.ts:
+            own.add("time_ns")
+        scalar = [n for n in cols if _PLAN[n][3] is not _JSON and n not in own]
         js = [n for n in cols if _PLAN[n][3] is _JSON]
         self.get = _getter(scalar)
         self.caches = tuple(_TEXTS[n] for n in scalar)
         self.jget = _getter(js)
         self.jplan = tuple(_PLAN[n] for n in js)
+
+
+# the id and time: " key=value" made inline when the value is plain (else by ``_text``)
+_EID_PLAN = ("", 40, _STR)
+_TS_PLAN = ("", 4000, _TS)
+_EID_KEY, _EID_MAX = " " + _PLAN["event_id"][0], _PLAN["event_id"][2]
+_TS_KEY = " " + _PLAN["time_ns"][0]
 
 
 def _getter(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -238,10 +251,20 @@ def format_cef_many(evs: Iterable[dict[str, Any]]) -> list[str]:
         try:
             parts = list(map(getitem, shape.caches, shape.get(ev)))
         except TypeError:  # an unhashable value where a scalar is declared: the general path
-            parts = _extension(ev.items(), skip)
-        if shape.jplan:
-            for v, p in zip(shape.jget(ev), shape.jplan, strict=True):
-                parts.append(_text(v, *p))
+            parts = _extension(ev.items(), skip)  # every own field
+        else:
+            if shape.eid:
+                v = ev["event_id"]
+                if type(v) is str and 0 < len(v) <= _EID_MAX and v.isprintable() and "=" not in v and "\\" not in v:
+                    parts.append(_EID_KEY + v)
+                else:
+                    parts.append(_text(v, *_PLAN["event_id"]))
+            if shape.ts:
+                v = ev["time_ns"]
+                parts.append(f"{_TS_KEY}{v // 1_000_000}" if type(v) is int else _text(v, *_PLAN["time_ns"]))
+            if shape.jplan:
+                for v, p in zip(shape.jget(ev), shape.jplan, strict=True):
+                    parts.append(_text(v, *p))
         if c:
             for ent in c[1:]:
                 m = ent.memo

@@ -144,3 +144,18 @@ def test_length_limits_are_visible() -> None:
     _, ext = parse_cef(format_cef(ev))
     assert len(ext["filePath"]) == 1023 and ext["filePath"].endswith(ELLIPSIS)
     assert escape_value("a=b\\c\nd") == "a\\=b\\\\c\\nd"
+
+
+def test_mistyped_value_takes_the_general_path_once() -> None:
+    """A list where a text is declared cannot be looked up in a value cache: that event is
+    rendered field by field instead, every field exactly once, and the batch goes on."""
+    odd = _event("sh", "-c x", "/bin/sh", "web")
+    odd["comm"] = ["not", "a", "string"]
+    fine = _event("sh", "-c y", "/bin/sh", "web", shared=True)
+    msgs = format_cef_many([fine, odd, fine])
+    assert msgs[0] == msgs[2] == format_cef(fine)
+    _check_cef(fine, msgs[0])
+    _check_cef(odd, msgs[1])
+    keys = [tok.split("=", 1)[0] for tok in parse_cef(msgs[1])[1]]
+    assert len(keys) == len(set(keys))
+    assert msgs[1].count(" ancestors=") == 1  # a JSON field, rendered apart on the batch path
