@@ -3,10 +3,10 @@ truncation rule (visible: a value cut to its limit ends with "…")."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from podtrail.formatters.jsonenc import dumps
 from podtrail.model.context import covered
 from podtrail.model.fields import FieldType
 
@@ -14,11 +14,12 @@ ELLIPSIS = "…"
 
 
 def render(value: Any, ftype: FieldType) -> str:
-    """A field value as text, by its declared type (booleans true/false, JSON compact)."""
+    """A field value as text, by its declared type (booleans true/false, JSON compact and
+    ASCII, as every JSON output writes it)."""
     if ftype is FieldType.BOOLEAN:
         return "true" if value else "false"
     if ftype is FieldType.JSON:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return dumps(value)
     if ftype is FieldType.TIMESTAMP_NS:
         return str(int(value) // 1_000_000)  # epoch milliseconds
     return str(value)

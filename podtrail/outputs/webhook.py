@@ -10,6 +10,7 @@ from typing import Any
 import requests
 
 from podtrail.model.event import Event
+from podtrail.outputs.spool import Chunk
 from podtrail.outputs.syslog import SpooledOutput
 
 
@@ -56,8 +57,9 @@ class WebhookSink(SpooledOutput):
                          cfg.event_types, cfg.min_severity, cfg.namespaces)
         self.batch_records, self.linger_s = cfg.batch_max, cfg.linger_seconds
 
-    def message(self, ev: Event) -> bytes:
-        return self._fmt(ev).encode()
+    def texts(self, evs: list[Event]) -> list[str]:
+        fmt = self._fmt
+        return [fmt(ev) for ev in evs]
 
     def batches(self, records: list[bytes]) -> list[list[bytes]]:
         """Split by count (``batch_max``) and body size (``batch_max_bytes``; one oversized
@@ -75,8 +77,8 @@ class WebhookSink(SpooledOutput):
             out.append(cur)
         return out
 
-    def deliver(self, records: list[bytes]) -> None:
-        for batch in self.batches(records):
+    def deliver(self, chunk: Chunk) -> None:
+        for batch in self.batches(chunk.records()):
             body = b"[" + b",".join(batch) + b"]"
             try:
                 r = self._session.post(self.cfg.url, data=body, timeout=self.cfg.timeout_seconds)

@@ -69,7 +69,9 @@ def test_failing_output_warns_at_once_then_periodically_and_recovers(tmp_path: P
     assert "still failing after" in msgs[1]
     assert health and health[0]["event_type"] == "agent" and health[0]["message"] == msgs[0]
     assert sink.failing_for() > 0.5
-    lsock = listen(port)
+    # the receiver keeps the connection open (one that closes with unread data resets it:
+    # nothing was delivered, and the sink sends it again)
+    lsock = listen(port, hold=30)
     try:
         assert sink.flush(40)
         assert sink.failing_for() == 0.0

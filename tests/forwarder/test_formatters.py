@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from podtrail.formatters.cef import escape_value, format_cef
+from podtrail.formatters.cef import clear_caches, escape_value, format_cef, format_cef_many
 from podtrail.formatters.common import ELLIPSIS, render, scrub_controls
 from podtrail.formatters.leef import format_leef, leef_value
 from podtrail.formatters.parse import parse_cef, parse_leef
@@ -66,6 +66,49 @@ def test_cef_round_trip_and_no_forgery(comm: str, arg: str, path: str, label: st
     assert set(ext) <= allowed
 
 
+def _check_cef(ev: dict, msg: str) -> None:
+    """Every declared field of ``ev`` (entity-covered or not) is in ``msg`` exactly as the
+    strict parser reads it, and nothing else is."""
+    assert "\n" not in msg and "\r" not in msg and "\x00" not in msg
+    header, ext = parse_cef(msg)
+    assert header[4] == f"{ev['event_type']}:{ev['action']}" and header[6] == str(ev["severity"])
+    want = {}
+    for name, v in ev.items():
+        f = FIELDS.get(name)
+        if f is None or not f.cef or v is None or v == "":
+            continue
+        want[f.cef] = _expected_cef(ev, name)
+        if f.cef_label:
+            want[f"{f.cef}Label"] = f.cef_label
+    assert ext == want
+
+
+@settings(max_examples=EXAMPLES // 3, deadline=None)
+@given(st.lists(st.tuples(hostile, hostile, hostile, hostile, st.booleans(), st.sampled_from(["exec", "socket", "file"])),
+                min_size=1, max_size=6))
+def test_cef_batches_equal_single_events_cold_and_warm(specs: list) -> None:
+    """One batch of events of several shapes (with and without entities, hostile values):
+    formatted together, cold and then with warm caches, each message is exactly the event's,
+    and the same as formatting it alone."""
+    evs = []
+    for comm, arg, path, label, shared, kind in specs:
+        if kind == "exec":
+            evs.append(_event(comm, arg, path, label, shared))
+        elif kind == "socket":
+            evs.append(finalize(new_event(Kind.SOCKET, "connect", pid=7, comm=comm, cmdline=arg, remote_address=label,
+                                          remote_port=443, local_port=40000, direction="outbound", transport="tcp",
+                                          pod_name=label or None, source="ebpf")))
+        else:
+            evs.append(finalize(new_event(Kind.FILE, "create", pid=8, comm=comm, target_path=path or "/x", source="ebpf",
+                                          drift=bool(arg))))
+    clear_caches()
+    cold = format_cef_many(evs)
+    warm = format_cef_many(evs + evs)
+    assert warm == cold + cold == [format_cef(e) for e in evs] * 2
+    for ev, msg in zip(evs, cold, strict=True):
+        _check_cef(ev, msg)
+
+
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(hostile, hostile, hostile, hostile, st.sampled_from(["1.0", "2.0"]), st.booleans())
 def test_leef_round_trip_and_no_forgery(comm: str, arg: str, path: str, label: str, version: str, shared: bool) -> None:
@@ -101,3 +144,18 @@ def test_length_limits_are_visible() -> None:
     _, ext = parse_cef(format_cef(ev))
     assert len(ext["filePath"]) == 1023 and ext["filePath"].endswith(ELLIPSIS)
     assert escape_value("a=b\\c\nd") == "a\\=b\\\\c\\nd"
+
+
+def test_mistyped_value_takes_the_general_path_once() -> None:
+    """A list where a text is declared cannot be looked up in a value cache: that event is
+    rendered field by field instead, every field exactly once, and the batch goes on."""
+    odd = _event("sh", "-c x", "/bin/sh", "web")
+    odd["comm"] = ["not", "a", "string"]
+    fine = _event("sh", "-c y", "/bin/sh", "web", shared=True)
+    msgs = format_cef_many([fine, odd, fine])
+    assert msgs[0] == msgs[2] == format_cef(fine)
+    _check_cef(fine, msgs[0])
+    _check_cef(odd, msgs[1])
+    keys = [tok.split("=", 1)[0] for tok in parse_cef(msgs[1])[1]]
+    assert len(keys) == len(set(keys))
+    assert msgs[1].count(" ancestors=") == 1  # a JSON field, rendered apart on the batch path

@@ -73,10 +73,13 @@ def test_outage_loses_nothing_and_duplicates_carry_the_same_id(tmp_path: Path) -
         for e in evs[7000:]:
             sink.submit(e)
         assert sink.flush(120)
-        ids = _ids(r.wait_lines(10000, timeout=60))
+        lines = r.wait_lines(10000, timeout=60)
+        ids = _ids(lines)
         assert set(ids) == {e["event_id"] for e in evs}, f"missing {10000 - len(set(ids))}"
-        # at-least-once: a batch in flight when the SIEM died may arrive twice, never altered
-        assert len(ids) - len(set(ids)) <= 1000
+        # at-least-once: what was sent in the last ``confirm_s`` before the SIEM died (here at
+        # most the first 3,000) was not acknowledged and arrives again, never altered
+        assert len(ids) - len(set(ids)) <= 3000
+        assert len(set(lines)) == len(set(ids))
     finally:
         sink.close()
         r.stop()
