@@ -1,9 +1,10 @@
 """podtrail's tables as an osquery extension, over podtrail's own Thrift bindings.
 
 Registers every table with its full column metadata (type and options: INDEX, HIDDEN, ...),
-serves ``call`` with constraints pushed down, answers pings while a generate runs. Rows go
-out through thrift's C encoder in chunks straight from the selected events: a ``SELECT *``
-never holds more than one chunk of row dicts.
+serves ``call`` with constraints pushed down, answers pings while a generate runs. An evented
+table's rows go out as bytes written straight from the buffer records (``wire``: no row
+dicts, context entities encoded once); other rows through thrift's C encoder, in chunks: a
+``SELECT *`` never holds more than one chunk of rows.
 
 The manager (osqueryd) is watched: when it goes away, or comes back as a new process that
 does not know this extension's uuid, the extension either stops (``reregister=False``: the
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
+from thrift.protocol import TBinaryProtocol
 from thrift.Thrift import TMessageType, TType
 
 from podtrail import __version__
@@ -29,6 +31,7 @@ from podtrail.tables.osquery_thrift import Extension, ExtensionManager
 from podtrail.tables.osquery_thrift.ttypes import ExtensionResponse, ExtensionStatus, InternalExtensionInfo
 from podtrail.tables.schema import TableSpec
 from podtrail.tables.thrift_server import ThreadedUnixServer, client_protocol
+from podtrail.tables.wire import WireRows, row_bytes
 
 log = logging.getLogger(__name__)
 
@@ -112,25 +115,45 @@ def _chunks(rows: Iterable[Row]) -> Iterator[list[Row]]:
         yield chunk
 
 
+def _encode_chunk(encode: Any, chunk: list[Row]) -> bytes:
+    """The elements of an encoded list field, without its headers (thrift's C encoder);
+    text it refuses (lone surrogates) goes through ``wire.row_bytes``, escaped."""
+    try:
+        return encode(ExtensionResponse(response=chunk), _RESPONSE_SPEC)[_HEAD:-1]  # type: ignore[no-any-return]
+    except UnicodeEncodeError:
+        return b"".join([row_bytes(r) for r in chunk])
+
+
 def write_rows(oprot: Any, count: int, rows: Iterable[Row]) -> None:
-    """The ``list<map<string,string>>`` of rows, chunk by chunk, flushed as it goes."""
+    """The ``list<map<string,string>>`` of rows, chunk by chunk, flushed as it goes: rows
+    the tables wrote as bytes already (``WireRows``) as they are, row dicts encoded."""
     oprot.writeListBegin(TType.MAP, count)
-    encode = oprot._fast_encode
+    binary = isinstance(oprot, TBinaryProtocol.TBinaryProtocol)
+    encode = oprot._fast_encode if binary else None
     written = 0
-    for chunk in _chunks(rows):
-        written += len(chunk)
-        if written > count:
-            raise RuntimeError(f"more rows than announced ({count})")
-        if encode is not None:  # the elements of an encoded list field, without its headers
-            oprot.trans.write(encode(ExtensionResponse(response=chunk), _RESPONSE_SPEC)[_HEAD:-1])
-        else:
-            for row in chunk:
-                oprot.writeMapBegin(TType.STRING, TType.STRING, len(row))
-                for k, v in row.items():
-                    oprot.writeString(k)
-                    oprot.writeString(v)
-                oprot.writeMapEnd()
-        oprot.trans.flush()
+    pieces: Iterable[tuple[int, bytes]] | None = None
+    if isinstance(rows, WireRows) and binary:
+        pieces = rows.chunks()
+    elif binary:
+        pieces = ((len(c), _encode_chunk(encode, c) if encode is not None else b"".join([row_bytes(r) for r in c]))
+                  for c in _chunks(rows))
+    if pieces is not None:
+        for n, b in pieces:
+            written += n
+            if written > count:
+                raise RuntimeError(f"more rows than announced ({count})")
+            oprot.trans.write(b)
+            oprot.trans.flush()
+    else:
+        for row in rows:
+            written += 1
+            if written > count:
+                raise RuntimeError(f"more rows than announced ({count})")
+            oprot.writeMapBegin(TType.STRING, TType.STRING, len(row))
+            for k, v in row.items():
+                oprot.writeString(k)
+                oprot.writeString(v)
+            oprot.writeMapEnd()
     if written != count:
         raise RuntimeError(f"{written} rows, {count} announced")
     oprot.writeListEnd()
