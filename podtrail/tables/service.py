@@ -80,12 +80,13 @@ def record_filter(spec: TableSpec, cs: list[Constraint]) -> Callable[[Record], b
     pred = matcher(cs, key_of)
     w = writer(spec)
     getters: dict[Any, tuple[Callable[[Record], Any], ...] | None] = {}
+    unknown: Any = object()
     materialize = EventBuffers.materialize
 
     def keep(rec: Record) -> bool:
         shape = rec[2]
-        gs = getters.get(shape, False)
-        if gs is False:
+        gs = getters.get(shape, unknown)
+        if gs is unknown:
             got = [w.getter(shape, k) for k in keys]
             gs = getters[shape] = None if None in got else tuple(got)  # type: ignore[arg-type]
         if gs is None:

@@ -104,8 +104,7 @@ class _Group:
 class _Plan:
     """How one table writes the records of one shape, and reads single values from them."""
 
-    __slots__ = ("head", "start", "texts", "ints", "others", "others_how", "packed", "special", "n_cover", "derive",
-                 "getters")
+    __slots__ = ("head", "start", "own", "groups", "seen", "n_seen", "packed", "special", "n_cover", "derive", "getters")
 
     def __init__(self, spec: TableSpec, shape: Any) -> None:
         cols = {c.key: c for c in spec.columns}
@@ -125,24 +124,17 @@ class _Plan:
 
         getters: dict[str, Getter] = {}
         static: list[bytes] = []
-        texts: list[tuple[int, Column]] = []
-        ints: list[tuple[int, Column]] = []
-        others: list[tuple[int, Column]] = []
+        own: list[tuple[int, Column]] = []
         for n, i in pos.items():
             getters[n] = _own_getter(n, i)
             if take(n):
-                c = cols[n]
-                t = FIELDS[n].type if n in FIELDS else None
-                if n in ("argv", "event_id") or c.json:
-                    others.append((i, c))
-                elif t is FieldType.TEXT:
-                    texts.append((i, c))
-                elif t in (FieldType.INTEGER, FieldType.BIGINT):
-                    ints.append((i, c))
-                else:
-                    others.append((i, c))
-        self.texts, self.ints, self.others = _Group(texts), _Group(ints), _Group(others)
-        self.others_how = tuple("argv" if c.key == "argv" else "id" if c.key == "event_id" else "" for _, c in others)
+                own.append((i, cols[n]))
+        self.own = tuple(own)
+        self.groups = _groups(self.own, ())
+        # Which own values repeat (uid, comm, namespaces, ...) is learned from the first records:
+        # those are then encoded once per distinct combination (a C-level tuple lookup).
+        self.seen: list[set[Any] | None] | None = [set() if _cacheable(c) else None for _, c in own]
+        self.n_seen = 0
         for k, v in shape.const.items():
             getters[k] = _const(v)
             if take(k):
@@ -195,6 +187,23 @@ class _Plan:
         self.start = start
         self.getters = getters
 
+    def observe(self, rec: tuple[Any, ...]) -> None:
+        seen = self.seen
+        if seen is None:
+            return
+        for k, ((i, _), vals) in enumerate(zip(self.own, seen, strict=True)):
+            if vals is not None:
+                v = rec[i]
+                if type(v) in _CACHE_T and len(vals) <= _REPEAT_MAX:
+                    vals.add(v)
+                else:
+                    seen[k] = None
+        self.n_seen += 1
+        if self.n_seen >= _LEARN and self.seen is not None:
+            rep = tuple(i for (i, _), vals in zip(self.own, seen, strict=True) if vals is not None and len(vals) <= _REPEAT_MAX)
+            self.groups = _groups(self.own, rep)
+            self.seen = None
+
     def derived_bytes(self, rec: tuple[Any, ...]) -> bytes:
         key, outs, fixed, own_in, memo = self.derive  # type: ignore[misc]
         vals = key(rec)
@@ -205,6 +214,61 @@ class _Plan:
                 memo.clear()
             b = memo[vals] = b"".join([pair(name, d.get(k), as_json) for k, name, as_json in outs])
         return b
+
+
+_CACHE_T = frozenset({str, int, bool, type(None)})  # equal values of these render alike (True == 1: "1")
+_LEARN, _REPEAT_MAX = 256, 32  # records observed; at most this many distinct values: a repeating column
+
+
+def _cacheable(c: Column) -> bool:
+    return not c.json and c.key not in ("argv", "event_id")
+
+
+class _Groups:
+    """Own values split by how they are written: repeating ones (one cached piece per distinct
+    combination), texts and integers (C-level maps), the rest one by one."""
+
+    __slots__ = ("rep", "rep_cols", "cache", "texts", "ints", "others", "others_how")
+
+    def __init__(self, rep: list[tuple[int, Column]], texts: list[tuple[int, Column]], ints: list[tuple[int, Column]],
+                 others: list[tuple[int, Column]]) -> None:
+        self.rep = _tuple_getter(tuple(i for i, _ in rep)) if rep else None
+        self.rep_cols = tuple((key_bytes(c.name), c.json) for _, c in rep)
+        self.cache: dict[tuple[Any, ...], bytes] = {}
+        self.texts, self.ints, self.others = _Group(texts), _Group(ints), _Group(others)
+        self.others_how = tuple("argv" if c.key == "argv" else "id" if c.key == "event_id" else "" for _, c in others)
+
+    def repeating(self, rec: tuple[Any, ...]) -> bytes:
+        vals = self.rep(rec)  # type: ignore[misc]
+        b = self.cache.get(vals) if set(map(type, vals)) <= _CACHE_T else None
+        if b is None:
+            b = b"".join([kb + _LEN(len(vb)) + vb for (kb, js), v in zip(self.rep_cols, vals, strict=True)
+                          for vb in (cell_bytes(v, js),)])
+            if set(map(type, vals)) <= _CACHE_T:
+                if len(self.cache) > 4096:
+                    self.cache.clear()
+                self.cache[vals] = b
+        return b
+
+
+def _groups(own: tuple[tuple[int, Column], ...], rep: tuple[int, ...]) -> _Groups:
+    reps: list[tuple[int, Column]] = []
+    texts: list[tuple[int, Column]] = []
+    ints: list[tuple[int, Column]] = []
+    others: list[tuple[int, Column]] = []
+    for i, c in own:
+        t = FIELDS[c.key].type if c.key in FIELDS else None
+        if i in rep:
+            reps.append((i, c))
+        elif not _cacheable(c):
+            others.append((i, c))
+        elif t is FieldType.TEXT:
+            texts.append((i, c))
+        elif t in (FieldType.INTEGER, FieldType.BIGINT):
+            ints.append((i, c))
+        else:
+            others.append((i, c))
+    return _Groups(reps, texts, ints, others)
 
 
 def _derive_input(fixed: dict[str, Any], names: tuple[str, ...], vals: tuple[Any, ...]) -> dict[str, Any]:
@@ -238,7 +302,7 @@ def _derived_getter(key: str, own: Callable[[tuple[Any, ...]], Any], fixed: dict
     return lambda r: derived(_derive_input(fixed, names, own(r))).get(key)
 
 
-def _remember(memo: dict[Entity, tuple[bytes, int]], e: Entity,
+def _remember(memo: dict[Any, tuple[bytes, int]], e: Entity,
               build: Callable[[Entity], tuple[bytes, int]]) -> tuple[bytes, int]:
     if len(memo) > _MEMO_MAX:
         memo.clear()
@@ -298,11 +362,20 @@ class TableWriter:
             return e.fragment(self.fmt, lambda values: self._entity_bytes(e.names, e.vals))  # type: ignore[no-any-return]
         return self._entity_bytes(e.names, e.vals)
 
+    def _entities(self, ents: tuple[Entity, ...], memo: dict[Any, tuple[bytes, int]]) -> tuple[bytes, int]:
+        """The pairs of a combination of entities (a process, its container, its pod)."""
+        parts = [memo.get(e) or _remember(memo, e, self._entity) for e in ents]
+        eb = b"".join([m[0] for m in parts]), sum([m[1] for m in parts])
+        if len(memo) > _MEMO_MAX:
+            memo.clear()
+        memo[ents] = eb
+        return eb
+
     def chunks(self, recs: Iterable[tuple[Any, ...]], chunk: int = CHUNK) -> Iterator[tuple[int, bytes]]:
         """(rows, their bytes) per ``chunk`` records: each row a complete map."""
         out: list[bytes] = []
         n = 0
-        memo: dict[Entity, tuple[bytes, int]] = {}
+        memo: dict[Any, tuple[bytes, int]] = {}
         for rec in recs:
             self._row(rec, out, memo)
             n += 1
@@ -313,35 +386,41 @@ class TableWriter:
         if n:
             yield n, b"".join(out)
 
-    def _row(self, rec: tuple[Any, ...], out: list[bytes], memo: dict[Entity, tuple[bytes, int]]) -> None:
+    def _row(self, rec: tuple[Any, ...], out: list[bytes], memo: dict[Any, tuple[bytes, int]]) -> None:
         shape = rec[buf._SHAPE]
         p = self._plans.get(shape) or self.plan(shape)
         if p is None:
             out.append(row_bytes(self.fallback(rec)))
             return
-        ents = [memo.get(e) or _remember(memo, e, self._entity) for e in rec[buf._ENTS:p.start]]
-        if sum([m[1] for m in ents]) != p.n_cover:  # not what the shape says: never on the wire
+        ents = rec[buf._ENTS:p.start]
+        eb = memo.get(ents)
+        if eb is None:
+            eb = self._entities(ents, memo)
+        if eb[1] != p.n_cover:  # not what the shape says: never on the wire
             out.append(row_bytes(self.fallback(rec)))
             return
         add = out.append
         add(p.head)
-        for m in ents:
-            add(m[0])
-        g = p.texts
+        add(eb[0])
+        if p.seen is not None:
+            p.observe(rec)
+        gs = p.groups
+        if gs.rep is not None:
+            add(gs.repeating(rec))
+        g = gs.texts
         if g.kbs:
             tv = g.get(rec)
             try:
-                vbs = map(str.encode, tv) if set(map(type, tv)) <= _STR_T else None
-                out.extend(_pairs(g.kbs, vbs if vbs is not None else (cell_bytes(v, False) for v in tv)))
+                enc: Iterable[bytes] = map(str.encode, tv) if set(map(type, tv)) <= _STR_T else (cell_bytes(v, False) for v in tv)
+                out.extend(_pairs(g.kbs, enc))
             except UnicodeEncodeError:
                 out.extend(_pairs(g.kbs, map(text_bytes, tv)))
-        g = p.ints
-        if g.kbs:
-            iv = g.get(rec)
-            out.extend(_pairs(g.kbs, map(_DEC, iv) if set(map(type, iv)) <= _INT_BOOL_T
-                              else (cell_bytes(v, False) for v in iv)))
-        g = p.others
-        for v, kb, c, how in zip(g.get(rec), g.kbs, g.cols, p.others_how, strict=True):
+        g = gs.ints
+        for kb, v in zip(g.kbs, g.get(rec), strict=True):
+            vb = _DEC(v) if v.__class__ is int else cell_bytes(v, False)
+            out += (kb, _LEN(len(vb)), vb)
+        g = gs.others
+        for v, kb, c, how in zip(g.get(rec), g.kbs, g.cols, gs.others_how, strict=True):
             if how == "argv" and type(v) is buf._Argv:
                 v = v.split("\0")
             elif how == "id" and type(v) is int:
@@ -354,10 +433,13 @@ class TableWriter:
             t = first >> 128
             ts = rec[buf._T_S]
             pid = rec[pk[5]]
-            vbs = (_DEC(t), _DEC((first >> 64) & buf._M64), _ID_HEAD + b"%x" % (first & buf._M64),
-                   _DEC(t // 1_000_000_000) if ts is buf._FROM_NS else cell_bytes(ts, False),
-                   _DEC(pid) if type(pid) is int else cell_bytes(pid, False))
-            out.extend(_pairs(pk[:5], vbs))  # type: ignore[arg-type]
+            mono = _DEC((first >> 64) & buf._M64)
+            tb = _DEC(t)
+            ts = _DEC(t // 1_000_000_000) if ts is buf._FROM_NS else cell_bytes(ts, False)
+            pid = _DEC(pid) if pid.__class__ is int else cell_bytes(pid, False)
+            eid = _ID_HEAD + b"%x" % (first & buf._M64)
+            out += (pk[0], _LEN(len(tb)), tb, pk[1], _LEN(len(mono)), mono, pk[2], _LEN(len(eid)), eid,
+                    pk[3], _LEN(len(ts)), ts, pk[4], _LEN(len(pid)), pid)
         else:
             for kb, as_json, get in p.special:
                 vb = cell_bytes(get(rec), as_json)
