@@ -247,10 +247,10 @@ def main() -> int:
                                                             / results[f"server_only_select_all_{who}_s"])
     # Thrift encoding alone (thread CPU time), of the same 50,000 rows already rendered: the C encoder on
     # podtrail's bindings vs the pure-Python encoder of the `osquery` package's bindings.
-    rows = svc.generate(SPEC.name, [])
+    dict_rows = svc.generate(SPEC.name, [])
     for who, resp, proto in (
-            ("c_accelerated", ExtensionResponse(response=rows), TBinaryProtocol.TBinaryProtocolAccelerated),
-            ("pure_python", PyExtensionResponse(response=rows), TBinaryProtocol.TBinaryProtocol)):
+            ("c_accelerated", ExtensionResponse(response=dict_rows), TBinaryProtocol.TBinaryProtocolAccelerated),
+            ("pure_python", PyExtensionResponse(response=dict_rows), TBinaryProtocol.TBinaryProtocol)):
         b_ = float("inf")
         for _ in range(a.rounds):
             t0 = time.thread_time()
@@ -258,7 +258,7 @@ def main() -> int:
             b_ = min(b_, time.thread_time() - t0)
         results[f"encode_only_{who}_s"] = b_
     results["encode_only_speedup"] = results["encode_only_pure_python_s"] / results["encode_only_c_accelerated_s"]
-    del rows
+    del dict_rows
     # Memory the SELECT * allocates while answering (tracemalloc peak), the reply written to a
     # sink that keeps nothing: row dicts alive at once, not the reply's bytes.
     for who, processor, proto in procs:
