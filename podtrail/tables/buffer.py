@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import repeat
 from operator import itemgetter
 from sys import intern
 from typing import Any
@@ -76,6 +77,20 @@ def _time_ns(rec: tuple[Any, ...]) -> int:
 
 
 _KEEP, _ID, _ARGS = "keep", "id", "argv"
+# What ``derived`` reads (tests/osquery/test_wire_rows.py checks it) and the derived names:
+# together they decide whether an event's derived fields are what reading would make.
+_DERIVE_FROM = ("result", "event_type", "action", "direction", "local_address", "local_port", "remote_address",
+                "remote_port", "target_path", "drift", "sensitive", "dropped_before")
+_DERIVE_KEY = _DERIVE_FROM + tuple(sorted(DERIVED))
+
+
+class _Absent:
+    """A value no event has: absent and None are different answers for ``len(ev.keys() & DERIVED)``."""
+
+    __slots__ = ()
+
+
+_ABSENT = repeat(_Absent())
 _STR_T, _INT_T = frozenset({str}), frozenset({int})
 _INTS = (FieldType.INTEGER, FieldType.BIGINT)
 
@@ -101,6 +116,20 @@ def _getter(names: tuple[str, ...]) -> Callable[[Event], tuple[Any, ...]]:
         n = names[0]
         return lambda ev: (ev[n],)
     return lambda ev: ()
+
+
+def _keep(v: Any, how: str) -> Any:
+    """An ``others`` value as a record keeps it."""
+    if how is _ID:  # the event id: its counter when it is one of this run's
+        return _compact_id(v)
+    if how is _ARGS and type(v) is list and v:
+        try:
+            j = "\0".join(v)  # every argument a str (TypeError otherwise)
+        except TypeError:
+            return v
+        if j.count("\0") == len(v) - 1 and set(map(type, v)) == _STR_T:  # no NUL inside one; no str subclass
+            return _Argv(j)
+    return v
 
 
 class _Shape:
@@ -138,15 +167,28 @@ class EventBuffers:
         self._lock = threading.Lock()
         self._shapes: dict[tuple[Any, ...], _Shape] = {}
         self._values: dict[Any, Any] = {}  # repeating str/int values -> the one shared object
+        self._derive: dict[tuple[Any, ...], bool] = {}
+        self._dropped = {kind: EXPIRED.labels(kind, "max") for kind in self._q}  # labels() once, not per event
 
     # -- writing --------------------------------------------------------------------------------
     def _record(self, ev: Event) -> tuple[Any, ...]:
         ents, cover = covered(ev)
         keys = tuple(ev)
-        # Derived fields are stored only when they are not exactly what reading would make.
-        d = derived(ev)
-        derive = d.items() <= ev.items() and len(d) == len(ev.keys() & DERIVED)
         get = ev.get
+        # Derived fields are stored only when they are not exactly what reading would make:
+        # decided once per combination of what ``derived`` reads and what the event has.
+        try:
+            dk: Any = tuple(map(get, _DERIVE_KEY, _ABSENT))
+            derive = self._derive.get(dk)
+        except TypeError:  # an unhashable value where a scalar is declared
+            dk, derive = None, None
+        if derive is None:
+            d = derived(ev)
+            derive = d.items() <= ev.items() and len(d) == len(ev.keys() & DERIVED)
+            if dk is not None:
+                if len(self._derive) > 4096:
+                    self._derive.clear()
+                self._derive[dk] = derive
         consts = tuple(map(get, _CONST))
         t_ns, mono, seq = get("time_ns"), get("mono_ns"), _compact_id(get("event_id"))
         packed = type(t_ns) is int and type(mono) is int and type(seq) is int and 0 <= t_ns < _B64 and 0 <= mono < _B64 \
@@ -170,26 +212,23 @@ class EventBuffers:
         if type(t_s) is int and type(t_ns) is int and t_s == t_ns // 1_000_000_000:
             t_s = _FROM_NS  # made again from time_ns on reading
         first = (t_ns << 128) | (mono << 64) | seq if packed else t_ns  # type: ignore[operator]
-        out: list[Any] = [first, pool.setdefault(t_s, t_s) if type(t_s) is int else t_s, shape, *ents]
         texts, ints = shape.texts(ev), shape.ints(ev)
-        if set(map(type, texts)) <= _STR_T:  # declared types hold (validate checks every source)
-            out.extend(map(intern, texts))  # freed when the last holder goes (not immortal before 3.12)
-        else:
-            out.extend(intern(v) if type(v) is str else v for v in texts)
+        try:  # declared types hold (validate checks every source); intern takes exactly str
+            tv = tuple(map(intern, texts))  # freed when the last holder goes (not immortal before 3.12)
+        except TypeError:
+            tv = tuple(intern(v) if type(v) is str else v for v in texts)
         if set(map(type, ints)) <= _INT_T:  # exactly int: a bool must not take an int's place
-            out.extend(map(pool.setdefault, ints, ints))
+            iv = tuple(map(pool.setdefault, ints, ints))
         else:
-            out.extend(pool.setdefault(v, v) if type(v) is int else v for v in ints)
-        for v, how in zip(shape.others(ev), shape.others_how, strict=True):
-            if how is _ID:  # the event id: its counter when it is one of this run's
-                v = _compact_id(v)
-            elif how is _ARGS and type(v) is list and v and all(type(a) is str and "\0" not in a for a in v):
-                v = _Argv("\0".join(v))
-            out.append(v)
-        return tuple(out)
+            iv = tuple(pool.setdefault(v, v) if type(v) is int else v for v in ints)
+        others = shape.others(ev)
+        if shape.others_how:
+            others = tuple(map(_keep, others, shape.others_how))
+        return (first, pool.setdefault(t_s, t_s) if type(t_s) is int else t_s, shape, *ents, *tv, *iv, *others)
 
     def submit(self, ev: Event) -> None:
-        q = self._q.get(ev.get("event_type", ""))
+        kind = ev.get("event_type", "")
+        q = self._q.get(kind)
         if q is None:
             return
         try:
@@ -200,9 +239,9 @@ class EventBuffers:
             rec = (t_ns if type(t_ns) is int else None, t_s if type(t_s) is int else None, None, dict(ev))
         with self._lock:
             q.append(rec)
-            if len(q) > self.max:
+            if len(q) > self.max:  # the steady state of a busy node: one out for each one in
                 q.popleft()
-                EXPIRED.labels(ev["event_type"], "max").inc()
+                self._dropped[kind].inc()
 
     def expire(self, now_ns: int | None = None) -> None:
         cut = (time.time_ns() if now_ns is None else now_ns) - self.expiry_ns

@@ -40,8 +40,7 @@ STRING = 11  # TType.STRING
 _MAP = struct.Struct(">bbi").pack
 _LEN = struct.Struct(">i").pack
 # The names ``derived`` reads (tests/osquery/test_wire_rows.py checks it reads no other).
-DERIVED_FROM = ("result", "event_type", "action", "direction", "local_address", "local_port", "remote_address",
-                "remote_port", "target_path", "drift", "sensitive", "dropped_before")
+DERIVED_FROM = buf._DERIVE_FROM
 # Entity kinds whose rendering is kept on the entity itself (few, widely shared).
 KEEP_ON_ENTITY = frozenset({"container", "pod"})
 _MEMO_MAX = 8192  # the query's memo of process entities' bytes: cleared when it grows past this
