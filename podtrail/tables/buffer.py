@@ -5,9 +5,11 @@ osquery's ``--events_max``/``--events_expiry``); what falls off is counted, neve
 
 Events are kept compact, as references: one flat tuple per event holding its own values,
 its shape (the names of those values, shared by every event of that shape) and its context
-entities (process, container, pod: shared by every event of that process or pod). Repeating
-values (uids, ports, addresses, comm, ...) are shared objects. Rows are built only when
-selected, and then say exactly what the event said (tested against the event itself).
+entities (process, container, pod: shared by every event of that process or pod). The values
+that repeat among a shape's events (uids, comm, namespaces, ports, ...: learned from its first
+events) are one tuple shared by every record with the same ones; other texts are interned and
+integers pooled. Rows are built only when selected (``wire`` writes them as Thrift bytes
+from the records), and then say exactly what the event said (tested against the event itself).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ EXPIRED = Counter("podtrail_table_events_expired_total", "Buffered events droppe
 COMPACT_FAILED = Counter("podtrail_table_events_uncompacted_total", "Buffered events kept as plain copies (compaction raised).", registry=REGISTRY)
 BUFFERED = Gauge("podtrail_table_events_buffered", "Events held for the osquery evented tables.", ["table_kind"], registry=REGISTRY)
 
-# Record layout: (time_ns, time, shape, *entities, *own values); time_ns and time sit in fixed
-# slots for expiry and the time pushdown; the shape says how many entities follow. When the
+# Record layout: (time_ns, time, shape, *entities, [shared tuple,] *own values); the shared tuple
+# (the shape's repeating values, in ``shape.rep_names`` order) is there when ``shape.own_at``.
+# time_ns and time sit in fixed slots for expiry and the time pushdown; the shape says how
+# many entities follow. When the
 # shape says "packed", slot 0 holds time_ns, mono_ns and the event id's counter as one int
 # (three values unique to each event: one object instead of three).
 _T_NS, _T_S, _SHAPE, _ENTS = 0, 1, 2, 3
@@ -132,19 +136,32 @@ def _keep(v: Any, how: str) -> Any:
     return v
 
 
+_SHARE_T = frozenset({str, int, type(None)})  # equal values of these types are the same value, same type
+_LEARN, _REPEAT_MAX = 256, 32  # a shape's first events observed; at most this many distinct values: repeating
+_COMBOS_MAX = 1 << 14
+
+
 class _Shape:
     """The names of a record's own values, grouped by how they are kept, with C-level getters:
-    text values (interned), integers (shared through the pool), and the rest."""
+    values that repeat (learned from the shape's first events: uid, comm, namespaces, ...) as
+    one tuple shared by every record with the same ones, text values (interned), integers
+    (shared through the pool), and the rest."""
 
-    __slots__ = ("names", "texts", "ints", "others", "others_how", "cover", "n_ents", "derive", "const", "packed",
-                 "tid_is_pid")
+    __slots__ = ("own", "names", "rep_names", "reps", "own_at", "texts", "ints", "others", "others_how", "cover",
+                 "n_ents", "derive", "const", "packed", "tid_is_pid", "seen", "n_seen")
 
     def __init__(self, names: tuple[str, ...], cover: frozenset[str], n_ents: int, derive: bool,
-                 const: dict[str, Any], packed: bool, tid_is_pid: bool) -> None:
-        texts = tuple(n for n in names if getattr(FIELDS.get(n), "type", None) is FieldType.TEXT and n not in _UNIQUE and n != "event_id")
-        ints = tuple(n for n in names if getattr(FIELDS.get(n), "type", None) in _INTS and n not in _UNIQUE)
-        others = tuple(n for n in names if n not in texts and n not in ints)
-        self.names = texts + ints + others  # the order of the values in a record
+                 const: dict[str, Any], packed: bool, tid_is_pid: bool, reps: tuple[str, ...] | None = None) -> None:
+        self.own = names
+        rep = set(reps or ())
+        texts = tuple(n for n in names if getattr(FIELDS.get(n), "type", None) is FieldType.TEXT and n not in _UNIQUE
+                      and n != "event_id" and n not in rep)
+        ints = tuple(n for n in names if getattr(FIELDS.get(n), "type", None) in _INTS and n not in _UNIQUE and n not in rep)
+        others = tuple(n for n in names if n not in texts and n not in ints and n not in rep)
+        self.rep_names = tuple(n for n in names if n in rep)
+        self.reps = _getter(self.rep_names)
+        self.own_at = 1 if self.rep_names else 0  # the shared tuple's slot comes first
+        self.names = texts + ints + others  # the order of the other values in a record
         self.texts, self.ints, self.others = _getter(texts), _getter(ints), _getter(others)
         self.others_how = tuple(_ID if n == "event_id" else _ARGS if n == "argv" else _KEEP for n in others)
         self.packed = packed
@@ -153,6 +170,26 @@ class _Shape:
         self.n_ents = n_ents
         self.derive = derive  # the derived fields are left out, and made again on reading
         self.cover = cover
+        # learning which values repeat: only before the split is known
+        self.seen: dict[str, set[Any]] | None = {n: set() for n in texts + ints} if reps is None else None
+        self.n_seen = 0
+
+    def observe(self, ev: Event) -> tuple[str, ...] | None:
+        """Count this event's values; after ``_LEARN`` events, the names that repeat."""
+        seen = self.seen
+        if seen is None:
+            return None
+        for n, vals in seen.items():
+            v = ev.get(n)
+            if len(vals) <= _REPEAT_MAX and type(v) in _SHARE_T:
+                vals.add(v)
+            else:
+                vals.add(object())  # unshareable or too many: never repeating
+        self.n_seen += 1
+        if self.n_seen < _LEARN:
+            return None
+        self.seen = None
+        return tuple(n for n, vals in seen.items() if len(vals) <= _REPEAT_MAX)
 
 
 class EventBuffers:
@@ -168,6 +205,7 @@ class EventBuffers:
         self._shapes: dict[tuple[Any, ...], _Shape] = {}
         self._values: dict[Any, Any] = {}  # repeating str/int values -> the one shared object
         self._derive: dict[tuple[Any, ...], bool] = {}
+        self._combos: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # repeating values of a shape -> one shared tuple
         self._dropped = {kind: EXPIRED.labels(kind, "max") for kind in self._q}  # labels() once, not per event
 
     # -- writing --------------------------------------------------------------------------------
@@ -205,6 +243,11 @@ class EventBuffers:
                 | ({"tid"} if same_tid else set())
             own = tuple(k for k in keys if k not in cover and k not in skip)
             shape = self._shapes[sk] = _Shape(own, cover, len(ents), derive, const, packed, same_tid)
+        elif shape.seen is not None:
+            reps = shape.observe(ev)
+            if reps is not None:  # learned: this shape's later records share their repeating values
+                shape = self._shapes[sk] = _Shape(shape.own, shape.cover, shape.n_ents, shape.derive, shape.const,
+                                                  shape.packed, shape.tid_is_pid, reps)
         pool = self._values
         if len(pool) > _INTERN_MAX:
             pool.clear()  # still correct: later values are simply not shared with earlier ones
@@ -224,7 +267,20 @@ class EventBuffers:
         others = shape.others(ev)
         if shape.others_how:
             others = tuple(map(_keep, others, shape.others_how))
-        return (first, pool.setdefault(t_s, t_s) if type(t_s) is int else t_s, shape, *ents, *tv, *iv, *others)
+        t_s = pool.setdefault(t_s, t_s) if type(t_s) is int else t_s
+        if not shape.own_at:
+            return (first, t_s, shape, *ents, *tv, *iv, *others)
+        rv = shape.reps(ev)
+        if set(map(type, rv)) <= _SHARE_T:
+            rt = self._combos.get(rv)
+            if rt is None:
+                rt = tuple([intern(v) if type(v) is str else pool.setdefault(v, v) if type(v) is int else v for v in rv])
+                if len(self._combos) > _COMBOS_MAX:
+                    self._combos.clear()
+                self._combos[rt] = rt
+        else:  # a type no declaration allows: kept exactly, not shared
+            rt = tuple([intern(v) if type(v) is str else v for v in rv])
+        return (first, t_s, shape, *ents, rt, *tv, *iv, *others)
 
     def submit(self, ev: Event) -> None:
         kind = ev.get("event_type", "")
@@ -263,7 +319,11 @@ class EventBuffers:
         if shape is None:  # kept as a plain copy (see submit)
             return EventDict(rec[_ENTS])
         start = _ENTS + shape.n_ents
-        ev = EventDict(zip(shape.names, rec[start:], strict=True))
+        if shape.own_at:
+            ev = EventDict(zip(shape.rep_names, rec[start], strict=True))
+            ev.update(zip(shape.names, rec[start + 1:], strict=True))
+        else:
+            ev = EventDict(zip(shape.names, rec[start:], strict=True))
         eid = ev.get("event_id")
         if type(eid) is int:
             ev["event_id"] = f"{RUN_PREFIX}-{eid:x}"

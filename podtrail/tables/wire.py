@@ -103,14 +103,15 @@ class _Group:
 class _Plan:
     """How one table writes the records of one shape, and reads single values from them."""
 
-    __slots__ = ("head", "start", "own", "groups", "seen", "n_seen", "packed", "special", "n_cover", "derive", "getters")
+    __slots__ = ("head", "start", "shared", "own", "groups", "seen", "n_seen", "packed", "special", "n_cover", "derive",
+                 "getters")
 
     def __init__(self, spec: TableSpec, shape: Any) -> None:
         cols = {c.key: c for c in spec.columns}
         if len(cols) != len(spec.columns):
             raise Unplannable("two columns read one field")
         start = buf._ENTS + shape.n_ents
-        pos = {n: start + i for i, n in enumerate(shape.names)}
+        pos = {n: start + shape.own_at + i for i, n in enumerate(shape.names)}
         taken: set[str] = set()
 
         def take(k: str) -> bool:
@@ -128,6 +129,13 @@ class _Plan:
             getters[n] = _own_getter(n, i)
             if take(n):
                 own.append((i, cols[n]))
+        # The values the buffer keeps as one shared tuple: their pairs cached per tuple.
+        self.shared: tuple[int, tuple[tuple[bytes, bool] | None, ...], dict[Any, tuple[Any, bytes]]] | None = None
+        if shape.own_at:
+            for j, n in enumerate(shape.rep_names):
+                getters[n] = _shared_getter(start, j)
+            self.shared = (start, tuple((key_bytes(cols[n].name), cols[n].json) if take(n) else None
+                                        for n in shape.rep_names), {})
         self.own = tuple(own)
         self.groups = _groups(self.own, ())
         # Which own values repeat (uid, comm, namespaces, ...) is learned from the first records:
@@ -166,19 +174,29 @@ class _Plan:
         self.n_cover = sum(take(k) for k in shape.cover)
         for k in shape.cover:
             getters[k] = _entity_getter(k, buf._ENTS, start)
-        self.derive: tuple[Callable[[tuple[Any, ...]], Any], tuple[tuple[str, str, bool], ...], dict[str, Any],
-                           tuple[str, ...], dict[Any, bytes]] | None = None
+        self.derive: tuple[Callable[[tuple[Any, ...]], Any], tuple[tuple[str, str, bool], ...],
+                           Callable[[tuple[Any, ...]], dict[str, Any]], dict[Any, bytes]] | None = None
         if shape.derive:
             outs = tuple((k, cols[k].name, cols[k].json) for k in sorted(DERIVED) if take(k))
-            own_in = tuple(n for n in DERIVED_FROM if n in pos)
             for n in DERIVED_FROM:
-                if n in shape.cover or (n in getters and n not in pos and n not in shape.const):
+                if n in shape.cover or (n in getters and n not in pos and n not in shape.const and n not in shape.rep_names):
                     raise Unplannable(f"derived from {n}, which is not an own or constant value")
             fixed = {n: shape.const[n] for n in DERIVED_FROM if n in shape.const}
-            key = _tuple_getter(tuple(pos[n] for n in own_in))
-            self.derive = (key, outs, fixed, own_in, {})
+            ins = tuple((n, getters[n]) for n in DERIVED_FROM if n in pos or n in shape.rep_names)
+            flat = _tuple_getter(tuple(pos[n] for n in DERIVED_FROM if n in pos))
+            if shape.own_at and any(n in shape.rep_names for n in DERIVED_FROM):
+                key: Callable[[tuple[Any, ...]], Any] = lambda r: (r[start], flat(r))  # noqa: E731
+            else:
+                key = flat
+
+            def inputs(r: tuple[Any, ...]) -> dict[str, Any]:
+                d = dict(fixed)
+                d.update((n, v) for n, g in ins if (v := g(r)) is not None)
+                return d
+
+            self.derive = (key, outs, inputs, {})
             for k in DERIVED:
-                getters[k] = _derived_getter(k, key, fixed, own_in)
+                getters[k] = _derived_getter(k, inputs)
         for c in spec.columns:
             if c.key not in taken:
                 static.append(pair(c.name, ""))
@@ -204,14 +222,36 @@ class _Plan:
             self.seen = None
 
     def derived_bytes(self, rec: tuple[Any, ...]) -> bytes:
-        key, outs, fixed, own_in, memo = self.derive  # type: ignore[misc]
-        vals = key(rec)
-        b = memo.get(vals)
+        key, outs, inputs, memo = self.derive  # type: ignore[misc]
+        k = key(rec)
+        try:
+            b = memo.get(k)
+        except TypeError:  # an unhashable value where a scalar is declared
+            k, b = None, None
         if b is None:
-            d = derived(_derive_input(fixed, own_in, vals))
-            if len(memo) > 4096:
-                memo.clear()
-            b = memo[vals] = b"".join([pair(name, d.get(k), as_json) for k, name, as_json in outs])
+            d = derived(inputs(rec))
+            b = b"".join([pair(name, d.get(n), as_json) for n, name, as_json in outs])
+            if k is not None:
+                if len(memo) > 4096:
+                    memo.clear()
+                memo[k] = b
+        return b
+
+    def shared_bytes(self, rec: tuple[Any, ...]) -> bytes:
+        at, kjs, cache = self.shared  # type: ignore[misc]
+        rt = rec[at]
+        try:
+            hit = cache.get(rt)
+        except TypeError:
+            hit = None
+        if hit is not None and hit[0] is rt:  # the very tuple: the same values, the same types
+            return hit[1]  # type: ignore[no-any-return]
+        b = b"".join([kj[0] + _LEN(len(vb)) + vb for kj, v in zip(kjs, rt, strict=True) if kj is not None
+                      for vb in (cell_bytes(v, kj[1]),)])
+        if set(map(type, rt)) <= _CACHE_T:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[rt] = (rt, b)
         return b
 
 
@@ -270,12 +310,6 @@ def _groups(own: tuple[tuple[int, Column], ...], rep: tuple[int, ...]) -> _Group
     return _Groups(reps, texts, ints, others)
 
 
-def _derive_input(fixed: dict[str, Any], names: tuple[str, ...], vals: tuple[Any, ...]) -> dict[str, Any]:
-    d = dict(fixed)
-    d.update((n, v) for n, v in zip(names, vals, strict=True) if v is not None)
-    return d
-
-
 def _const(v: Any) -> Getter:
     return lambda r: v
 
@@ -297,8 +331,12 @@ def _entity_getter(key: str, a: int, b: int) -> Getter:
     return get
 
 
-def _derived_getter(key: str, own: Callable[[tuple[Any, ...]], Any], fixed: dict[str, Any], names: tuple[str, ...]) -> Getter:
-    return lambda r: derived(_derive_input(fixed, names, own(r))).get(key)
+def _derived_getter(key: str, inputs: Callable[[tuple[Any, ...]], dict[str, Any]]) -> Getter:
+    return lambda r: derived(inputs(r)).get(key)
+
+
+def _shared_getter(at: int, j: int) -> Getter:
+    return lambda r: r[at][j]
 
 
 def _remember(memo: dict[Any, tuple[bytes, int]], e: Entity,
@@ -401,6 +439,8 @@ class TableWriter:
         add = out.append
         add(p.head)
         add(eb[0])
+        if p.shared is not None:
+            add(p.shared_bytes(rec))
         if p.seen is not None:
             p.observe(rec)
         gs = p.groups
