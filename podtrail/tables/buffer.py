@@ -113,11 +113,12 @@ def _compact_id(v: Any) -> Any:
     return v
 
 
-def _getter(names: tuple[str, ...]) -> Callable[[Event], tuple[Any, ...]]:
-    if len(names) > 1:
-        return itemgetter(*names)  # type: ignore[return-value]
-    if names:
-        n = names[0]
+def _getter(keys: tuple[Any, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """The values at ``keys`` (names of an event, slots of a record) as a tuple, C-level."""
+    if len(keys) > 1:
+        return itemgetter(*keys)  # type: ignore[return-value]
+    if keys:
+        n = keys[0]
         return lambda ev: (ev[n],)
     return lambda ev: ()
 

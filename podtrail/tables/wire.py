@@ -26,7 +26,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 from podtrail.model.context import Entity
@@ -73,15 +72,6 @@ def _pairs(kbs: tuple[bytes, ...], vbs: Iterable[bytes]) -> Iterator[bytes]:
     return chain.from_iterable(zip(kbs, map(_LEN, map(len, vbs)), vbs, strict=True))
 
 
-def _tuple_getter(idxs: tuple[int, ...]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
-    if len(idxs) > 1:
-        return itemgetter(*idxs)  # type: ignore[return-value]
-    if idxs:
-        i = idxs[0]
-        return lambda r: (r[i],)
-    return lambda r: ()
-
-
 class Unplannable(Exception):
     """A shape whose records this module does not write directly (they take the dict path)."""
 
@@ -95,7 +85,7 @@ class _Group:
     __slots__ = ("get", "kbs", "cols")
 
     def __init__(self, slots: list[tuple[int, Column]]) -> None:
-        self.get = _tuple_getter(tuple(i for i, _ in slots))
+        self.get = buf._getter(tuple(i for i, _ in slots))
         self.kbs = tuple(key_bytes(c.name) for _, c in slots)
         self.cols = tuple(c for _, c in slots)
 
@@ -183,7 +173,7 @@ class _Plan:
                     raise Unplannable(f"derived from {n}, which is not an own or constant value")
             fixed = {n: shape.const[n] for n in DERIVED_FROM if n in shape.const}
             ins = tuple((n, getters[n]) for n in DERIVED_FROM if n in pos or n in shape.rep_names)
-            flat = _tuple_getter(tuple(pos[n] for n in DERIVED_FROM if n in pos))
+            flat = buf._getter(tuple(pos[n] for n in DERIVED_FROM if n in pos))
             if shape.own_at and any(n in shape.rep_names for n in DERIVED_FROM):
                 key: Callable[[tuple[Any, ...]], Any] = lambda r: (r[start], flat(r))  # noqa: E731
             else:
@@ -271,7 +261,7 @@ class _Groups:
 
     def __init__(self, rep: list[tuple[int, Column]], texts: list[tuple[int, Column]], ints: list[tuple[int, Column]],
                  others: list[tuple[int, Column]]) -> None:
-        self.rep = _tuple_getter(tuple(i for i, _ in rep)) if rep else None
+        self.rep = buf._getter(tuple(i for i, _ in rep)) if rep else None
         self.rep_cols = tuple((key_bytes(c.name), c.json) for _, c in rep)
         self.cache: dict[tuple[Any, ...], bytes] = {}
         self.texts, self.ints, self.others = _Group(texts), _Group(ints), _Group(others)
