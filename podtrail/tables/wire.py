@@ -42,7 +42,7 @@ _LEN = struct.Struct(">i").pack
 DERIVED_FROM = buf._DERIVE_FROM
 # Entity kinds whose rendering is kept on the entity itself (few, widely shared).
 KEEP_ON_ENTITY = frozenset({"container", "pod"})
-_MEMO_MAX = 8192  # the query's memo of process entities' bytes: cleared when it grows past this
+_MEMO_MAX = 1024  # the query's memo of process entities' bytes (a process's events arrive close together)
 CHUNK = 512  # rows per written chunk
 _STR_T = frozenset({str})
 _INT_T = frozenset({int})
