@@ -158,7 +158,7 @@ class _Plan:
         self.packed: tuple[bytes, bytes, bytes, bytes, bytes, int] | None = None
         names = [k for k in specials if k in cols]
         if shape.packed and shape.tid_is_pid and names == ["time_ns", "mono_ns", "event_id", "time", "tid"] \
-                and all(not cols[k].json for k in names):
+                and "pid" in pos and all(not cols[k].json for k in names):
             self.packed = (*(key_bytes(cols[k].name) for k in names), pos["pid"])  # type: ignore[assignment]
         self.special = tuple(special)
         self.n_cover = sum(take(k) for k in shape.cover)
@@ -354,7 +354,7 @@ class TableWriter:
         if p is False:
             try:
                 p = _Plan(self.spec, shape) if shape is not None else None
-            except Unplannable:
+            except Exception:  # noqa: BLE001 - Unplannable, or a layout this writer misreads: the dict path is exact
                 p = None
             if len(self._plans) > 4096:
                 self._plans.clear()
