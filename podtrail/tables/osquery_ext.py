@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -124,6 +125,43 @@ def _encode_chunk(encode: Any, chunk: list[Row]) -> bytes:
         return b"".join([row_bytes(r) for r in chunk])
 
 
+def _send_while_rendering(trans: Any, pieces: Iterable[tuple[int, bytes]], count: int) -> int:
+    """Write the chunks from a sender thread while this one renders the next: sending blocks
+    (the socket holds little; osqueryd decodes as it reads) without the interpreter lock, so
+    rendering, sending and osqueryd's decoding overlap instead of taking turns. Only the
+    sender touches ``trans`` until it is joined. Returns the rows written."""
+    q: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+    failed: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            while (b := q.get()) is not None:
+                trans.write(b)
+                trans.flush()
+        except BaseException as e:  # noqa: BLE001 - handed to the rendering thread, which raises it
+            failed.append(e)
+            while q.get() is not None:  # never leave the renderer blocked on a full queue
+                pass
+
+    sender = threading.Thread(target=send, name="podtrail-osquery-send", daemon=True)
+    sender.start()
+    written = 0
+    try:
+        for n, b in pieces:
+            if failed:
+                break
+            written += n
+            if written > count:
+                raise RuntimeError(f"more rows than announced ({count})")
+            q.put(b)
+    finally:
+        q.put(None)
+        sender.join()
+    if failed:
+        raise failed[0]
+    return written
+
+
 def write_rows(oprot: Any, count: int, rows: Iterable[Row]) -> None:
     """The ``list<map<string,string>>`` of rows, chunk by chunk, flushed as it goes: rows
     the tables wrote as bytes already (``WireRows``) as they are, row dicts encoded."""
@@ -137,7 +175,9 @@ def write_rows(oprot: Any, count: int, rows: Iterable[Row]) -> None:
     elif binary:
         pieces = ((len(c), _encode_chunk(encode, c) if encode is not None else b"".join([row_bytes(r) for r in c]))
                   for c in _chunks(rows))
-    if pieces is not None:
+    if pieces is not None and count > CHUNK:
+        written = _send_while_rendering(oprot.trans, pieces, count)
+    elif pieces is not None:
         for n, b in pieces:
             written += n
             if written > count:
