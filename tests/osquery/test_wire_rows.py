@@ -308,3 +308,25 @@ def test_one_busy_process_whose_pid_and_tid_repeat() -> None:
         assert all(writer(spec).plan(r[2]) for r in svc.buffers.records(kind))
         cs = [{"name": "pid", "list": [{"op": 2, "expr": "4242"}], "affinity": "INTEGER"}]
         assert len(_decoded(_reply(svc, spec.name, cs))) == 600
+
+
+def test_a_reader_gone_mid_reply_fails_the_call_without_hanging(staged: tuple[list[Any], TableService]) -> None:
+    """The sender thread's write fails (osqueryd went away): the call raises that error (the
+    server then closes the connection) instead of blocking the rendering thread."""
+    _, svc = staged
+
+    class Gone(TMemoryBuffer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flushes = 0
+
+        def flush(self) -> None:
+            self.flushes += 1
+            if self.flushes > 1:
+                raise BrokenPipeError("osqueryd went away")
+
+    req = TMemoryBuffer()
+    Extension.Client(TBinaryProtocol(req)).send_call("table", "container_process_events", {"action": "generate"})
+    processor = StreamingProcessor(ExtensionHandler(TABLES, svc.select_wire, lambda: None))
+    with pytest.raises(BrokenPipeError):
+        processor.process(TBinaryProtocolAccelerated(TMemoryBuffer(req.getvalue())), TBinaryProtocolAccelerated(Gone()))
