@@ -265,7 +265,7 @@ def _add_tables(agent: Agent, k8s_stage: Any) -> None:
         from podtrail.tables.schema import TABLES
 
         # Registers when osqueryd answers, and again whenever it restarts (a new uuid).
-        ext = OsqueryExtension(cfg.socket, TABLES, svc.select, reregister=True)
+        ext = OsqueryExtension(cfg.socket, TABLES, svc.select_wire, reregister=True)
         agent._starters.append(ext.start_when_ready)
         agent._closables.append(ext.stop)
 

@@ -5,9 +5,11 @@ osquery's ``--events_max``/``--events_expiry``); what falls off is counted, neve
 
 Events are kept compact, as references: one flat tuple per event holding its own values,
 its shape (the names of those values, shared by every event of that shape) and its context
-entities (process, container, pod: shared by every event of that process or pod). Repeating
-values (uids, ports, addresses, comm, ...) are shared objects. Rows are built only when
-selected, and then say exactly what the event said (tested against the event itself).
+entities (process, container, pod: shared by every event of that process or pod). The values
+that repeat among a shape's events (uids, comm, namespaces, ports, ...: learned from its first
+events) are one tuple shared by every record with the same ones; other texts are interned and
+integers pooled. Rows are built only when selected (``wire`` writes them as Thrift bytes
+from the records), and then say exactly what the event said (tested against the event itself).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import repeat
 from operator import itemgetter
 from sys import intern
 from typing import Any
@@ -31,8 +34,10 @@ EXPIRED = Counter("podtrail_table_events_expired_total", "Buffered events droppe
 COMPACT_FAILED = Counter("podtrail_table_events_uncompacted_total", "Buffered events kept as plain copies (compaction raised).", registry=REGISTRY)
 BUFFERED = Gauge("podtrail_table_events_buffered", "Events held for the osquery evented tables.", ["table_kind"], registry=REGISTRY)
 
-# Record layout: (time_ns, time, shape, *entities, *own values); time_ns and time sit in fixed
-# slots for expiry and the time pushdown; the shape says how many entities follow. When the
+# Record layout: (time_ns, time, shape, *entities, [shared tuple,] *own values); the shared tuple
+# (the shape's repeating values, in ``shape.rep_names`` order) is there when ``shape.own_at``.
+# time_ns and time sit in fixed slots for expiry and the time pushdown; the shape says how
+# many entities follow. When the
 # shape says "packed", slot 0 holds time_ns, mono_ns and the event id's counter as one int
 # (three values unique to each event: one object instead of three).
 _T_NS, _T_S, _SHAPE, _ENTS = 0, 1, 2, 3
@@ -76,6 +81,20 @@ def _time_ns(rec: tuple[Any, ...]) -> int:
 
 
 _KEEP, _ID, _ARGS = "keep", "id", "argv"
+# What ``derived`` reads (tests/osquery/test_wire_rows.py checks it) and the derived names:
+# together they decide whether an event's derived fields are what reading would make.
+_DERIVE_FROM = ("result", "event_type", "action", "direction", "local_address", "local_port", "remote_address",
+                "remote_port", "target_path", "drift", "sensitive", "dropped_before")
+_DERIVE_KEY = _DERIVE_FROM + tuple(sorted(DERIVED))
+
+
+class _Absent:
+    """A value no event has: absent and None are different answers for ``len(ev.keys() & DERIVED)``."""
+
+    __slots__ = ()
+
+
+_ABSENT = repeat(_Absent())
 _STR_T, _INT_T = frozenset({str}), frozenset({int})
 _INTS = (FieldType.INTEGER, FieldType.BIGINT)
 
@@ -94,28 +113,56 @@ def _compact_id(v: Any) -> Any:
     return v
 
 
-def _getter(names: tuple[str, ...]) -> Callable[[Event], tuple[Any, ...]]:
-    if len(names) > 1:
-        return itemgetter(*names)  # type: ignore[return-value]
-    if names:
-        n = names[0]
+def _getter(keys: tuple[Any, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """The values at ``keys`` (names of an event, slots of a record) as a tuple, C-level."""
+    if len(keys) > 1:
+        return itemgetter(*keys)  # type: ignore[return-value]
+    if keys:
+        n = keys[0]
         return lambda ev: (ev[n],)
     return lambda ev: ()
 
 
+def _keep(v: Any, how: str) -> Any:
+    """An ``others`` value as a record keeps it."""
+    if how is _ID:  # the event id: its counter when it is one of this run's
+        return _compact_id(v)
+    if how is _ARGS and type(v) is list and v:
+        try:
+            j = "\0".join(v)  # every argument a str (TypeError otherwise)
+        except TypeError:
+            return v
+        if j.count("\0") == len(v) - 1 and set(map(type, v)) == _STR_T:  # no NUL inside one; no str subclass
+            return _Argv(j)
+    return v
+
+
+_SHARE_T = frozenset({str, int, type(None)})  # equal values of these types are the same value, same type
+_LEARN, _REPEAT_MAX = 256, 32  # a shape's first events observed; at most this many distinct values: repeating
+_COMBOS_MAX = 1 << 14
+
+
 class _Shape:
     """The names of a record's own values, grouped by how they are kept, with C-level getters:
-    text values (interned), integers (shared through the pool), and the rest."""
+    values that repeat (learned from the shape's first events: uid, comm, namespaces, ...) as
+    one tuple shared by every record with the same ones, text values (interned), integers
+    (shared through the pool), and the rest."""
 
-    __slots__ = ("names", "texts", "ints", "others", "others_how", "cover", "n_ents", "derive", "const", "packed",
-                 "tid_is_pid")
+    __slots__ = ("own", "names", "rep_names", "reps", "own_at", "texts", "ints", "others", "others_how", "cover",
+                 "n_ents", "derive", "const", "packed", "tid_is_pid", "seen", "n_seen")
 
     def __init__(self, names: tuple[str, ...], cover: frozenset[str], n_ents: int, derive: bool,
-                 const: dict[str, Any], packed: bool, tid_is_pid: bool) -> None:
-        texts = tuple(n for n in names if getattr(FIELDS.get(n), "type", None) is FieldType.TEXT and n not in _UNIQUE and n != "event_id")
-        ints = tuple(n for n in names if getattr(FIELDS.get(n), "type", None) in _INTS and n not in _UNIQUE)
-        others = tuple(n for n in names if n not in texts and n not in ints)
-        self.names = texts + ints + others  # the order of the values in a record
+                 const: dict[str, Any], packed: bool, tid_is_pid: bool, reps: tuple[str, ...] | None = None) -> None:
+        self.own = names
+        rep = set(reps or ())
+        texts = tuple(n for n in names if getattr(FIELDS.get(n), "type", None) is FieldType.TEXT and n not in _UNIQUE
+                      and n != "event_id" and n not in rep)
+        ints = tuple(n for n in names if getattr(FIELDS.get(n), "type", None) in _INTS and n not in _UNIQUE and n not in rep)
+        others = tuple(n for n in names if n not in texts and n not in ints and n not in rep)
+        self.rep_names = tuple(n for n in names if n in rep)
+        self.reps = _getter(self.rep_names)
+        self.own_at = 1 if self.rep_names else 0  # the shared tuple's slot comes first
+        self.names = texts + ints + others  # the order of the other values in a record
         self.texts, self.ints, self.others = _getter(texts), _getter(ints), _getter(others)
         self.others_how = tuple(_ID if n == "event_id" else _ARGS if n == "argv" else _KEEP for n in others)
         self.packed = packed
@@ -124,6 +171,26 @@ class _Shape:
         self.n_ents = n_ents
         self.derive = derive  # the derived fields are left out, and made again on reading
         self.cover = cover
+        # learning which values repeat: only before the split is known
+        self.seen: dict[str, set[Any]] | None = {n: set() for n in texts + ints} if reps is None else None
+        self.n_seen = 0
+
+    def observe(self, ev: Event) -> tuple[str, ...] | None:
+        """Count this event's values; after ``_LEARN`` events, the names that repeat."""
+        seen = self.seen
+        if seen is None:
+            return None
+        for n, vals in seen.items():
+            v = ev.get(n)
+            if len(vals) <= _REPEAT_MAX and type(v) in _SHARE_T:
+                vals.add(v)
+            else:
+                vals.add(object())  # unshareable or too many: never repeating
+        self.n_seen += 1
+        if self.n_seen < _LEARN:
+            return None
+        self.seen = None
+        return tuple(n for n, vals in seen.items() if len(vals) <= _REPEAT_MAX)
 
 
 class EventBuffers:
@@ -138,15 +205,29 @@ class EventBuffers:
         self._lock = threading.Lock()
         self._shapes: dict[tuple[Any, ...], _Shape] = {}
         self._values: dict[Any, Any] = {}  # repeating str/int values -> the one shared object
+        self._derive: dict[tuple[Any, ...], bool] = {}
+        self._combos: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # repeating values of a shape -> one shared tuple
+        self._dropped = {kind: EXPIRED.labels(kind, "max") for kind in self._q}  # labels() once, not per event
 
     # -- writing --------------------------------------------------------------------------------
     def _record(self, ev: Event) -> tuple[Any, ...]:
         ents, cover = covered(ev)
         keys = tuple(ev)
-        # Derived fields are stored only when they are not exactly what reading would make.
-        d = derived(ev)
-        derive = d.items() <= ev.items() and len(d) == len(ev.keys() & DERIVED)
         get = ev.get
+        # Derived fields are stored only when they are not exactly what reading would make:
+        # decided once per combination of what ``derived`` reads and what the event has.
+        try:
+            dk: Any = tuple(map(get, _DERIVE_KEY, _ABSENT))
+            derive = self._derive.get(dk)
+        except TypeError:  # an unhashable value where a scalar is declared
+            dk, derive = None, None
+        if derive is None:
+            d = derived(ev)
+            derive = d.items() <= ev.items() and len(d) == len(ev.keys() & DERIVED)
+            if dk is not None:
+                if len(self._derive) > 4096:
+                    self._derive.clear()
+                self._derive[dk] = derive
         consts = tuple(map(get, _CONST))
         t_ns, mono, seq = get("time_ns"), get("mono_ns"), _compact_id(get("event_id"))
         packed = type(t_ns) is int and type(mono) is int and type(seq) is int and 0 <= t_ns < _B64 and 0 <= mono < _B64 \
@@ -163,6 +244,11 @@ class EventBuffers:
                 | ({"tid"} if same_tid else set())
             own = tuple(k for k in keys if k not in cover and k not in skip)
             shape = self._shapes[sk] = _Shape(own, cover, len(ents), derive, const, packed, same_tid)
+        elif shape.seen is not None:
+            reps = shape.observe(ev)
+            if reps is not None:  # learned: this shape's later records share their repeating values
+                shape = self._shapes[sk] = _Shape(shape.own, shape.cover, shape.n_ents, shape.derive, shape.const,
+                                                  shape.packed, shape.tid_is_pid, reps)
         pool = self._values
         if len(pool) > _INTERN_MAX:
             pool.clear()  # still correct: later values are simply not shared with earlier ones
@@ -170,26 +256,36 @@ class EventBuffers:
         if type(t_s) is int and type(t_ns) is int and t_s == t_ns // 1_000_000_000:
             t_s = _FROM_NS  # made again from time_ns on reading
         first = (t_ns << 128) | (mono << 64) | seq if packed else t_ns  # type: ignore[operator]
-        out: list[Any] = [first, pool.setdefault(t_s, t_s) if type(t_s) is int else t_s, shape, *ents]
         texts, ints = shape.texts(ev), shape.ints(ev)
-        if set(map(type, texts)) <= _STR_T:  # declared types hold (validate checks every source)
-            out.extend(map(intern, texts))  # freed when the last holder goes (not immortal before 3.12)
-        else:
-            out.extend(intern(v) if type(v) is str else v for v in texts)
+        try:  # declared types hold (validate checks every source); intern takes exactly str
+            tv = tuple(map(intern, texts))  # freed when the last holder goes (not immortal before 3.12)
+        except TypeError:
+            tv = tuple(intern(v) if type(v) is str else v for v in texts)
         if set(map(type, ints)) <= _INT_T:  # exactly int: a bool must not take an int's place
-            out.extend(map(pool.setdefault, ints, ints))
+            iv = tuple(map(pool.setdefault, ints, ints))
         else:
-            out.extend(pool.setdefault(v, v) if type(v) is int else v for v in ints)
-        for v, how in zip(shape.others(ev), shape.others_how, strict=True):
-            if how is _ID:  # the event id: its counter when it is one of this run's
-                v = _compact_id(v)
-            elif how is _ARGS and type(v) is list and v and all(type(a) is str and "\0" not in a for a in v):
-                v = _Argv("\0".join(v))
-            out.append(v)
-        return tuple(out)
+            iv = tuple(pool.setdefault(v, v) if type(v) is int else v for v in ints)
+        others = shape.others(ev)
+        if shape.others_how:
+            others = tuple(map(_keep, others, shape.others_how))
+        t_s = pool.setdefault(t_s, t_s) if type(t_s) is int else t_s
+        if not shape.own_at:
+            return (first, t_s, shape, *ents, *tv, *iv, *others)
+        rv = shape.reps(ev)
+        if set(map(type, rv)) <= _SHARE_T:
+            rt = self._combos.get(rv)
+            if rt is None:
+                rt = tuple([intern(v) if type(v) is str else pool.setdefault(v, v) if type(v) is int else v for v in rv])
+                if len(self._combos) > _COMBOS_MAX:
+                    self._combos.clear()
+                self._combos[rt] = rt
+        else:  # a type no declaration allows: kept exactly, not shared
+            rt = tuple([intern(v) if type(v) is str else v for v in rv])
+        return (first, t_s, shape, *ents, rt, *tv, *iv, *others)
 
     def submit(self, ev: Event) -> None:
-        q = self._q.get(ev.get("event_type", ""))
+        kind = ev.get("event_type", "")
+        q = self._q.get(kind)
         if q is None:
             return
         try:
@@ -200,9 +296,9 @@ class EventBuffers:
             rec = (t_ns if type(t_ns) is int else None, t_s if type(t_s) is int else None, None, dict(ev))
         with self._lock:
             q.append(rec)
-            if len(q) > self.max:
+            if len(q) > self.max:  # the steady state of a busy node: one out for each one in
                 q.popleft()
-                EXPIRED.labels(ev["event_type"], "max").inc()
+                self._dropped[kind].inc()
 
     def expire(self, now_ns: int | None = None) -> None:
         cut = (time.time_ns() if now_ns is None else now_ns) - self.expiry_ns
@@ -224,7 +320,11 @@ class EventBuffers:
         if shape is None:  # kept as a plain copy (see submit)
             return EventDict(rec[_ENTS])
         start = _ENTS + shape.n_ents
-        ev = EventDict(zip(shape.names, rec[start:], strict=True))
+        if shape.own_at:
+            ev = EventDict(zip(shape.rep_names, rec[start], strict=True))
+            ev.update(zip(shape.names, rec[start + 1:], strict=True))
+        else:
+            ev = EventDict(zip(shape.names, rec[start:], strict=True))
         eid = ev.get("event_id")
         if type(eid) is int:
             ev["event_id"] = f"{RUN_PREFIX}-{eid:x}"

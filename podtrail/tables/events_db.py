@@ -17,8 +17,8 @@ from typing import Any
 
 import apsw
 
+from podtrail.tables.cells import render
 from podtrail.tables.schema import TABLES, Column, TableSpec
-from podtrail.tables.service import render
 from podtrail.tables.sql import _typed
 
 BATCH = 5000

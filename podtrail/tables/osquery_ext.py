@@ -1,9 +1,10 @@
 """podtrail's tables as an osquery extension, over podtrail's own Thrift bindings.
 
 Registers every table with its full column metadata (type and options: INDEX, HIDDEN, ...),
-serves ``call`` with constraints pushed down, answers pings while a generate runs. Rows go
-out through thrift's C encoder in chunks straight from the selected events: a ``SELECT *``
-never holds more than one chunk of row dicts.
+serves ``call`` with constraints pushed down, answers pings while a generate runs. An evented
+table's rows go out as bytes written straight from the buffer records (``wire``: no row
+dicts, context entities encoded once); other rows through thrift's C encoder, in chunks: a
+``SELECT *`` never holds more than one chunk of rows.
 
 The manager (osqueryd) is watched: when it goes away, or comes back as a new process that
 does not know this extension's uuid, the extension either stops (``reregister=False``: the
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
+from thrift.protocol import TBinaryProtocol
 from thrift.Thrift import TMessageType, TType
 
 from podtrail import __version__
@@ -29,6 +32,7 @@ from podtrail.tables.osquery_thrift import Extension, ExtensionManager
 from podtrail.tables.osquery_thrift.ttypes import ExtensionResponse, ExtensionStatus, InternalExtensionInfo
 from podtrail.tables.schema import TableSpec
 from podtrail.tables.thrift_server import ThreadedUnixServer, client_protocol
+from podtrail.tables.wire import WireRows, row_bytes
 
 log = logging.getLogger(__name__)
 
@@ -112,25 +116,84 @@ def _chunks(rows: Iterable[Row]) -> Iterator[list[Row]]:
         yield chunk
 
 
-def write_rows(oprot: Any, count: int, rows: Iterable[Row]) -> None:
-    """The ``list<map<string,string>>`` of rows, chunk by chunk, flushed as it goes."""
-    oprot.writeListBegin(TType.MAP, count)
-    encode = oprot._fast_encode
+def _encode_chunk(encode: Any, chunk: list[Row]) -> bytes:
+    """The elements of an encoded list field, without its headers (thrift's C encoder);
+    text it refuses (lone surrogates) goes through ``wire.row_bytes``, escaped."""
+    try:
+        return encode(ExtensionResponse(response=chunk), _RESPONSE_SPEC)[_HEAD:-1]  # type: ignore[no-any-return]
+    except UnicodeEncodeError:
+        return b"".join([row_bytes(r) for r in chunk])
+
+
+def _send_while_rendering(trans: Any, pieces: Iterable[tuple[int, bytes]], count: int) -> int:
+    """Write the chunks from a sender thread while this one renders the next: sending blocks
+    (the socket holds little; osqueryd decodes as it reads) without the interpreter lock, so
+    rendering, sending and osqueryd's decoding overlap instead of taking turns. Only the
+    sender touches ``trans`` until it is joined. Returns the rows written."""
+    q: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+    failed: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            while (b := q.get()) is not None:
+                trans.write(b)
+                trans.flush()
+        except BaseException as e:  # noqa: BLE001 - handed to the rendering thread, which raises it
+            failed.append(e)
+            while q.get() is not None:  # never leave the renderer blocked on a full queue
+                pass
+
+    sender = threading.Thread(target=send, name="podtrail-osquery-send", daemon=True)
+    sender.start()
     written = 0
-    for chunk in _chunks(rows):
-        written += len(chunk)
-        if written > count:
-            raise RuntimeError(f"more rows than announced ({count})")
-        if encode is not None:  # the elements of an encoded list field, without its headers
-            oprot.trans.write(encode(ExtensionResponse(response=chunk), _RESPONSE_SPEC)[_HEAD:-1])
-        else:
-            for row in chunk:
-                oprot.writeMapBegin(TType.STRING, TType.STRING, len(row))
-                for k, v in row.items():
-                    oprot.writeString(k)
-                    oprot.writeString(v)
-                oprot.writeMapEnd()
-        oprot.trans.flush()
+    try:
+        for n, b in pieces:
+            if failed:
+                break
+            written += n
+            if written > count:
+                raise RuntimeError(f"more rows than announced ({count})")
+            q.put(b)
+    finally:
+        q.put(None)
+        sender.join()
+    if failed:
+        raise failed[0]
+    return written
+
+
+def write_rows(oprot: Any, count: int, rows: Iterable[Row]) -> None:
+    """The ``list<map<string,string>>`` of rows, chunk by chunk, flushed as it goes: rows
+    the tables wrote as bytes already (``WireRows``) as they are, row dicts encoded."""
+    oprot.writeListBegin(TType.MAP, count)
+    binary = isinstance(oprot, TBinaryProtocol.TBinaryProtocol)
+    encode = oprot._fast_encode if binary else None
+    written = 0
+    pieces: Iterable[tuple[int, bytes]] | None = None
+    if isinstance(rows, WireRows) and binary:
+        pieces = rows.chunks()
+    elif binary:
+        pieces = ((len(c), _encode_chunk(encode, c) if encode is not None else b"".join([row_bytes(r) for r in c]))
+                  for c in _chunks(rows))
+    if pieces is not None and count > CHUNK:
+        written = _send_while_rendering(oprot.trans, pieces, count)
+    elif pieces is not None:
+        for n, b in pieces:
+            written += n
+            if written > count:
+                raise RuntimeError(f"more rows than announced ({count})")
+            oprot.trans.write(b)
+            oprot.trans.flush()
+    else:
+        for row in rows:
+            written += 1
+            if written > count:
+                raise RuntimeError(f"more rows than announced ({count})")
+            oprot.writeMapBegin(TType.STRING, TType.STRING, len(row))
+            for k, v in row.items():
+                oprot.writeString(k)
+                oprot.writeString(v)
+            oprot.writeMapEnd()
     if written != count:
         raise RuntimeError(f"{written} rows, {count} announced")
     oprot.writeListEnd()

@@ -68,3 +68,24 @@ def _round_trip_raw(ev: dict[str, Any]) -> None:
     b = EventBuffers(events_max=10, expiry_s=10**12)
     b.submit(ev)
     assert [dict(e) for e in b.iter_events(Kind.FILE)] == [ev]
+
+
+def test_values_a_shape_shares_keep_their_types_after_learning() -> None:
+    """Once a shape has learned which values repeat (and shares them as one tuple), an event
+    with an odd type in such a column (a bool or a text where an integer is declared, None)
+    still comes back exactly, and never takes another event's shared tuple."""
+    evs: list[dict[str, Any]] = []
+    for i in range(400):
+        evs.append(finalize(new_event(Kind.FILE, "open", pid=100 + i, uid=1000, gid=1000, comm="cat", target_path="/etc/hosts",
+                                      flags=0, result=3, fd=3, source="ebpf")))
+    for uid, comm in ((True, "cat"), ("1000", "cat"), (1000, None), (1000.0, "cat"), (1, "cat")):
+        evs.append(finalize(new_event(Kind.FILE, "open", pid=7, uid=uid, gid=1000, comm=comm, target_path="/etc/hosts",
+                                      flags=0, result=3, fd=3, source="ebpf")))
+    b = EventBuffers(events_max=1000, expiry_s=10**9)
+    for e in evs:
+        b.submit(e)
+    recs = b.records(Kind.FILE)
+    assert any(r[2].own_at for r in recs), "the shape learned its repeating values"
+    shared = {id(r[3]) for r in recs if r[2].own_at and type(r[3]) is tuple}
+    assert len(shared) < 10, "records with the same repeating values share one tuple"
+    _round_trip(evs)
