@@ -13,6 +13,7 @@ auditd exec path")."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import sys
@@ -26,6 +27,7 @@ from podtrail.inbox import Inbox
 from podtrail.model.event import Event
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+log = logging.getLogger(__name__)
 
 
 def to_json_line(ev: Event) -> str:
@@ -72,7 +74,11 @@ class StdoutSink:
                 pass
 
     def submit(self, ev: Event) -> None:
-        self._lines.append(self._fmt(ev))
+        try:
+            self._lines.append(self._fmt(ev))
+        except Exception:  # a formatting bug loses this line only, counted; the other outputs still get the event
+            log.exception("stdout: cannot format an event")
+            metrics.dropped("stdout", "format_error")
 
     def end_batch(self) -> None:
         lines = self._lines

@@ -97,3 +97,17 @@ def test_a_reader_that_goes_away_is_reported_once_and_later_lines_are_dropped() 
     sink.close()
     stream.close()
     assert sink.closed and closed == ["stdout"]
+
+
+def test_a_formatting_bug_loses_that_line_only() -> None:
+    buf = io.StringIO()
+
+    def fmt(ev: Event) -> str:
+        if ev["pid"] == 1001:
+            raise ValueError("a formatter bug")
+        return json.dumps({"cmdline": ev["cmdline"]})
+
+    sink = StdoutSink(buf, formatter=fmt)
+    _feed(sink, _events(3))
+    sink.close()
+    assert _numbers(buf.getvalue()) == [0, 2]
