@@ -120,6 +120,8 @@ def main() -> int:
     ap.add_argument("--q-depth", type=int, default=20000,
                     help="auditd.conf q_depth, as deploy/auditd/plugins.d/podtrail.conf advises (0: auditd's default 2000, "
                          "which lost records here)")
+    ap.add_argument("--root", default=str(ROOT), help="the folder whose podtrail package runs as the plugin "
+                    "(another version, to compare: run alternately)")
     ap.add_argument("--py-spy", metavar="OUT", help="also profile the agent with py-spy (raw folded stacks to OUT)")
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="podtrail-bench-plugin-"))
@@ -128,7 +130,7 @@ def main() -> int:
     cfg = d / "podtrail.yaml"
     # the tables' API socket is not what is measured; the lock and spool are its own (another agent may run here)
     cfg.write_text(f'osquery:\n  api_socket: ""\nlock_file: {d}/agent.lock\nspool_dir: {d}/spool\n')
-    wrapper.write_text(f"#!/bin/sh\necho $$ > {d}/plugin.pid\ncd {ROOT}\nexec {sys.executable} -m podtrail run -c {cfg} --source auditd "
+    wrapper.write_text(f"#!/bin/sh\necho $$ > {d}/plugin.pid\ncd {a.root}\nexec {sys.executable} -m podtrail run -c {cfg} --source auditd "
                        f"--audit-input plugin --no-metrics --no-sockets --no-files >{out} 2>{d}/plugin.err\n")
     wrapper.chmod(0o755)
     plugins = d / "plugins.d"

@@ -42,7 +42,9 @@ class Stage(Protocol):
 
 
 class Sink(Protocol):
-    """A consumer: stdout, a SIEM output, the osquery event buffer. ``submit`` never blocks."""
+    """A consumer: stdout, a SIEM output, the osquery event buffer. ``submit`` never blocks.
+    A sink may also have ``end_batch()``, called after each batch the pipeline took (and at
+    its ticks): it can then write once for many events."""
 
     name: str
 
@@ -79,6 +81,8 @@ class Pipeline:
         self._q: Inbox[Event] = Inbox(queue_size)
         self._tick_interval = tick_interval
         self._outs = self._build_chain()
+        self._batch_ends: list[Callable[[], None]] = [
+            end for end in (getattr(s, "end_batch", None) for s in self._sinks) if callable(end)]
         self.stop_event = threading.Event()  # tells the sources (and helpers) to stop
         # the pipeline itself stops only on close(): sources still hand over their last poll
         # (and the process sensor its held forks) after stop_event is set
@@ -133,7 +137,18 @@ class Pipeline:
             if now >= next_tick:
                 self._tick(now)
                 next_tick = now + self._tick_interval
+                self._end_batch()
+            elif batch:
+                self._end_batch()
         self._tick(float("inf"))
+        self._end_batch()
+
+    def _end_batch(self) -> None:
+        for end in self._batch_ends:
+            try:
+                end()
+            except Exception:  # an output bug must not kill the agent
+                log.exception("an output failed to write its batch")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="podtrail-pipeline", daemon=True)

@@ -18,6 +18,7 @@ from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 
 _MAX_CACHE = 65536
+PARENT_TTL_S = 1.0
 # The names this stage fills; an event carrying one itself takes the full path.
 _CTX_NAMES = frozenset(CONTAINER_CTX.names)
 _FILLED = _CTX_NAMES - {"cgroup_id"}
@@ -50,7 +51,8 @@ class ContainerStage:
         self.force_proc = force_proc or not self.index.usable
         self._refs: dict[str, ContainerRef | None] = {}
         self._by_key: dict[str, tuple[str, ContainerRef | None]] = {}  # process_key -> /proc answer
-        self._by_pid_parent: dict[int, tuple[str, ContainerRef | None]] = {}
+        # parent process key -> (when read, its /proc answer): the answer for its children gone before they are read
+        self._by_parent: dict[object, tuple[float, tuple[str, ContainerRef | None]]] = {}
         self.containers: dict[str, ContainerInfo] = {}
         self._ents: dict[str, Entity] = {}  # cgroup path -> the container context entity
         # cgroup id -> (its path in the index, the entity, the container): an event of a known
@@ -79,14 +81,31 @@ class ContainerStage:
         if hit is None:
             hit = read_proc_cgroup(pid)
             if hit is None:  # already gone: its parent's container (processes rarely change cgroups)
-                ppid = ev.get("ppid")
-                hit = read_proc_cgroup(ppid) if isinstance(ppid, int) and ppid > 0 else None
+                hit = self._parents(ev)
             if hit is None:
                 return None
             if len(self._by_key) >= _MAX_CACHE:
                 self._by_key.clear()
             self._by_key[key] = hit
         return hit[0], hit[1], "proc_cgroup"
+
+    def _parents(self, ev: Event) -> tuple[str, ContainerRef | None] | None:
+        """The parent's /proc answer, read once per parent and ``PARENT_TTL_S`` (an exec storm
+        from one shell reads it once, not per exec; a parent that moves is seen within the TTL)."""
+        ppid = ev.get("ppid")
+        if not isinstance(ppid, int) or ppid <= 0:
+            return None
+        pkey = ev.get("parent_key") or ppid
+        now = time.monotonic()
+        got = self._by_parent.get(pkey)
+        if got is not None and now - got[0] < PARENT_TTL_S:
+            return got[1]
+        hit = read_proc_cgroup(ppid)
+        if hit is not None:
+            if len(self._by_parent) >= _MAX_CACHE:
+                self._by_parent.clear()
+            self._by_parent[pkey] = (now, hit)
+        return hit
 
     def apply(self, ev: Event) -> None:
         cg = ev.get("cgroup_id")

@@ -10,7 +10,7 @@ from podtrail.model.context import PROCESS_CTX, put, share
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 from podtrail.procs.stdin import stdin_kind
-from podtrail.procs.table import Proc, ProcessTable
+from podtrail.procs.table import Proc, ProcessTable, since_boot_ns
 from podtrail.procs.users import UserNames
 
 ANCESTOR_CMDLINE_MAX = 512  # full command lines are on the parent; ancestors carry a prefix
@@ -33,6 +33,12 @@ def _basis(p: Proc, parent: Proc, uid: object) -> tuple[object, ...]:
     """What the full path reads for a process's non-exec event (compared element by element,
     identity first: the same strings are the same objects until something changes)."""
     return (parent, parent.path, parent.cmdline, p.path, p.cmdline, p.cwd, uid, p.extra.get("uid"))
+
+
+def _since_boot(ev: Event) -> int:
+    """An event without the kernel's clock (auditd): its stamp as ns since boot."""
+    t = ev.get("time_ns")
+    return since_boot_ns(t) if isinstance(t, int) else 0
 
 
 def _key(p: Proc) -> str:
@@ -108,7 +114,7 @@ class ProcessStage:
                 if old is not None and "as_ancestor" in old.extra:  # an ancestor's image changes
                     self._epoch += 1
                 p = t.on_exec(pid, ev.get("path") or "", ev.get("cmdline") or "", ev.get("comm") or "",
-                              ev.get("uid", -1), ev.get("cgroup_id") or 0, ev.get("mono_ns") or 0, ev.get("ppid"),
+                              ev.get("uid", -1), ev.get("cgroup_id") or 0, ev.get("mono_ns") or _since_boot(ev), ev.get("ppid"),
                               cwd=ev.get("cwd"), start_ns=ev.get("start_ns"))
                 mnt_ns = ev.get("mnt_ns")
                 if mnt_ns:

@@ -13,6 +13,7 @@ kernel) and ``proc_fallback`` is off: after the start-up seed, the table never r
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,11 @@ def proc_facts(pid: int) -> tuple[str, str, str]:
     return exe, cmd, cwd
 
 
+def since_boot_ns(wall_ns: int) -> int:
+    """A wall-clock time (an audit record's stamp) as ns since boot, the clock of ``start_ns``."""
+    return wall_ns - (time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+
+
 def same_start(a: int, b: int) -> bool:
     """Two start times of one process: /proc gives clock ticks (10 ms), the kernel ns."""
     return abs(a - b) <= 2 * (1_000_000_000 // _CLK_TCK)
@@ -139,12 +145,16 @@ class ProcessTable:
                 ppid: int | None = None, *, cwd: str | None = None, start_ns: int | None = None) -> Proc:
         """``cwd`` and ``start_ns`` come with eBPF events (read in the kernel at the exec); with
         them nothing is read from /proc, and a pid whose start time differs from the entry's is
-        a new process (pid reuse after a missed exit), never merged into the old one."""
+        a new process (pid reuse after a missed exit), never merged into the old one. auditd's
+        records carry ppid and cwd (and path, argv, comm, uid) but no start time: a process new
+        to the table is not read from /proc either (it has usually exited by then); its key's
+        start is ``mono_ns``, the exec's time since boot."""
         p = self.by_pid.get(pid)
         if p is not None and start_ns is not None and not same_start(p.start_ns, start_ns):
             p = None
         if p is None or p.exited_at is not None:
-            loaded = self._load(pid) if start_ns is None and self.proc_fallback else None
+            known = ppid is not None and cwd is not None  # what /proc would give, but the start time
+            loaded = self._load(pid) if start_ns is None and self.proc_fallback and not known else None
             p = loaded or Proc(pid, start_ns if start_ns is not None else mono_ns)
             if p.parent is None and ppid:  # gone already (auditd reports late): its parent from the record
                 p.ppid, p.parent = ppid, self.get(ppid)
