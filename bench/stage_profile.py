@@ -158,6 +158,18 @@ def _detect() -> Any:
     return st
 
 
+def decode_items(dec: ProcessDecoder, items: list[tuple[str, Any]]) -> list[Any]:
+    """The stream's items as events: raw samples through the real decoder, the rest built."""
+    evs = []
+    for k, v in items:
+        if k == "raw":
+            evs.append(dec.decode(v))
+        else:
+            d = dict(v)
+            evs.append(new_event(d.pop("kind"), d.pop("action"), **d))
+    return evs
+
+
 def _best(rounds: int, fn: Callable[[], Any]) -> tuple[float, Any]:
     best, res = float("inf"), None
     for _ in range(rounds):
@@ -176,14 +188,7 @@ def profile(cycles: int, rounds: int) -> dict[str, Any]:
     dec = ProcessDecoder()
 
     def decode() -> list[Any]:
-        evs = []
-        for k, v in items:
-            if k == "raw":
-                evs.append(dec.decode(v))
-            else:
-                d = dict(v)
-                evs.append(new_event(d.pop("kind"), d.pop("action"), **d))
-        return evs
+        return decode_items(dec, items)
 
     dt, _ = _best(rounds, decode)
     us["decode"] = dt / n * 1e6
