@@ -58,3 +58,15 @@ def start_agent(cfg: Config | None = None, extra_stages: list[Any] | None = None
     agent = build_agent(cfg, sinks=[sink], extra_stages=extra_stages)
     agent.start()
     return agent, sink
+
+
+def run_stage(stage: Any, ev: dict[str, Any], wait: float = 5.0) -> dict[str, Any] | None:
+    """One event through one stage, ticking it until it lets the event go (a stage may hold an
+    event while it waits for metadata); None when it kept it for ``wait`` seconds."""
+    out: list[dict[str, Any]] = []
+    stage.process(ev, out.append)
+    deadline = time.monotonic() + wait
+    while not out and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stage.tick(time.monotonic(), out.append)
+    return out[0] if out else None

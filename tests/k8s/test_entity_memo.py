@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_harness import run_stage
 from conftest import require_runc
 from containers import run_container
 from fake_apiserver import FakeAPIServer, make_pod
@@ -74,14 +75,9 @@ def _wait(pred: Any, timeout: float = 10.0) -> None:
 
 def _through(stages: list[Any], ev: dict[str, Any], wait: float = 5.0) -> dict[str, Any]:
     for st in stages:
-        out: list[dict[str, Any]] = []
-        st.process(ev, out.append)
-        deadline = time.monotonic() + wait
-        while not out and time.monotonic() < deadline:
-            time.sleep(0.05)
-            st.tick(time.monotonic(), out.append)
-        assert out, f"{type(st).__name__} kept the event"
-        ev = out[0]
+        got = run_stage(st, ev, wait)
+        assert got is not None, f"{type(st).__name__} kept the event"
+        ev = got
     return finalize(ev)
 
 

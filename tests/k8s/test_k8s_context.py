@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_harness import run_stage
 from conftest import require_runc
 from containers import run_container
 from fake_apiserver import FakeAPIServer, make_pod
@@ -45,16 +46,6 @@ def _event_from(container: Any) -> dict[str, Any]:
     ContainerStage(force_proc=True).apply(ev)
     assert ev["container_id"] == container.id
     return ev
-
-
-def _run(stage: Any, ev: dict[str, Any], wait: float = 5.0) -> dict[str, Any] | None:
-    out: list[dict[str, Any]] = []
-    stage.process(ev, out.append)
-    deadline = time.monotonic() + wait
-    while not out and time.monotonic() < deadline:
-        time.sleep(0.05)
-        stage.tick(time.monotonic(), out.append)
-    return out[0] if out else None
 
 
 def _wait(pred: Any, timeout: float = 10.0) -> None:
@@ -104,11 +95,11 @@ def test_deleted_pod_resolves_until_tombstone_expires(api: FakeAPIServer, tmp_pa
         _wait(lambda: watcher.cache.by_container(c.id) is not None)
         api.delete_pod(c.pod_uid)
         _wait(lambda: watcher.cache.by_uid(c.pod_uid).deleted_at is not None)
-        e = _run(stage, _event_from(c))
+        e = run_stage(stage, _event_from(c))
         assert e and e["pod_name"] == "job-1" and (e["workload_kind"], e["workload_name"]) == ("CronJob", "backup")
         time.sleep(1.1)
         watcher.cache.expire()
-        e2 = _run(stage, _event_from(c))
+        e2 = run_stage(stage, _event_from(c))
         assert e2 and e2.get("metadata_missing") is True and "pod_name" not in e2
     finally:
         stop()
@@ -123,12 +114,12 @@ def test_api_down_at_start_uses_pod_logs_then_api(api: FakeAPIServer, tmp_path: 
     stage, stop, watcher = build_k8s_stage(_cfg(api, tmp_path))
     try:
         _wait(lambda: bool(watcher.last_error))
-        e = _run(stage, _event_from(c), wait=1)
+        e = run_stage(stage, _event_from(c), wait=1)
         assert e and (e["namespace"], e["pod_name"], e["container_name"], e["metadata_source"]) == ("ops", "agent-x1", "agent", "pod_logs")
         api.add_pod(make_pod("agent-x1", "ops", c.pod_uid, NODE, container_id=c.id, container="agent", owner=("DaemonSet", "agent")))
         api.down = False
         _wait(lambda: watcher.cache.by_container(c.id) is not None, timeout=20)
-        e = _run(stage, _event_from(c))
+        e = run_stage(stage, _event_from(c))
         assert e and e["metadata_source"] == "api" and (e["workload_kind"], e["workload_name"]) == ("DaemonSet", "agent")
     finally:
         stop()
@@ -159,9 +150,9 @@ def test_410_gone_relists_and_dropped_watch_resumes(api: FakeAPIServer, tmp_path
 def test_container_outside_kubernetes_is_not_flagged_missing(tmp_path: Path) -> None:
     stage, stop, _ = build_k8s_stage(_cfg(None, tmp_path))
     ev = new_event(Kind.PROCESS, "exec", pid=1, container_id="e" * 64, container_runtime="docker")
-    e = _run(stage, ev, wait=0.2)
+    e = run_stage(stage, ev, wait=0.2)
     assert e and "metadata_missing" not in e and e["cluster_name"] == "prod-eu"
-    host = _run(stage, new_event(Kind.PROCESS, "exec", pid=1), wait=0.2)
+    host = run_stage(stage, new_event(Kind.PROCESS, "exec", pid=1), wait=0.2)
     assert host and host["cluster_name"] == "prod-eu" and host["node_name"] == NODE
     stop()
 
@@ -195,7 +186,7 @@ def test_remote_ip_resolves_to_the_pod_that_held_it_then(api: FakeAPIServer, tmp
 
         def sock(ip: str, t: int) -> dict[str, Any]:
             ev = new_event(Kind.SOCKET, "connect", time_ns=t, pid=1, remote_address=ip, remote_port=443, direction="outbound")
-            out = _run(stage, ev, wait=0.2)
+            out = run_stage(stage, ev, wait=0.2)
             assert out is not None
             return out
 
