@@ -40,14 +40,23 @@ codecs.register_error(_ERRORS, _escape)
 _ELLIPSIS, _ELLIPSIS_ESC = "…".encode(), b"\\u2026"
 
 
-def dumps(obj: Any) -> str:
+def dumpb(obj: Any) -> bytes:
+    """``obj`` as compact JSON in ASCII bytes (what a writer sends as it is)."""
     try:
         b = orjson.dumps(obj, default=str)
     except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), default=str)
-    if b.isascii():
-        return b.decode("ascii")
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), default=str).encode("ascii")
+    return b if b.isascii() else ascii_json(b)
+
+
+def ascii_json(b: bytes) -> bytes:
+    """orjson's output with its non-ASCII characters escaped (they occur in strings only)."""
     b = b.replace(_ELLIPSIS, _ELLIPSIS_ESC)  # the common case, in one C pass
     if b.isascii():
-        return b.decode("ascii")
-    return b.decode("utf-8").encode("ascii", _ERRORS).decode("ascii")
+        return b
+    return b.decode("utf-8").encode("ascii", _ERRORS)
+
+
+def dumps(obj: Any) -> str:
+    """``obj`` as compact JSON, ASCII text."""
+    return dumpb(obj).decode("ascii")

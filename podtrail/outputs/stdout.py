@@ -8,7 +8,12 @@ file descriptor), goes to a writer thread that waits for the reader; the pipelin
 directly again once that thread has caught up. So order is kept, a slow reader never stalls
 the pipeline, and lines are lost only when the writer thread's queue is full (counted).
 Measured: one thread and its wake-ups fewer per batch (docs/BENCHMARKS.md, "Threads and the
-auditd exec path")."""
+auditd exec path").
+
+Lines linger up to ``linger_s`` (or ``linger_lines``) before they are written: at 1,000 execs/s
+the pipeline's batches are one or two events, and one write per batch cost more than formatting
+the line (docs/BENCHMARKS.md, "Outputs, enrichment and delivery"). The pipeline ends a batch at
+least every tick, so a line is out within ``linger_s`` plus a tick; ``close`` writes the rest."""
 
 from __future__ import annotations
 
@@ -18,11 +23,14 @@ import os
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
+import orjson
+
 from podtrail import metrics
-from podtrail.formatters.jsonenc import dumps
+from podtrail.formatters.jsonenc import ascii_json, dumpb
 from podtrail.inbox import Inbox
 from podtrail.model.event import Event
 
@@ -33,7 +41,38 @@ log = logging.getLogger(__name__)
 def to_json_line(ev: Event) -> str:
     """One event, one line: flat canonical field names; non-ASCII escaped so no byte of an
     attacker-controlled value can split the line (orjson, see formatters/jsonenc.py)."""
-    return dumps(ev)
+    return json_line(ev).decode("ascii")
+
+
+def json_line(ev: Event) -> bytes:
+    """``to_json_line`` as the ASCII bytes a writer sends. The ancestry, most of a process
+    event's line, is encoded once per ancestry list: the process stage shares one list among
+    the events of a process and its siblings and makes a new one when an ancestor changes
+    (a list on an event is never changed: it is part of the immutable process entity)."""
+    doc = ev
+    anc = ev.get("ancestors")
+    if anc and type(anc) is list:
+        hit = _ANC.get(id(anc))
+        if hit is None or hit[0] is not anc:
+            hit = _ancestry(anc)
+        doc = dict(ev)
+        doc["ancestors"] = hit[1]
+    try:
+        b = orjson.dumps(doc)
+    except (TypeError, orjson.JSONEncodeError):  # what only the careful path takes (see dumpb)
+        return dumpb(ev)
+    return b if b.isascii() else ascii_json(b)
+
+
+# id of an ancestry list -> (the list, kept alive so its id is not reused; its JSON text)
+_ANC: dict[int, tuple[list[Any], orjson.Fragment]] = {}
+
+
+def _ancestry(anc: list[Any]) -> tuple[list[Any], orjson.Fragment]:
+    if len(_ANC) >= 4096:
+        _ANC.clear()
+    hit = _ANC[id(anc)] = (anc, orjson.Fragment(dumpb(anc)))
+    return hit
 
 
 def _fd_of(stream: IO[str]) -> tuple[int, str]:
@@ -51,12 +90,21 @@ def _fd_of(stream: IO[str]) -> tuple[int, str]:
 
 class StdoutSink:
     def __init__(self, stream: IO[str] | None = None, max_queue: int = 65536,
-                 formatter: Callable[[Event], str] = to_json_line) -> None:
+                 formatter: Callable[[Event], str] = to_json_line, linger_s: float = 0.02,
+                 linger_bytes: int = 1 << 16) -> None:
         self.name = "stdout"
         self._fmt = formatter
+        # JSON lines are made as bytes (json_line) and kept as they are; other formats are text
+        self._fmtb: Callable[[Event], bytes] | None = json_line if formatter is to_json_line else None
         self._stream = stream or sys.stdout
         self._enc = getattr(self._stream, "encoding", None) or "utf-8"
-        self._lines: list[str] = []
+        # Lines not written yet, encoded, in one growing buffer: holding many separate line
+        # objects until a write cost more than making them (measured)
+        self._buf = bytearray()
+        self._n = 0  # lines in _buf
+        self._linger = linger_s
+        self._linger_bytes = linger_bytes
+        self._since = 0.0  # when an end of batch first found lines waiting (0: none waiting)
         self._max = max_queue  # lines waiting for the writer thread
         self._queued = 0
         self._q: Inbox[tuple[bytes | str, int]] = Inbox(1 << 30)  # bounded by lines (self._max)
@@ -65,6 +113,7 @@ class StdoutSink:
         self._t: threading.Thread | None = None
         self._fd, self._direct = _fd_of(self._stream)
         self.handed_over = 0  # batches (or their rest) that went to the writer thread (tests, benchmarks)
+        self.writes = 0  # writes from the pipeline thread and hand-overs (tests, benchmarks)
         self.on_closed: Callable[[str], None] | None = None  # the agent decides: stop, or go on without us
         self.closed = False
         if self._fd >= 0:
@@ -75,36 +124,63 @@ class StdoutSink:
 
     def submit(self, ev: Event) -> None:
         try:
-            self._lines.append(self._fmt(ev))
+            fmt = self._fmtb
+            line = fmt(ev) if fmt is not None else self._fmt(ev).encode(self._enc, "backslashreplace")
         except Exception:  # a formatting bug loses this line only, counted; the other outputs still get the event
             log.exception("stdout: cannot format an event")
             metrics.dropped("stdout", "format_error")
+            return
+        buf = self._buf
+        buf += line
+        buf += b"\n"
+        self._n += 1
 
     def end_batch(self) -> None:
-        lines = self._lines
-        if not lines:
+        """Write what waits once it has lingered ``linger_s`` or reached ``linger_bytes``."""
+        if not self._n:
             return
-        self._lines = []
+        if self._linger > 0 and len(self._buf) < self._linger_bytes:
+            now = time.monotonic()
+            if not self._since:
+                self._since = now
+                return
+            if now - self._since < self._linger:
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        """Write (or hand over) every line waiting, now."""
+        n_lines, buf = self._n, self._buf
+        self._since = 0.0
+        if not n_lines:
+            return
+        self._n = 0
         if self.closed:
-            metrics.dropped("stdout", "closed", len(lines))
+            buf.clear()
+            metrics.dropped("stdout", "closed", n_lines)
             return
-        text = "\n".join(lines) + "\n"
+        self.writes += 1
         if self._fd < 0:
-            self._hand_over(text, len(lines))
+            text = buf.decode(self._enc)
+            buf.clear()
+            self._hand_over(text, n_lines)
             return
-        data = text.encode(self._enc, "backslashreplace")
         if self._direct and not self._behind:
             try:
-                n = self._write_now(data)
+                n = self._write_now(buf)
             except (BrokenPipeError, ValueError):
-                self._closed(len(lines))
+                buf.clear()
+                self._closed(n_lines)
                 return
-            if n == len(data):
+            if n == len(buf):
+                buf.clear()
                 return
-            data = data[n:]  # the rest (from a partial line on) goes to the writer thread
+            del buf[:n]  # the rest (from a partial line on) goes to the writer thread
+        data = bytes(buf)
+        buf.clear()
         self._hand_over(data, data.count(b"\n"))
 
-    def _write_now(self, data: bytes) -> int:
+    def _write_now(self, data: bytearray) -> int:
         """Bytes written without waiting (0: the reader is behind)."""
         if self._direct == "plain":
             return os.write(self._fd, data)
@@ -171,7 +247,7 @@ class StdoutSink:
             self.on_closed(self.name)
 
     def close(self) -> None:
-        self.end_batch()
+        self.flush()
         with self._mu:
             t = self._t
             if t is not None:

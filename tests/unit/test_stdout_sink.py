@@ -8,11 +8,12 @@ import io
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 from podtrail.model.event import Event, finalize, new_event
 from podtrail.model.fields import Kind
-from podtrail.outputs.stdout import StdoutSink
+from podtrail.outputs.stdout import StdoutSink, to_json_line
 
 
 def _events(n: int) -> list[Event]:
@@ -111,3 +112,54 @@ def test_a_formatting_bug_loses_that_line_only() -> None:
     _feed(sink, _events(3))
     sink.close()
     assert _numbers(buf.getvalue()) == [0, 2]
+
+
+def test_lines_linger_until_the_time_or_size_bound_and_close_writes_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    with open(path, "w") as f:
+        sink = StdoutSink(f, linger_s=3600.0, linger_bytes=4096)
+        _feed(sink, _events(3), batch=1)  # ~1.5 kB: under the size bound, far under the time bound
+        assert sink.writes == 0 and path.read_text() == ""
+        _feed(sink, _events(10), batch=1)  # past the size bound: written at the end of that batch
+        assert sink.writes >= 1 and path.read_text()
+        sink.close()
+    assert len(path.read_text().splitlines()) == 13
+
+
+def test_a_line_lingers_no_longer_than_the_time_bound_when_batches_keep_ending(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    with open(path, "w") as f:
+        sink = StdoutSink(f, linger_s=0.05)
+        _feed(sink, _events(1))
+        assert path.read_text() == ""
+        deadline = time.monotonic() + 30  # a guard against a hang, not a timing measure
+        while not path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)
+            sink.end_batch()  # what the pipeline does at least once per tick
+        assert _numbers(path.read_text()) == [0]
+        sink.close()
+
+
+def _with_ancestry(anc: list[dict[str, object]], **own: object) -> Event:
+    ev = new_event(Kind.PROCESS, "exec", pid=7, cmdline="/bin/true", ancestors=anc, **own)
+    finalize(ev)
+    return ev
+
+
+def test_the_ancestry_text_is_kept_per_list_and_a_new_list_is_rendered_again() -> None:
+    a1 = [{"pid": 1, "path": "/bin/sh", "cmdline": "sh -c x"}]
+    a2 = [{"pid": 1, "path": "/usr/bin/python3", "cmdline": "python3 app.py"}]  # the ancestor exec'd: a new list
+    lines = [json.loads(to_json_line(_with_ancestry(a))) for a in (a1, a1, a2, a1)]
+    assert [x["ancestors"] for x in lines] == [a1, a1, a2, a1]
+
+
+def test_hostile_ancestry_and_own_fields_never_break_or_forge_a_line() -> None:
+    evil = "x\n{\"event_type\":\"forged\"}\r\u2028\u2029\x00\x1b…\U0001f600 \udcff"
+    anc = [{"pid": 2, "path": evil, "cmdline": evil + "…"}]
+    for own in ({}, {"comm": evil}, {"exit_code": 2**70}):  # a value orjson refuses: the stdlib path
+        ev = _with_ancestry(anc, **own)
+        line = to_json_line(ev)
+        assert line.isascii() and "\n" not in line and "\r" not in line
+        back = json.loads(line)
+        assert back["ancestors"] == json.loads(json.dumps(anc)) and back["event_type"] == "process"
+        assert back == json.loads(json.dumps(dict(ev), default=str))
