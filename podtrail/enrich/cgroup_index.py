@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 
 def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
@@ -31,6 +32,9 @@ class CgroupIndex:
     def __init__(self, root: str | None = None, rescan_interval_s: float = 1.0, linger_s: float = 60.0) -> None:
         self.root = root if root is not None else cgroup2_mount()
         self._paths: dict[int, str] = {}
+        # The path of an id the index holds now (no rescan on a miss: for cache checks); the
+        # dict's own get (this runs for every event), valid because _paths is never replaced
+        self.known: Callable[[int], str | None] = self._paths.get
         self._removed: deque[tuple[float, int]] = deque()
         self._rescan_interval = rescan_interval_s
         self._linger = linger_s
@@ -76,9 +80,6 @@ class CgroupIndex:
             p = self._paths.get(cgroup_id)
         return p
 
-    def known(self, cgroup_id: int) -> str | None:
-        """The path of an id the index holds now (no rescan on a miss: for cache checks)."""
-        return self._paths.get(cgroup_id)
 
     def paths(self) -> list[str]:
         with self._lock:

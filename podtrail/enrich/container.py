@@ -22,6 +22,7 @@ PARENT_TTL_S = 1.0
 # The names this stage fills; an event carrying one itself takes the full path.
 _CTX_NAMES = frozenset(CONTAINER_CTX.names)
 _FILLED = _CTX_NAMES - {"cgroup_id"}
+_HOST = frozenset({"cgroup_id", "cgroup_path"})  # the context of a cgroup of no container
 
 
 @dataclass(slots=True)
@@ -55,9 +56,10 @@ class ContainerStage:
         self._by_parent: dict[object, tuple[float, tuple[str, ContainerRef | None]]] = {}
         self.containers: dict[str, ContainerInfo] = {}
         self._ents: dict[str, Entity] = {}  # cgroup path -> the container context entity
-        # cgroup id -> (its path in the index, the entity, the container): an event of a known
-        # cgroup is one dict lookup and one identity check (the index may remap an id)
-        self._by_cgroup: dict[int, tuple[str, Entity, ContainerInfo | None, dict[str, object]]] = {}
+        # cgroup id -> (its path in the index, the entity, the container, the entity's values,
+        # whether it is a cgroup of no container): an event of a known cgroup is one dict
+        # lookup and one identity check (the index may remap an id)
+        self._by_cgroup: dict[int, tuple[str, Entity, ContainerInfo | None, dict[str, object], bool]] = {}
 
     def _parse(self, path: str) -> ContainerRef | None:
         if path in self._refs:
@@ -109,17 +111,21 @@ class ContainerStage:
 
     def apply(self, ev: Event) -> None:
         cg = ev.get("cgroup_id")
-        if not cg or type(cg) is not int or self.force_proc:
-            self._apply(ev)
-            return
-        clean = ev.keys().isdisjoint(_FILLED)
-        hit = self._by_cgroup.get(cg)
-        if hit is not None and clean and self.index.known(cg) is hit[0]:
+        hit = self._by_cgroup.get(cg) if type(cg) is int else None  # never filled with force_proc
+        # A known cgroup: the index still names the same path, and the event has none of the
+        # names the full path would fill (its source set none). For a cgroup of no container
+        # (the host's) the full path sets the path and attaches its entity whatever else the
+        # event has: one comparison.
+        if hit is not None and self.index.known(cg) is hit[0] and (hit[4] or ev.keys().isdisjoint(_FILLED)):
             ev.update(hit[3])  # what the full path gives an event of this cgroup: the entity's values
             put(ev, hit[1])
             if hit[2] is not None:
                 hit[2].last_seen = time.time()
             return
+        if not cg or type(cg) is not int or self.force_proc:
+            self._apply(ev)
+            return
+        clean = ev.keys().isdisjoint(_FILLED)
         self._apply(ev)
         path = self.index.known(cg)
         got = self._ents.get(path) if path is not None else None
@@ -129,7 +135,7 @@ class ContainerStage:
                 and got.keys == _CTX_NAMES.intersection(ev):
             if len(self._by_cgroup) >= _MAX_CACHE:
                 self._by_cgroup.clear()
-            self._by_cgroup[cg] = (path, got, self.containers.get(ev.get("container_id") or ""), got.values)
+            self._by_cgroup[cg] = (path, got, self.containers.get(ev.get("container_id") or ""), got.values, got.keys == _HOST)
 
     def _apply(self, ev: Event) -> None:
         r = self.resolve(ev)

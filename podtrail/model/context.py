@@ -159,6 +159,18 @@ def put(ev: dict[str, Any], ent: Entity) -> None:
         ev._ctx = (ent.keys, ent)
         return
     kind = ent.kind
+    n = len(cur)
+    # the common cases (the stages in order: process, container, pod), with their cover known
+    if n == 2 and cur[1].kind is not kind:
+        u = _UNIONS.get((cur[0], ent.keys))
+        if u is not None:
+            ev._ctx = (u, cur[1], ent)
+            return
+    elif n == 3 and cur[1].kind is not kind and cur[2].kind is not kind:
+        u = _UNIONS.get((cur[0], ent.keys))
+        if u is not None:
+            ev._ctx = (u, cur[1], cur[2], ent)
+            return
     ents = cur[1:]
     cover = cur[0]
     for e in ents:

@@ -75,11 +75,12 @@ def finalize(ev: Event) -> Event:
     for every event.
     """
     get = ev.get
+    et = get("event_type")
     if "outcome" not in ev:
         res = get("result")
         if res is not None:
             ev["outcome"] = "failure" if res < 0 else "success"
-    if get("event_type") == "socket" and "src_address" not in ev:
+    if et == "socket" and "src_address" not in ev:
         d = derived(ev)
         for name in _SRC_DST:
             if name in d:
@@ -89,7 +90,7 @@ def finalize(ev: Event) -> Event:
         if tp:
             ev["file_name"] = tp.rstrip("/").rsplit("/", 1)[-1]
     if "severity" not in ev:
-        ev["severity"] = severity_of(ev)
+        ev["severity"] = _severity(ev, et)
     return ev
 
 
@@ -109,12 +110,17 @@ _SEVERITY = {
 
 def severity_of(ev: Event) -> int:
     """Map an event to 0..10: the action's base, raised for drift and sensitive files."""
-    base = _SEVERITY.get((ev.get("event_type", ""), ev.get("action", "")), 4)
-    if ev.get("drift"):
+    return _severity(ev, ev.get("event_type", ""))
+
+
+def _severity(ev: Event, et: Any) -> int:
+    get = ev.get
+    base = _SEVERITY.get((et, get("action", "")), 4)
+    if get("drift"):
         base = max(base, 8)
-    if ev.get("sensitive"):
+    if get("sensitive"):
         base = max(base, 7)
-    if ev.get("event_type") == "agent" and ev.get("dropped_before"):
+    if et == "agent" and get("dropped_before"):
         base = max(base, 6)
     return base
 

@@ -67,6 +67,9 @@ def _run(short: bool) -> list[dict[str, Any]]:
     send(3, 13)
     send(2, 11, container_id="ff" * 32)  # a source that names its own container
     send(2, 11, Kind.PROCESS, node_name="other")
+    send(2, 12, Kind.PROCESS, node_name="other")  # host events whose source named things itself
+    send(2, 12, image="x/y:1", pod_uid="u", cgroup_path="/forged")
+    send(2, 12)
     cache.upsert(_pod({"app": "web2", "tier": "front"}, image="shop/web:2"))  # the watch: a new version
     send(2, 11)
     index.learn(11, DOCKER_CG)  # the id now names another cgroup
@@ -86,6 +89,10 @@ def test_short_paths_give_the_full_paths_events() -> None:
     short, full = _run(True), _run(False)
     assert short == full
     assert [e.get("pod_labels") for e in short[:3]] == [{"app": "web"}] * 3
-    assert short[13]["pod_labels"] == {"app": "web2"} and short[13]["image"] == "shop/web:2"
-    assert short[15]["cgroup_path"] == DOCKER_CG and "pod_name" not in short[15]
+    assert short[19]["pod_labels"] == {"app": "web2"} and short[19]["image"] == "shop/web:2"
+    assert short[21]["cgroup_path"] == DOCKER_CG and "pod_name" not in short[21]
+    host = short[13:19]
+    assert [e["node_name"] for e in host] == ["other", "other", "node-1", "node-1", "node-1", "node-1"]
+    assert host[2]["cgroup_path"] == "/" and host[2]["image"] == "x/y:1"  # the index's path; the source's own fields kept
+    assert all(e["_ctx"][-1] == {"cluster_name": "prod", "node_name": e["node_name"]} for e in host)  # the node's context
     assert short[-1]["container_id"] == CID and short[-1].get("metadata_missing") is True and "pod_name" not in short[-1]

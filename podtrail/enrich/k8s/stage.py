@@ -27,6 +27,7 @@ from podtrail.pipeline import Emit
 MISSING = Counter("podtrail_k8s_metadata_missing_total", "Container events sent without pod metadata.", registry=REGISTRY)
 PENDING = Gauge("podtrail_k8s_pending_events", "Events waiting for pod metadata.", registry=REGISTRY)
 _POD_NAMES = frozenset(POD_CTX.names)
+_NODE_NAMES = ("cluster_name", "node_name")  # a host event's pod context
 PENDING_OVERFLOW = Counter("podtrail_k8s_pending_overflow_total", "Events sent on early because the pending queue was full.", registry=REGISTRY)
 
 
@@ -144,9 +145,17 @@ class K8sStage:
 
     def _share(self, ev: Event) -> None:
         """Attach the pod context entity; a new version when the pod (labels, workload...) or
-        the container's metadata changed, so no output renders a stale fragment."""
+        the container's metadata changed, so no output renders a stale fragment. A host
+        event's is the node's: the cluster and node names only (whatever else it has)."""
         cid = ev.get("container_id") or ""
         ents = self._ents
+        if not cid:
+            vals = {n: v for n in _NODE_NAMES if (v := ev.get(n)) is not None}
+            host = ents.get("")
+            if host is None or host.values != vals:
+                host = ents[""] = Entity(POD_CTX, vals)
+            put(ev, host)
+            return
         ent = ents.get(cid)
         new = share(ev, POD_CTX, ent)
         if new is not ent:
@@ -160,9 +169,22 @@ class K8sStage:
 
     def process(self, ev: Event, out: Emit) -> None:
         cid = ev.get("container_id") or ""
-        clean = ev.keys().isdisjoint(_POD_NAMES)
+        if not cid and "node_name" not in ev:
+            # A host event: no pod to find or wait for. The full path sets the cluster's and
+            # node's names (the node's only where the event has none) and attaches the entity
+            # of those two, whatever else the event has: one comparison.
+            host = self._known.get("")
+            if host is not None:
+                ev.update(host[3])
+                put(ev, host[1])
+                if self.ips is not None and ev.get("event_type") == "socket":
+                    self._remote(ev)
+                out(ev)
+                return
         known = self._known.get(cid) if type(cid) is str else None
-        if known is not None and clean and known[0] is self._pod_of(cid):
+        # a host event ("": no container, no pod to wait for), or a container whose pod object
+        # is still the cache's; and the event has none of the names the full path would fill
+        if known is not None and known[0] is (self._pod_of(cid) if cid else None) and ev.keys().isdisjoint(_POD_NAMES):
             ev.update(known[3])  # what the full path gives an event of this container: the entity's values
             if known[2] is not None and "pod_uid" not in ev:
                 ev["pod_uid"] = known[2]
@@ -171,6 +193,7 @@ class K8sStage:
                 self._remote(ev)
             out(ev)
             return
+        clean = ev.keys().isdisjoint(_POD_NAMES)
         self._common(ev)
         if self._resolve(ev, final=False):
             self._share(ev)
