@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 
 def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
@@ -34,7 +35,7 @@ class CgroupIndex:
         self._paths: dict[int, str] = {}
         # The path of an id the index holds now (no rescan on a miss: for cache checks); the
         # dict's own get (this runs for every event), valid because _paths is never replaced
-        self.known: Callable[[int], str | None] = self._paths.get
+        self.known: Callable[[Any], str | None] = self._paths.get
         self._removed: deque[tuple[float, int]] = deque()
         self._rescan_interval = rescan_interval_s
         self._linger = linger_s
