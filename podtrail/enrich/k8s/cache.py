@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from podtrail.enrich.k8s.model import PodInfo
 
@@ -18,6 +19,9 @@ class PodCache:
         self.tombstone_s = tombstone_s
         self._by_uid: dict[str, PodInfo] = {}
         self._by_cid: dict[str, PodInfo] = {}
+        # The pod of a container id: the dict's own get (the Kubernetes stage asks for every
+        # container event), valid because _by_cid is never replaced
+        self.by_container: Callable[[str], PodInfo | None] = self._by_cid.get
         self._dead: deque[tuple[float, str]] = deque()
         self._lock = threading.Lock()
         self.synced = threading.Event()  # set after the first complete list
@@ -64,9 +68,6 @@ class PodCache:
                             del self._by_cid[cid]
                     n += 1
         return n
-
-    def by_container(self, cid: str) -> PodInfo | None:
-        return self._by_cid.get(cid)
 
     def by_uid(self, uid: str) -> PodInfo | None:
         return self._by_uid.get(uid)

@@ -182,9 +182,11 @@ class K8sStage:
                 out(ev)
                 return
         known = self._known.get(cid) if type(cid) is str else None
-        # a host event ("": no container, no pod to wait for), or a container whose pod object
-        # is still the cache's; and the event has none of the names the full path would fill
-        if known is not None and known[0] is (self._pod_of(cid) if cid else None) and ev.keys().isdisjoint(_POD_NAMES):
+        cache = self.cache
+        # a container whose pod object is still the cache's (or a host event with a node name
+        # of its own), and the event has none of the names the full path would fill
+        if known is not None and known[0] is (cache.by_container(cid) if cid and cache is not None else None) \
+                and ev.keys().isdisjoint(_POD_NAMES):
             ev.update(known[3])  # what the full path gives an event of this container: the entity's values
             if known[2] is not None and "pod_uid" not in ev:
                 ev["pod_uid"] = known[2]

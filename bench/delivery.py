@@ -1,0 +1,188 @@
+"""From the stages' end to the default output, on host process events: µs per event for the
+container and Kubernetes stages, the pipeline's delivery (hand-over, a five-stage chain,
+``finalize``, the events counter) and the stdout JSON line with its share of the write.
+
+    .venv/bin/python -m bench delivery [--rounds 7] [--batch 16] [--samples FILE] [--reference DIR]
+
+The stream is the exec storm's at 1,000 execs/s (``bench/exec_storm.py``'s paced phase): exec
+and exit of ``/bin/busybox true`` in the host's root cgroup, children of a Python process that
+is a child of this one, so their ancestry is this process's real one from the seeded process
+table. ``--samples`` replays a pickled list of raw ring-buffer samples instead (taken from
+the real agent). Samples go through the real decoder and process stage (not timed), then,
+``--batch`` events at a time (the events stay in the cache, as in the pipeline), through the
+real container stage (real cgroup index), the real Kubernetes stage as the agent builds it
+without an API server, the real ``Pipeline`` (emit, take, its chain of five pass-through
+stages, delivery to a sink that keeps nothing), and a ``StdoutSink`` writing a regular file
+with one end of batch per event (the pipeline's batches at 1,000 execs/s are one or two
+events). Best of ``--rounds``, thread CPU time (kernel time of the write included).
+``--reference DIR`` runs the same benchmark code against DIR's ``podtrail`` in a subprocess
+and prints this checkout's figures over the reference's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent.parent
+BASE_PID = 200_000  # above pid_max: /proc never answers for these
+STAGES = ("container", "k8s", "delivery (emit, chain, finalize, counter)", "stdout JSON line + write")
+
+
+def _samples(n_execs: int) -> list[bytes]:
+    from bench.process_samples import exec_sample, header_sample
+    from podtrail.bpf.process import EV_EXIT, ExecFixed
+    from podtrail.enrich.cgroup_index import cgroup2_mount
+
+    root = cgroup2_mount()
+    cgid = os.stat(root).st_ino if root else 1
+    mnt = os.stat("/proc/self/ns/mnt").st_ino
+    out = []
+    for i in range(n_execs):
+        pid, t = BASE_PID + 1 + i, 1_000_000_000 + 1_000_000 * i
+        raw = bytearray(exec_sample("/bin/busybox", "/work", "/usr/bin/busybox", ["/bin/busybox", "true", "paced-pt"],
+                                    pid=pid, ppid=BASE_PID, cgroup_id=cgid, ktime=t, comm=b"busybox"))
+        struct.pack_into("<I", raw, ExecFixed.mnt_ns.offset, mnt)
+        out.append(bytes(raw))
+        out.append(header_sample(EV_EXIT, pid, BASE_PID, cgid, t + 500_000, comm=b"busybox"))
+    return out
+
+
+def measure(rounds: int, batch: int, samples_file: str | None) -> dict[str, float]:
+    from podtrail.bpf.process import ProcessDecoder
+    from podtrail.config import KubernetesConfig
+    from podtrail.enrich.cgroup_index import CgroupIndex
+    from podtrail.enrich.container import ContainerStage
+    from podtrail.enrich.k8s import build_k8s_stage
+    from podtrail.outputs.stdout import StdoutSink
+    from podtrail.pipeline import Pipeline
+    from podtrail.procs.stage import ProcessStage
+    from podtrail.procs.table import Proc, ProcessTable
+
+    samples = pickle.loads(Path(samples_file).read_bytes()) if samples_file else _samples(10_000)
+    table = ProcessTable()
+    table.seed()
+    me = table.get(os.getpid())
+    runner = Proc(BASE_PID, 1, me, os.getpid(), sys.executable, f"{sys.executable} -m bench exec_storm --paced", "python", "/work")
+    table.by_pid[BASE_PID] = runner
+    dec0 = ProcessDecoder()
+    for s in samples[:200]:  # a replay's parents: the runner too
+        e = dec0.decode(s)
+        if e is not None and e.get("ppid") and e["ppid"] not in table.by_pid:
+            table.by_pid[e["ppid"]] = Proc(e["ppid"], 1, me, os.getpid(), runner.path, runner.cmdline, "python", "/work")
+    procs = ProcessStage(table)
+    cont = ContainerStage(CgroupIndex())
+    k8s, stop_k8s, _ = build_k8s_stage(KubernetesConfig(), "node-1")
+
+    class Pass:
+        def process(self, ev: Any, out: Any) -> None:
+            out(ev)
+
+        def tick(self, now: float, out: Any) -> None:
+            return None
+
+    class Null:
+        name = "null"
+
+        def submit(self, ev: Any) -> None:
+            return None
+
+        def close(self) -> None:
+            return None
+
+    pipe = Pipeline([Pass() for _ in range(5)], [Null()], queue_size=1 << 20)
+    fd, path = tempfile.mkstemp(prefix="podtrail-bench-delivery-", suffix=".jsonl")
+    os.close(fd)
+    best = dict.fromkeys(STAGES, float("inf"))
+    tc = time.thread_time_ns
+    try:
+        with open(path, "w") as f:
+            sink = StdoutSink(f)
+            for _ in range(rounds):
+                dec = ProcessDecoder()
+                spent = dict.fromkeys(STAGES, 0)
+                n = 0
+                for i in range(0, len(samples), batch):
+                    evs: list[Any] = []
+                    for s in samples[i:i + batch]:
+                        e = dec.decode(s)
+                        if e is not None:
+                            procs.process(e, evs.append)
+                    n += len(evs)
+                    t0 = tc()
+                    for e in evs:
+                        cont.apply(e)
+                    t1 = tc()
+                    got: list[Any] = []
+                    for e in evs:
+                        k8s.process(e, got.append)
+                    t2 = tc()
+                    for e in got:
+                        pipe.emit(e)
+                        taken, _ = pipe._q.take(1024, 0)
+                        for x in taken:
+                            pipe._outs[0](x)
+                    t3 = tc()
+                    for e in got:
+                        sink.submit(e)
+                        sink.end_batch()
+                    t4 = tc()
+                    for k, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                        spent[k] += dt
+                for k in STAGES:
+                    best[k] = min(best[k], spent[k] / n / 1e3)
+            sink.close()
+    finally:
+        os.unlink(path)
+        stop_k8s()
+    return best
+
+
+def _reference(ref: Path, argv: list[str]) -> dict[str, float]:
+    """The same benchmark code against ``ref``'s podtrail (a folder of two links: -m puts the
+    working directory first on sys.path, so PYTHONPATH alone would not do it)."""
+    with tempfile.TemporaryDirectory(prefix="podtrail-bench-ref-") as d:
+        os.symlink(ref.resolve() / "podtrail", Path(d) / "podtrail")
+        os.symlink(HERE / "bench", Path(d) / "bench")
+        py = ref / ".venv/bin/python"
+        out = subprocess.run([str(py if py.exists() else sys.executable), "-m", "bench.delivery", *argv, "--json"],
+                             cwd=d, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--samples", help="a pickled list of raw ring-buffer samples to replay")
+    ap.add_argument("--reference", type=Path, help="another checkout (main) to run the same code against")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    argv = ["--rounds", str(a.rounds), "--batch", str(a.batch), *(["--samples", a.samples] if a.samples else [])]
+    ref = _reference(a.reference, argv) if a.reference else None
+    this = measure(a.rounds, a.batch, a.samples)
+    if a.json:
+        print(json.dumps(this))
+        return
+    print(f"load average {os.getloadavg()[0]:.1f}; µs per event, best of {a.rounds} rounds")
+    print(f"{'stage':45s} {'this':>7s}" + (f" {'reference':>10s} {'ratio':>6s}" if ref else ""))
+    for k in STAGES:
+        line = f"{k:45s} {this[k]:7.2f}"
+        if ref:
+            line += f" {ref[k]:10.2f} {this[k] / ref[k]:6.2f}"
+        print(line)
+    tot = sum(this.values())
+    print(f"{'total':45s} {tot:7.2f}" + (f" {sum(ref.values()):10.2f} {tot / sum(ref.values()):6.2f}" if ref else ""))
+
+
+if __name__ == "__main__":
+    main()
