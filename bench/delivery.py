@@ -14,7 +14,9 @@ real container stage (real cgroup index), the real Kubernetes stage as the agent
 without an API server, the real ``Pipeline`` (emit, take, its chain of five pass-through
 stages, delivery to a sink that keeps nothing), and a ``StdoutSink`` writing a regular file
 with one end of batch per event (the pipeline's batches at 1,000 execs/s are one or two
-events). Best of ``--rounds``, thread CPU time (kernel time of the write included).
+events). Last, the hand-over itself: a producer thread emits one event every 300 µs into a
+running ``Pipeline`` (so its thread sleeps before each), both threads' CPU per event (the
+pipeline thread's includes its idle ticks). Best of ``--rounds``, thread CPU time (kernel time of the write included).
 ``--reference DIR`` runs the same benchmark code against DIR's ``podtrail`` in a subprocess
 and prints this checkout's figures over the reference's.
 """
@@ -36,6 +38,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent.parent
 BASE_PID = 200_000  # above pid_max: /proc never answers for these
 STAGES = ("container", "k8s", "delivery (emit, chain, finalize, counter)", "stdout JSON line + write")
+HANDOVER = "hand-over to a sleeping pipeline (both threads)"
 
 
 def _samples(n_execs: int) -> list[bytes]:
@@ -144,7 +147,50 @@ def measure(rounds: int, batch: int, samples_file: str | None) -> dict[str, floa
     finally:
         os.unlink(path)
         stop_k8s()
+    best[HANDOVER] = min(_handover(Pipeline, 2000) for _ in range(max(1, rounds // 2)))
     return best
+
+
+def _handover(pipeline_cls: Any, n: int) -> float:
+    """µs of CPU per event, producer and pipeline thread together, when each event arrives
+    on its own (every 300 µs, as at 1,000 execs/s): the emit, the wake-up, the take, a
+    one-event batch through no stage to a sink that keeps nothing."""
+    from podtrail.model.event import new_event
+    from podtrail.model.fields import Kind
+
+    class Null:
+        name = "null"
+
+        def submit(self, ev: Any) -> None:
+            return None
+
+        def close(self) -> None:
+            return None
+
+    p = pipeline_cls([], [Null()], queue_size=1 << 20)
+    evs = [new_event(Kind.PROCESS, "exit", pid=i, source="ebpf") for i in range(n)]
+    spent = [0]
+
+    def run() -> None:
+        t0 = time.thread_time_ns()
+        p.run()
+        spent[0] = time.thread_time_ns() - t0
+
+    import threading
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.05)
+    mine = 0
+    for ev in evs:
+        time.sleep(0.0003)
+        t0 = time.thread_time_ns()
+        p.emit(ev)
+        mine += time.thread_time_ns() - t0
+    time.sleep(0.05)
+    p._closing.set()
+    t.join()
+    return (mine + spent[0]) / n / 1e3
 
 
 def _reference(ref: Path, argv: list[str]) -> dict[str, float]:
@@ -175,13 +221,14 @@ def main() -> None:
         return
     print(f"load average {os.getloadavg()[0]:.1f}; µs per event, best of {a.rounds} rounds")
     print(f"{'stage':45s} {'this':>7s}" + (f" {'reference':>10s} {'ratio':>6s}" if ref else ""))
-    for k in STAGES:
+    for k in (*STAGES, HANDOVER):
         line = f"{k:45s} {this[k]:7.2f}"
         if ref:
             line += f" {ref[k]:10.2f} {this[k] / ref[k]:6.2f}"
         print(line)
     tot = sum(this.values())
-    print(f"{'total':45s} {tot:7.2f}" + (f" {sum(ref.values()):10.2f} {tot / sum(ref.values()):6.2f}" if ref else ""))
+    rtot = sum(ref.values()) if ref else 0.0
+    print(f"{'total':45s} {tot:7.2f}" + (f" {rtot:10.2f} {tot / rtot:6.2f}" if ref else ""))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,11 @@ from podtrail.model.event import Event, finalize
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Event], None]
+# While events keep coming, the pipeline thread naps this long before it takes the next batch
+# instead of being woken for each event (Inbox.take): at 1,000 execs/s events arrive one by
+# one, and a wake-up per event cost more than all the stages of a host event together
+# (docs/BENCHMARKS.md, "Outputs, enrichment and delivery"). At most this much latency.
+NAP_S = 0.005
 
 
 class Source(Protocol):
@@ -75,11 +80,13 @@ class Pipeline:
         *,
         queue_size: int = 65536,
         tick_interval: float = 0.1,
+        nap: float = NAP_S,
     ) -> None:
         self._stages = list(stages)
         self._sinks = list(sinks)
         self._q: Inbox[Event] = Inbox(queue_size)
         self._tick_interval = tick_interval
+        self._nap = nap  # see Inbox.take
         self._outs = self._build_chain()
         self._batch_ends: list[Callable[[], None]] = [
             end for end in (getattr(s, "end_batch", None) for s in self._sinks) if callable(end)]
@@ -122,11 +129,12 @@ class Pipeline:
         """Consume until stopped; then drain what is queued and release held events.
 
         Events are taken from the source side in batches (one wake-up for all that queued
-        while the previous batch was processed), then run one by one through the stages."""
+        while the previous batch was processed, or during a nap), then run one by one through
+        the stages."""
         first = self._outs[0]
         next_tick = time.monotonic() + self._tick_interval
         while not self._closing.is_set() or not self._q.empty():
-            batch, _ = self._q.take(1024, self._tick_interval)
+            batch, _ = self._q.take(1024, self._tick_interval, self._nap)
             for ev in batch:
                 try:
                     first(ev)

@@ -42,3 +42,30 @@ def test_full_is_reported_and_close_passes_the_bound() -> None:
         box.put_nowait(3)
     box.close()
     assert box.take(10, 0.1) == ([1, 2], True)
+
+
+def test_many_producers_waking_one_sleeping_consumer_lose_nothing() -> None:
+    """Producers race to signal the same sleep (and close signals again): no error, no loss."""
+    box: Inbox[tuple[int, int]] = Inbox(1 << 20)
+    n, k = 5000, 4
+
+    def produce(p: int) -> None:
+        for i in range(n):
+            box.put_nowait((p, i))
+            if i % 500 == 0:
+                time.sleep(0.005)
+
+    threads = [threading.Thread(target=produce, args=(p,)) for p in range(k)]
+    for t in threads:
+        t.start()
+    got: list[tuple[int, int]] = []
+    while len(got) < n * k:
+        batch, closed = box.take(256, 5.0)
+        assert not closed
+        got += batch
+    for t in threads:
+        t.join()
+    box.close()
+    box.close()  # twice: the second signal finds one pending
+    assert box.take(10, 0.1) == ([], True)
+    assert all([i for p2, i in got if p2 == p] == list(range(n)) for p in range(k))
