@@ -69,3 +69,26 @@ def test_many_producers_waking_one_sleeping_consumer_lose_nothing() -> None:
     box.close()  # twice: the second signal finds one pending
     assert box.take(10, 0.1) == ([], True)
     assert all([i for p2, i in got if p2 == p] == list(range(n)) for p in range(k))
+
+
+def test_a_busy_consumer_naps_unannounced_and_a_put_meanwhile_wakes_nobody() -> None:
+    box: Inbox[int] = Inbox(100)
+    box.put_nowait(1)
+    assert box.take(10, 1.0, nap=0.2) == ([1], False)  # found items: busy, the next take naps first
+    got: list[tuple[list[int], bool]] = []
+    t = threading.Thread(target=lambda: got.append(box.take(10, 5.0, nap=0.2)))
+    t.start()
+    time.sleep(0.05)
+    box.put_nowait(2)  # during the nap: appended only, no signal
+    assert box._signal.locked() and not box._sleeping
+    t.join(30)
+    assert got == [([2], False)] and box.wakeups == 0
+    # the nap found something: still busy; an empty nap goes on to the announced sleep, which a put ends
+    t = threading.Thread(target=lambda: got.append(box.take(10, 30.0, nap=0.01)))
+    t.start()
+    deadline = time.monotonic() + 30  # a guard against a hang, not a timing measure
+    while not box._sleeping and time.monotonic() < deadline:
+        time.sleep(0.001)
+    box.put_nowait(3)
+    t.join(30)
+    assert got[-1] == ([3], False) and box.wakeups == 1
