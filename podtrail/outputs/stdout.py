@@ -69,7 +69,7 @@ _ANC: dict[int, tuple[list[Any], orjson.Fragment]] = {}
 
 
 def _ancestry(anc: list[Any]) -> tuple[list[Any], orjson.Fragment]:
-    if len(_ANC) >= 4096:
+    if len(_ANC) >= 1024:  # a few MB at most: the lists of the parents with recent children
         _ANC.clear()
     hit = _ANC[id(anc)] = (anc, orjson.Fragment(dumpb(anc)))
     return hit
