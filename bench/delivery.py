@@ -2,17 +2,18 @@
 container and Kubernetes stages, the pipeline's delivery (hand-over, a five-stage chain,
 ``finalize``, the events counter) and the stdout JSON line with its share of the write.
 
-    .venv/bin/python -m bench delivery [--rounds 7] [--batch 16] [--samples FILE] [--reference DIR]
+    .venv/bin/python -m bench delivery [--rounds 7] [--batch 16] [--samples FILE | --pods] [--reference DIR]
 
 The stream is the exec storm's at 1,000 execs/s (``bench/exec_storm.py``'s paced phase): exec
 and exit of ``/bin/busybox true`` in the host's root cgroup, children of a Python process that
 is a child of this one, so their ancestry is this process's real one from the seeded process
 table. ``--samples`` replays a pickled list of raw ring-buffer samples instead (taken from
-the real agent). Samples go through the real decoder and process stage (not timed), then,
+the real agent); ``--pods`` takes bench/stage_profile's stream of processes in 250 pods
+(fork, exec, two connects, an open, exit; pod metadata cached) with fresh stages per round. Samples go through the real decoder and process stage (not timed), then,
 ``--batch`` events at a time (the events stay in the cache, as in the pipeline), through the
 real container stage (real cgroup index), the real Kubernetes stage as the agent builds it
-without an API server, the real ``Pipeline`` (emit, take, its chain of five pass-through
-stages, delivery to a sink that keeps nothing), and a ``StdoutSink`` writing a regular file
+without an API server, the real ``Pipeline`` (emit of the batch, one take as after a nap, its
+chain of five pass-through stages, delivery to a sink that keeps nothing), and a ``StdoutSink`` writing a regular file
 with one end of batch per event (the pipeline's batches at 1,000 execs/s are one or two
 events). Last, the hand-over itself: a producer thread emits one event every 300 µs into a
 running ``Pipeline`` (so its thread sleeps before each), both threads' CPU per event (the
@@ -60,7 +61,27 @@ def _samples(n_execs: int) -> list[bytes]:
     return out
 
 
-def measure(rounds: int, batch: int, samples_file: str | None) -> dict[str, float]:
+def _pods(cycles: int) -> tuple[list[list[tuple[str, Any]]], Any]:
+    """bench/stage_profile's stream (shell in a pod: fork, exec of curl, two connects, an open,
+    exit; 250 pods with their cgroups and pod metadata cached), and a maker of fresh stages."""
+    from bench.stage_profile import World, decode_items, stream
+    from podtrail.bpf.process import ProcessDecoder
+    from podtrail.enrich.container import ContainerStage
+    from podtrail.enrich.k8s.stage import K8sStage
+    from podtrail.procs.stage import ProcessStage
+
+    items = stream(World(), cycles)
+
+    def fresh() -> tuple[Any, Any, Any, Any]:
+        w = World()
+        dec = ProcessDecoder()
+        return ((lambda chunk: decode_items(dec, chunk)), ProcessStage(w.table), ContainerStage(w.index),
+                K8sStage(w.cache, None, cluster_name="prod-eu-1", node_name="node-1", labels=["app"]))
+
+    return [items], fresh
+
+
+def measure(rounds: int, batch: int, samples_file: str | None, pods: bool = False) -> dict[str, float]:
     from podtrail.bpf.process import ProcessDecoder
     from podtrail.config import KubernetesConfig
     from podtrail.enrich.cgroup_index import CgroupIndex
@@ -71,7 +92,8 @@ def measure(rounds: int, batch: int, samples_file: str | None) -> dict[str, floa
     from podtrail.procs.stage import ProcessStage
     from podtrail.procs.table import Proc, ProcessTable
 
-    samples = pickle.loads(Path(samples_file).read_bytes()) if samples_file else _samples(10_000)
+    pod_items, pod_stages = _pods(3000) if pods else ([], None)
+    samples = [] if pods else pickle.loads(Path(samples_file).read_bytes()) if samples_file else _samples(10_000)
     table = ProcessTable()
     table.seed()
     me = table.get(os.getpid())
@@ -112,12 +134,16 @@ def measure(rounds: int, batch: int, samples_file: str | None) -> dict[str, floa
             sink = StdoutSink(f)
             for _ in range(rounds):
                 dec = ProcessDecoder()
+                decode: Any = lambda chunk, dec=dec: [dec.decode(x) for x in chunk]  # noqa: E731
+                source: list[Any] = samples
+                if pods:
+                    decode, procs, cont, k8s = pod_stages()
+                    source = pod_items[0]
                 spent = dict.fromkeys(STAGES, 0)
                 n = 0
-                for i in range(0, len(samples), batch):
+                for i in range(0, len(source), batch):
                     evs: list[Any] = []
-                    for s in samples[i:i + batch]:
-                        e = dec.decode(s)
+                    for e in decode(source[i:i + batch]):
                         if e is not None:
                             procs.process(e, evs.append)
                     n += len(evs)
@@ -131,9 +157,9 @@ def measure(rounds: int, batch: int, samples_file: str | None) -> dict[str, floa
                     t2 = tc()
                     for e in got:
                         pipe.emit(e)
-                        taken, _ = pipe._q.take(1024, 0)
-                        for x in taken:
-                            pipe._outs[0](x)
+                    taken, _ = pipe._q.take(1024, 0)
+                    for x in taken:
+                        pipe._outs[0](x)
                     t3 = tc()
                     for e in got:
                         sink.submit(e)
@@ -210,12 +236,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--samples", help="a pickled list of raw ring-buffer samples to replay")
+    ap.add_argument("--pods", action="store_true", help="bench/stage_profile's stream of processes in pods instead")
     ap.add_argument("--reference", type=Path, help="another checkout (main) to run the same code against")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    argv = ["--rounds", str(a.rounds), "--batch", str(a.batch), *(["--samples", a.samples] if a.samples else [])]
+    argv = ["--rounds", str(a.rounds), "--batch", str(a.batch), *(["--samples", a.samples] if a.samples else []),
+            *(["--pods"] if a.pods else [])]
     ref = _reference(a.reference, argv) if a.reference else None
-    this = measure(a.rounds, a.batch, a.samples)
+    this = measure(a.rounds, a.batch, a.samples, a.pods)
     if a.json:
         print(json.dumps(this))
         return
