@@ -81,6 +81,10 @@ def _pods(cycles: int) -> tuple[list[list[tuple[str, Any]]], Any]:
     return [items], fresh
 
 
+def _no_pods() -> tuple[Any, Any, Any, Any]:
+    raise AssertionError("--pods not given")
+
+
 def measure(rounds: int, batch: int, samples_file: str | None, pods: bool = False) -> dict[str, float]:
     from podtrail.bpf.process import ProcessDecoder
     from podtrail.config import KubernetesConfig
@@ -92,7 +96,7 @@ def measure(rounds: int, batch: int, samples_file: str | None, pods: bool = Fals
     from podtrail.procs.stage import ProcessStage
     from podtrail.procs.table import Proc, ProcessTable
 
-    pod_items, pod_stages = _pods(3000) if pods else ([], None)
+    pod_items, pod_stages = _pods(3000) if pods else ([], _no_pods)
     samples = [] if pods else pickle.loads(Path(samples_file).read_bytes()) if samples_file else _samples(10_000)
     table = ProcessTable()
     table.seed()
