@@ -42,6 +42,28 @@ STAGES = ("container", "k8s", "delivery (emit, chain, finalize, counter)", "stdo
 HANDOVER = "hand-over to a sleeping pipeline (both threads)"
 
 
+class Pass:
+    """A stage that passes every event on (the chain's own cost)."""
+
+    def process(self, ev: Any, out: Any) -> None:
+        out(ev)
+
+    def tick(self, now: float, out: Any) -> None:
+        return None
+
+
+class Null:
+    """A sink that keeps nothing (delivery's own cost)."""
+
+    name = "null"
+
+    def submit(self, ev: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 def _samples(n_execs: int) -> list[bytes]:
     from bench.process_samples import exec_sample, header_sample
     from podtrail.bpf.process import EV_EXIT, ExecFixed
@@ -112,22 +134,6 @@ def measure(rounds: int, batch: int, samples_file: str | None, pods: bool = Fals
     cont = ContainerStage(CgroupIndex())
     k8s, stop_k8s, _ = build_k8s_stage(KubernetesConfig(), "node-1")
 
-    class Pass:
-        def process(self, ev: Any, out: Any) -> None:
-            out(ev)
-
-        def tick(self, now: float, out: Any) -> None:
-            return None
-
-    class Null:
-        name = "null"
-
-        def submit(self, ev: Any) -> None:
-            return None
-
-        def close(self) -> None:
-            return None
-
     pipe = Pipeline([Pass() for _ in range(5)], [Null()], queue_size=1 << 20)
     fd, path = tempfile.mkstemp(prefix="podtrail-bench-delivery-", suffix=".jsonl")
     os.close(fd)
@@ -187,15 +193,6 @@ def _handover(pipeline_cls: Any, n: int) -> float:
     one-event batch through no stage to a sink that keeps nothing."""
     from podtrail.model.event import new_event
     from podtrail.model.fields import Kind
-
-    class Null:
-        name = "null"
-
-        def submit(self, ev: Any) -> None:
-            return None
-
-        def close(self) -> None:
-            return None
 
     p = pipeline_cls([], [Null()], queue_size=1 << 20)
     evs = [new_event(Kind.PROCESS, "exit", pid=i, source="ebpf") for i in range(n)]
