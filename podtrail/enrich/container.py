@@ -116,12 +116,17 @@ class ContainerStage:
         # names the full path would fill (its source set none). For a cgroup of no container
         # (the host's) the full path sets the path and attaches its entity whatever else the
         # event has: one comparison.
-        if hit is not None and self.index.known(cg) is hit[0] and (hit[4] or ev.keys().isdisjoint(_FILLED)):
-            ev.update(hit[3])  # what the full path gives an event of this cgroup: the entity's values
-            put(ev, hit[1])
-            if hit[2] is not None:
-                hit[2].last_seen = time.time()
-            return
+        if hit is not None and self.index.known(cg) is hit[0]:
+            if hit[4]:
+                ev["cgroup_path"] = hit[0]  # the entity's other value is the event's cgroup id
+                put(ev, hit[1])
+                return
+            if ev.keys().isdisjoint(_FILLED):
+                ev.update(hit[3])  # what the full path gives an event of this cgroup: the entity's values
+                put(ev, hit[1])
+                if hit[2] is not None:
+                    hit[2].last_seen = time.time()
+                return
         if not cg or type(cg) is not int or self.force_proc:
             self._apply(ev)
             return
