@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes as ct
 import os
 import posixpath
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,8 @@ from podtrail import metrics
 from podtrail.bpf.libbpf import BpfObject, SharedMaps
 from podtrail.bpf.runtime import PercpuCounters, RingBufferSource, WallClock, kstr, ringbuf_bytes, take_older
 from podtrail.config import SensorConfig
-from podtrail.model.event import Event, new_event
+from podtrail.model.context import EventDict
+from podtrail.model.event import HOSTNAME, Event, new_event_id
 from podtrail.model.fields import Kind
 from podtrail.pipeline import Emit
 
@@ -94,20 +96,21 @@ def split_args(buf: bytes, argc: int, max_args: int = MAX_ARGS_CAP, arg_size: in
     """argv from its NUL-separated bytes: at most ``max_args`` arguments of at most
     ``arg_size - 1`` bytes (the kernel reads a successful exec's argv whole, from the new
     image); and whether anything was cut."""
-    parts = buf.split(b"\0")[:argc]
-    cut = len(parts) > max_args
-    if cut:
-        parts = parts[:max_args]
     keep = arg_size - 1
-    if any(len(p) > keep for p in parts):
+    if len(buf) <= keep:  # no argument can be too long: decode once, split the text
+        # (NUL is never inside a UTF-8 sequence, so each invalid byte is escaped as per part)
+        parts = buf.decode("utf-8", "backslashreplace").split("\0", argc)[:argc]
+        if len(parts) > max_args:
+            return parts[:max_args], True
+        return parts, False
+    raw = buf.split(b"\0", argc)[:argc]
+    cut = len(raw) > max_args
+    if cut:
+        raw = raw[:max_args]
+    if any(len(p) > keep for p in raw):
         cut = True
-        parts = [p[:keep] for p in parts]
-    return [kstr(p) for p in parts], cut
-
-
-def path_in(buf: bytes, off: int) -> str:
-    """A pt_path result: the path is buf[off:PT_PATH_MAX]."""
-    return kstr(buf[off:PT_PATH_MAX]) if 0 <= off < PT_PATH_MAX else ""
+        raw = [p[:keep] for p in raw]
+    return [p.decode("utf-8", "backslashreplace") for p in raw], cut
 
 
 def tty_name(raw: str) -> str:
@@ -131,7 +134,32 @@ def kernel_dev(dev: int) -> int:
     return os.makedev(dev >> 20, dev & 0xFFFFF)
 
 
+# The sample layouts as precompiled unpackers ("<": no padding; the offsets are checked against
+# the ctypes declarations above at import). One unpack_from reads every number of a sample;
+# text is cut out of the sample up to its NUL (decoded, then cut at the first "\0": NUL is never
+# inside a UTF-8 sequence, so the text is the one ``kstr`` makes), never copied as a whole field.
+_HDR = struct.Struct("<QQQIIIIIIiI16s")  # hdr_t: ktime .. flags, comm
+_HDR_OFF = struct.Struct("<QQQIIIIIIiI16sH")  # and fork_t's cwd_off (exec: the low half of exe_ino)
+_EXEC = struct.Struct("<QQQIIIIIIIIIHHH4B")  # exec_t after the header: exe_ino .. drift (fd_kind[3], drift)
+TTY_OFF, NAME_OFF = ExecFixed.tty.offset, ExecFixed.name.offset
+assert _HDR.size == HDR_SIZE and HDR_SIZE + _EXEC.size == TTY_OFF, "struct formats disagree with the C layout"
+assert ExecFixed.exe_ino.offset == HDR_SIZE and ExecFixed.fd_kind.offset + 4 == TTY_OFF
+_FD_KIND = FD_KINDS + ("other",) * (256 - len(FD_KINDS))  # by the kernel's u8
+_CWD_END, _EXE_END, _NAME_END = CWD_OFF + PT_PATH_MAX, EXE_OFF + PT_PATH_MAX, NAME_OFF + NAME_BUF
+_NO_CWD = F_CWD_TRUNCATED | F_CWD_OUTSIDE
+_NO_EXE = F_EXE_TRUNCATED | F_EXE_OUTSIDE
+_PROCESS = Kind.PROCESS.value
+_U = "utf-8"
+_BR = "backslashreplace"
+
+
 class ProcessDecoder:
+    """Raw samples to events: exactly what ``new_event`` plus the fields made before (same
+    keys in the same order, an ``EventDict`` with the next ``event_id``), built as one dict
+    literal per sample kind. Every exec and exit goes through here, so it is written for
+    speed: one ``unpack_from`` per layout, text sliced out of the sample, no helper calls on
+    the common path (tests/unit/test_process_decode_equal.py holds it to the ctypes reading)."""
+
     def __init__(self, on_cgroup: OnCgroup | None = None, max_args: int = 32, arg_size: int = 256) -> None:
         self.clock = WallClock()
         self.on_cgroup = on_cgroup
@@ -139,67 +167,94 @@ class ProcessDecoder:
         self.arg_size = arg_size
 
     def decode(self, raw: bytes) -> Event | None:
-        h = Hdr.from_buffer_copy(raw[:HDR_SIZE])
-        if h.type == EV_CGROUP_MKDIR or h.type == EV_CGROUP_RMDIR:
-            if self.on_cgroup is not None:
-                path = kstr(raw[HDR_SIZE:HDR_SIZE + PT_PATH_BUF]) if h.type == EV_CGROUP_MKDIR else None
-                self.on_cgroup(h.cgroup_id, path)
+        size = len(raw)
+        if size >= _HDR_OFF.size:
+            (ktime, cgroup_id, start_ns, typ, pid, tid, ppid, uid, gid, result, flags, comm,
+             off) = _HDR_OFF.unpack_from(raw)
+        else:  # a header alone (or too short: struct.error, counted by the reader)
+            (ktime, cgroup_id, start_ns, typ, pid, tid, ppid, uid, gid, result, flags, comm) = _HDR.unpack_from(raw)
+            off = PT_PATH_MAX
+        if typ == EV_EXEC:
+            return self._exec(raw, ktime, cgroup_id, start_ns, pid, tid, ppid, uid, gid, result, flags, comm)
+        if typ != EV_EXIT and typ != EV_FORK:
+            if typ == EV_CGROUP_MKDIR or typ == EV_CGROUP_RMDIR:
+                if self.on_cgroup is not None:
+                    path = kstr(raw[HDR_SIZE:HDR_SIZE + PT_PATH_BUF]) if typ == EV_CGROUP_MKDIR else None
+                    self.on_cgroup(cgroup_id, path)
             return None
-        base: dict[str, Any] = {
-            "source": "ebpf", "pid": h.pid, "tid": h.tid, "uid": h.uid, "gid": h.gid, "ppid": h.ppid,
-            "comm": kstr(h.comm), "cgroup_id": h.cgroup_id, "mono_ns": h.ktime, "start_ns": h.start_ns,
-        }
-        if h.flags & F_RUNTIME_SETUP:
-            base["runtime_setup"] = True
-        t = self.clock.wall(h.ktime)
-        if h.type == EV_EXEC:
-            return self._exec(h, raw, t, base)
-        if h.type == EV_FORK or h.type == EV_EXIT:
-            ev = new_event(Kind.PROCESS, "fork" if h.type == EV_FORK else "exit", time_ns=t, **base)
-            if len(raw) >= FORK_CWD + PT_PATH_MAX:
-                cwd = path_in(raw[FORK_CWD:FORK_CWD + PT_PATH_BUF], int.from_bytes(raw[HDR_SIZE:HDR_SIZE + 2], "little"))
-                if cwd:
-                    ev["cwd"] = cwd
-                    if h.flags & (F_CWD_TRUNCATED | F_CWD_OUTSIDE):
-                        ev["cwd_truncated"] = True
-            if h.type == EV_EXIT and h.flags & F_EXIT_KNOWN:
-                ev["exit_code"] = h.result
-            return ev
-        return None
+        t = ktime + self.clock.offset
+        ev = EventDict({
+            "event_id": new_event_id(), "event_type": _PROCESS, "action": "exit" if typ == EV_EXIT else "fork",
+            "time": t // 1_000_000_000, "time_ns": t, "hostname": HOSTNAME,
+            "source": "ebpf", "pid": pid, "tid": tid, "uid": uid, "gid": gid, "ppid": ppid,
+            "comm": comm.decode(_U, _BR).partition("\0")[0],
+            "cgroup_id": cgroup_id, "mono_ns": ktime, "start_ns": start_ns,
+        })
+        if flags & F_RUNTIME_SETUP:
+            ev["runtime_setup"] = True
+        if off < PT_PATH_MAX and size >= FORK_CWD + PT_PATH_MAX:
+            cwd = raw[FORK_CWD + off:FORK_CWD + PT_PATH_MAX].decode(_U, _BR).partition("\0")[0]
+            if cwd:
+                ev["cwd"] = cwd
+                if flags & _NO_CWD:
+                    ev["cwd_truncated"] = True
+        if typ == EV_EXIT and flags & F_EXIT_KNOWN:
+            ev["exit_code"] = result
+        return ev
 
-    def _exec(self, h: Hdr, raw: bytes, t: int, base: dict[str, Any]) -> Event:
-        # without argv the sample ends at ARGS_OFF, before the struct's tail padding
-        e = ExecFixed.from_buffer_copy(raw[:EXEC_FIXED].ljust(EXEC_FIXED, b"\0"))
-        cwd = path_in(raw[CWD_OFF:CWD_OFF + PT_PATH_BUF], e.cwd_off)
-        name = kstr(e.name)
-        stdin, stdout, stderr = (FD_KINDS[k] if k < len(FD_KINDS) else "other" for k in e.fd_kind)
-        argv, cut = split_args(raw[ARGS_OFF:ARGS_OFF + e.args_size], e.argc, self.max_args, self.arg_size)
-        ev = new_event(
-            Kind.PROCESS, "exec", time_ns=t, path=absolute(name, cwd), argv=argv,
-            cmdline=" ".join(argv), args_truncated=cut or bool(h.flags & F_ARGS_TRUNCATED), result=h.result,
-            cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr, euid=e.euid, auid=e.auid,
-            session_id=e.sessionid, cap_effective=e.cap_effective, mnt_ns=e.mnt_ns, pid_ns=e.pid_ns,
-            net_ns=e.net_ns, **base,
-        )
-        if h.flags & (F_CWD_TRUNCATED | F_CWD_OUTSIDE):
+    def _exec(self, raw: bytes, ktime: int, cgroup_id: int, start_ns: int, pid: int, tid: int, ppid: int,
+              uid: int, gid: int, result: int, flags: int, comm: bytes) -> Event:
+        if len(raw) < ARGS_OFF:  # a short sample reads as zeros past its end
+            raw = raw.ljust(ARGS_OFF, b"\0")
+        (exe_ino, exe_dev, cap_effective, euid, _egid, auid, sessionid, mnt_ns, pid_ns, net_ns, argc,
+         args_size, _name_len, cwd_off, exe_off, k0, k1, k2, drift) = _EXEC.unpack_from(raw, HDR_SIZE)
+        cwd = raw[CWD_OFF + cwd_off:_CWD_END].decode(_U, _BR).partition("\0")[0] if cwd_off < PT_PATH_MAX else ""
+        n = raw.find(b"\0", NAME_OFF, _NAME_END)
+        name = raw[NAME_OFF:_NAME_END if n < 0 else n].decode(_U, _BR)
+        if name and name[0] != "/" and cwd:
+            name = posixpath.normpath(posixpath.join(cwd, name))  # absolute()
+        blob = raw[ARGS_OFF:ARGS_OFF + args_size]
+        if len(blob) < self.arg_size:  # no argument can be too long (split_args, decoded once)
+            argv = blob.decode(_U, _BR).split("\0", argc)[:argc]
+            cut = len(argv) > self.max_args
+            if cut:
+                argv = argv[:self.max_args]
+        else:
+            argv, cut = split_args(blob, argc, self.max_args, self.arg_size)
+        t = ktime + self.clock.offset
+        ev = EventDict({
+            "event_id": new_event_id(), "event_type": _PROCESS, "action": "exec",
+            "time": t // 1_000_000_000, "time_ns": t, "hostname": HOSTNAME,
+            "path": name, "argv": argv, "cmdline": " ".join(argv),
+            "args_truncated": cut or bool(flags & F_ARGS_TRUNCATED), "result": result, "cwd": cwd,
+            "stdin": _FD_KIND[k0], "stdout": _FD_KIND[k1], "stderr": _FD_KIND[k2],
+            "euid": euid, "auid": auid, "session_id": sessionid, "cap_effective": cap_effective,
+            "mnt_ns": mnt_ns, "pid_ns": pid_ns, "net_ns": net_ns,
+            "source": "ebpf", "pid": pid, "tid": tid, "uid": uid, "gid": gid, "ppid": ppid,
+            "comm": comm.decode(_U, _BR).partition("\0")[0],
+            "cgroup_id": cgroup_id, "mono_ns": ktime, "start_ns": start_ns,
+        })
+        if flags & F_RUNTIME_SETUP:
+            ev["runtime_setup"] = True
+        if flags & _NO_CWD:
             ev["cwd_truncated"] = True
-        tty = tty_name(kstr(e.tty))
-        if tty:
-            ev["tty"] = tty
-        if h.result == 0:
-            ev["exe_path"] = path_in(raw[EXE_OFF:EXE_OFF + PT_PATH_BUF], e.exe_off)
-            ev["exe_inode"] = e.exe_ino
-            ev["exe_dev"] = kernel_dev(e.exe_dev)
-            if h.flags & (F_EXE_TRUNCATED | F_EXE_OUTSIDE):
+        if raw[TTY_OFF]:
+            tty = tty_name(raw[TTY_OFF:TTY_OFF + TTY_LEN].decode(_U, _BR).partition("\0")[0])
+            if tty:
+                ev["tty"] = tty
+        if result == 0:
+            ev["exe_path"] = raw[EXE_OFF + exe_off:_EXE_END].decode(_U, _BR).partition("\0")[0] if exe_off < PT_PATH_MAX else ""
+            ev["exe_inode"] = exe_ino
+            ev["exe_dev"] = os.makedev(exe_dev >> 20, exe_dev & 0xFFFFF)  # kernel_dev()
+            if flags & _NO_EXE:
                 ev["exe_outside"] = True
-        if e.drift:
+        if drift:
             ev["drift"] = True
-            ev["drift_reason"] = DRIFT_REASONS.get(e.drift, "other")
-        if h.flags & F_FORK_FOLDED:
+            ev["drift_reason"] = DRIFT_REASONS.get(drift, "other")
+        if flags & F_FORK_FOLDED:
             ev["fork_folded"] = True
-        if h.flags & F_NO_ENTER:
-            ev.pop("argv")
-            ev.pop("cmdline")
+        if flags & F_NO_ENTER:
+            del ev["argv"], ev["cmdline"]
         return ev
 
 
