@@ -7,7 +7,6 @@ counter, bumped when ``ringbuf_output`` fails) as metrics, so no drop is silent.
 
 from __future__ import annotations
 
-import ctypes as ct
 import logging
 import os
 import subprocess
@@ -221,7 +220,7 @@ class RingBufferSource(RingReader):
             if self._configure is not None:
                 self._configure(obj)
             obj.attach()
-            self._ring = RingBuffer(obj.map("events"), lambda data, size: self._deliver(ct.string_at(data, size)))
+            self._ring = RingBuffer(obj.map("events"), self._deliver, as_bytes=True)
         except Exception:
             obj.close()
             self._release_shared()
