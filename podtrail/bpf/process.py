@@ -285,8 +285,9 @@ class ProcessSource(RingBufferSource):
     The map is walked only when it can hold something due: the kernel's ``held_count`` (never
     below the map's size) minus the forks taken here says whether anything is held, and after
     a walk the next is not before the youngest entry left can be due (at most ``hold_ns``
-    later, for entries the walk may have missed). A walk costs ~0.2 ms even on an empty map
-    (the hash map's buckets); at 20 sweeps a second that was 3-10 µs per exec."""
+    later, for entries the walk may have missed), and it stops once it has seen every fork
+    counted. A walk visits the hash map's buckets (~0.2 ms for the 8192 it had, even empty;
+    2048 now): 20 walks a second were 3-10 µs per exec."""
 
     def __init__(self, *a: Any, hold_ns: int = FORK_HOLD_NS, **kw: Any) -> None:
         super().__init__(*a, **kw)

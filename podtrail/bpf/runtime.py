@@ -70,7 +70,7 @@ def take_older(m: BpfMap, cutoff_ns: int, young: list[int] | None = None,
     the entries left (younger) go to ``young``, if given. With ``limit`` (the most entries
     the map held at time ``as_of``), the walk ends once that many entries stamped at or
     before ``as_of`` were seen: there are no more to find, and a hash map's walk visits
-    every bucket (~0.2 ms for 8192) however few entries it has."""
+    every bucket however few entries it has (~0.2 ms for 8192)."""
     seen = 0
     due = []
     for key in m.keys():  # taken after the walk: a deleted key would restart it
