@@ -185,13 +185,13 @@ class ProcessDecoder:
                     self.on_cgroup(cgroup_id, path)
             return None
         t = ktime + self.clock.offset
-        ev = EventDict({
-            "event_id": new_event_id(), "event_type": _PROCESS, "action": "exit" if typ == EV_EXIT else "fork",
-            "time": t // 1_000_000_000, "time_ns": t, "hostname": HOSTNAME,
-            "source": "ebpf", "pid": pid, "tid": tid, "uid": uid, "gid": gid, "ppid": ppid,
-            "comm": comm.decode(_U, _BR).partition("\0")[0],
-            "cgroup_id": cgroup_id, "mono_ns": ktime, "start_ns": start_ns,
-        })
+        ev = EventDict(
+            event_id=new_event_id(), event_type=_PROCESS, action="exit" if typ == EV_EXIT else "fork",
+            time=t // 1_000_000_000, time_ns=t, hostname=HOSTNAME,
+            source="ebpf", pid=pid, tid=tid, uid=uid, gid=gid, ppid=ppid,
+            comm=comm.decode(_U, _BR).partition("\0")[0],
+            cgroup_id=cgroup_id, mono_ns=ktime, start_ns=start_ns,
+        )
         if flags & F_RUNTIME_SETUP:
             ev["runtime_setup"] = True
         if off < PT_PATH_MAX and size >= FORK_CWD + PT_PATH_MAX:
@@ -224,18 +224,18 @@ class ProcessDecoder:
         else:
             argv, cut = split_args(blob, argc, self.max_args, self.arg_size)
         t = ktime + self.clock.offset
-        ev = EventDict({
-            "event_id": new_event_id(), "event_type": _PROCESS, "action": "exec",
-            "time": t // 1_000_000_000, "time_ns": t, "hostname": HOSTNAME,
-            "path": name, "argv": argv, "cmdline": " ".join(argv),
-            "args_truncated": cut or bool(flags & F_ARGS_TRUNCATED), "result": result, "cwd": cwd,
-            "stdin": _FD_KIND[k0], "stdout": _FD_KIND[k1], "stderr": _FD_KIND[k2],
-            "euid": euid, "auid": auid, "session_id": sessionid, "cap_effective": cap_effective,
-            "mnt_ns": mnt_ns, "pid_ns": pid_ns, "net_ns": net_ns,
-            "source": "ebpf", "pid": pid, "tid": tid, "uid": uid, "gid": gid, "ppid": ppid,
-            "comm": comm.decode(_U, _BR).partition("\0")[0],
-            "cgroup_id": cgroup_id, "mono_ns": ktime, "start_ns": start_ns,
-        })
+        ev = EventDict(
+            event_id=new_event_id(), event_type=_PROCESS, action="exec",
+            time=t // 1_000_000_000, time_ns=t, hostname=HOSTNAME,
+            path=name, argv=argv, cmdline=" ".join(argv),
+            args_truncated=cut or bool(flags & F_ARGS_TRUNCATED), result=result, cwd=cwd,
+            stdin=_FD_KIND[k0], stdout=_FD_KIND[k1], stderr=_FD_KIND[k2],
+            euid=euid, auid=auid, session_id=sessionid, cap_effective=cap_effective,
+            mnt_ns=mnt_ns, pid_ns=pid_ns, net_ns=net_ns,
+            source="ebpf", pid=pid, tid=tid, uid=uid, gid=gid, ppid=ppid,
+            comm=comm.decode(_U, _BR).partition("\0")[0],
+            cgroup_id=cgroup_id, mono_ns=ktime, start_ns=start_ns,
+        )
         if flags & F_RUNTIME_SETUP:
             ev["runtime_setup"] = True
         if flags & _NO_CWD:
