@@ -157,10 +157,11 @@ _BR = "backslashreplace"
 
 class ProcessDecoder:
     """Raw samples to events: exactly what ``new_event`` plus the fields made before (same
-    keys in the same order, an ``EventDict`` with the next ``event_id``), built as one dict
-    literal per sample kind. Every exec and exit goes through here, so it is written for
-    speed: one ``unpack_from`` per layout, text sliced out of the sample, no helper calls on
-    the common path (tests/unit/test_process_decode_equal.py holds it to the ctypes reading)."""
+    keys in the same order, an ``EventDict`` with the next ``event_id``), built by one
+    ``EventDict(...)`` call per sample kind. Every exec and exit goes through here, so it is
+    written for speed: one ``unpack_from`` per layout, text sliced out of the sample, no helper
+    calls on the common path (tests/unit/test_process_decode_equal.py and
+    tests/spine/test_process_decode_real.py hold it to the ctypes reading it replaced)."""
 
     def __init__(self, on_cgroup: OnCgroup | None = None, max_args: int = 32, arg_size: int = 256) -> None:
         self.clock = WallClock()
