@@ -142,6 +142,8 @@ def kernel_dev(dev: int) -> int:
 _S64 = struct.Struct("q")  # native: one load of the kernel's counter (held_count)
 _HDR = struct.Struct("<QQQIIIIIIiI16s")  # hdr_t: ktime .. flags, comm
 _HDR_OFF = struct.Struct("<QQQIIIIIIiI16sH")  # and fork_t's cwd_off (exec: the low half of exe_ino)
+_HDR_OFF_SIZE, _unpack_hdr_off = _HDR_OFF.size, _HDR_OFF.unpack_from
+_FORK_END = FORK_CWD + PT_PATH_MAX
 _EXEC = struct.Struct("<QQQIIIIIIIIIHHH4B")  # exec_t after the header: exe_ino .. drift (fd_kind[3], drift)
 TTY_OFF, NAME_OFF = ExecFixed.tty.offset, ExecFixed.name.offset
 assert _HDR.size == HDR_SIZE and HDR_SIZE + _EXEC.size == TTY_OFF, "struct formats disagree with the C layout"
@@ -171,9 +173,9 @@ class ProcessDecoder:
 
     def decode(self, raw: bytes) -> Event | None:
         size = len(raw)
-        if size >= _HDR_OFF.size:
+        if size >= _HDR_OFF_SIZE:
             (ktime, cgroup_id, start_ns, typ, pid, tid, ppid, uid, gid, result, flags, comm,
-             off) = _HDR_OFF.unpack_from(raw)
+             off) = _unpack_hdr_off(raw)
         else:  # a header alone (or too short: struct.error, counted by the reader)
             (ktime, cgroup_id, start_ns, typ, pid, tid, ppid, uid, gid, result, flags, comm) = _HDR.unpack_from(raw)
             off = PT_PATH_MAX
@@ -195,8 +197,8 @@ class ProcessDecoder:
         )
         if flags & F_RUNTIME_SETUP:
             ev["runtime_setup"] = True
-        if off < PT_PATH_MAX and size >= FORK_CWD + PT_PATH_MAX:
-            cwd = raw[FORK_CWD + off:FORK_CWD + PT_PATH_MAX].decode(_U, _BR).partition("\0")[0]
+        if off < PT_PATH_MAX and size >= _FORK_END:
+            cwd = raw[FORK_CWD + off:_FORK_END].decode(_U, _BR).partition("\0")[0]
             if cwd:
                 ev["cwd"] = cwd
                 if flags & _NO_CWD:
