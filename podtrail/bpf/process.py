@@ -39,7 +39,6 @@ F_FORK_FOLDED = 512
 # fold_stats slots (process.bpf.c FOLD_*), as podtrail_kernel_reductions_total outcomes
 FOLD_OUTCOMES = ("fork_folded", "fork_map_full")
 FORK_HOLD_NS = 100_000_000  # a held fork older than this is reported by the sweep
-SWEEP_EVERY_S = 0.05
 # task_facts.h
 PT_PATH_MAX, PT_NAME_MAX = 1024, 256
 PT_PATH_BUF = PT_PATH_MAX + PT_NAME_MAX
@@ -114,6 +113,11 @@ def split_args(buf: bytes, argc: int, max_args: int = MAX_ARGS_CAP, arg_size: in
     return [p.decode("utf-8", "backslashreplace") for p in raw], cut
 
 
+def _generation(fork: bytes) -> int:
+    """The held_count generation a held fork_t was stamped with (its ``held_epoch``)."""
+    return int(_GEN.unpack_from(fork, HDR_SIZE + 2)[0])
+
+
 def tty_name(raw: str) -> str:
     """The kernel's tty name to the /dev name ps shows: ``pts3`` → ``pts/3``."""
     if raw.startswith("pts") and raw[3:].isdigit():
@@ -139,7 +143,13 @@ def kernel_dev(dev: int) -> int:
 # the ctypes declarations above at import). One unpack_from reads every number of a sample;
 # text is cut out of the sample up to its NUL (decoded, then cut at the first "\0": NUL is never
 # inside a UTF-8 sequence, so the text is the one ``kstr`` makes), never copied as a whole field.
-_S64 = struct.Struct("q")  # native: one load of the kernel's counter (held_count)
+# process.bpf.c struct held_count_t, mapped: the counts per generation (native: each one load),
+# then the epoch user space writes
+HELD_GENERATIONS = 3
+_HELD = struct.Struct("3q")
+_U32N = struct.Struct("I")
+_EPOCH_OFF = _HELD.size
+_GEN = struct.Struct("<H")
 _HDR = struct.Struct("<QQQIIIIIIiI16s")  # hdr_t: ktime .. flags, comm
 _HDR_OFF = struct.Struct("<QQQIIIIIIiI16sH")  # and fork_t's cwd_off (exec: the low half of exe_ino)
 _HDR_OFF_SIZE, _unpack_hdr_off = _HDR_OFF.size, _HDR_OFF.unpack_from
@@ -278,54 +288,69 @@ def process_config(cfg: SensorConfig, fold_forks: bool = True) -> Config:
 class ProcessSource(RingBufferSource):
     """The process object's ring buffer, plus the sweep of forks held in the kernel.
 
-    Every ``SWEEP_EVERY_S`` (after consuming the ring buffer) the reader thread takes each
-    ``held_forks`` entry older than ``hold_ns`` with lookup-and-delete and emits it as the
-    fork event the kernel would have sent: a child that neither execs nor exits (a daemon's
-    worker, a long subshell) is reported while it lives. The kernel deletes entries as well
-    (exec, exit, a child's fork); whichever side deletes first reports, exactly once. At stop
-    every held fork is reported.
+    A child that neither execs nor exits (a daemon's worker, a long subshell) stays in the
+    kernel's ``held_forks``; the reader thread takes such entries with lookup-and-delete and
+    emits each as the fork event the kernel would have sent, while the child lives. The kernel
+    deletes entries as well (exec, exit, a child's fork); whichever side deletes first reports,
+    exactly once. At stop every held fork is reported.
 
-    The map is walked only when it can hold something due: the kernel's ``held_count`` (never
-    below the map's size) minus the forks taken here says whether anything is held, and after
-    a walk the next is not before the youngest entry left can be due (at most ``hold_ns``
-    later, for entries the walk may have missed), and it stops once it has seen every fork
-    counted. A walk visits the hash map's buckets (~0.2 ms for the 8192 it had, even empty;
-    2048 now): 20 walks a second were 3-10 µs per exec."""
+    Walking the map is what costs (it visits every bucket: ~0.2 ms at every sweep for the
+    8192 it had, even empty), so it is walked only when a fork is known to be held for the hold
+    time: every ``hold_ns / 2`` the reader starts a new generation of the kernel's
+    ``held_count`` (it writes the epoch; the kernel stamps each held fork with epoch % 3 and
+    counts holds and its own takes per generation). Before a generation's slot is used again,
+    the forks still held from it are at least ``hold_ns`` old: if its count, less the forks
+    taken here, says some are, the map is walked, up to the last of them. A fork is reported
+    ``hold_ns`` to 1.5 ``hold_ns`` after it happened; forks that exec or exit sooner (nearly
+    all) never cost a walk."""
 
     def __init__(self, *a: Any, hold_ns: int = FORK_HOLD_NS, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.hold_ns = hold_ns
         self.forks_sent_late = 0
-        self.walks = 0  # sweeps that walked the map (the others knew nothing could be due)
-        self._next_sweep = 0.0
-        self._due_ns = 0  # no walk before this (CLOCK_MONOTONIC ns)
+        self.walks = 0  # sweeps that walked the map
+        self.epoch = 0  # the generation the kernel stamps new holds with (epoch % 3)
+        self._next_epoch = 0.0
+        self._taken = [0] * HELD_GENERATIONS  # forks taken here, by generation
         self._count: mmap.mmap | None = None  # the kernel's held_count, mapped
         self._folds = PercpuCounters("fold_stats", FOLD_OUTCOMES,
                                      lambda outcome, n: metrics.kernel_reduced(self.name, outcome, n))
         self._sweep_lock = threading.Lock()
 
-    def _poll(self, timeout_ms: int) -> None:
-        super()._poll(timeout_ms)
-        now = time.monotonic()
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_EVERY_S
-            as_of = time.monotonic_ns()
-            if as_of >= self._due_ns:
-                held = self.held()  # every fork it counts was stamped before as_of
-                if held > 0:
-                    self.sweep(self.hold_ns, held, as_of)
-
     def load(self) -> None:
         super().load()
         obj = self.obj
         if obj is not None and obj.has_map("held_count") and self._count is None:
-            self._count = mmap.mmap(obj.map("held_count").fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+            self._count = mmap.mmap(obj.map("held_count").fd, mmap.PAGESIZE, mmap.MAP_SHARED,
+                                    mmap.PROT_READ | mmap.PROT_WRITE)
 
-    def held(self) -> int:
-        """Forks the kernel may hold now: never fewer than it does (1 when it cannot say)."""
+    def _poll(self, timeout_ms: int) -> None:
+        super()._poll(timeout_ms)
+        now = time.monotonic()
+        if now >= self._next_epoch:
+            self._next_epoch = now + self.hold_ns / 2e9
+            self.next_generation()
+
+    def next_generation(self) -> None:
+        """Take the forks still held from the generation whose slot comes next (walking the
+        map only if its count says there are some), then start that generation."""
+        k = (self.epoch + 1) & 0xFFFFFFFF  # the kernel's u32
+        gen = k % HELD_GENERATIONS
+        left = self.held(gen)
+        if left > 0:
+            self.sweep(self.hold_ns, left, gen)
+        self.epoch = k
+        if self._count is not None:
+            _U32N.pack_into(self._count, _EPOCH_OFF, k)
+
+    def held(self, gen: int | None = None) -> int:
+        """Forks the kernel may hold (in generation ``gen``, or in all): never fewer than it
+        does; 1 when it cannot say."""
         if self._count is None:
             return 1
-        return _S64.unpack_from(self._count)[0] - self.forks_sent_late
+        counts = _HELD.unpack_from(self._count)
+        gens = range(HELD_GENERATIONS) if gen is None else (gen,)
+        return sum(counts[g] - self._taken[g] for g in gens)
 
     def close(self) -> None:
         super().close()
@@ -333,25 +358,24 @@ class ProcessSource(RingBufferSource):
             self._count.close()
             self._count = None
 
-    def sweep(self, min_age_ns: int, held: int | None = None, as_of: int = 0) -> int:
+    def sweep(self, min_age_ns: int, left: int | None = None, gen: int = 0) -> int:
         """Report the held forks at least ``min_age_ns`` old; how many were reported. With
-        ``held`` (what ``held()`` said at ``as_of``), the walk ends once that many forks
-        stamped before then were seen (a fork stamped just before and held just after can
-        use up the count: a fork missed so is taken by the next walk, ``hold_ns`` later)."""
+        ``left``, the walk ends once it has seen that many forks of generation ``gen``."""
         obj = self.obj
         if obj is None or not obj.has_map("held_forks"):
             return 0
         with self._sweep_lock:
             n = 0
-            young: list[int] = []
-            now = time.monotonic_ns()
             self.walks += 1
-            for raw in take_older(obj.map("held_forks"), now - min_age_ns, young, held, as_of):
+            counted = None if left is None else (lambda v: _generation(v) == gen)
+            for raw in take_older(obj.map("held_forks"), time.monotonic_ns() - min_age_ns, left, counted):
                 n += 1
-                self.forks_sent_late += 1  # before its event: held() never counts it twice
+                g = _generation(raw)
+                if g < HELD_GENERATIONS:
+                    self._taken[g] += 1  # before its event: held() never counts it twice
                 self._deliver(raw)  # the fork_t sample, as the kernel would have sent it
-            self._due_ns = min(young) + self.hold_ns if young else now + self.hold_ns
             if n:
+                self.forks_sent_late += n
                 metrics.kernel_reduced(self.name, "fork_sent_late", n)
             return n
 

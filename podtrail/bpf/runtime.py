@@ -62,28 +62,22 @@ def ringbuf_bytes(pages: int) -> int:
     return n * os.sysconf("SC_PAGE_SIZE")
 
 
-def take_older(m: BpfMap, cutoff_ns: int, young: list[int] | None = None,
-               limit: int | None = None, as_of: int = 0) -> Iterator[bytes]:
+def take_older(m: BpfMap, cutoff_ns: int, limit: int | None = None,
+               counted: Callable[[bytes], bool] | None = None) -> Iterator[bytes]:
     """Take (lookup-and-delete) every entry of hash map ``m`` whose value starts with a
     CLOCK_MONOTONIC time (u64) at or before ``cutoff_ns``. An entry the kernel deletes at the
-    same moment is the kernel's to report: each is taken by exactly one side. The times of
-    the entries left (younger) go to ``young``, if given. With ``limit`` (the most entries
-    the map held at time ``as_of``), the walk ends once that many entries stamped at or
-    before ``as_of`` were seen: there are no more to find, and a hash map's walk visits
-    every bucket however few entries it has (~0.2 ms for 8192)."""
+    same moment is the kernel's to report: each is taken by exactly one side. With ``limit``
+    (the most entries there can be for which ``counted(value)`` holds), the walk ends once that
+    many were seen: a hash map's walk visits every bucket, however few entries it has."""
     seen = 0
     due = []
     for key in m.keys():  # taken after the walk: a deleted key would restart it
         v = m.lookup(key)
         if v is None:
             continue
-        t = int.from_bytes(v[:8], "little")
-        if t > cutoff_ns:
-            if young is not None:
-                young.append(t)
-        else:
+        if int.from_bytes(v[:8], "little") <= cutoff_ns:
             due.append(key)
-        if limit is not None and t <= as_of:
+        if limit is not None and (counted is None or counted(v)):
             seen += 1
             if seen >= limit:
                 break
