@@ -3,13 +3,15 @@ kernel's ring buffer, libbpf's ``ring_buffer__consume`` (a ctypes callback per s
 ``ct.string_at``, what the agent used) vs ``MappedRing`` (the mapping walked from Python),
 on the same real samples; and the decoder's cost per sample for scale.
 
-    .venv/bin/python -m bench ringbuf_read [--execs 3000] [--rounds 3]
+    .venv/bin/python -m bench ringbuf_read [--execs 3000] [--rounds 3] [--gil]
 
 The real process object is loaded (not read) while ``--execs`` posix_spawns of
 ``/bin/busybox true`` fill its ring buffer (exec and exit samples, forks folded); then the
 mapping is read without moving the consumer position (``--rounds`` times), libbpf consumes
 the same records, and the two lists must be equal (libbpf's may go on with samples that arrived
-in between: the machine's other processes).
+in between: the machine's other processes). With ``--gil``: libbpf's consume with the GIL
+held for the batch (``PyDLL``, what the agent does) vs released around it (``CDLL``: every
+callback takes the GIL back), while another Python thread wants the GIL.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import platform
 import select
 import struct
+import threading
 import time
 
 from podtrail.bpf.libbpf import BpfMap, RingBuffer
@@ -108,11 +111,56 @@ def fill(n: int) -> None:
         os.waitpid(os.posix_spawn(argv[0], argv, os.environ), 0)
 
 
+def gil_modes(events: BpfMap, execs: int, rounds: int) -> dict[str, float]:
+    """CPU µs per sample of ``RingBuffer.consume`` with the GIL held for the batch (PyDLL, the
+    agent) and released around it (CDLL: each callback takes the GIL back), while another
+    Python thread wants the GIL, as the pipeline's thread does in the agent."""
+    from podtrail.bpf.libbpf import lib
+
+    stop = threading.Event()
+
+    def contend() -> None:
+        while not stop.is_set():
+            sum(range(100))
+
+    t = threading.Thread(target=contend, daemon=True)
+    t.start()
+    best = {"held_pydll": float("inf"), "released_cdll": float("inf")}
+    try:
+        for _ in range(rounds):
+            for mode in best:
+                got: list[bytes] = []
+                rb = RingBuffer(events, got.append, as_bytes=True)
+                if mode == "released_cdll":
+                    rb._consume = lib().c.ring_buffer__consume
+                fill(execs)
+                t0 = time.thread_time_ns()
+                rb.consume()
+                best[mode] = min(best[mode], (time.thread_time_ns() - t0) / max(len(got), 1) / 1e3)
+                rb.close()
+    finally:
+        stop.set()
+        t.join()
+    return best
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--execs", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--gil", action="store_true", help="compare consuming with the GIL held and released")
     a = ap.parse_args()
+    if a.gil:
+        src = build_process_source(SensorConfig(ringbuf_pages=16384))
+        src.load()
+        assert src.obj is not None
+        try:
+            r = gil_modes(src.obj.map("events"), a.execs, a.rounds)
+        finally:
+            src.close()
+        print(json.dumps({"cpu_us_per_sample": r, "ratio_released_over_held": r["released_cdll"] / r["held_pydll"],
+                          "load": os.getloadavg()[0]}, indent=2))
+        return 0
     if platform.machine() not in MAPPED_RING_MACHINES:
         raise SystemExit(f"ringbuf_read: MappedRing relies on x86-64 load ordering, not {platform.machine()}")
     src = build_process_source(SensorConfig(ringbuf_pages=16384))

@@ -14,8 +14,10 @@ sample, exactly as the kernel would have sent it, only later.
 from __future__ import annotations
 
 import ctypes as ct
+import mmap
 import os
 import posixpath
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +27,8 @@ from podtrail import metrics
 from podtrail.bpf.libbpf import BpfObject, SharedMaps
 from podtrail.bpf.runtime import PercpuCounters, RingBufferSource, WallClock, kstr, ringbuf_bytes, take_older
 from podtrail.config import SensorConfig
-from podtrail.model.event import Event, new_event
+from podtrail.model.context import EventDict
+from podtrail.model.event import HOSTNAME, Event, new_event_id
 from podtrail.model.fields import Kind
 from podtrail.pipeline import Emit
 
@@ -36,7 +39,6 @@ F_FORK_FOLDED = 512
 # fold_stats slots (process.bpf.c FOLD_*), as podtrail_kernel_reductions_total outcomes
 FOLD_OUTCOMES = ("fork_folded", "fork_map_full")
 FORK_HOLD_NS = 100_000_000  # a held fork older than this is reported by the sweep
-SWEEP_EVERY_S = 0.05
 # task_facts.h
 PT_PATH_MAX, PT_NAME_MAX = 1024, 256
 PT_PATH_BUF = PT_PATH_MAX + PT_NAME_MAX
@@ -94,20 +96,26 @@ def split_args(buf: bytes, argc: int, max_args: int = MAX_ARGS_CAP, arg_size: in
     """argv from its NUL-separated bytes: at most ``max_args`` arguments of at most
     ``arg_size - 1`` bytes (the kernel reads a successful exec's argv whole, from the new
     image); and whether anything was cut."""
-    parts = buf.split(b"\0")[:argc]
-    cut = len(parts) > max_args
-    if cut:
-        parts = parts[:max_args]
     keep = arg_size - 1
-    if any(len(p) > keep for p in parts):
+    if len(buf) <= keep:  # no argument can be too long: decode once, split the text
+        # (NUL is never inside a UTF-8 sequence, so each invalid byte is escaped as per part)
+        parts = buf.decode("utf-8", "backslashreplace").split("\0", argc)[:argc]
+        if len(parts) > max_args:
+            return parts[:max_args], True
+        return parts, False
+    raw = buf.split(b"\0", argc)[:argc]
+    cut = len(raw) > max_args
+    if cut:
+        raw = raw[:max_args]
+    if any(len(p) > keep for p in raw):
         cut = True
-        parts = [p[:keep] for p in parts]
-    return [kstr(p) for p in parts], cut
+        raw = [p[:keep] for p in raw]
+    return [p.decode("utf-8", "backslashreplace") for p in raw], cut
 
 
-def path_in(buf: bytes, off: int) -> str:
-    """A pt_path result: the path is buf[off:PT_PATH_MAX]."""
-    return kstr(buf[off:PT_PATH_MAX]) if 0 <= off < PT_PATH_MAX else ""
+def _generation(fork: bytes) -> int:
+    """The held_count generation a held fork_t was stamped with (its ``held_epoch``)."""
+    return int(_GEN.unpack_from(fork, HDR_SIZE + 2)[0])
 
 
 def tty_name(raw: str) -> str:
@@ -131,7 +139,42 @@ def kernel_dev(dev: int) -> int:
     return os.makedev(dev >> 20, dev & 0xFFFFF)
 
 
+# The sample layouts as precompiled unpackers ("<": no padding; the offsets are checked against
+# the ctypes declarations above at import). One unpack_from reads every number of a sample;
+# text is cut out of the sample up to its NUL (decoded, then cut at the first "\0": NUL is never
+# inside a UTF-8 sequence, so the text is the one ``kstr`` makes), never copied as a whole field.
+# process.bpf.c struct held_count_t, mapped: the counts per generation (native: each one load),
+# then the epoch user space writes
+HELD_GENERATIONS = 3
+_HELD = struct.Struct("3q")
+_U32N = struct.Struct("I")
+_EPOCH_OFF = _HELD.size
+_GEN = struct.Struct("<H")
+_HDR = struct.Struct("<QQQIIIIIIiI16s")  # hdr_t: ktime .. flags, comm
+_HDR_OFF = struct.Struct("<QQQIIIIIIiI16sH")  # and fork_t's cwd_off (exec: the low half of exe_ino)
+_HDR_OFF_SIZE, _unpack_hdr_off = _HDR_OFF.size, _HDR_OFF.unpack_from
+_FORK_END = FORK_CWD + PT_PATH_MAX
+_EXEC = struct.Struct("<QQQIIIIIIIIIHHH4B")  # exec_t after the header: exe_ino .. drift (fd_kind[3], drift)
+TTY_OFF, NAME_OFF = ExecFixed.tty.offset, ExecFixed.name.offset
+assert _HDR.size == HDR_SIZE and HDR_SIZE + _EXEC.size == TTY_OFF, "struct formats disagree with the C layout"
+assert ExecFixed.exe_ino.offset == HDR_SIZE and ExecFixed.fd_kind.offset + 4 == TTY_OFF
+_FD_KIND = FD_KINDS + ("other",) * (256 - len(FD_KINDS))  # by the kernel's u8
+_CWD_END, _EXE_END, _NAME_END = CWD_OFF + PT_PATH_MAX, EXE_OFF + PT_PATH_MAX, NAME_OFF + NAME_BUF
+_NO_CWD = F_CWD_TRUNCATED | F_CWD_OUTSIDE
+_NO_EXE = F_EXE_TRUNCATED | F_EXE_OUTSIDE
+_PROCESS = Kind.PROCESS.value
+_U = "utf-8"
+_BR = "backslashreplace"
+
+
 class ProcessDecoder:
+    """Raw samples to events: exactly what ``new_event`` plus the fields made before (same
+    keys in the same order, an ``EventDict`` with the next ``event_id``), built by one
+    ``EventDict(...)`` call per sample kind. Every exec and exit goes through here, so it is
+    written for speed: one ``unpack_from`` per layout, text sliced out of the sample, no helper
+    calls on the common path (tests/unit/test_process_decode_equal.py and
+    tests/spine/test_process_decode_real.py hold it to the ctypes reading it replaced)."""
+
     def __init__(self, on_cgroup: OnCgroup | None = None, max_args: int = 32, arg_size: int = 256) -> None:
         self.clock = WallClock()
         self.on_cgroup = on_cgroup
@@ -139,67 +182,94 @@ class ProcessDecoder:
         self.arg_size = arg_size
 
     def decode(self, raw: bytes) -> Event | None:
-        h = Hdr.from_buffer_copy(raw[:HDR_SIZE])
-        if h.type == EV_CGROUP_MKDIR or h.type == EV_CGROUP_RMDIR:
-            if self.on_cgroup is not None:
-                path = kstr(raw[HDR_SIZE:HDR_SIZE + PT_PATH_BUF]) if h.type == EV_CGROUP_MKDIR else None
-                self.on_cgroup(h.cgroup_id, path)
+        size = len(raw)
+        if size >= _HDR_OFF_SIZE:
+            (ktime, cgroup_id, start_ns, typ, pid, tid, ppid, uid, gid, result, flags, comm,
+             off) = _unpack_hdr_off(raw)
+        else:  # a header alone (or too short: struct.error, counted by the reader)
+            (ktime, cgroup_id, start_ns, typ, pid, tid, ppid, uid, gid, result, flags, comm) = _HDR.unpack_from(raw)
+            off = PT_PATH_MAX
+        if typ == EV_EXEC:
+            return self._exec(raw, ktime, cgroup_id, start_ns, pid, tid, ppid, uid, gid, result, flags, comm)
+        if typ != EV_EXIT and typ != EV_FORK:
+            if typ == EV_CGROUP_MKDIR or typ == EV_CGROUP_RMDIR:
+                if self.on_cgroup is not None:
+                    path = kstr(raw[HDR_SIZE:HDR_SIZE + PT_PATH_BUF]) if typ == EV_CGROUP_MKDIR else None
+                    self.on_cgroup(cgroup_id, path)
             return None
-        base: dict[str, Any] = {
-            "source": "ebpf", "pid": h.pid, "tid": h.tid, "uid": h.uid, "gid": h.gid, "ppid": h.ppid,
-            "comm": kstr(h.comm), "cgroup_id": h.cgroup_id, "mono_ns": h.ktime, "start_ns": h.start_ns,
-        }
-        if h.flags & F_RUNTIME_SETUP:
-            base["runtime_setup"] = True
-        t = self.clock.wall(h.ktime)
-        if h.type == EV_EXEC:
-            return self._exec(h, raw, t, base)
-        if h.type == EV_FORK or h.type == EV_EXIT:
-            ev = new_event(Kind.PROCESS, "fork" if h.type == EV_FORK else "exit", time_ns=t, **base)
-            if len(raw) >= FORK_CWD + PT_PATH_MAX:
-                cwd = path_in(raw[FORK_CWD:FORK_CWD + PT_PATH_BUF], int.from_bytes(raw[HDR_SIZE:HDR_SIZE + 2], "little"))
-                if cwd:
-                    ev["cwd"] = cwd
-                    if h.flags & (F_CWD_TRUNCATED | F_CWD_OUTSIDE):
-                        ev["cwd_truncated"] = True
-            if h.type == EV_EXIT and h.flags & F_EXIT_KNOWN:
-                ev["exit_code"] = h.result
-            return ev
-        return None
-
-    def _exec(self, h: Hdr, raw: bytes, t: int, base: dict[str, Any]) -> Event:
-        # without argv the sample ends at ARGS_OFF, before the struct's tail padding
-        e = ExecFixed.from_buffer_copy(raw[:EXEC_FIXED].ljust(EXEC_FIXED, b"\0"))
-        cwd = path_in(raw[CWD_OFF:CWD_OFF + PT_PATH_BUF], e.cwd_off)
-        name = kstr(e.name)
-        stdin, stdout, stderr = (FD_KINDS[k] if k < len(FD_KINDS) else "other" for k in e.fd_kind)
-        argv, cut = split_args(raw[ARGS_OFF:ARGS_OFF + e.args_size], e.argc, self.max_args, self.arg_size)
-        ev = new_event(
-            Kind.PROCESS, "exec", time_ns=t, path=absolute(name, cwd), argv=argv,
-            cmdline=" ".join(argv), args_truncated=cut or bool(h.flags & F_ARGS_TRUNCATED), result=h.result,
-            cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr, euid=e.euid, auid=e.auid,
-            session_id=e.sessionid, cap_effective=e.cap_effective, mnt_ns=e.mnt_ns, pid_ns=e.pid_ns,
-            net_ns=e.net_ns, **base,
+        t = ktime + self.clock.offset
+        ev = EventDict(
+            event_id=new_event_id(), event_type=_PROCESS, action="exit" if typ == EV_EXIT else "fork",
+            time=t // 1_000_000_000, time_ns=t, hostname=HOSTNAME,
+            source="ebpf", pid=pid, tid=tid, uid=uid, gid=gid, ppid=ppid,
+            comm=comm.decode(_U, _BR).partition("\0")[0],
+            cgroup_id=cgroup_id, mono_ns=ktime, start_ns=start_ns,
         )
-        if h.flags & (F_CWD_TRUNCATED | F_CWD_OUTSIDE):
+        if flags & F_RUNTIME_SETUP:
+            ev["runtime_setup"] = True
+        if off < PT_PATH_MAX and size >= _FORK_END:
+            cwd = raw[FORK_CWD + off:_FORK_END].decode(_U, _BR).partition("\0")[0]
+            if cwd:
+                ev["cwd"] = cwd
+                if flags & _NO_CWD:
+                    ev["cwd_truncated"] = True
+        if typ == EV_EXIT and flags & F_EXIT_KNOWN:
+            ev["exit_code"] = result
+        return ev
+
+    def _exec(self, raw: bytes, ktime: int, cgroup_id: int, start_ns: int, pid: int, tid: int, ppid: int,
+              uid: int, gid: int, result: int, flags: int, comm: bytes) -> Event:
+        if len(raw) < ARGS_OFF:  # a short sample reads as zeros past its end
+            raw = raw.ljust(ARGS_OFF, b"\0")
+        (exe_ino, exe_dev, cap_effective, euid, _egid, auid, sessionid, mnt_ns, pid_ns, net_ns, argc,
+         args_size, _name_len, cwd_off, exe_off, k0, k1, k2, drift) = _EXEC.unpack_from(raw, HDR_SIZE)
+        cwd = raw[CWD_OFF + cwd_off:_CWD_END].decode(_U, _BR).partition("\0")[0] if cwd_off < PT_PATH_MAX else ""
+        n = raw.find(b"\0", NAME_OFF, _NAME_END)
+        name = raw[NAME_OFF:_NAME_END if n < 0 else n].decode(_U, _BR)
+        if name and name[0] != "/" and cwd:
+            name = posixpath.normpath(posixpath.join(cwd, name))  # absolute()
+        blob = raw[ARGS_OFF:ARGS_OFF + args_size]
+        if len(blob) < self.arg_size:  # no argument can be too long (split_args, decoded once)
+            argv = blob.decode(_U, _BR).split("\0", argc)[:argc]
+            cut = len(argv) > self.max_args
+            if cut:
+                argv = argv[:self.max_args]
+        else:
+            argv, cut = split_args(blob, argc, self.max_args, self.arg_size)
+        t = ktime + self.clock.offset
+        ev = EventDict(
+            event_id=new_event_id(), event_type=_PROCESS, action="exec",
+            time=t // 1_000_000_000, time_ns=t, hostname=HOSTNAME,
+            path=name, argv=argv, cmdline=" ".join(argv),
+            args_truncated=cut or bool(flags & F_ARGS_TRUNCATED), result=result, cwd=cwd,
+            stdin=_FD_KIND[k0], stdout=_FD_KIND[k1], stderr=_FD_KIND[k2],
+            euid=euid, auid=auid, session_id=sessionid, cap_effective=cap_effective,
+            mnt_ns=mnt_ns, pid_ns=pid_ns, net_ns=net_ns,
+            source="ebpf", pid=pid, tid=tid, uid=uid, gid=gid, ppid=ppid,
+            comm=comm.decode(_U, _BR).partition("\0")[0],
+            cgroup_id=cgroup_id, mono_ns=ktime, start_ns=start_ns,
+        )
+        if flags & F_RUNTIME_SETUP:
+            ev["runtime_setup"] = True
+        if flags & _NO_CWD:
             ev["cwd_truncated"] = True
-        tty = tty_name(kstr(e.tty))
-        if tty:
-            ev["tty"] = tty
-        if h.result == 0:
-            ev["exe_path"] = path_in(raw[EXE_OFF:EXE_OFF + PT_PATH_BUF], e.exe_off)
-            ev["exe_inode"] = e.exe_ino
-            ev["exe_dev"] = kernel_dev(e.exe_dev)
-            if h.flags & (F_EXE_TRUNCATED | F_EXE_OUTSIDE):
+        if raw[TTY_OFF]:
+            tty = tty_name(raw[TTY_OFF:TTY_OFF + TTY_LEN].decode(_U, _BR).partition("\0")[0])
+            if tty:
+                ev["tty"] = tty
+        if result == 0:
+            ev["exe_path"] = raw[EXE_OFF + exe_off:_EXE_END].decode(_U, _BR).partition("\0")[0] if exe_off < PT_PATH_MAX else ""
+            ev["exe_inode"] = exe_ino
+            ev["exe_dev"] = os.makedev(exe_dev >> 20, exe_dev & 0xFFFFF)  # kernel_dev()
+            if flags & _NO_EXE:
                 ev["exe_outside"] = True
-        if e.drift:
+        if drift:
             ev["drift"] = True
-            ev["drift_reason"] = DRIFT_REASONS.get(e.drift, "other")
-        if h.flags & F_FORK_FOLDED:
+            ev["drift_reason"] = DRIFT_REASONS.get(drift, "other")
+        if flags & F_FORK_FOLDED:
             ev["fork_folded"] = True
-        if h.flags & F_NO_ENTER:
-            ev.pop("argv")
-            ev.pop("cmdline")
+        if flags & F_NO_ENTER:
+            del ev["argv"], ev["cmdline"]
         return ev
 
 
@@ -218,38 +288,91 @@ def process_config(cfg: SensorConfig, fold_forks: bool = True) -> Config:
 class ProcessSource(RingBufferSource):
     """The process object's ring buffer, plus the sweep of forks held in the kernel.
 
-    Every ``SWEEP_EVERY_S`` (after consuming the ring buffer) the reader thread takes each
-    ``held_forks`` entry older than ``hold_ns`` with lookup-and-delete and emits it as the
-    fork event the kernel would have sent: a child that neither execs nor exits (a daemon's
-    worker, a long subshell) is reported while it lives. The kernel deletes entries as well
-    (exec, exit, a child's fork); whichever side deletes first reports, exactly once. At stop
-    every held fork is reported."""
+    A child that neither execs nor exits (a daemon's worker, a long subshell) stays in the
+    kernel's ``held_forks``; the reader thread takes such entries with lookup-and-delete and
+    emits each as the fork event the kernel would have sent, while the child lives. The kernel
+    deletes entries as well (exec, exit, a child's fork); whichever side deletes first reports,
+    exactly once. At stop every held fork is reported.
+
+    Walking the map is what costs (it visits every bucket: ~0.2 ms at every sweep for the
+    8192 it had, even empty), so it is walked only when a fork is known to be held for the hold
+    time: every ``hold_ns / 2`` the reader starts a new generation of the kernel's
+    ``held_count`` (it writes the epoch; the kernel stamps each held fork with epoch % 3 and
+    counts holds and its own takes per generation). Before a generation's slot is used again,
+    the forks still held from it are at least ``hold_ns`` old: if its count, less the forks
+    taken here, says some are, the map is walked, up to the last of them. A fork is reported
+    ``hold_ns`` to 1.5 ``hold_ns`` after it happened; forks that exec or exit sooner (nearly
+    all) never cost a walk."""
 
     def __init__(self, *a: Any, hold_ns: int = FORK_HOLD_NS, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.hold_ns = hold_ns
         self.forks_sent_late = 0
-        self._next_sweep = 0.0
+        self.walks = 0  # sweeps that walked the map
+        self.epoch = 0  # the generation the kernel stamps new holds with (epoch % 3)
+        self._next_epoch = 0.0
+        self._taken = [0] * HELD_GENERATIONS  # forks taken here, by generation
+        self._count: mmap.mmap | None = None  # the kernel's held_count, mapped
         self._folds = PercpuCounters("fold_stats", FOLD_OUTCOMES,
                                      lambda outcome, n: metrics.kernel_reduced(self.name, outcome, n))
         self._sweep_lock = threading.Lock()
 
+    def load(self) -> None:
+        super().load()
+        obj = self.obj
+        if obj is not None and obj.has_map("held_count") and self._count is None:
+            self._count = mmap.mmap(obj.map("held_count").fd, mmap.PAGESIZE, mmap.MAP_SHARED,
+                                    mmap.PROT_READ | mmap.PROT_WRITE)
+
     def _poll(self, timeout_ms: int) -> None:
         super()._poll(timeout_ms)
         now = time.monotonic()
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_EVERY_S
-            self.sweep(self.hold_ns)
+        if now >= self._next_epoch:
+            self._next_epoch = now + self.hold_ns / 2e9
+            self.next_generation()
 
-    def sweep(self, min_age_ns: int) -> int:
-        """Report the held forks at least ``min_age_ns`` old; how many were reported."""
+    def next_generation(self) -> None:
+        """Take the forks still held from the generation whose slot comes next (walking the
+        map only if its count says there are some), then start that generation."""
+        k = (self.epoch + 1) & 0xFFFFFFFF  # the kernel's u32
+        gen = k % HELD_GENERATIONS
+        left = self.held(gen)
+        if left > 0:
+            self.sweep(self.hold_ns, left, gen)
+        self.epoch = k
+        if self._count is not None:
+            _U32N.pack_into(self._count, _EPOCH_OFF, k)
+
+    def held(self, gen: int | None = None) -> int:
+        """Forks the kernel may hold (in generation ``gen``, or in all): never fewer than it
+        does; 1 when it cannot say."""
+        if self._count is None:
+            return 1
+        counts = _HELD.unpack_from(self._count)
+        gens = range(HELD_GENERATIONS) if gen is None else (gen,)
+        return sum(counts[g] - self._taken[g] for g in gens)
+
+    def close(self) -> None:
+        super().close()
+        if self._count is not None:
+            self._count.close()
+            self._count = None
+
+    def sweep(self, min_age_ns: int, left: int | None = None, gen: int = 0) -> int:
+        """Report the held forks at least ``min_age_ns`` old; how many were reported. With
+        ``left``, the walk ends once it has seen that many forks of generation ``gen``."""
         obj = self.obj
         if obj is None or not obj.has_map("held_forks"):
             return 0
         with self._sweep_lock:
             n = 0
-            for raw in take_older(obj.map("held_forks"), time.monotonic_ns() - min_age_ns):
+            self.walks += 1
+            counted = None if left is None else (lambda v: _generation(v) == gen)
+            for raw in take_older(obj.map("held_forks"), time.monotonic_ns() - min_age_ns, left, counted):
                 n += 1
+                g = _generation(raw)
+                if g < HELD_GENERATIONS:
+                    self._taken[g] += 1  # before its event: held() never counts it twice
                 self._deliver(raw)  # the fork_t sample, as the kernel would have sent it
             if n:
                 self.forks_sent_late += n

@@ -7,7 +7,6 @@ counter, bumped when ``ringbuf_output`` fails) as metrics, so no drop is silent.
 
 from __future__ import annotations
 
-import ctypes as ct
 import logging
 import os
 import subprocess
@@ -63,14 +62,26 @@ def ringbuf_bytes(pages: int) -> int:
     return n * os.sysconf("SC_PAGE_SIZE")
 
 
-def take_older(m: BpfMap, cutoff_ns: int) -> Iterator[bytes]:
+def take_older(m: BpfMap, cutoff_ns: int, limit: int | None = None,
+               counted: Callable[[bytes], bool] | None = None) -> Iterator[bytes]:
     """Take (lookup-and-delete) every entry of hash map ``m`` whose value starts with a
     CLOCK_MONOTONIC time (u64) at or before ``cutoff_ns``. An entry the kernel deletes at the
-    same moment is the kernel's to report: each is taken by exactly one side."""
-    for key in list(m.keys()):
+    same moment is the kernel's to report: each is taken by exactly one side. With ``limit``
+    (the most entries there can be for which ``counted(value)`` holds), the walk ends once that
+    many were seen: a hash map's walk visits every bucket, however few entries it has."""
+    seen = 0
+    due = []
+    for key in m.keys():  # taken after the walk: a deleted key would restart it
         v = m.lookup(key)
-        if v is None or int.from_bytes(v[:8], "little") > cutoff_ns:
+        if v is None:
             continue
+        if int.from_bytes(v[:8], "little") <= cutoff_ns:
+            due.append(key)
+        if limit is not None and (counted is None or counted(v)):
+            seen += 1
+            if seen >= limit:
+                break
+    for key in due:
         raw = m.lookup_and_delete(key)
         if raw is not None:
             yield raw
@@ -203,7 +214,7 @@ class RingBufferSource(RingReader):
             if self._configure is not None:
                 self._configure(obj)
             obj.attach()
-            self._ring = RingBuffer(obj.map("events"), lambda data, size: self._deliver(ct.string_at(data, size)))
+            self._ring = RingBuffer(obj.map("events"), self._deliver, as_bytes=True)
         except Exception:
             obj.close()
             self._release_shared()
