@@ -266,11 +266,9 @@ def test_batched_feed_equals_one_record_at_a_time(recs: list[tuple[int, str, int
     """The batch path (a record of the previous record's event joins its list directly) gives
     the same events, in the same order, as adding each record on its own: interleaved events,
     late records past the timeout, EOE, PROCTITLE and one-record types included."""
-    from podtrail.audit.records import parse_record
-
     lines = [f"type={t} msg=audit({100 + 1.5 * sec:.3f}:{serial}): pid={serial}" for serial, t, sec in recs]
     one = Assembler(timeout_s=2.0)
-    want = [ev for line in lines for ev in one.feed(parse_record(line))] + one.flush()
+    want = [ev for line in lines for ev in one.feed_line(line)] + one.flush()  # each record through _add
     batched = Assembler(timeout_s=2.0)
     got = [ev for i in range(0, len(lines), chunk) for ev in batched.feed_lines(lines[i:i + chunk])] + batched.flush()
     assert [[(r.type, r.time, r.serial) for r in ev] for ev in got] == [[(r.type, r.time, r.serial) for r in ev] for ev in want]
