@@ -11,7 +11,16 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from podtrail.audit.records import SYSCALL_FIELDS, Record, all_of, execve_argv, first_of, syscall_values
+from podtrail.audit.records import (
+    SYSCALL_FIELDS,
+    AuditEvent,
+    Record,
+    all_of,
+    cwd_value,
+    execve_argv,
+    first_of,
+    syscall_values,
+)
 from podtrail.model.event import AF_INET, AF_INET6, AF_UNIX, Event, new_event
 from podtrail.model.fields import Kind
 
@@ -34,13 +43,14 @@ __all__ = ["SYSCALL_FIELDS", "decode_sockaddr", "execve_args", "to_event"]
 
 def execve_args(records: Sequence[Record]) -> list[str]:
     """argv from one or more EXECVE records, joining ``aN[k]`` chunks of long arguments."""
-    recs = all_of(records, "EXECVE")
-    if len(recs) == 1:
-        argv = execve_argv(recs[0])  # the plain layout, in one match
-        if argv is not None:
-            return argv
+    if isinstance(records, AuditEvent):
+        bodies = records.bodies("EXECVE")
+        if len(bodies) == 1:
+            argv = execve_argv(bodies[0])  # the plain layout, in one match
+            if argv is not None:
+                return argv
     fields: dict[str, str] = {}
-    for r in recs:
+    for r in all_of(records, "EXECVE"):
         fields.update(r.fields)  # every value is needed: argc and the arguments
     argc = int(fields.get("argc", "0") or 0)
     argv = []
@@ -93,6 +103,18 @@ def _int(v: str | None) -> int | None:
         return None
 
 
+def _cwd(records: Sequence[Record]) -> str:
+    """The first CWD record's cwd ("" without one)."""
+    if isinstance(records, AuditEvent):
+        bodies = records.bodies("CWD")
+        if bodies:
+            cwd = cwd_value(bodies[0])
+            if cwd is not None:
+                return cwd
+    rec = first_of(records, "CWD")
+    return rec.get("cwd") if rec is not None else ""
+
+
 def to_event(records: Sequence[Record]) -> Event | None:
     sc = first_of(records, "SYSCALL")
     if sc is None:
@@ -112,8 +134,7 @@ def to_event(records: Sequence[Record]) -> Event | None:
     result = 0 if ok else (exit_ if exit_ is not None and exit_ < 0 else -1)
     if name in ("execve", "execveat"):
         argv = execve_args(records)
-        cwd_rec = first_of(records, "CWD")
-        cwd = cwd_rec.get("cwd") if cwd_rec is not None else ""
+        cwd = _cwd(records)
         ev = new_event(Kind.PROCESS, "exec", time_ns=t_ns, **common, argv=argv, cmdline=" ".join(argv), result=result,
                        args_truncated=False)
         if cwd:
@@ -145,8 +166,7 @@ def _file_event(records: Sequence[Record], f: dict[str, str], common: dict[str, 
     paths = [p for p in (r.fields for r in all_of(records, "PATH")) if p.get("nametype") != "PARENT"]
     if not paths:
         return None
-    cwd_rec = first_of(records, "CWD")
-    cwd = cwd_rec.get("cwd") if cwd_rec is not None else ""
+    cwd = _cwd(records)
 
     def absolute(p: str) -> tuple[str, bool]:
         if p.startswith("/"):

@@ -285,6 +285,10 @@ class AuditEvent(Sequence[Record]):
     def of_type(self, rtype: str) -> list[Record]:
         return [row_record(r) for r in self.rows if r[0] == rtype]
 
+    def bodies(self, rtype: str) -> list[str]:
+        """The bodies (the text after the header) of the records of ``rtype``."""
+        return [r[2] for r in self.rows if r[0] == rtype]
+
     def __repr__(self) -> str:
         return f"AuditEvent({self.rows!r})"
 
@@ -331,25 +335,34 @@ def syscall_values(rec: Record) -> tuple[str, ...]:
             decode_value("exe", exe, "SYSCALL"), decode_value("key", key, "SYSCALL"))
 
 
-# One EXECVE record with every argument whole (no aN[k] chunks): argc, then a0 ... in order.
-_EXECVE = re.compile(r" argc=(0|[1-9][0-9]{0,2})((?: a[0-9]+=[!-~]*)*)(?:\x1d|\Z)")
-_ARG = re.compile(r" a([0-9]+)=([!-~]*)")
-_INDEX = [str(i) for i in range(1000)]
+# One EXECVE record with every argument whole (no aN[k] chunks): argc, then a0 ... a<argc-1>
+# in order, matched by one pattern per argc.
+_ARGC = re.compile(r" argc=(0|[1-9][0-9]?)")
+_ARGV: dict[int, re.Pattern[str]] = {}
+_CWD = re.compile(r" cwd=([!-~]*)(?:\x1d|\Z)")
 
 
-def execve_argv(rec: Record) -> list[str] | None:
-    """argv of one EXECVE record in the kernel's plain layout, decoded as ``fields`` would
-    decode it; None for any other layout (chunked arguments, more records, odd text)."""
-    if rec._fields is not None:
-        return None
-    m = _EXECVE.match(rec._line, rec._body_at)
+def execve_argv(body: str) -> list[str] | None:
+    """argv of the body of an event's only EXECVE record in the kernel's plain layout,
+    decoded as ``fields`` would decode it; None for any other layout (chunked or more than
+    99 arguments, odd text)."""
+    m = _ARGC.match(body)
     if m is None:
         return None
-    argc = int(m.group(1))
-    args = _ARG.findall(m.group(2))
-    if len(args) != argc or [i for i, _ in args] != _INDEX[:argc]:
+    n = int(m.group(1))
+    p = _ARGV.get(n)
+    if p is None:
+        p = _ARGV[n] = re.compile("".join(f" a{i}=([!-~]*)" for i in range(n)) + r"(?:\x1d|\Z)")
+    m = p.match(body, m.end())
+    if m is None:
         return None
-    return [v[1:-1] if len(v) >= 2 and v[0] == '"' == v[-1] else decode_value("a0", v, "EXECVE") for _, v in args]
+    return [v[1:-1] if len(v) >= 2 and v[0] == '"' == v[-1] else decode_value("a0", v, "EXECVE") for v in m.groups()]
+
+
+def cwd_value(body: str) -> str | None:
+    """cwd of a CWD record's body in the kernel's layout (one field), decoded; else None."""
+    m = _CWD.match(body)
+    return None if m is None else decode_value("cwd", m.group(1), "CWD")
 
 
 def parse_record(line: str) -> Record:
