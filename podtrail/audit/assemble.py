@@ -12,7 +12,8 @@ its rows: no object per record, a ``Record`` is made only when the mapping reads
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from itertools import groupby, islice
+from operator import itemgetter
 
 from podtrail.audit.records import AuditEvent, Row, text_rows
 
@@ -28,6 +29,7 @@ def single_record(rtype: str) -> bool:
 
 
 _single: dict[str, bool] = {}  # single_record by type, as met
+_KEY, _TYPE = itemgetter(1), itemgetter(0)
 
 
 class Assembler:
@@ -57,25 +59,40 @@ class Assembler:
         out: list[AuditEvent] = []
         rows, bad = text_rows(text, lines)
         self.malformed += bad
-        pkey = None  # the previous record's key
-        slot: list[Row] | None = None  # that record's event, while it is open
-        add, op = self._add, self._open
-        for row in rows:
-            typ, key, _ = row
-            if key == pkey and slot is not None:
-                if typ == "PROCTITLE":  # the event's last record: as _add would, without moving the clock
-                    slot.append(row)
-                    del op[key]
-                    out.append(AuditEvent(slot))
-                    slot = None
+        op, add, max_open = self._open, self._add, self.max_open
+        for key, run in groupby(rows, _KEY):  # the records of one event come together
+            g = list(run)
+            types = list(map(_TYPE, g))
+            if (types[-1] == "PROCTITLE" and types.count("PROCTITLE") == 1 and "EOE" not in types and key not in op
+                    and len(op) < max_open and not _single.get(types[0], True)):
+                # A whole event, new, ended by its PROCTITLE: what _add would do row by row.
+                stamp = key[key.find(" ") + 1:key.rindex(":")]  # a node name has no space
+                if stamp != self._last_stamp:
+                    self._last_stamp, self._last_t = stamp, float(stamp)
+                if self._last_t > self._clock:
+                    self._clock = self._last_t
                     if op:
                         self._expire(out)
-                    continue
-                if typ != "EOE":
-                    slot.append(row)
-                    continue
-            pkey = key
-            slot = add(typ, key, row, out)
+                out.append(AuditEvent(g, types))
+                if op:
+                    self._expire(out)
+                continue
+            slot: list[Row] | None = None  # the run's event, while it is open
+            for row in g:
+                typ = row[0]
+                if slot is not None:
+                    if typ == "PROCTITLE":  # the event's last record: as _add would, without moving the clock
+                        slot.append(row)
+                        del op[key]
+                        out.append(AuditEvent(slot))
+                        slot = None
+                        if op:
+                            self._expire(out)
+                        continue
+                    if typ != "EOE":
+                        slot.append(row)
+                        continue
+                slot = add(typ, key, row, out)
         self._input_clock = self._clock
         return out
 

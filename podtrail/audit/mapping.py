@@ -19,7 +19,7 @@ from podtrail.audit.records import (
     cwd_value,
     execve_argv,
     first_of,
-    syscall_values,
+    syscall_of,
 )
 from podtrail.model.event import AF_INET, AF_INET6, AF_UNIX, Event, new_event
 from podtrail.model.fields import Kind
@@ -38,17 +38,15 @@ O_ACCMODE, O_CREAT = 3, 0o100
 # What ``to_event`` reads of an exec event (bench.audit_parse has auparse read the same): the
 # SYSCALL fields ``SYSCALL_FIELDS``, every EXECVE field, CWD's cwd. Its PATH, BPRM_FCAPS and
 # PROCTITLE records are never split (nor made into ``Record`` objects).
-__all__ = ["SYSCALL_FIELDS", "decode_sockaddr", "execve_args", "to_event"]
+__all__ = ["SYSCALL_FIELDS", "cwd_of", "decode_sockaddr", "execve_args", "to_event"]
 
 
 def execve_args(records: Sequence[Record]) -> list[str]:
     """argv from one or more EXECVE records, joining ``aN[k]`` chunks of long arguments."""
-    if isinstance(records, AuditEvent):
-        bodies = records.bodies("EXECVE")
-        if len(bodies) == 1:
-            argv = execve_argv(bodies[0])  # the plain layout, in one match
-            if argv is not None:
-                return argv
+    if isinstance(records, AuditEvent) and records.types.count("EXECVE") == 1:
+        argv = execve_argv(records.body("EXECVE") or "")  # the plain layout, in one match
+        if argv is not None:
+            return argv
     fields: dict[str, str] = {}
     for r in all_of(records, "EXECVE"):
         fields.update(r.fields)  # every value is needed: argc and the arguments
@@ -103,12 +101,19 @@ def _int(v: str | None) -> int | None:
         return None
 
 
-def _cwd(records: Sequence[Record]) -> str:
+def _syscall_record(records: Sequence[Record]) -> Record:
+    """The SYSCALL record itself, for what is read of it only now and then."""
+    sc = first_of(records, "SYSCALL")
+    assert sc is not None  # to_event has found it
+    return sc
+
+
+def cwd_of(records: Sequence[Record]) -> str:
     """The first CWD record's cwd ("" without one)."""
     if isinstance(records, AuditEvent):
-        bodies = records.bodies("CWD")
-        if bodies:
-            cwd = cwd_value(bodies[0])
+        body = records.body("CWD")
+        if body is not None:
+            cwd = cwd_value(body)
             if cwd is not None:
                 return cwd
     rec = first_of(records, "CWD")
@@ -116,15 +121,16 @@ def _cwd(records: Sequence[Record]) -> str:
 
 
 def to_event(records: Sequence[Record]) -> Event | None:
-    sc = first_of(records, "SYSCALL")
-    if sc is None:
+    got = syscall_of(records)
+    if got is None:
         return None
-    arch, syscall, success, exit_text, ppid, pid, auid, uid, gid, comm, exe, key = syscall_values(sc)
+    (arch, syscall, success, exit_text, ppid, pid, auid, uid, gid, comm, exe, key), stamp = got
     number = _int(syscall)
     name = SYSCALLS_X86_64.get(number) if number is not None and arch == "c000003e" else None
     if name is None:  # another arch (or a number not in the table): auditd's ENRICHED name
-        name = sc.enriched.get("SYSCALL") or (SYSCALLS_I386 if arch == "40000003" else SYSCALLS_X86_64).get(number or -1, "")
-    t_ns = int(float(sc.time) * 1e9)
+        name = _syscall_record(records).enriched.get("SYSCALL") or \
+            (SYSCALLS_I386 if arch == "40000003" else SYSCALLS_X86_64).get(number or -1, "")
+    t_ns = int(float(stamp) * 1e9)
     common: dict[str, Any] = {
         "source": "auditd", "pid": _int(pid), "ppid": _int(ppid), "uid": _int(uid),
         "gid": _int(gid), "auid": _int(auid), "comm": comm, "path": exe,
@@ -134,7 +140,7 @@ def to_event(records: Sequence[Record]) -> Event | None:
     result = 0 if ok else (exit_ if exit_ is not None and exit_ < 0 else -1)
     if name in ("execve", "execveat"):
         argv = execve_args(records)
-        cwd = _cwd(records)
+        cwd = cwd_of(records)
         ev = new_event(Kind.PROCESS, "exec", time_ns=t_ns, **common, argv=argv, cmdline=" ".join(argv), result=result,
                        args_truncated=False)
         if cwd:
@@ -156,7 +162,7 @@ def to_event(records: Sequence[Record]) -> Event | None:
         return _without_none(ev)
     file_action = FILE_ACTIONS.get(name)
     if file_action is not None or "sensitive_" in key:
-        return _file_event(records, sc.fields, common, t_ns, name, file_action, key, result)
+        return _file_event(records, _syscall_record(records).fields, common, t_ns, name, file_action, key, result)
     return None
 
 
@@ -166,7 +172,7 @@ def _file_event(records: Sequence[Record], f: dict[str, str], common: dict[str, 
     paths = [p for p in (r.fields for r in all_of(records, "PATH")) if p.get("nametype") != "PARENT"]
     if not paths:
         return None
-    cwd = _cwd(records)
+    cwd = cwd_of(records)
 
     def absolute(p: str) -> tuple[str, bool]:
         if p.startswith("/"):

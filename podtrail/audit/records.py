@@ -223,8 +223,8 @@ _HEADER = re.compile(r"(?:node=([^ \x1d]*) )?type=([^ \x1d]+) msg=audit\(([0-9]+
 # body: one C call per read makes a row per record, (type, key, body), key "SEC.MS:SERIAL".
 # A line it skips is blank, malformed, or has a node= prefix (``NODE_ROWS``: its key is then
 # "NODE SEC.MS:SERIAL"; a node name has no space).
-ROWS = re.compile(r"^type=([^ \x1d\n]+) msg=audit\(([0-9]+\.[0-9]+:[0-9]+)\):([^\n]*)$", re.M)
-NODE_ROWS = re.compile(r"^(?:node=([^ \x1d\n]*) )?type=([^ \x1d\n]+) msg=audit\(([0-9]+\.[0-9]+:[0-9]+)\):([^\n]*)$", re.M)
+ROWS = re.compile(r"^type=([^ \x1d\n]+) msg=audit\(([0-9]+\.[0-9]+:[0-9]+)\):(.*)", re.M)  # "." is [^\n]
+NODE_ROWS = re.compile(r"^(?:node=([^ \x1d\n]*) )?type=([^ \x1d\n]+) msg=audit\(([0-9]+\.[0-9]+:[0-9]+)\):(.*)", re.M)
 Row = tuple[str, str, str]
 
 
@@ -250,10 +250,11 @@ class AuditEvent(Sequence[Record]):
     ``Record`` objects, made on demand; ``first``, ``of_type`` and ``types`` make only what
     they return."""
 
-    __slots__ = ("rows",)
+    __slots__ = ("rows", "_types")
 
-    def __init__(self, rows: list[Row]) -> None:
+    def __init__(self, rows: list[Row], types: list[str] | None = None) -> None:
         self.rows = rows
+        self._types = types  # the rows' types, when the assembler has them
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -274,7 +275,21 @@ class AuditEvent(Sequence[Record]):
 
     @property
     def types(self) -> list[str]:
-        return [r[0] for r in self.rows]
+        t = self._types
+        if t is None:
+            t = self._types = [r[0] for r in self.rows]
+        return t
+
+    @property
+    def time(self) -> str:
+        """The event's stamp, "SEC.MS" (all its records share it)."""
+        key = self.rows[0][1]
+        return key[key.find(" ") + 1:key.rindex(":")]
+
+    def body(self, rtype: str) -> str | None:
+        """The body (the text after the header) of the first record of ``rtype``."""
+        t = self.types
+        return self.rows[t.index(rtype)][2] if rtype in t else None
 
     def first(self, rtype: str) -> Record | None:
         for r in self.rows:
@@ -284,10 +299,6 @@ class AuditEvent(Sequence[Record]):
 
     def of_type(self, rtype: str) -> list[Record]:
         return [row_record(r) for r in self.rows if r[0] == rtype]
-
-    def bodies(self, rtype: str) -> list[str]:
-        """The bodies (the text after the header) of the records of ``rtype``."""
-        return [r[2] for r in self.rows if r[0] == rtype]
 
     def __repr__(self) -> str:
         return f"AuditEvent({self.rows!r})"
@@ -323,16 +334,37 @@ _SYSCALL = re.compile(
     rf" fsgid={_V} tty={_V} ses={_V} comm=({_V}) exe=({_V})(?: subj={_V})? key=({_V})(?:\x1d|\Z)")
 
 
-def syscall_values(rec: Record) -> tuple[str, ...]:
-    """``SYSCALL_FIELDS`` of a SYSCALL record, decoded as ``Record.get`` gives them ("" when
-    absent): one strict match, or ``get`` for a body in another layout."""
-    m = _SYSCALL.match(rec._line, rec._body_at) if rec._fields is None else None
+def _syscall_text(text: str, at: int = 0) -> tuple[str, ...] | None:
+    m = _SYSCALL.match(text, at)
     if m is None:
-        get = rec.get
-        return tuple(get(name) for name in SYSCALL_FIELDS)
+        return None
     arch, number, success, exit_, ppid, pid, auid, uid, gid, comm, exe, key = m.groups()
     return (arch, number, success or "", exit_ or "", ppid, pid, auid, uid, gid, decode_value("comm", comm, "SYSCALL"),
             decode_value("exe", exe, "SYSCALL"), decode_value("key", key, "SYSCALL"))
+
+
+def syscall_values(rec: Record) -> tuple[str, ...]:
+    """``SYSCALL_FIELDS`` of a SYSCALL record, decoded as ``Record.get`` gives them ("" when
+    absent): one strict match, or ``get`` for a body in another layout."""
+    values = _syscall_text(rec._line, rec._body_at) if rec._fields is None else None
+    if values is None:
+        get = rec.get
+        return tuple(get(name) for name in SYSCALL_FIELDS)
+    return values
+
+
+def syscall_of(records: Sequence[Record]) -> tuple[tuple[str, ...], str] | None:
+    """(``syscall_values`` of the event's SYSCALL record, the event's stamp); None without
+    one. An ``AuditEvent`` is read from its row, no ``Record`` made."""
+    if isinstance(records, AuditEvent):
+        body = records.body("SYSCALL")
+        if body is None:
+            return None
+        values = _syscall_text(body)
+        if values is not None:
+            return values, records.time
+    sc = first_of(records, "SYSCALL")
+    return None if sc is None else (syscall_values(sc), sc.time)
 
 
 # One EXECVE record with every argument whole (no aN[k] chunks): argc, then a0 ... a<argc-1>
