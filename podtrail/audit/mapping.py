@@ -131,9 +131,14 @@ def to_event(records: Sequence[Record]) -> Event | None:
         name = _syscall_record(records).enriched.get("SYSCALL") or \
             (SYSCALLS_I386 if arch == "40000003" else SYSCALLS_X86_64).get(number or -1, "")
     t_ns = int(float(stamp) * 1e9)
+    try:  # numbers, as the kernel writes them: one try for all five
+        ids: tuple[int | None, ...] = (int(pid), int(ppid), int(uid), int(gid), int(auid))
+        unset = False
+    except ValueError:
+        ids = (_int(pid), _int(ppid), _int(uid), _int(gid), _int(auid))
+        unset = None in ids
     common: dict[str, Any] = {
-        "source": "auditd", "pid": _int(pid), "ppid": _int(ppid), "uid": _int(uid),
-        "gid": _int(gid), "auid": _int(auid), "comm": comm, "path": exe,
+        "source": "auditd", "pid": ids[0], "ppid": ids[1], "uid": ids[2], "gid": ids[3], "auid": ids[4], "comm": comm, "path": exe,
     }
     ok = success == "yes"
     exit_ = _int(exit_text)
@@ -145,7 +150,7 @@ def to_event(records: Sequence[Record]) -> Event | None:
                        args_truncated=False)
         if cwd:
             ev["cwd"] = cwd
-        return _without_none(ev)
+        return _without_none(ev) if unset else ev  # nothing else can be None
     action = SOCKET_ACTIONS.get(name)
     if action is not None:
         sa_rec = first_of(records, "SOCKADDR")
