@@ -250,11 +250,11 @@ class AuditEvent(Sequence[Record]):
     ``Record`` objects, made on demand; ``first``, ``of_type`` and ``types`` make only what
     they return."""
 
-    __slots__ = ("rows", "_types")
+    __slots__ = ("rows", "types")
 
     def __init__(self, rows: list[Row], types: list[str] | None = None) -> None:
         self.rows = rows
-        self._types = types  # the rows' types, when the assembler has them
+        self.types = [r[0] for r in rows] if types is None else types  # the rows' types, in order
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -272,13 +272,6 @@ class AuditEvent(Sequence[Record]):
 
     def __iter__(self) -> Iterator[Record]:
         return map(row_record, self.rows)
-
-    @property
-    def types(self) -> list[str]:
-        t = self._types
-        if t is None:
-            t = self._types = [r[0] for r in self.rows]
-        return t
 
     @property
     def time(self) -> str:
