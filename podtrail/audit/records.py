@@ -332,8 +332,11 @@ def _syscall_text(text: str, at: int = 0) -> tuple[str, ...] | None:
     if m is None:
         return None
     arch, number, success, exit_, ppid, pid, auid, uid, gid, comm, exe, key = m.groups()
-    return (arch, number, success or "", exit_ or "", ppid, pid, auid, uid, gid, decode_value("comm", comm, "SYSCALL"),
-            decode_value("exe", exe, "SYSCALL"), decode_value("key", key, "SYSCALL"))
+    # decode_value, with its common case (a quoted value) inline
+    return (arch, number, success or "", exit_ or "", ppid, pid, auid, uid, gid,
+            comm[1:-1] if len(comm) >= 2 and comm[0] == '"' == comm[-1] else decode_value("comm", comm, "SYSCALL"),
+            exe[1:-1] if len(exe) >= 2 and exe[0] == '"' == exe[-1] else decode_value("exe", exe, "SYSCALL"),
+            key[1:-1] if len(key) >= 2 and key[0] == '"' == key[-1] else decode_value("key", key, "SYSCALL"))
 
 
 def syscall_values(rec: Record) -> tuple[str, ...]:
@@ -362,8 +365,8 @@ def syscall_of(records: Sequence[Record]) -> tuple[tuple[str, ...], str] | None:
 
 # One EXECVE record with every argument whole (no aN[k] chunks): argc, then a0 ... a<argc-1>
 # in order, matched by one pattern per argc.
-_ARGC = re.compile(r" argc=(0|[1-9][0-9]?)")
-_ARGV: dict[int, re.Pattern[str]] = {}
+_ARGV: dict[str, re.Pattern[str]] = {}  # by argc, as written
+_ARGCS = frozenset(str(i) for i in range(100))
 _CWD = re.compile(r" cwd=([!-~]*)(?:\x1d|\Z)")
 
 
@@ -371,14 +374,16 @@ def execve_argv(body: str) -> list[str] | None:
     """argv of the body of an event's only EXECVE record in the kernel's plain layout,
     decoded as ``fields`` would decode it; None for any other layout (chunked or more than
     99 arguments, odd text)."""
-    m = _ARGC.match(body)
-    if m is None:
+    if body[:6] != " argc=":
         return None
-    n = int(m.group(1))
-    p = _ARGV.get(n)
+    end = body.find(" ", 6)
+    argc = body[6:] if end == -1 else body[6:end]
+    p = _ARGV.get(argc)
     if p is None:
-        p = _ARGV[n] = re.compile("".join(f" a{i}=([!-~]*)" for i in range(n)) + r"(?:\x1d|\Z)")
-    m = p.match(body, m.end())
+        if argc not in _ARGCS:
+            return None
+        p = _ARGV[argc] = re.compile(f" argc={argc}" + "".join(f" a{i}=([!-~]*)" for i in range(int(argc))) + r"(?:\x1d|\Z)")
+    m = p.match(body)
     if m is None:
         return None
     return [v[1:-1] if len(v) >= 2 and v[0] == '"' == v[-1] else decode_value("a0", v, "EXECVE") for v in m.groups()]
@@ -387,7 +392,10 @@ def execve_argv(body: str) -> list[str] | None:
 def cwd_value(body: str) -> str | None:
     """cwd of a CWD record's body in the kernel's layout (one field), decoded; else None."""
     m = _CWD.match(body)
-    return None if m is None else decode_value("cwd", m.group(1), "CWD")
+    if m is None:
+        return None
+    v = m.group(1)
+    return v[1:-1] if len(v) >= 2 and v[0] == '"' == v[-1] else decode_value("cwd", v, "CWD")
 
 
 def parse_record(line: str) -> Record:

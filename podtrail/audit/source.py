@@ -4,9 +4,10 @@ dispatcher socket, or by following audit.log across rotation.
 A reader thread only reads into a bounded hand-over, so auditd (which drops plugins that
 stall) is never made to wait; what does not fit is counted. It hands over a read's worth of
 text at a time (one 64 KiB read, cut after its last "\\n"), and the source thread assembles
-each in one call (one regex pass cuts it into records) and maps the events; malformed records are counted and skipped. Container
-context comes from the container stage's /proc/<pid>/cgroup fallback (these events have no
-cgroup id), so it is done once, the same way for every source.
+each in one call (one regex pass cuts it into records) and maps the events; malformed
+records are counted and skipped. Container context comes from the container stage's
+/proc/<pid>/cgroup fallback (these events have no cgroup id), so it is done once, the same
+way for every source.
 """
 
 from __future__ import annotations
