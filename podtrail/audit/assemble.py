@@ -63,9 +63,15 @@ class Assembler:
         for key, run in groupby(rows, _KEY):  # the records of one event come together
             g = list(run)
             types = list(map(_TYPE, g))
-            if (types[-1] == "PROCTITLE" and types.count("PROCTITLE") == 1 and "EOE" not in types and key not in op
-                    and len(op) < max_open and not _single.get(types[0], True)):
-                # A whole event, new, ended by its PROCTITLE: what _add would do row by row.
+            n = len(types) - (types[-1] == "EOE")  # the records before a closing EOE (plugin input has them)
+            if (n and (types[n - 1] == "PROCTITLE" or n < len(types)) and types.count("PROCTITLE") == (types[n - 1] == "PROCTITLE")
+                    and types.count("EOE") == len(types) - n and key not in op and len(op) < max_open
+                    and types[0] != "PROCTITLE" and not _single.get(types[0], True)):
+                # A whole new event, ended by its PROCTITLE and/or EOE: what _add would do row by row
+                # (its first record's _add lets due events expire before it completes; a lone
+                # PROCTITLE completes before they do, so it takes the row path).
+                if n < len(types):
+                    g, types = g[:n], types[:n]
                 stamp = key[key.find(" ") + 1:key.rindex(":")]  # a node name has no space
                 if stamp != self._last_stamp:
                     self._last_stamp, self._last_t = stamp, float(stamp)

@@ -259,14 +259,14 @@ def test_auparse_reader_and_own_parser_give_identical_events(audit_log: Path) ->
     assert mapped >= 7  # execs (chunked, odd arguments) and IPv4, IPv6, unix connects
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["SYSCALL", "EXECVE", "CWD", "PATH", "PROCTITLE", "EOE", "USER_CMD", "AVC"]),
                           st.integers(0, 4)), max_size=60),
        st.integers(1, 7))
 def test_batched_feed_equals_one_record_at_a_time(recs: list[tuple[int, str, int]], chunk: int) -> None:
-    """The batch path (a record of the previous record's event joins its list directly) gives
-    the same events, in the same order, as adding each record on its own: interleaved events,
-    late records past the timeout, EOE, PROCTITLE and one-record types included."""
+    """The batch path (a run of one event's records filed whole, or joining its open list)
+    gives the same events, in the same order, as adding each record on its own: interleaved
+    events, late records past the timeout, EOE, PROCTITLE and one-record types included."""
     lines = [f"type={t} msg=audit({100 + 1.5 * sec:.3f}:{serial}): pid={serial}" for serial, t, sec in recs]
     one = Assembler(timeout_s=2.0)
     want = [ev for line in lines for ev in one.feed_line(line)] + one.flush()  # each record through _add
@@ -361,3 +361,21 @@ def test_node_prefixed_and_malformed_lines_in_one_read() -> None:
     assert [[(r.node, r.type, r.serial, r.get("pid")) for r in ev] for ev in evs] == [
         [("a", "SYSCALL", 1, "1"), ("a", "PROCTITLE", 1, "")], [("b:1", "USER_CMD", 2, "3")],
         [("", "SYSCALL", 1, "2"), ("", "PROCTITLE", 1, "")]]
+
+
+def test_plugin_stream_events_closed_by_eoe_are_filed_whole() -> None:
+    """auditd's dispatcher sends an EOE after each multi-record event (after its PROCTITLE,
+    or alone): read as a batch, the same events as record by record, EOE never a record."""
+    lines = []
+    for s in range(1, 60):
+        lines += [f"type=SYSCALL msg=audit(1.{s:03d}:{s}): x=1", f"type=EXECVE msg=audit(1.{s:03d}:{s}): argc=0"]
+        if s % 2:
+            lines.append(f"type=PROCTITLE msg=audit(1.{s:03d}:{s}): proctitle=78")
+        lines.append(f"type=EOE msg=audit(1.{s:03d}:{s}): ")
+    one = Assembler()
+    want = [ev for line in lines for ev in one.feed_line(line)] + one.flush()
+    batched = Assembler()
+    got = batched.feed_lines(lines)
+    assert batched.flush() == [] and len(got) == 59
+    assert [[(r.type, r.serial) for r in ev] for ev in got] == [[(r.type, r.serial) for r in ev] for ev in want]
+    assert all(ev.types[:2] == ["SYSCALL", "EXECVE"] and "EOE" not in ev.types for ev in got)
