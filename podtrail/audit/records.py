@@ -223,8 +223,10 @@ _HEADER = re.compile(r"(?:node=([^ \x1d]*) )?type=([^ \x1d]+) msg=audit\(([0-9]+
 # body: one C call per read makes a row per record, (type, key, body), key "SEC.MS:SERIAL".
 # A line it skips is blank, malformed, or has a node= prefix (``NODE_ROWS``: its key is then
 # "NODE SEC.MS:SERIAL"; a node name has no space).
-ROWS = re.compile(r"^type=([^ \x1d\n]+) msg=audit\(([0-9]+\.[0-9]+:[0-9]+)\):(.*)", re.M)  # "." is [^\n]
-NODE_ROWS = re.compile(r"^(?:node=([^ \x1d\n]*) )?type=([^ \x1d\n]+) msg=audit\(([0-9]+\.[0-9]+:[0-9]+)\):(.*)", re.M)
+# (Possessive "++"/"*+": no character a class takes can be the one that follows it, so
+# giving some back could never help; the engine then keeps no backtracking state.)
+ROWS = re.compile(r"^type=([^ \x1d\n]++) msg=audit\(([0-9]++\.[0-9]++:[0-9]++)\):(.*+)", re.M)  # "." is [^\n]
+NODE_ROWS = re.compile(r"^(?:node=([^ \x1d\n]*+) )?type=([^ \x1d\n]++) msg=audit\(([0-9]++\.[0-9]++:[0-9]++)\):(.*+)", re.M)
 Row = tuple[str, str, str]
 
 
@@ -317,8 +319,8 @@ def types_of(records: Sequence[Record]) -> list[str]:
 # What the mapping reads of a SYSCALL record, in the kernel's order (audit_log_exit,
 # audit_log_task_info): ``syscall_values`` returns them in this order.
 SYSCALL_FIELDS = ("arch", "syscall", "success", "exit", "ppid", "pid", "auid", "uid", "gid", "comm", "exe", "key")
-_V = r"[!-~]*"  # a kernel value: printable ASCII, no space (else the kernel hex-encodes it)
-_N = r"([!#-'*-~][!-~]*|)"  # one that needs no decoding: not quoted, not "(null)"
+_V = r"[!-~]*+"  # a kernel value: printable ASCII, no space (else the kernel hex-encodes it)
+_N = r"([!#-'*-~][!-~]*+|)"  # one that needs no decoding: not quoted, not "(null)"
 # A SYSCALL body exactly as the kernel writes it (its optional parts: success/exit, one
 # LSM subj=); every token named, so the general split could find nothing else in it.
 _SYSCALL = re.compile(
@@ -367,7 +369,7 @@ def syscall_of(records: Sequence[Record]) -> tuple[tuple[str, ...], str] | None:
 # in order, matched by one pattern per argc.
 _ARGV: dict[str, re.Pattern[str]] = {}  # by argc, as written
 _ARGCS = frozenset(str(i) for i in range(100))
-_CWD = re.compile(r" cwd=([!-~]*)(?:\x1d|\Z)")
+_CWD = re.compile(r" cwd=([!-~]*+)(?:\x1d|\Z)")
 
 
 def execve_argv(body: str) -> list[str] | None:
@@ -382,7 +384,7 @@ def execve_argv(body: str) -> list[str] | None:
     if p is None:
         if argc not in _ARGCS:
             return None
-        p = _ARGV[argc] = re.compile(f" argc={argc}" + "".join(f" a{i}=([!-~]*)" for i in range(int(argc))) + r"(?:\x1d|\Z)")
+        p = _ARGV[argc] = re.compile(f" argc={argc}" + "".join(f" a{i}=([!-~]*+)" for i in range(int(argc))) + r"(?:\x1d|\Z)")
     m = p.match(body)
     if m is None:
         return None
