@@ -275,12 +275,6 @@ class AuditEvent(Sequence[Record]):
     def __iter__(self) -> Iterator[Record]:
         return map(row_record, self.rows)
 
-    @property
-    def time(self) -> str:
-        """The event's stamp, "SEC.MS" (all its records share it)."""
-        key = self.rows[0][1]
-        return key[key.find(" ") + 1:key.rindex(":")]
-
     def body(self, rtype: str) -> str | None:
         """The body (the text after the header) of the first record of ``rtype``."""
         t = self.types
@@ -355,12 +349,13 @@ def syscall_of(records: Sequence[Record]) -> tuple[tuple[str, ...], str] | None:
     """(``syscall_values`` of the event's SYSCALL record, the event's stamp); None without
     one. An ``AuditEvent`` is read from its row, no ``Record`` made."""
     if isinstance(records, AuditEvent):
-        body = records.body("SYSCALL")
-        if body is None:
+        t = records.types
+        if "SYSCALL" not in t:
             return None
+        _, key, body = records.rows[t.index("SYSCALL")]
         values = _syscall_text(body)
         if values is not None:
-            return values, records.time
+            return values, key[key.find(" ") + 1:key.rindex(":")]  # its stamp (a node name has no space)
     sc = first_of(records, "SYSCALL")
     return None if sc is None else (syscall_values(sc), sc.time)
 
