@@ -10,11 +10,12 @@ are decoded by field name, as auparse does; the ENRICHED section (after 0x1D) is
 and split only if read. Split input on "\\n" only: ``str.splitlines`` also splits on 0x1D,
 0x1C and 0x1E.
 
-The assembler cuts a whole read into rows ``(node, type, "SEC.MS:SERIAL", body)`` with one
-``findall`` (``ROWS``), and an assembled event (``AuditEvent``) keeps its rows: a ``Record``
-is made only for the few records the mapping reads. The records the kernel writes in a
-fixed layout are read by one strict match each (``syscall_values``, ``execve_argv``); any
-record that does not match it exactly takes the general split, so both give the same values.
+The assembler cuts a whole read into rows ``(type, "[NODE ]SEC.MS:SERIAL", body)`` with one
+``findall`` (``text_rows``), and an assembled event (``AuditEvent``) keeps its rows: a
+``Record`` is made only for a record read as one. The records the mapping reads, in the
+layout the kernel writes them, are read from the row text by one strict match each
+(``syscall_of``, ``execve_argv``, ``cwd_value``); a record that does not match exactly takes
+the general split, so both give the same values.
 """
 
 from __future__ import annotations
