@@ -8,17 +8,19 @@ rounds alternating, each reader walks that log's text. Pairs do the same work:
 - ``all_fields``: events assembled and every field's value of every record read — podtrail's
   records split into raw values (``Record.raw``); auparse ``get_field_str`` on every field.
 - ``mapping_fields``: events assembled and the values the mapping reads (``SYSCALL_FIELDS``
-  of SYSCALL, every EXECVE field, CWD's cwd), decoded — podtrail ``Record.get`` / ``fields``;
-  auparse walks those records' fields and reads the same ones (it has no lookup by name
-  within a record), other records' types only.
-- ``assemble``: events assembled, no field read — podtrail's headers; auparse's events and
-  each record's type.
+  of SYSCALL, every EXECVE field, CWD's cwd), decoded — podtrail through the calls
+  ``to_event`` makes (``syscall_values``, ``execve_args``, the CWD value); auparse walks those
+  records' fields and reads the same ones (it has no lookup by name within a record), other
+  records' types only.
+- ``assemble``: events assembled and each record's type — podtrail's rows; auparse's events
+  and each record's type.
 
-Plus the source's whole path without I/O, lines to podtrail events (``to_event``), with the
+Plus the source's whole path without I/O, text to podtrail events (``to_event``), with the
 own parser and with podtrail's auparse-backed reader (auparse parses and groups, podtrail
 builds its records, every field decoded): µs per event. Times are CPU seconds of this process (the machine
 is shared; wall time would count waiting for a core), best of the rounds; both read the same
-text from memory (auparse through ``AUSOURCE_BUFFER``).
+text from memory: podtrail in 64 KiB pieces cut after a newline, as the source reads it
+(``assemble_text``), auparse the whole text through ``AUSOURCE_BUFFER``.
 """
 
 from __future__ import annotations
@@ -30,32 +32,32 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests"), str(Path(__file__).resolve().parents[1] / "tests" / "audit")]
 
 from real_auditd import real_auditd  # noqa: E402
 
-from podtrail.audit.assemble import assemble_lines  # noqa: E402
-from podtrail.audit.auparse_reader import assemble_lines_auparse  # noqa: E402
-from podtrail.audit.mapping import SYSCALL_FIELDS, to_event  # noqa: E402
-from podtrail.audit.records import Record  # noqa: E402
+from podtrail.audit.assemble import assemble_text, text_chunks  # noqa: E402
+from podtrail.audit.auparse_reader import AuparseAssembler  # noqa: E402
+from podtrail.audit.mapping import cwd_of, execve_args, to_event  # noqa: E402
+from podtrail.audit.records import SYSCALL_FIELDS, Record, syscall_of  # noqa: E402
 
 WANTED = {"SYSCALL": frozenset(SYSCALL_FIELDS), "CWD": frozenset({"cwd"})}
 
 
 def own_assemble(text: str) -> tuple[int, int]:
     events = records = 0
-    for recs in assemble_lines(text.split("\n")):
+    for ev in assemble_text(text):
         events += 1
-        records += len(recs)
+        records += len(ev.types)
     return events, records
 
 
 def own_all_fields(text: str) -> tuple[int, int]:
     events = records = 0
-    for recs in assemble_lines(text.split("\n")):
+    for recs in assemble_text(text):
         events += 1
         for r in recs:
             records += 1
@@ -65,28 +67,33 @@ def own_all_fields(text: str) -> tuple[int, int]:
 
 def own_mapping_fields(text: str) -> tuple[int, int]:
     events = records = 0
-    for recs in assemble_lines(text.split("\n")):
+    for ev in assemble_text(text):
         events += 1
-        records += len(recs)
-        for r in recs:
-            if r.type == "SYSCALL":
-                for name in SYSCALL_FIELDS:
-                    r.get(name)
-            elif r.type == "EXECVE":
-                r.fields  # noqa: B018
-            elif r.type == "CWD":
-                r.get("cwd")
+        types = ev.types
+        records += len(types)
+        syscall_of(ev)
+        if "EXECVE" in types:
+            execve_args(ev)
+        if "CWD" in types:
+            cwd_of(ev)
     return events, records
 
 
-def to_events(text: str, assemble: Callable[[list[str]], Iterable[list[Record]]]) -> tuple[int, int]:
-    """Lines to podtrail events, as the source does, with either assembler."""
+def to_events(text: str, assemble: Callable[[str], Iterable[Sequence[Record]]]) -> tuple[int, int]:
+    """Text to podtrail events, as the source does, with either assembler."""
     events = records = 0
-    for recs in assemble(text.split("\n")):
+    for recs in assemble(text):
         events += 1
         records += len(recs)
         to_event(recs)
     return events, records
+
+
+def auparse_backed(text: str) -> list[list[Record]]:
+    """The auparse-backed reader fed as the source feeds it: a read's worth at a time."""
+    a = AuparseAssembler()
+    out = [ev for chunk in text_chunks(text) for ev in a.feed_text(chunk)]
+    return out + a.flush()
 
 
 def _auparse(text: str, fields: str) -> tuple[int, int]:
@@ -147,8 +154,8 @@ def main() -> int:
         "own_assemble": lambda: own_assemble(text), "auparse_assemble": lambda: _auparse(text, "types"),
         "own_mapping_fields": lambda: own_mapping_fields(text), "auparse_mapping_fields": lambda: _auparse(text, "mapping"),
         "own_all_fields": lambda: own_all_fields(text), "auparse_all_fields": lambda: _auparse(text, "all"),
-        "own_to_events": lambda: to_events(text, assemble_lines),
-        "auparse_backed_to_events": lambda: to_events(text, assemble_lines_auparse),
+        "own_to_events": lambda: to_events(text, assemble_text),
+        "auparse_backed_to_events": lambda: to_events(text, auparse_backed),
     }
     best = dict.fromkeys(runs, float("inf"))
     counts: dict[str, tuple[int, int]] = {}

@@ -85,6 +85,10 @@ class AuparseAssembler:
         self._au.feed("".join(line + "\n" for line in lines if line.strip()))
         return self._take()
 
+    def feed_text(self, text: str, lines: int = 0) -> list[list[Record]]:
+        """A read's worth of "\\n"-separated lines (the source's unit)."""
+        return self.feed_lines(text.split("\n"))
+
     def feed_line(self, line: str) -> list[list[Record]]:
         return self.feed_lines((line,))
 

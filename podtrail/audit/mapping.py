@@ -8,9 +8,19 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Sequence
 from typing import Any
 
-from podtrail.audit.records import Record
+from podtrail.audit.records import (
+    SYSCALL_FIELDS,
+    AuditEvent,
+    Record,
+    all_of,
+    cwd_value,
+    execve_argv,
+    first_of,
+    syscall_of,
+)
 from podtrail.model.event import AF_INET, AF_INET6, AF_UNIX, Event, new_event
 from podtrail.model.fields import Kind
 
@@ -26,17 +36,20 @@ FILE_ACTIONS = {"open": "open", "openat": "open", "openat2": "open", "creat": "c
 SYSCALLS_I386 = {11: "execve", 358: "execveat"}
 O_ACCMODE, O_CREAT = 3, 0o100
 # What ``to_event`` reads of an exec event (bench.audit_parse has auparse read the same): the
-# SYSCALL fields below, every EXECVE field, CWD's cwd. Its PATH, BPRM_FCAPS and PROCTITLE
-# records are never split.
-SYSCALL_FIELDS = ("syscall", "arch", "pid", "ppid", "uid", "gid", "auid", "comm", "exe", "success", "exit", "key")
+# SYSCALL fields ``SYSCALL_FIELDS``, every EXECVE field, CWD's cwd. Its PATH, BPRM_FCAPS and
+# PROCTITLE records are never split (nor made into ``Record`` objects).
+__all__ = ["SYSCALL_FIELDS", "cwd_of", "decode_sockaddr", "execve_args", "to_event"]
 
 
-def execve_args(records: list[Record]) -> list[str]:
+def execve_args(records: Sequence[Record]) -> list[str]:
     """argv from one or more EXECVE records, joining ``aN[k]`` chunks of long arguments."""
+    if isinstance(records, AuditEvent) and records.types.count("EXECVE") == 1:
+        argv = execve_argv(records.body("EXECVE") or "")  # the plain layout, in one match
+        if argv is not None:
+            return argv
     fields: dict[str, str] = {}
-    for r in records:
-        if r.type == "EXECVE":
-            fields.update(r.fields)  # every value is needed: argc and the arguments
+    for r in all_of(records, "EXECVE"):
+        fields.update(r.fields)  # every value is needed: argc and the arguments
     argc = int(fields.get("argc", "0") or 0)
     argv = []
     for i in range(argc):
@@ -88,35 +101,60 @@ def _int(v: str | None) -> int | None:
         return None
 
 
-def to_event(records: list[Record]) -> Event | None:
-    sc = next((r for r in records if r.type == "SYSCALL"), None)
-    if sc is None:
+def _syscall_record(records: Sequence[Record]) -> Record:
+    """The SYSCALL record itself, for what is read of it only now and then."""
+    sc = first_of(records, "SYSCALL")
+    assert sc is not None  # to_event has found it
+    return sc
+
+
+def cwd_of(records: Sequence[Record]) -> str:
+    """The first CWD record's cwd ("" without one)."""
+    if isinstance(records, AuditEvent):
+        body = records.body("CWD")
+        if body is not None:
+            cwd = cwd_value(body)
+            if cwd is not None:
+                return cwd
+    rec = first_of(records, "CWD")
+    return rec.get("cwd") if rec is not None else ""
+
+
+def to_event(records: Sequence[Record]) -> Event | None:
+    got = syscall_of(records)
+    if got is None:
         return None
-    f = sc.get
-    number = _int(f("syscall"))
-    arch = f("arch")
+    (arch, syscall, success, exit_text, ppid, pid, auid, uid, gid, comm, exe, key), stamp = got
+    number = _int(syscall)
     name = SYSCALLS_X86_64.get(number) if number is not None and arch == "c000003e" else None
     if name is None:  # another arch (or a number not in the table): auditd's ENRICHED name
-        name = sc.enriched.get("SYSCALL") or (SYSCALLS_I386 if arch == "40000003" else SYSCALLS_X86_64).get(number or -1, "")
-    t_ns = int(float(sc.time) * 1e9)
+        name = _syscall_record(records).enriched.get("SYSCALL") or \
+            (SYSCALLS_I386 if arch == "40000003" else SYSCALLS_X86_64).get(number or -1, "")
+    t_ns = int(float(stamp) * 1e9)
+    try:  # numbers, as the kernel writes them: one try for all five
+        ids: tuple[int | None, ...] = (int(pid), int(ppid), int(uid), int(gid), int(auid))
+        unset = False
+    except ValueError:
+        ids = (_int(pid), _int(ppid), _int(uid), _int(gid), _int(auid))
+        unset = None in ids
     common: dict[str, Any] = {
-        "source": "auditd", "pid": _int(f("pid")), "ppid": _int(f("ppid")), "uid": _int(f("uid")),
-        "gid": _int(f("gid")), "auid": _int(f("auid")), "comm": f("comm"), "path": f("exe"),
+        "source": "auditd", "pid": ids[0], "ppid": ids[1], "uid": ids[2], "gid": ids[3], "auid": ids[4], "comm": comm, "path": exe,
     }
-    ok = f("success") == "yes"
-    exit_ = _int(f("exit"))
+    ok = success == "yes"
+    exit_ = _int(exit_text)
     result = 0 if ok else (exit_ if exit_ is not None and exit_ < 0 else -1)
     if name in ("execve", "execveat"):
         argv = execve_args(records)
-        cwd = next((r.get("cwd") for r in records if r.type == "CWD"), "")
+        cwd = cwd_of(records)
         ev = new_event(Kind.PROCESS, "exec", time_ns=t_ns, **common, argv=argv, cmdline=" ".join(argv), result=result,
                        args_truncated=False)
         if cwd:
             ev["cwd"] = cwd
-        return _without_none(ev)
+        return _without_none(ev) if unset else ev  # nothing else can be None
     action = SOCKET_ACTIONS.get(name)
     if action is not None:
-        sa = next((decode_sockaddr(r.get("saddr")) for r in records if r.type == "SOCKADDR"), {})
+        sa_rec = first_of(records, "SOCKADDR")
+        sa = decode_sockaddr(sa_rec.get("saddr")) if sa_rec is not None else {}
         ev = new_event(Kind.SOCKET, action, time_ns=t_ns, **common, result=result if not ok else 0,
                        direction={"connect": "outbound", "accept": "inbound"}.get(action, "listening"))
         if "family" in sa:
@@ -127,20 +165,19 @@ def to_event(records: list[Record]) -> Event | None:
             side = "local" if action == "bind" else "remote"
             ev[f"{side}_address"], ev[f"{side}_port"] = sa["address"], sa["port"]
         return _without_none(ev)
-    key = f("key")
     file_action = FILE_ACTIONS.get(name)
     if file_action is not None or "sensitive_" in key:
-        return _file_event(records, sc.fields, common, t_ns, name, file_action, key, result)
+        return _file_event(records, _syscall_record(records).fields, common, t_ns, name, file_action, key, result)
     return None
 
 
-def _file_event(records: list[Record], f: dict[str, str], common: dict[str, Any], t_ns: int, syscall: str,
+def _file_event(records: Sequence[Record], f: dict[str, str], common: dict[str, Any], t_ns: int, syscall: str,
                 action: str | None, key: str, result: int) -> Event | None:
     """PATH records name what was acted on (not the PARENT entries); CWD resolves relative names."""
-    paths = [r.fields for r in records if r.type == "PATH" and r.fields.get("nametype") != "PARENT"]
+    paths = [p for p in (r.fields for r in all_of(records, "PATH")) if p.get("nametype") != "PARENT"]
     if not paths:
         return None
-    cwd = next((r.get("cwd") for r in records if r.type == "CWD"), "")
+    cwd = cwd_of(records)
 
     def absolute(p: str) -> tuple[str, bool]:
         if p.startswith("/"):

@@ -3,10 +3,11 @@ dispatcher socket, or by following audit.log across rotation.
 
 A reader thread only reads into a bounded hand-over, so auditd (which drops plugins that
 stall) is never made to wait; what does not fit is counted. It hands over a read's worth of
-lines at a time (one 64 KiB read, split on "\\n"), and the source thread assembles each batch
-in one call and maps the events; malformed records are counted and skipped. Container
-context comes from the container stage's /proc/<pid>/cgroup fallback (these events have no
-cgroup id), so it is done once, the same way for every source.
+text at a time (one 64 KiB read, cut after its last "\\n"), and the source thread assembles
+each in one call (one regex pass cuts it into records) and maps the events; malformed
+records are counted and skipped. Container context comes from the container stage's
+/proc/<pid>/cgroup fallback (these events have no cgroup id), so it is done once, the same
+way for every source.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO
 
 from prometheus_client import Counter
@@ -27,6 +28,7 @@ from prometheus_client import Counter
 from podtrail import metrics
 from podtrail.audit.assemble import Assembler
 from podtrail.audit.mapping import to_event
+from podtrail.audit.records import Record, types_of
 from podtrail.config import AuditConfig
 from podtrail.inbox import Inbox
 from podtrail.metrics import REGISTRY
@@ -66,9 +68,9 @@ def grow_pipe(fd: int, size: int = PIPE_SIZE) -> int:
             return 0
 
 
-def follow_chunks(path: str, stop: threading.Event, from_start: bool = False) -> Iterator[list[str]]:
-    """Lines appended to ``path``, a read's worth at a time, across rotation (new inode)
-    and truncation."""
+def follow_chunks(path: str, stop: threading.Event, from_start: bool = False) -> Iterator[str]:
+    """Whole lines appended to ``path`` ("\\n"-separated, without the last "\\n"), a read's
+    worth at a time, across rotation (new inode) and truncation."""
     f: IO[str] | None = None
     ino = -1
     pos = 0
@@ -90,9 +92,10 @@ def follow_chunks(path: str, stop: threading.Event, from_start: bool = False) ->
         if chunk:
             pos += len(chunk)
             buf += chunk
-            *lines, buf = buf.split("\n")  # not splitlines(): it also splits on 0x1D
-            if lines:
-                yield lines
+            cut = buf.rfind("\n")
+            if cut != -1:
+                text, buf = buf[:cut], buf[cut + 1:]
+                yield text
             continue
         try:
             st = os.stat(path)
@@ -106,12 +109,12 @@ def follow_chunks(path: str, stop: threading.Event, from_start: bool = False) ->
 
 
 def follow(path: str, stop: threading.Event, from_start: bool = False) -> Iterator[str]:
-    for lines in follow_chunks(path, stop, from_start):
-        yield from lines
+    for text in follow_chunks(path, stop, from_start):
+        yield from text.split("\n")  # not splitlines(): it also splits on 0x1D
 
 
-def _read_chunks(read: Callable[[int], bytes], stop: threading.Event, linger: float = LINGER_S) -> Iterator[list[str]]:
-    """Complete lines of what ``read`` returns, one list per read, until EOF (then the rest)."""
+def _read_chunks(read: Callable[[int], bytes], stop: threading.Event, linger: float = LINGER_S) -> Iterator[str]:
+    """Complete lines of what ``read`` returns, one text per read, until EOF (then the rest)."""
     buf = b""
     while not stop.is_set():
         data = read(READ)
@@ -122,14 +125,14 @@ def _read_chunks(read: Callable[[int], bytes], stop: threading.Event, linger: fl
         if cut == -1:
             continue
         text, buf = buf[:cut].decode("utf-8", "surrogateescape"), buf[cut + 1:]
-        yield text.split("\n")  # not splitlines(): it also splits on 0x1D
+        yield text
         if len(data) < READ and linger:
             stop.wait(linger)
     if buf and not stop.is_set():
-        yield [buf.decode("utf-8", "surrogateescape")]
+        yield buf.decode("utf-8", "surrogateescape")
 
 
-def _stream_chunks(stream: IO[str], stop: threading.Event) -> Iterator[list[str]]:
+def _stream_chunks(stream: IO[str], stop: threading.Event) -> Iterator[str]:
     """A plugin's stdin: raw reads of its descriptor where it has one."""
     try:
         fd = stream.fileno()
@@ -144,10 +147,10 @@ def _stream_chunks(stream: IO[str], stop: threading.Event) -> Iterator[list[str]
     for line in stream:
         if stop.is_set():
             return
-        yield [line.rstrip("\n")]
+        yield line.rstrip("\n")
 
 
-def _socket_chunks(path: str, stop: threading.Event) -> Iterator[list[str]]:
+def _socket_chunks(path: str, stop: threading.Event) -> Iterator[str]:
     while not stop.is_set():
         try:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -179,7 +182,7 @@ class AuditSource:
         self._limit = queue_size  # lines waiting between the reader and the source thread
         self._pending = 0
         self._lock = threading.Lock()
-        self._q: Inbox[list[str]] = Inbox(1 << 30)  # bounded by lines (self._limit), not reads
+        self._q: Inbox[tuple[str, int]] = Inbox(1 << 30)  # (text, lines): bounded by lines (self._limit), not reads
         if parser == "auparse":
             from podtrail.audit.auparse_reader import AuparseAssembler
 
@@ -191,7 +194,7 @@ class AuditSource:
 
             raise ConfigError(f"audit parser: own or auparse, not {parser!r}")
 
-    def _chunks(self, stop: threading.Event) -> Iterator[list[str]]:
+    def _chunks(self, stop: threading.Event) -> Iterator[str]:
         if self.cfg.input == "plugin":
             return _stream_chunks(self._stdin or sys.stdin, stop)
         if self.cfg.input == "socket":
@@ -199,14 +202,14 @@ class AuditSource:
         return follow_chunks(self.cfg.path, stop)
 
     def _read(self, stop: threading.Event) -> None:
-        for lines in self._chunks(stop):
-            n = len(lines)
+        for text in self._chunks(stop):
+            n = text.count("\n") + 1
             with self._lock:
                 fits = self._pending + n <= self._limit
                 if fits:
                     self._pending += n
             if fits:
-                self._q.put_nowait(lines)
+                self._q.put_nowait((text, n))
             else:
                 metrics.dropped("auditd", "reader_queue_full", n)
         if self.cfg.input == "plugin":  # auditd closed our stdin: it is stopping us
@@ -224,11 +227,11 @@ class AuditSource:
                 self._emit_all(a.idle(time.monotonic() - last_input), emit)
                 continue
             last_input = time.monotonic()
-            for lines in batch:
+            for text, n in batch:
                 with self._lock:
-                    self._pending -= len(lines)
-                RECORDS.inc(len(lines))
-                self._emit_all(a.feed_lines(lines), emit)
+                    self._pending -= n
+                RECORDS.inc(n)
+                self._emit_all(a.feed_text(text, n), emit)
             if a.malformed > seen_malformed:
                 MALFORMED.inc(a.malformed - seen_malformed)
                 metrics.dropped("auditd", "malformed_record", a.malformed - seen_malformed)
@@ -236,7 +239,7 @@ class AuditSource:
         self._emit_all(a.flush(), emit)
 
     @staticmethod
-    def _emit_all(events: list, emit: Emit) -> None:
+    def _emit_all(events: Sequence[Sequence[Record]], emit: Emit) -> None:
         """Map all, then hand over all: the pipeline thread, woken by the first, finds the
         rest queued instead of waking (and being woken) once per event."""
         out = []
@@ -248,7 +251,7 @@ class AuditSource:
                 continue
             if ev is not None:
                 out.append(ev)
-                if ev.get("action") == "exec" and ev.get("result") == 0 and not any(r.type == "EXECVE" for r in recs):
+                if ev.get("action") == "exec" and ev.get("result") == 0 and "EXECVE" not in types_of(recs):
                     INCOMPLETE.inc()  # the event still goes out (the exec happened), and the loss is visible
                     metrics.dropped("auditd", "execve_record_lost_by_auditd")
         for ev in out:
