@@ -14,7 +14,7 @@ import time
 from collections import deque
 from sys import intern
 
-from podtrail.model.context import PROCESS_CTX, put, share, whole
+from podtrail.model.context import PROCESS_CTX, Entity, EventDict, share, whole
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 from podtrail.procs.stdin import stdin_kind
@@ -43,6 +43,16 @@ def _ancestor(p: Proc) -> dict[str, object]:
 def _shared_str(s: str) -> str:
     """As ``snapshot`` keeps an entity's text: equal strings of many entities one object."""
     return intern(s) if len(s) <= 512 else s
+
+
+def _attach(ev: Event, ent: Entity) -> None:
+    """``put`` for the first stage that attaches anything (this one, in the agent): one slot
+    write, without put's look for what is attached already (an unset slot's read costs an
+    exception). Should an event come through again, the entities other stages attached
+    are dropped: consumers then render those fields from the event (correct, only slower),
+    and those stages attach them again on their own pass."""
+    if type(ev) is EventDict:
+        ev._ctx = (ent.keys, ent)
 
 
 def _since_boot(ev: Event) -> int:
@@ -155,8 +165,6 @@ class ProcessStage:
         mnt_ns = get("mnt_ns")
         if mnt_ns:
             p.extra["mnt_ns"] = mnt_ns
-            if not get("runtime_setup"):
-                self.users.note(pid, mnt_ns)
         if "cmdline" not in ev:  # exec began before the agent: argv from /proc
             ev["cmdline"] = p.cmdline = p.cmdline or ""
         if "stdin" not in ev:  # auditd: read at once (eBPF events carry it from the kernel)
@@ -185,7 +193,7 @@ class ProcessStage:
             return False
         ext = p.extra
         key = ext["key"] = f"{p.pid}:{p.start_ns}"
-        name = self._name(uid, p.pid, get("cgroup_id") or p.cgroup_id, mnt_ns, False)
+        name = self._name(uid, p.pid, get("cgroup_id") or p.cgroup_id, mnt_ns, False, True)
         ext["user"], ext["uid"] = name, uid
         ext["ancestors"] = anc
         ev["process_key"] = key
@@ -197,9 +205,13 @@ class ProcessStage:
         ev["parent_cmdline"] = pcmd
         ev["ancestors"] = anc
         if name:
-            ent = ext["ctx"] = whole(PROCESS_CTX, (key, ppid, pkey, _shared_str(path), _shared_str(cmd),
-                                                   _shared_str(cwd), name, ppath, pcmd, anc))
-            put(ev, ent)
+            # siblings usually run one image from one directory: the first one's strings, shared
+            # as snapshot shares them (interned), serve the others without a lookup
+            img = parent.extra.get("child_image")
+            if img is None or img[0] != path or img[1] != cmd or img[2] != cwd:
+                img = parent.extra["child_image"] = (_shared_str(path), _shared_str(cmd), _shared_str(cwd))
+            ent = ext["ctx"] = whole(PROCESS_CTX, (key, ppid, pkey, *img, name, ppath, pcmd, anc))
+            _attach(ev, ent)
         else:  # no name for the uid: an entity without one
             ext["ctx"] = share(ev, PROCESS_CTX, None)
         return True
@@ -222,7 +234,7 @@ class ProcessStage:
             if name is None or p.extra.get("uid") != uid:
                 setup = bool(ev.get("runtime_setup"))
                 name = self._name(uid, p.pid, ev.get("cgroup_id") or p.cgroup_id,
-                                  ev.get("mnt_ns") or p.extra.get("mnt_ns"), setup)
+                                  ev.get("mnt_ns") or p.extra.get("mnt_ns"), setup, exec_)
                 if not setup:  # never remember a name learned through the runtime's setup
                     p.extra["user"], p.extra["uid"] = name, uid
             if name:
@@ -264,11 +276,13 @@ class ProcessStage:
         up = parent.extra["as_parent"] = (self._epoch, parent.path, parent.cmdline, _key(parent), anc)
         return up  # type: ignore[no-any-return]
 
-    def _name(self, uid: int, pid: int, cgroup_id: int, mnt_ns: int | None, setup: bool) -> str:
+    def _name(self, uid: int, pid: int, cgroup_id: int, mnt_ns: int | None, setup: bool, exec_: bool) -> str:
         """The user name of ``uid`` in the process's root: UserNames' per-namespace map, and in
         front of it names per (mount namespace, uid) for ``USER_MEMO_S`` (a name never
         learned through the runtime's setup, never an empty one: the next process may be
-        the way into a root that this one could not open)."""
+        the way into a root that this one could not open). An exec that asks UserNames
+        (a name not in the memo) notes its process as a way into that root later: at
+        most once per second and uid, not at every exec."""
         if not mnt_ns or setup:
             return self.users.name(uid, pid, cgroup_id, mnt_ns, setup)
         now = time.monotonic()
@@ -279,6 +293,8 @@ class ProcessStage:
         k = (mnt_ns, uid)
         name = memo.get(k)
         if name is None:
+            if exec_:
+                self.users.note(pid, mnt_ns)
             name = self.users.name(uid, pid, cgroup_id, mnt_ns, False)
             if name:
                 memo[k] = name
@@ -314,7 +330,7 @@ class ProcessStage:
         ev["parent_path"] = ppath
         ev["parent_cmdline"] = pcmd
         ev["ancestors"] = anc
-        put(ev, ent)
+        _attach(ev, ent)
         return True
 
     def tick(self, now: float, out: Emit) -> None:
