@@ -86,7 +86,8 @@ class ProcessStage:
         # rest of an exec's context).
         self._epoch = 0
         self._names: dict[tuple[int, int], str] = {}  # (mnt_ns, uid) -> user name, see _name
-        self._names_until = 0.0
+        self._gen = 0  # of that memo, and of the last child's name kept on each parent
+        self._names_until = time.monotonic() + USER_MEMO_S
 
     def process(self, ev: Event, out: Emit) -> None:
         # Process events are never held: they are what the held events wait for.
@@ -180,20 +181,32 @@ class ProcessStage:
     def _exec_short(self, ev: Event, p: Proc) -> bool:
         """``_fill`` for an exec that brought its own image, cwd, uid and mount namespace (what
         eBPF sends) of a process whose parent is in the table: the same fields and entity,
-        with the parent's part (its key, image and the ancestry) shared by its children and
-        the entity made from the values just set instead of read back from the event."""
+        with what siblings have in common kept on the parent (its own part: key, image and
+        the ancestry above it; the last child's user name and image strings), and the
+        entity made from the values just set instead of read back from the event."""
         parent = p.parent
         get = ev.get
         uid, path, cmd, cwd, mnt_ns = get("uid"), get("path"), get("cmdline"), get("cwd"), get("mnt_ns")
         if (parent is None or type(uid) is not int or type(path) is not str or type(cmd) is not str
                 or type(cwd) is not str or not cwd or not mnt_ns or "user" in ev or get("runtime_setup")):
             return False
-        _, ppath, pcmd, pkey, anc = self._parent_part(p, parent)
+        pext = parent.extra
+        up = pext.get("as_parent")
+        if up is None or up[0] != self._epoch:
+            up = self._parent_part(p, parent)
+        _, ppath, pcmd, pkey, anc = up
         if not (ppath and pcmd and anc):
             return False
         ext = p.extra
         key = ext["key"] = f"{p.pid}:{p.start_ns}"
-        name = self._name(uid, p.pid, get("cgroup_id") or p.cgroup_id, mnt_ns, False, True)
+        sib = pext.get("child")  # (memo generation, mnt_ns, uid, name, path, cmdline, cwd) of the last child
+        if (sib is None or sib[0] != self._gen or sib[1] != mnt_ns or sib[2] != uid or sib[4] != path
+                or sib[5] != cmd or sib[6] != cwd):
+            name = self._name(uid, p.pid, get("cgroup_id") or p.cgroup_id, mnt_ns, False, True)
+            if name:  # never an empty one (see _name); equal strings of siblings one object, as snapshot's
+                sib = pext["child"] = (self._gen, mnt_ns, uid, name, _shared_str(path), _shared_str(cmd), _shared_str(cwd))
+        else:
+            name = sib[3]
         ext["user"], ext["uid"] = name, uid
         ext["ancestors"] = anc
         ev["process_key"] = key
@@ -204,13 +217,8 @@ class ProcessStage:
         ev["parent_path"] = ppath
         ev["parent_cmdline"] = pcmd
         ev["ancestors"] = anc
-        if name:
-            # siblings usually run one image from one directory: the first one's strings, shared
-            # as snapshot shares them (interned), serve the others without a lookup
-            img = parent.extra.get("child_image")
-            if img is None or img[0] != path or img[1] != cmd or img[2] != cwd:
-                img = parent.extra["child_image"] = (_shared_str(path), _shared_str(cmd), _shared_str(cwd))
-            ent = ext["ctx"] = whole(PROCESS_CTX, (key, ppid, pkey, *img, name, ppath, pcmd, anc))
+        if name and sib is not None:  # sib: this child's (found, or just made)
+            ent = ext["ctx"] = whole(PROCESS_CTX, (key, ppid, pkey, sib[4], sib[5], sib[6], name, ppath, pcmd, anc))
             _attach(ev, ent)
         else:  # no name for the uid: an entity without one
             ext["ctx"] = share(ev, PROCESS_CTX, None)
@@ -264,11 +272,11 @@ class ProcessStage:
 
     def _parent_part(self, p: Proc, parent: Proc) -> tuple[int, str, str, str, list[dict[str, object]]]:
         """What every child of ``parent`` carries of it: (epoch, its path, command line, key,
-        the ancestry above it), kept on the parent until it execs (its extra is cleared) or an
-        ancestor's image changes (the epoch). A list built again keeps the old one's identity
+        the ancestry above it), kept on the parent until it execs (its extra is cleared: nothing
+        else changes its path or command line) or an ancestor's image changes (the epoch). A list built again keeps the old one's identity
         when its elements are the same images."""
         up = parent.extra.get("as_parent")
-        if up is not None and up[0] == self._epoch and up[1] is parent.path and up[2] is parent.cmdline:
+        if up is not None and up[0] == self._epoch:
             return up  # type: ignore[no-any-return]
         anc = [_ancestor(a) for a in self.table.ancestors(p)]
         if up is not None and up[4] == anc:  # element identity: the same images
@@ -278,18 +286,15 @@ class ProcessStage:
 
     def _name(self, uid: int, pid: int, cgroup_id: int, mnt_ns: int | None, setup: bool, exec_: bool) -> str:
         """The user name of ``uid`` in the process's root: UserNames' per-namespace map, and in
-        front of it names per (mount namespace, uid) for ``USER_MEMO_S`` (a name never
+        front of it names per (mount namespace, uid) until the first tick ``USER_MEMO_S``
+        after they were learned (the generation ``_gen``; the pipeline ticks every 0.1 s; a name never
         learned through the runtime's setup, never an empty one: the next process may be
         the way into a root that this one could not open). An exec that asks UserNames
         (a name not in the memo) notes its process as a way into that root later: at
         most once per second and uid, not at every exec."""
         if not mnt_ns or setup:
             return self.users.name(uid, pid, cgroup_id, mnt_ns, setup)
-        now = time.monotonic()
         memo = self._names
-        if now >= self._names_until:
-            memo.clear()
-            self._names_until = now + USER_MEMO_S
         k = (mnt_ns, uid)
         name = memo.get(k)
         if name is None:
@@ -335,4 +340,9 @@ class ProcessStage:
 
     def tick(self, now: float, out: Emit) -> None:
         self._release(now, out)
+        t = time.monotonic()
+        if t >= self._names_until:  # the user names memo ends (see _name)
+            self._names.clear()
+            self._gen += 1
+            self._names_until = t + USER_MEMO_S
         self.table.reap(now if now != float("inf") else time.monotonic())
