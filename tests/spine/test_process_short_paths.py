@@ -243,6 +243,7 @@ def test_a_short_lived_child_takes_the_short_paths() -> None:
     for ev in events(ops):
         stage.process(ev, out.append)
     assert taken == ["exec", "later", "exec", "later"]
-    assert out[0].ctx[0] is out[1].ctx[0] and out[2].ctx[0] is out[3].ctx[0]
+    ents = [covered(ev)[0] for ev in out]
+    assert ents[0][0] is ents[1][0] and ents[2][0] is ents[3][0] and ents[0][0] is not ents[2][0]
     assert out[0]["ancestors"] is out[2]["ancestors"] and out[0]["user"] == "app"
     assert out[0]["parent_path"] == "/bin/sh" and out[3]["cwd"] == "/srv/app"
