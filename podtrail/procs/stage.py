@@ -13,6 +13,7 @@ import os
 import time
 from collections import deque
 from sys import intern
+from typing import Any
 
 from podtrail.model.context import PROCESS_CTX, Entity, EventDict, share, whole
 from podtrail.model.event import Event
@@ -128,7 +129,7 @@ class ProcessStage:
         if action == "exec":
             if (ev.get("result") or 0) >= 0:
                 p = self._on_exec(ev, pid)
-                if self._exec_short(ev, p):
+                if p is None:  # handled by _exec_short
                     return
             else:
                 if ev.get("fork_folded"):
@@ -152,41 +153,44 @@ class ProcessStage:
             if p is not None and not self._again(ev, p):
                 self._fill(ev, p, False, False)
 
-    def _on_exec(self, ev: Event, pid: int) -> Proc:
-        """The table after a successful exec, and the facts the event lacks (auditd's)."""
+    def _on_exec(self, ev: Event, pid: int) -> Proc | None:
+        """The table after a successful exec, and the facts the event lacks (auditd's); then
+        the event's context by ``_exec_short`` (None: done) or left to ``_fill`` (the process)."""
         t = self.table
         get = ev.get
         old = t.by_pid.get(pid)
         if old is not None and "as_ancestor" in old.extra:  # an ancestor's image changes
             self._epoch += 1
-        src_cwd = get("cwd")  # what the sensor itself reported
-        p = t.on_exec(pid, get("path") or "", get("cmdline") or "", get("comm") or "", get("uid", -1),
-                      get("cgroup_id") or 0, get("mono_ns") or _since_boot(ev), get("ppid"), cwd=src_cwd,
+        path, cmd, cwd = get("path"), get("cmdline"), get("cwd")  # cwd: the sensor's own
+        uid: Any = get("uid")
+        p = t.on_exec(pid, path or "", cmd or "", get("comm") or "", -1 if uid is None and "uid" not in ev else uid,
+                      get("cgroup_id") or 0, get("mono_ns") or _since_boot(ev), get("ppid"), cwd=cwd,
                       start_ns=get("start_ns"))
         mnt_ns = get("mnt_ns")
         if mnt_ns:
             p.extra["mnt_ns"] = mnt_ns
-        if "cmdline" not in ev:  # exec began before the agent: argv from /proc
-            ev["cmdline"] = p.cmdline = p.cmdline or ""
+        if cmd is None and "cmdline" not in ev:  # exec began before the agent: argv from /proc
+            cmd = ev["cmdline"] = p.cmdline = p.cmdline or ""
         if "stdin" not in ev:  # auditd: read at once (eBPF events carry it from the kernel)
             ev["stdin"] = stdin_kind(pid)
         rel = p.path
-        if rel and not rel.startswith("/") and isinstance(src_cwd, str) and src_cwd.startswith("/"):
+        if rel and rel[0] != "/" and isinstance(cwd, str) and cwd.startswith("/"):
             # exec through a relative path (./x, ../bin/x) from a source that reports it as given
             # (auditd; eBPF makes it absolute in the kernel): resolve it against the cwd the
             # source saw at exec (not /proc's: for a container process that is a host path)
-            ev["path"] = p.path = os.path.normpath(os.path.join(src_cwd, rel))
-        return p
+            path = ev["path"] = p.path = os.path.normpath(os.path.join(cwd, rel))
+        return None if self._exec_short(ev, p, uid, path, cmd, cwd, mnt_ns) else p
 
-    def _exec_short(self, ev: Event, p: Proc) -> bool:
+    def _exec_short(self, ev: Event, p: Proc, uid: object, path: object, cmd: object, cwd: object,
+                    mnt_ns: int | None) -> bool:
         """``_fill`` for an exec that brought its own image, cwd, uid and mount namespace (what
         eBPF sends) of a process whose parent is in the table: the same fields and entity,
         with what siblings have in common kept on the parent (its own part: key, image and
         the ancestry above it; the last child's user name and image strings), and the
-        entity made from the values just set instead of read back from the event."""
+        entity made from the values just set instead of read back from the event (uid, path,
+        cmd, cwd, mnt_ns: the event's, as _on_exec read them)."""
         parent = p.parent
         get = ev.get
-        uid, path, cmd, cwd, mnt_ns = get("uid"), get("path"), get("cmdline"), get("cwd"), get("mnt_ns")
         if (parent is None or type(uid) is not int or type(path) is not str or type(cmd) is not str
                 or type(cwd) is not str or not cwd or not mnt_ns or "user" in ev or get("runtime_setup")):
             return False

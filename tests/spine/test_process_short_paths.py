@@ -172,7 +172,7 @@ def run(ops: list[tuple[Any, ...]], short: bool) -> list[dict[str, Any]]:
     t.by_pid[3] = Proc(3, 3, shell, 2, "/usr/bin/python3", LONG, "python3", "/work", 0)
     stage = ProcessStage(t, Users())  # type: ignore[arg-type]
     if not short:
-        stage._exec_short = lambda ev, p: False  # type: ignore[method-assign]
+        stage._exec_short = lambda *a: False  # type: ignore[method-assign]
         stage._again = lambda ev, p: False  # type: ignore[method-assign]
     out: list[dict[str, Any]] = []
     for ev in events(ops):
@@ -237,7 +237,7 @@ def test_a_short_lived_child_takes_the_short_paths() -> None:
     stage = ProcessStage(t, Users())  # type: ignore[arg-type]
     taken: list[str] = []
     exec_short, again = stage._exec_short, stage._again
-    stage._exec_short = lambda ev, p: exec_short(ev, p) and not taken.append("exec")  # type: ignore[method-assign,func-returns-value]
+    stage._exec_short = lambda *a: exec_short(*a) and not taken.append("exec")  # type: ignore[method-assign,func-returns-value]
     stage._again = lambda ev, p: again(ev, p) and not taken.append("later")  # type: ignore[method-assign,func-returns-value]
     out: list[dict[str, Any]] = []
     for ev in events(ops):
