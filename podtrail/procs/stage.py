@@ -15,7 +15,7 @@ from collections import deque
 from sys import intern
 from typing import Any
 
-from podtrail.model.context import PROCESS_CTX, Entity, EventDict, share, whole
+from podtrail.model.context import PROCESS_CTX, EventDict, share, whole
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 from podtrail.procs.stdin import stdin_kind
@@ -46,14 +46,11 @@ def _shared_str(s: str) -> str:
     return intern(s) if len(s) <= 512 else s
 
 
-def _attach(ev: Event, ent: Entity) -> None:
-    """``put`` for the first stage that attaches anything (this one, in the agent): one slot
-    write, without put's look for what is attached already (an unset slot's read costs an
-    exception). Should an event come through again, the entities other stages attached
-    are dropped: consumers then render those fields from the event (correct, only slower),
-    and those stages attach them again on their own pass."""
-    if type(ev) is EventDict:
-        ev._ctx = (ent.keys, ent)
+# The short paths attach the process entity as ``put`` would for the first stage
+# that attaches anything (this one, in the agent), by one slot write, without put's look for
+# what is attached already (reading an unset slot costs an exception). Should an event come
+# through again, the entities other stages attached are dropped: consumers then render those
+# fields from the event (correct, only slower), and those stages attach them again.
 
 
 def _since_boot(ev: Event) -> int:
@@ -223,7 +220,8 @@ class ProcessStage:
         ev["ancestors"] = anc
         if name and sib is not None:  # sib: this child's (found, or just made)
             ent = ext["ctx"] = whole(PROCESS_CTX, (key, ppid, pkey, sib[4], sib[5], sib[6], name, ppath, pcmd, anc))
-            _attach(ev, ent)
+            if type(ev) is EventDict:  # put(), as the first stage to attach anything (see the top)
+                ev._ctx = (ent.keys, ent)
         else:  # no name for the uid: an entity without one
             ext["ctx"] = share(ev, PROCESS_CTX, None)
         return True
@@ -339,7 +337,8 @@ class ProcessStage:
         ev["parent_path"] = ppath
         ev["parent_cmdline"] = pcmd
         ev["ancestors"] = anc
-        _attach(ev, ent)
+        if type(ev) is EventDict:  # put(), as the first stage to attach anything (see the top)
+            ev._ctx = (ent.keys, ent)
         return True
 
     def tick(self, now: float, out: Emit) -> None:

@@ -96,7 +96,7 @@ class ProcessTable:
         self.by_pid: dict[int, Proc] = {}
         self.proc_fallback = proc_fallback
         self.grace = exit_grace_s
-        self._exited: deque[tuple[float, Proc]] = deque()
+        self._exited: deque[Proc] = deque()  # in the order they exited (exited_at set)
 
     def __len__(self) -> int:
         return len(self.by_pid)
@@ -182,14 +182,15 @@ class ProcessTable:
         p = self.by_pid.get(pid)
         if p is not None and p.exited_at is None:
             p.exited_at = now
-            self._exited.append((now, p))
+            self._exited.append(p)
         return p
 
     def reap(self, now: float) -> int:
         """Forget processes that exited more than the grace period ago."""
         n = 0
-        while self._exited and now - self._exited[0][0] >= self.grace:
-            _, p = self._exited.popleft()
+        exited = self._exited
+        while exited and now - exited[0].exited_at >= self.grace:  # type: ignore[operator]
+            p = exited.popleft()
             if self.by_pid.get(p.pid) is p:
                 del self.by_pid[p.pid]
                 n += 1
