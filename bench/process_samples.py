@@ -5,7 +5,18 @@ from __future__ import annotations
 
 import ctypes as ct
 
-from podtrail.bpf.process import ARGS_OFF, CWD_OFF, EV_EXEC, EXE_OFF, PT_PATH_MAX, ExecFixed, Hdr
+from podtrail.bpf.process import (
+    ARGS_OFF,
+    CWD_OFF,
+    EV_EXEC,
+    EXE_OFF,
+    FORK_CWD,
+    HDR_SIZE,
+    PT_PATH_BUF,
+    PT_PATH_MAX,
+    ExecFixed,
+    Hdr,
+)
 
 
 def put_path(raw: bytearray, base: int, path: str) -> int:
@@ -16,9 +27,10 @@ def put_path(raw: bytearray, base: int, path: str) -> int:
 
 
 def exec_sample(name: str, cwd: str, exe: str, args: list[str], flags: int = 0, *, pid: int = 10, ppid: int = 1,
-                cgroup_id: int = 0, ktime: int = 0, uid: int = 0, comm: bytes = b"tool") -> bytes:
+                cgroup_id: int = 0, ktime: int = 0, uid: int = 0, comm: bytes = b"tool", start_ns: int = 0) -> bytes:
     e = ExecFixed()
     e.h.type, e.h.pid, e.h.tid, e.h.ppid, e.h.flags, e.h.comm = EV_EXEC, pid, pid, ppid, flags, comm
+    e.h.start_ns = start_ns
     e.h.cgroup_id, e.h.ktime, e.h.uid, e.h.gid = cgroup_id, ktime, uid, uid
     e.name = name.encode()
     e.fd_kind[:] = [1, 2, 3]
@@ -37,3 +49,14 @@ def header_sample(kind: int, pid: int, ppid: int, cgroup_id: int, ktime: int, ui
     """A fork or exit sample without its cwd (the decoder then leaves ``cwd`` to the table)."""
     return bytes(Hdr(ktime=ktime, cgroup_id=cgroup_id, type=kind, pid=pid, tid=pid, ppid=ppid, uid=uid, gid=uid,
                      result=0, flags=0, comm=comm))
+
+
+def fork_exit_sample(kind: int, pid: int, ppid: int, cgroup_id: int, ktime: int, cwd: str, uid: int = 0,
+                     comm: bytes = b"sh", flags: int = 0, result: int = 0, start_ns: int = 0) -> bytes:
+    """A fork or exit sample with the cwd the kernel reads at the event (as process.bpf.c sends
+    them; an exit with ``F_EXIT_KNOWN`` in ``flags`` carries its exit code in ``result``)."""
+    raw = bytearray(bytes(Hdr(ktime=ktime, cgroup_id=cgroup_id, type=kind, pid=pid, tid=pid, ppid=ppid, uid=uid, gid=uid,
+                              result=result, flags=flags, comm=comm, start_ns=start_ns)))
+    raw += bytes(FORK_CWD + PT_PATH_BUF - len(raw))
+    raw[HDR_SIZE:HDR_SIZE + 2] = put_path(raw, FORK_CWD, cwd).to_bytes(2, "little")
+    return bytes(raw)

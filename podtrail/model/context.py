@@ -137,6 +137,23 @@ def snapshot(kind: EntityKind, ev: dict[str, Any]) -> Entity:
     return Entity(kind, vals)
 
 
+_WHOLE: dict[EntityKind, tuple[tuple[str, ...], frozenset[str]]] = {}
+
+
+def whole(kind: EntityKind, vals: tuple[Any, ...]) -> Entity:
+    """The entity ``snapshot`` makes of an event that has a value (not None) for every name of
+    ``kind``: ``vals`` in the kind's order. Without snapshot's pass over the names, for a stage
+    that has just set each of them (the process stage, once per exec); the caller interns
+    what is worth sharing."""
+    shape = _WHOLE.get(kind)
+    if shape is None:
+        shape = _WHOLE[kind] = (_NAMES.get(kind.names) or _shared(_NAMES, kind.names), frozenset(kind.names))
+    e = Entity.__new__(Entity)
+    e.kind, e.vals, e.memo = kind, vals, None
+    e.names, e.keys = shape
+    return e
+
+
 _UNIONS: dict[tuple[frozenset[str], frozenset[str]], frozenset[str]] = {}
 
 

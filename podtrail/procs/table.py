@@ -83,9 +83,12 @@ def since_boot_ns(wall_ns: int) -> int:
     return wall_ns - (time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME))
 
 
+_SAME_START = 2 * (1_000_000_000 // _CLK_TCK)
+
+
 def same_start(a: int, b: int) -> bool:
     """Two start times of one process: /proc gives clock ticks (10 ms), the kernel ns."""
-    return abs(a - b) <= 2 * (1_000_000_000 // _CLK_TCK)
+    return abs(a - b) <= _SAME_START
 
 
 class ProcessTable:
@@ -93,7 +96,7 @@ class ProcessTable:
         self.by_pid: dict[int, Proc] = {}
         self.proc_fallback = proc_fallback
         self.grace = exit_grace_s
-        self._exited: deque[tuple[float, Proc]] = deque()
+        self._exited: deque[Proc] = deque()  # in the order they exited (exited_at set)
 
     def __len__(self) -> int:
         return len(self.by_pid)
@@ -150,17 +153,22 @@ class ProcessTable:
         to the table is not read from /proc either (it has usually exited by then); its key's
         start is ``mono_ns``, the exec's time since boot."""
         p = self.by_pid.get(pid)
-        if p is not None and start_ns is not None and not same_start(p.start_ns, start_ns):
-            p = None
-        if p is None or p.exited_at is not None:
-            known = ppid is not None and cwd is not None  # what /proc would give, but the start time
-            loaded = self._load(pid) if start_ns is None and self.proc_fallback and not known else None
-            p = loaded or Proc(pid, start_ns if start_ns is not None else mono_ns)
-            if p.parent is None and ppid:  # gone already (auditd reports late): its parent from the record
-                p.ppid, p.parent = ppid, self.get(ppid)
+        if p is not None and (p.exited_at is not None or start_ns is not None and abs(p.start_ns - start_ns) > _SAME_START):
+            p = None  # gone, or a new process under a reused pid (see same_start)
+        if p is None:
+            if start_ns is None and self.proc_fallback and (ppid is None or cwd is None):
+                p = self._load(pid) or Proc(pid, mono_ns)  # what /proc gives, but the start time
+                if p.parent is None and ppid:  # gone already (auditd reports late): its parent from the record
+                    p.ppid, p.parent = ppid, self.get(ppid)
+                p.path, p.cmdline, p.comm, p.uid, p.cgroup_id = path, cmdline, comm, uid, cgroup_id
+                p.extra.clear()
+            else:  # the common case: a new process, everything known (one constructor call)
+                p = Proc(pid, start_ns if start_ns is not None else mono_ns, self.get(ppid) if ppid else None, ppid or 0,
+                         path, cmdline, comm, "", uid, cgroup_id)
             self.by_pid[pid] = p
-        p.path, p.cmdline, p.comm, p.uid, p.cgroup_id = path, cmdline, comm, uid, cgroup_id
-        p.extra.clear()
+        else:
+            p.path, p.cmdline, p.comm, p.uid, p.cgroup_id = path, cmdline, comm, uid, cgroup_id
+            p.extra.clear()
         if cwd is not None:
             p.cwd = cwd
         else:
@@ -174,14 +182,15 @@ class ProcessTable:
         p = self.by_pid.get(pid)
         if p is not None and p.exited_at is None:
             p.exited_at = now
-            self._exited.append((now, p))
+            self._exited.append(p)
         return p
 
     def reap(self, now: float) -> int:
         """Forget processes that exited more than the grace period ago."""
         n = 0
-        while self._exited and now - self._exited[0][0] >= self.grace:
-            _, p = self._exited.popleft()
+        exited = self._exited
+        while exited and now - exited[0].exited_at >= self.grace:  # type: ignore[operator]
+            p = exited.popleft()
             if self.by_pid.get(p.pid) is p:
                 del self.by_pid[p.pid]
                 n += 1
