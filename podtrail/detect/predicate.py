@@ -90,12 +90,13 @@ def normalize(name: str, v: Any) -> Any:
 class View:
     """One event as the predicates read it: normalized and folded values, computed once each."""
 
-    __slots__ = ("ev", "_raw", "_low")
+    __slots__ = ("ev", "_raw", "_low", "_keys")
 
     def __init__(self, ev: dict[str, Any]) -> None:
         self.ev = ev
         self._raw: dict[str, Any] = {}
         self._low: dict[str, str | None] = {}
+        self._keys: dict[tuple[str, ...], tuple[Any, ...] | None] | None = None
 
     def get(self, name: str) -> Any:
         v = self._raw.get(name, _MISSING)
@@ -111,6 +112,30 @@ class View:
         """The value as correlations group and count it: folded text, else the normalized value."""
         v = self.get(name)
         return self.low(name) if type(v) is str else v
+
+    def keys(self, names: tuple[str, ...]) -> tuple[Any, ...] | None:
+        """``key`` of each name, or None when one is absent (remembered: correlations share group-bys)."""
+        memo = self._keys
+        if memo is None:
+            memo = self._keys = {}
+        else:
+            k = memo.get(names, _MISSING)
+            if k is not _MISSING:
+                return k  # type: ignore[no-any-return]
+        get = self.ev.get
+        out = []
+        for n in names:
+            raw = get(n)
+            if type(raw) is str and raw and n not in _NUMERIC_NAMES:  # key's answer, without the caches
+                out.append(raw.lower() if raw.isascii() else raw.translate(_ASCII_LOWER))
+                continue
+            v = self.key(n)
+            if v is None:
+                memo[names] = None
+                return None
+            out.append(v)
+        k = memo[names] = tuple(out)
+        return k
 
     def low(self, name: str) -> str | None:
         v = self._low.get(name, _MISSING)
