@@ -147,12 +147,13 @@ def _mask(plan: FieldPlan, r: Any) -> int:
     return h
 
 
-def _memo(plan: FieldPlan, memo: dict[str, int], r: str) -> int:
-    """``_mask`` of a text value, remembered: paths, names and most command lines recur, and a
-    remembered value costs one dict probe instead of folding and searching it again. Bounded:
+def _memo(plan: FieldPlan, memo: dict[str | int, int], r: str | int) -> int:
+    """``_mask`` of a text or integer value, remembered: paths, names, ports and most command
+    lines recur, and a remembered value costs one dict probe instead of folding and searching it
+    again (only exact str and int keys: True == 1 and 1.0 == 1 would share an entry). Bounded:
     long values are not kept, and a full memo starts over."""
     h = _mask(plan, r)
-    if len(r) <= MEMO_MAX_LEN:
+    if type(r) is int or len(r) <= MEMO_MAX_LEN:  # type: ignore[arg-type]
         if len(memo) >= MEMO_SIZE:
             memo.clear()
         memo[r] = h
@@ -400,7 +401,7 @@ def build_scan(rules: Sequence[tuple[int, Any, Any, Any]], index: Any) -> tuple[
         memo, fp = src.const({}), src.const(plan)
         L.append(f"    r = get({plan.name!r})")
         L.append("    if r is not None:")
-        L.append("        if type(r) is str:")
+        L.append("        if type(r) is str or type(r) is int:")
         L.append(f"            m = {memo}.get(r)")
         L.append(f"            h |= _memo({fp}, {memo}, r) if m is None else m")
         L.append("        else:")
