@@ -7,6 +7,12 @@ and within a group indexed by their anchors (podtrail.detect.predicate): exact v
 trie-shaped regular expression per field that names the words found. An event is
 tested only against the rules one of whose anchors it satisfies, plus the few rules with no
 anchor, so the cost per event follows what the event could match, not how many rules exist.
+
+Each group runs as one generated function (podtrail.detect.codegen): the same anchors as bit
+masks, remembered per text value, a gate on fields every rule of the group needs, and the
+candidates' conditions inlined. The index and closures here stay as the reference it is
+tested against and as its fallback. Correlations are fed only by matching signatures, so an
+event that matches none costs no correlation bookkeeping.
 """
 
 from __future__ import annotations
