@@ -24,13 +24,22 @@ values). A rule whose tree is too deep for one expression keeps its closure.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from podtrail.detect.predicate import _ASCII_LOWER, _NUMERIC_NAMES, COMPARE_OPS, Node, View, fold, normalize
+from podtrail.detect.predicate import (
+    _ASCII_LOWER,
+    _NUMERIC_NAMES,
+    COMPARE_OPS,
+    Node,
+    View,
+    compare_value,
+    fold,
+    in_network,
+    normalize,
+)
 from podtrail.model.fields import FIELDS
 
 Scan = Callable[[dict[str, Any]], "list[int] | None"]
@@ -48,23 +57,6 @@ _UNSET: Any = object()
 
 def _text(g: Any) -> str | None:
     return g if g is None or type(g) is str else str(g)
-
-
-def _cidr(s: str | None, net: Any) -> bool:
-    if s is None:
-        return False
-    try:
-        return ipaddress.ip_address(s) in net
-    except ValueError:
-        return False
-
-
-def _compare(x: Any, op: Callable[[Any, Any], bool], n: Any, numeric: bool) -> bool:
-    if x is None:
-        return False
-    if type(x) is str:  # a text column compares as text
-        return not numeric and bool(op(fold(x), fold(str(n))))
-    return bool(op(x, n))
 
 
 def _words(rx: re.Pattern[str], masks: dict[str, int], s: str, m: re.Match[str] | None) -> int:
@@ -160,7 +152,7 @@ def _memo(plan: FieldPlan, memo: dict[str | int, int], r: str | int) -> int:
     return h
 
 
-_HELPERS: dict[str, Any] = {"_mask": _mask, "_memo": _memo, "_norm": normalize, "_fold": fold, "_text": _text, "_cidr": _cidr, "_compare": _compare,
+_HELPERS: dict[str, Any] = {"_mask": _mask, "_memo": _memo, "_norm": normalize, "_fold": fold, "_text": _text, "_cidr": in_network, "_compare": compare_value,
                             "_words": _words, "_fix": _fix, "_TR": _ASCII_LOWER, "View": View, "_U": _UNSET}
 
 
@@ -232,20 +224,21 @@ class _Source:
         self.lines.append(f"{self.ind}if {var} is _U:")
         self.lines += [self.ind + "    " + c for c in code]
 
+    def _once(self, name: str, rep: str, var: str, code: list[str]) -> str:
+        if (name, rep) not in self.loaded:
+            self._emit(var, code)
+            if not self.lazy:
+                self.loaded.add((name, rep))
+        return var
+
     def g(self, name: str) -> str:
         """The local holding ``View.get(name)``, loading it first if needed."""
-        j = self._n(name)
-        var = f"g{j}"
-        if (name, "g") not in self.loaded:
-            f = repr(name)
-            if name in FIELDS and name not in _NUMERIC_NAMES:  # str or None after normalize
-                load = f"{var} = (r or None) if type(r) is str else None if r is None else _norm({f}, r)"
-            else:
-                load = f"{var} = None if r is None else _norm({f}, r)"
-            self._emit(var, [f"r = get({f})", load])
-            if not self.lazy:
-                self.loaded.add((name, "g"))
-        return var
+        var, f = f"g{self._n(name)}", repr(name)
+        if name in FIELDS and name not in _NUMERIC_NAMES:  # str or None after normalize
+            load = f"{var} = (r or None) if type(r) is str else None if r is None else _norm({f}, r)"
+        else:
+            load = f"{var} = None if r is None else _norm({f}, r)"
+        return self._once(name, "g", var, [f"r = get({f})", load])
 
     def t(self, name: str) -> str:
         """``View.text(name)``: for a declared text field the normalized value itself."""
@@ -253,21 +246,14 @@ class _Source:
         if name in FIELDS and name not in _NUMERIC_NAMES:
             return g
         var = f"t{self._n(name)}"
-        if (name, "t") not in self.loaded:
-            self._emit(var, [f"{var} = _text({g})"])
-            if not self.lazy:
-                self.loaded.add((name, "t"))
-        return var
+        return self._once(name, "t", var, [f"{var} = _text({g})"])
 
     def low(self, name: str) -> str:
         """``View.low(name)``: the text, ASCII-folded."""
         t = self.t(name)
         var = f"l{self._n(name)}"
-        if (name, "l") not in self.loaded:
-            self._emit(var, [f"{var} = None if {t} is None else {t}.lower() if {t}.isascii() else {t}.translate(_TR)"])
-            if not self.lazy:
-                self.loaded.add((name, "l"))
-        return var
+        return self._once(name, "l", var,
+                          [f"{var} = None if {t} is None else {t}.lower() if {t}.isascii() else {t}.translate(_TR)"])
 
     def fields_of(self, node: Node) -> None:
         """Load every local ``expr`` reads for ``node`` (before the expression is emitted)."""

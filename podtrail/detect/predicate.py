@@ -158,6 +158,25 @@ class Compiled:
     tree: Node
 
 
+def in_network(s: str | None, net: Any) -> bool:
+    """``|cidr``: the text is an address inside ``net``."""
+    if s is None:
+        return False
+    try:
+        return ipaddress.ip_address(s) in net
+    except ValueError:
+        return False
+
+
+def compare_value(x: Any, op: Callable[[Any, Any], bool], n: Any, numeric: bool) -> bool:
+    """``|lt`` and the like on a normalized value: a text column compares as text."""
+    if x is None:
+        return False
+    if type(x) is str:
+        return not numeric and bool(op(fold(x), fold(str(n))))
+    return bool(op(x, n))
+
+
 def _numeric(name: str) -> bool:
     f = FIELDS.get(name)
     return f is not None and f.type in _NUMERIC_FIELD
@@ -324,25 +343,14 @@ def _leaf(name: str, value: Any) -> tuple[Pred, list[Anchor] | None, Node]:
         net = value.network
 
         def cidr(v: View) -> bool:
-            s = v.text(name)
-            if s is None:
-                return False
-            try:
-                return ipaddress.ip_address(s) in net
-            except ValueError:
-                return False
+            return in_network(v.text(name), net)
         return cidr, None, ("cidr", name, net)
     if isinstance(value, SigmaCompareExpression):
         op = COMPARE_OPS[value.op.name]
         n = value.number.number
 
         def compare(v: View) -> bool:
-            x = v.get(name)
-            if x is None:
-                return False
-            if type(x) is str:  # a text column compares as text
-                return not numeric and bool(op(fold(x), fold(str(n))))
-            return bool(op(x, n))
+            return compare_value(v.get(name), op, n, numeric)
         return compare, None, ("compare", name, numeric, value.op.name, n)
     if isinstance(value, SigmaFieldReference):
         other = value.field
