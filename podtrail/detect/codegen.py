@@ -365,17 +365,19 @@ class _Source:
         return "(" + " or ".join(parts) + ")" if parts else "False"
 
 
-def build_scan(rules: Sequence[tuple[int, Any, Any, Any]], index: Any) -> tuple[Scan, str]:
+def build_scan(rules: Sequence[tuple[int, Any, Any, Any, list[int]]], index: Any) -> tuple[Scan, str]:
     """The generated function for one bucket, and its source.
 
-    ``rules``: (signature index, condition tree or None, closure, stats) in signature order;
-    ``index``: a ``podtrail.detect.engine.Index`` built over the rules' positions in that list
-    (its anchor tables, turned into bit masks here)."""
+    ``rules``: (signature index, condition tree or None, closure, stats, requirement bits) in
+    signature order; ``index``: a ``podtrail.detect.engine.Index`` whose positions 0..n-1 are
+    those rules (their cheapest anchor sets) and whose further positions are the requirement
+    bits (other conjuncts' anchor sets, each of which must hold too); its anchor tables become
+    bit masks here."""
     src = _Source()
     L = src.lines
     L.append("def scan(ev):")
     L.append("    get = ev.get")
-    trees = [t for _, t, _, _ in rules]
+    trees = [r[1] for r in rules]
     gate = frozenset.intersection(*[required(t) if t is not None else frozenset() for t in trees]) if trees \
         else frozenset()
     for name in sorted(gate):  # a field every rule needs: absent, no rule can hold
@@ -394,9 +396,20 @@ def build_scan(rules: Sequence[tuple[int, Any, Any, Any]], index: Any) -> tuple[
         L.append(f"            h |= _mask({fp}, r)")
     L.append("    if not h:")
     L.append("        return None")
+    n = len(rules)
+    multi = [(p, sum(1 << b for b in r[4])) for p, r in enumerate(rules) if r[4]]
+    if multi:  # a rule stays a candidate only if its other conjuncts' anchors hold too
+        L.append(f"    c = h & {(1 << n) - 1}")
+        L.append(f"    if c & {sum(1 << p for p, _ in multi)}:")
+        for p, need in multi:
+            L.append(f"        if c & {1 << p} and h & {need} != {need}:")
+            L.append(f"            c ^= {1 << p}")
+        L.append("    if not c:")
+        L.append("        return None")
+        L.append("    h = c")
     blocks: list[list[str]] = []
     src.lazy, src.ind = True, "            "
-    for p, (sig_i, tree, pred, stats) in enumerate(rules):
+    for p, (sig_i, tree, pred, stats, _) in enumerate(rules):
         src.lines = block = [f"        if h & {1 << p}:", f"            {src.const(stats)}.evaluated += 1"]
         src.seen = set()
         test = f"{src.const(pred)}(View(ev))"  # a tree too deep for one expression keeps its closure

@@ -26,12 +26,13 @@ from typing import Any
 from podtrail.detect.alert import new_alert
 from podtrail.detect.codegen import Scan, build_scan
 from podtrail.detect.correlate import Correlator
-from podtrail.detect.predicate import View
+from podtrail.detect.predicate import Anchor, View
 from podtrail.detect.ruleset import RuleSet, Signature
 from podtrail.model.event import Event
 
 log = logging.getLogger(__name__)
 MAX_TRIGGER_IDS = 100
+MAX_REQUIREMENTS = 2  # anchor sets of other conjuncts a generated prefilter also demands, per rule
 
 
 def _trie(words: list[str]) -> tuple[str, list[str]]:
@@ -107,11 +108,12 @@ class Index:
     fix_plan: list[tuple[str, bool, tuple[str, ...], list[tuple[int, dict[str, list[int]]]]]] = field(
         default_factory=list)
 
-    def add(self, i: int, sig: Signature) -> None:
-        if not sig.anchors:
+    def add(self, i: int, anchors: list[Anchor] | None) -> None:
+        """Rule (or requirement) ``i``, a candidate when one of ``anchors`` holds; always when None."""
+        if not anchors:
             self.always.append(i)
             return
-        for name, kind, key in sig.anchors:
+        for name, kind, key in anchors:
             if kind == "eq":
                 self.eq[name][key].append(i)
             elif kind == "num":
@@ -217,13 +219,26 @@ class Engine:
     def _build(self, key: tuple[str, str | None], rules: list[int]) -> Scan:
         order = sorted(set(rules))
         if self.compiled:
-            ix = Index()
+            # Bits 0..n-1: each rule's cheapest anchor set. Beyond: up to MAX_REQUIREMENTS more
+            # conjuncts' anchor sets of the same rule (a shell's path and a terminal as stdin):
+            # all must hold. Only exact, prefix and suffix anchors: a substring one would make
+            # the text's word search longer for every event, which costs more than it saves.
+            ix, more, n = Index(), [], len(order)
             for pos, i in enumerate(order):
-                ix.add(pos, self.sigs[i])
+                sig = self.sigs[i]
+                ix.add(pos, sig.anchors)
+                bits = []
+                extra = [r for r in sig.requirements if r != sig.anchors and all(k != "sub" for _, k, _ in r)]
+                for req in extra[:MAX_REQUIREMENTS] if sig.anchors else []:
+                    bits.append(n)
+                    ix.add(n, req)
+                    n += 1
+                more.append(bits)
             ix.freeze()
             try:
                 scan, self.sources[key] = build_scan(
-                    [(i, self.sigs[i].tree, self.sigs[i].pred, self.sig_stats[i]) for i in order], ix)
+                    [(i, self.sigs[i].tree, self.sigs[i].pred, self.sig_stats[i], more[p]) for p, i in enumerate(order)],
+                    ix)
                 return scan
             except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError):  # noqa: PERF203
                 log.warning("rules of %s could not be compiled to one function; interpreting them", key,
@@ -233,7 +248,7 @@ class Engine:
     def _interpreted(self, order: list[int]) -> Scan:
         ix = Index()
         for i in order:
-            ix.add(i, self.sigs[i])
+            ix.add(i, self.sigs[i].anchors)
         ix.freeze()
         sigs, stats = self.sigs, self.sig_stats
 

@@ -156,6 +156,7 @@ class Compiled:
     anchors: list[Anchor] | None  # None: no anchor set (the rule is tried on every event of its log source)
     fields: frozenset[str]
     tree: Node
+    requirements: list[list[Anchor]]  # anchor sets that must each hold (``anchors`` is the cheapest)
 
 
 def in_network(s: str | None, net: Any) -> bool:
@@ -389,23 +390,26 @@ def compile_tree(node: Any, check_field: Callable[[str], None]) -> Compiled:
 
     fields: set[str] = set()
 
-    def walk(n: Any) -> tuple[Pred, list[Anchor] | None, Node]:
+    def walk(n: Any) -> tuple[Pred, list[Anchor] | None, Node, list[list[Anchor]]]:
+        """(closure, anchor set, tree, requirements): anchor sets each of which must hold,
+        one per conjunct that has one (nested ``and`` flattened)."""
         if isinstance(n, ConditionFieldEqualsValueExpression):
             check_field(n.field)
             fields.add(n.field)
-            return _leaf(n.field, n.value)
+            p, a, t = _leaf(n.field, n.value)
+            return p, a, t, [a] if a else []
         if isinstance(n, ConditionValueExpression):
             raise Unsupported("keyword search (a value with no field) is not supported: podtrail events have no raw message")
         if isinstance(n, ConditionNOT):
-            p, _, t = walk(n.args[0])
+            p, _, t, _ = walk(n.args[0])
 
             def neg(v: View) -> bool:
                 return not p(v)
-            return neg, None, ("not", t)
+            return neg, None, ("not", t), []
         if isinstance(n, ConditionAND | ConditionOR):
             kids = [walk(a) for a in n.args]
-            preds = tuple(p for p, _, _ in kids)
-            trees = [t for _, _, t in kids]
+            preds = tuple(k[0] for k in kids)
+            trees = [k[2] for k in kids]
             if isinstance(n, ConditionAND):
 
                 def all_of(v: View) -> bool:
@@ -413,22 +417,23 @@ def compile_tree(node: Any, check_field: Callable[[str], None]) -> Compiled:
                         if not p(v):
                             return False
                     return True
-                usable = [al for _, al, _ in kids if al]
-                return all_of, (min(usable, key=_anchor_cost) if usable else None), ("and", trees)
+                usable = [k[1] for k in kids if k[1]]
+                best = min(usable, key=_anchor_cost) if usable else None
+                return all_of, best, ("and", trees), [r for k in kids for r in k[3]]
 
             def any_of(v: View) -> bool:
                 for p in preds:
                     if p(v):
                         return True
                 return False
-            return any_of, ([a for _, al, _ in kids for a in al or []] if all(al for _, al, _ in kids) else None), \
-                ("or", trees)
+            anchors = [a for k in kids for a in k[1] or []] if all(k[1] for k in kids) else None
+            return any_of, anchors, ("or", trees), [anchors] if anchors else []
         if n is None:
             raise Unsupported("the detection is empty")
         raise Unsupported(f"condition element {type(n).__name__} is not supported")
 
-    pred, anchors, tree = walk(node)
-    return Compiled(pred, anchors, frozenset(fields), tree)
+    pred, anchors, tree, reqs = walk(node)
+    return Compiled(pred, anchors, frozenset(fields), tree, sorted(reqs, key=_anchor_cost))
 
 
 _KIND_COST = {"eq": 1, "num": 1, "suf": 2, "pre": 2, "sub": 8}
