@@ -196,3 +196,15 @@ def test_uncompilable_bucket_falls_back_to_the_interpreter(monkeypatch: pytest.M
     v = View(ev)
     assert engine.matches(ev) == [i for i, s in enumerate(rules.signatures) if ("process", "exec") in s.sources
                                   and s.pred(v)] != []
+
+
+def test_every_conjunct_anchor_must_hold_before_a_rule_runs() -> None:
+    """A terminal as stdin is one conjunct of the terminal-shell rule, a shell's path another:
+    curl on a terminal runs no rule; sh on a terminal runs it and matches."""
+    engine = Engine(load_paths([]))
+    pos = next(i for i, s in enumerate(engine.sigs) if s.meta.name == "podtrail_terminal_shell_in_container")
+    ev = {"event_type": "process", "action": "exec", "container_id": CID, "path": "/usr/bin/curl", "comm": "curl",
+          "cmdline": "curl -s https://example.test/", "stdin": "tty"}
+    assert engine.matches(ev) == [] and engine.sig_stats[pos].evaluated == 0
+    assert engine.matches(dict(ev, path="/bin/sh", comm="sh", cmdline="sh")) == [pos]
+    assert engine.sig_stats[pos].evaluated == 1
