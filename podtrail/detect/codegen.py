@@ -44,7 +44,8 @@ from podtrail.model.fields import FIELDS
 
 Scan = Callable[[dict[str, Any]], "list[int] | None"]
 MAX_DEPTH = 40  # deeper trees keep their closure (the parser's nesting limit is 200 brackets)
-GROUP = 16  # candidate bits tested per group (a bucket of 500 rules: ~32 group tests, not 500)
+GROUP = 16  # candidate bits tested per group (a bucket of 500 rules: 4 + 8 group tests, not 500)
+OUTER = 8 * GROUP  # groups tested per outer test, in buckets of more rules than that
 MEMO_SIZE = 4096  # remembered text values per field and bucket
 MEMO_MAX_LEN = 1024  # longer values are searched each time (memory: at most ~4 MB per memo)
 
@@ -399,11 +400,15 @@ def build_scan(rules: Sequence[tuple[int, Any, Any, Any, list[int]]], index: Any
     n = len(rules)
     multi = [(p, sum(1 << b for b in r[4])) for p, r in enumerate(rules) if r[4]]
     if multi:  # a rule stays a candidate only if its other conjuncts' anchors hold too
+        need = src.const({1 << p: bits for p, bits in multi})
         L.append(f"    c = h & {(1 << n) - 1}")
-        L.append(f"    if c & {sum(1 << p for p, _ in multi)}:")
-        for p, need in multi:
-            L.append(f"        if c & {1 << p} and h & {need} != {need}:")
-            L.append(f"            c ^= {1 << p}")
+        L.append(f"    m = c & {sum(1 << p for p, _ in multi)}")
+        L.append("    while m:  # only the candidates that have such conjuncts")
+        L.append("        b = m & -m")
+        L.append("        m ^= b")
+        L.append(f"        r = {need}[b]")
+        L.append("        if h & r != r:")
+        L.append("            c ^= b")
         L.append("    if not c:")
         L.append("        return None")
         L.append("    h = c")
@@ -424,11 +429,16 @@ def build_scan(rules: Sequence[tuple[int, Any, Any, Any, list[int]]], index: Any
     L.append("    out = []")
     if src.unset:
         L.append(f"    {' = '.join(sorted(src.unset))} = _U")
-    for start in range(0, len(rules), GROUP):
-        group = range(start, min(start + GROUP, len(rules)))
-        L.append(f"    if h & {sum(1 << p for p in group)}:")
-        for p in group:
-            L += blocks[p]
+    span = OUTER if len(rules) > OUTER else len(rules)
+    for top in range(0, len(rules), span):  # many rules: one test per OUTER, then per GROUP
+        pad = "    " if span < len(rules) else ""
+        if pad:
+            L.append(f"    if h & {sum(1 << p for p in range(top, min(top + span, len(rules))))}:")
+        for start in range(top, min(top + span, len(rules)), GROUP):
+            group = range(start, min(start + GROUP, len(rules)))
+            L.append(f"{pad}    if h & {sum(1 << p for p in group)}:")
+            for p in group:
+                L += [pad + line for line in blocks[p]]
     L.append("    return out")
     text = "\n".join(L) + "\n"
     code = compile(text, "<podtrail rules>", "exec")
