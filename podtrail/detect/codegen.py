@@ -11,9 +11,10 @@ a query. The function:
 2. returns at once when a field every rule of the bucket needs is absent (every shipped rule
    needs ``container_id``: a host process costs one dict probe);
 3. computes the candidates as a bit mask from the same anchors the interpreted index uses
-   (one set/dict probe per anchored field, C-level prefix/suffix tests, one trie-regex
-   search per substring field) and returns when none is left: the common case, with no
-   allocation;
+   (dict probes, C-level prefix/suffix tests, one trie-regex search per substring field),
+   remembered per text or integer value, so a recurring value costs one dict probe; a rule
+   whose other conjuncts have exact/prefix/suffix anchors stays a candidate only if those
+   hold too; returns when none is left: the common case, with no allocation;
 4. else evaluates the candidate rules' conditions, inlined, in rule order, and returns the
    indexes of those that hold.
 
