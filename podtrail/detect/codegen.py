@@ -48,7 +48,7 @@ MAX_DEPTH = 40  # deeper trees keep their closure (the parser's nesting limit is
 GROUP = 16  # candidate bits tested per group (a bucket of 500 rules: 4 + 8 group tests, not 500)
 OUTER = 8 * GROUP  # groups tested per outer test, in buckets of more rules than that
 MEMO_SIZE = 4096  # remembered text values per field and bucket
-MEMO_MAX_LEN = 1024  # longer values are searched each time (memory: at most ~4 MB per memo)
+MEMO_MAX_LEN = 1024  # longer values are searched each time (memory: at most ~4 MB of ASCII text per memo)
 
 
 # ---- helpers the generated code calls (rarely: fallbacks and the hit path) ------------------------
