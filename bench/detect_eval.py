@@ -198,12 +198,13 @@ def main() -> int:
                       "sqlite": time_sqlite(shipped_texts, events, shipped_outputs)}
     res["shipped"]["ratio_sqlite_over_agent"] = (res["shipped"]["sqlite"]["cpu_per_event_us"]
                                                  / res["shipped"]["agent"]["loop_cpu_per_event_us"])
-    growth = []
+    growth: list[dict[str, Any]] = []
     for size in [int(s) for s in a.sizes.split(",")]:
         texts, outputs = variant_texts(size)
         rules = load_texts(texts, outputs=outputs)
         assert not rules.problems, rules.problems[:3]
-        row = {"rules": size, "agent": time_engine(rules, events), "sqlite": time_sqlite(texts, events, outputs)}
+        row: dict[str, Any] = {"rules": size, "agent": time_engine(rules, events),
+                               "sqlite": time_sqlite(texts, events, outputs)}
         growth.append(row)
     first = growth[0]
     for row in growth:

@@ -27,7 +27,7 @@ import operator
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from podtrail.detect.predicate import View
 
@@ -49,49 +49,36 @@ class CorrelationSpec:
     n_slots: int
 
 
-@dataclass
-class Entry:
-    __slots__ = ("ts", "slot", "eid", "value")
-    ts: int
-    slot: int
-    eid: str
-    value: Any
+# One match in a group: (time in µs, referenced rule's slot, event id, counted value). A plain
+# tuple: one is made for every match of a referenced rule.
+Entry = tuple[int, int, str, Any]
+TS: Final = 0
+SLOT: Final = 1
+EID: Final = 2
+VALUE: Final = 3
+# What each type's condition counts, distinct: the entries' event ids, values, or rules (slots).
+MEASURE = {"event_count": EID, "value_count": VALUE, "temporal": SLOT, "temporal_ordered": SLOT}
 
 
 class Group:
-    """One group-by key's matches in time order, with running counts of what the conditions
-    measure (distinct events, values, referenced rules), so a new match costs O(1)."""
+    """One group-by key's matches in time order, with a running count of the distinct things
+    the condition measures (event ids, values or referenced rules), so a new match costs O(1)."""
 
-    __slots__ = ("entries", "ids", "values", "slots")
+    __slots__ = ("entries", "counts")
 
     def __init__(self) -> None:
         self.entries: deque[Entry] = deque()
-        self.ids: dict[str, int] = {}
-        self.values: dict[Any, int] = {}
-        self.slots: dict[int, int] = {}
+        self.counts: dict[Any, int] = {}  # measured item -> entries holding it (absent values not counted)
 
-    def push(self, e: Entry) -> None:
-        self.entries.append(e)
-        ids, slots = self.ids, self.slots
-        ids[e.eid] = ids.get(e.eid, 0) + 1
-        slots[e.slot] = slots.get(e.slot, 0) + 1
-        if e.value is not None:
-            self.values[e.value] = self.values.get(e.value, 0) + 1
-
-    def pop(self) -> None:
-        e = self.entries.popleft()
-        _dec(self.ids, e.eid)
-        _dec(self.slots, e.slot)
-        if e.value is not None:
-            _dec(self.values, e.value)
-
-
-def _dec(counts: dict[Any, int], key: Any) -> None:
-    n = counts[key] - 1
-    if n:
-        counts[key] = n
-    else:
-        del counts[key]
+    def pop(self, measure: int) -> None:
+        c = self.entries.popleft()[measure]
+        if c is not None:
+            counts = self.counts
+            n = counts[c] - 1
+            if n:
+                counts[c] = n
+            else:
+                del counts[c]
 
 
 @dataclass
@@ -121,6 +108,8 @@ class Correlator:
     def __post_init__(self) -> None:
         self.max_events = max(self.max_events, self.spec.count + 1)
         self._ok = OPS[self.spec.op]
+        self._group_fields = [tuple(f) for f in self.spec.group_fields]
+        self._measure = MEASURE[self.spec.type]
 
     def add(self, slot: int, view: View) -> Fired | None:
         """A match of referenced rule ``slot``; returns what fired, if the window now qualifies.
@@ -133,62 +122,62 @@ class Correlator:
         t = t // 1000 if type(t) is int else ts_us(ev)
         if not eid or t is None:
             return None
-        key = []
-        for f in spec.group_fields[slot]:
-            v = view.key(f)
-            if v is None:
-                return None
-            key.append(v)
-        gkey = tuple(key)
+        gkey = view.keys(self._group_fields[slot])
+        if gkey is None:
+            return None
         vf = spec.value_fields[slot]
         value = view.key(vf) if vf else None
-        g = self.groups.get(gkey)
+        groups = self.groups
+        g = groups.get(gkey)
         if g is None:
-            g = self.groups[gkey] = Group()
-            if len(self.groups) > self.max_groups:
-                self.groups.popitem(last=False)
+            g = groups[gkey] = Group()
+            if len(groups) > self.max_groups:
+                groups.popitem(last=False)
                 self.evicted += 1
         else:
-            self.groups.move_to_end(gkey)
-        g.push(Entry(t, slot, eid if type(eid) is str else str(eid), value))
+            groups.move_to_end(gkey)
+        e = (t, slot, eid if type(eid) is str else str(eid), value)
+        entries = g.entries
+        entries.append(e)
+        measure = self._measure
+        c = e[measure]
+        if c is not None:
+            counts = g.counts
+            counts[c] = counts.get(c, 0) + 1
         if t > self.watermark:
             self.watermark = t
         lo = t - spec.span_us
-        entries = g.entries
-        while entries and entries[0].ts < lo:
-            g.pop()
+        while entries and entries[0][TS] < lo:
+            g.pop(measure)
         while len(entries) > self.max_events:
-            g.pop()
+            g.pop(measure)
             self.evicted += 1
+        if not self._ok(len(g.counts), spec.count):  # the common case: nothing else to do
+            return None
         fired = self._check(g, t)
         if fired is None:
             return None
-        del self.groups[gkey]
-        fired.findings["group"] = dict(zip(spec.group_by, key, strict=True))
+        del groups[gkey]
+        fired.findings["group"] = dict(zip(spec.group_by, gkey, strict=True))
         return fired
 
     def _check(self, g: Group, t: int) -> Fired | None:
         spec, ok = self.spec, self._ok
         kind = spec.type
-        if kind == "event_count":
-            n = len(g.ids)
-        elif kind == "value_count":
-            n = len(g.values)
-        else:
-            n = len(g.slots)
+        n = len(g.counts)
         if not ok(n, spec.count):
             return None
-        window = [e for e in g.entries if e.ts <= t]
+        window = [e for e in g.entries if e[TS] <= t]
         if kind == "temporal_ordered":
             chain = self._ordered(window)
             if chain is None:
                 return None
             window = chain
-        ids = list(dict.fromkeys(e.eid for e in window))
+        ids = list(dict.fromkeys(e[EID] for e in window))
         if kind == "event_count":
             return Fired(ids, {"count": n})
         if kind == "value_count":
-            return Fired(ids, {"count": n, "values": list(g.values)[:50]})
+            return Fired(ids, {"count": n, "values": list(g.counts)[:50]})
         return Fired(ids, {"rules_seen": n})
 
     def _ordered(self, window: list[Entry]) -> list[Entry] | None:
@@ -201,12 +190,12 @@ class Correlator:
             chain: list[Entry] = []
             prev: int | None = None
             for s in combo:
-                best = min((e for e in window if e.slot == s and (prev is None or e.ts > prev)),
-                           key=lambda e: e.ts, default=None)
+                best = min((e for e in window if e[SLOT] == s and (prev is None or e[TS] > prev)),
+                           key=lambda e: e[TS], default=None)
                 if best is None:
                     break
                 chain.append(best)
-                prev = best.ts
+                prev = best[TS]
             else:
                 return chain
         return None
@@ -214,7 +203,7 @@ class Correlator:
     def expire(self) -> None:
         """Drop groups with nothing inside the timespan of the newest match seen."""
         lo = self.watermark - self.spec.span_us
-        for k in [k for k, g in self.groups.items() if not g.entries or g.entries[-1].ts < lo]:
+        for k in [k for k, g in self.groups.items() if not g.entries or g.entries[-1][TS] < lo]:
             del self.groups[k]
 
     def size(self) -> int:

@@ -7,22 +7,32 @@ and within a group indexed by their anchors (podtrail.detect.predicate): exact v
 trie-shaped regular expression per field that names the words found. An event is
 tested only against the rules one of whose anchors it satisfies, plus the few rules with no
 anchor, so the cost per event follows what the event could match, not how many rules exist.
+
+Each group runs as one generated function (podtrail.detect.codegen): the same anchors as bit
+masks, remembered per text value, a gate on fields every rule of the group needs, and the
+candidates' conditions inlined. The index and closures here stay as the reference it is
+tested against and as its fallback. Correlations are fed only by matching signatures, so an
+event that matches none costs no correlation bookkeeping.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from podtrail.detect.alert import new_alert
+from podtrail.detect.codegen import Scan, build_scan
 from podtrail.detect.correlate import Correlator
-from podtrail.detect.predicate import View
+from podtrail.detect.predicate import Anchor, View
 from podtrail.detect.ruleset import RuleSet, Signature
 from podtrail.model.event import Event
 
+log = logging.getLogger(__name__)
 MAX_TRIGGER_IDS = 100
+MAX_REQUIREMENTS = 2  # anchor sets of other conjuncts a generated prefilter also demands, per rule
 
 
 def _trie(words: list[str]) -> tuple[str, list[str]]:
@@ -98,11 +108,12 @@ class Index:
     fix_plan: list[tuple[str, bool, tuple[str, ...], list[tuple[int, dict[str, list[int]]]]]] = field(
         default_factory=list)
 
-    def add(self, i: int, sig: Signature) -> None:
-        if not sig.anchors:
+    def add(self, i: int, anchors: list[Anchor] | None) -> None:
+        """Rule (or requirement) ``i``, a candidate when one of ``anchors`` holds; always when None."""
+        if not anchors:
             self.always.append(i)
             return
-        for name, kind, key in sig.anchors:
+        for name, kind, key in anchors:
             if kind == "eq":
                 self.eq[name][key].append(i)
             elif kind == "num":
@@ -174,85 +185,135 @@ class RuleStats:
 
 class Engine:
     """Signatures and correlations over a stream of events; ``process`` returns the alerts an
-    event raises (signature alerts first, in rule order, then correlation alerts)."""
+    event raises (signature alerts first, in rule order, then correlation alerts).
 
-    def __init__(self, rules: RuleSet, *, max_groups: int = 10000, max_events: int = 10000) -> None:
+    Each (event type, action) bucket's rules run as one generated function
+    (``podtrail.detect.codegen``); ``compiled=False`` keeps the interpreted index and closures
+    (the reference the generated code is tested against, and the fallback should generation
+    fail)."""
+
+    def __init__(self, rules: RuleSet, *, max_groups: int = 10000, max_events: int = 10000,
+                 compiled: bool = True) -> None:
         self.rules = rules
         self.sigs = rules.signatures
+        self.compiled = compiled
         self.correlators = [Correlator(c.spec, max_groups, max_events) for c in rules.correlations]
         self.sig_stats = [RuleStats() for _ in self.sigs]
         self.corr_stats = [RuleStats() for _ in rules.correlations]
+        self.sources: dict[tuple[str, str | None], str] = {}  # generated source per bucket, for review
         by_source: dict[tuple[str, str | None], list[int]] = defaultdict(list)
         for i, sig in enumerate(self.sigs):
             for src in sig.sources:
                 by_source[src].append(i)
         # An event of (type, action) is tried against the rules of that log source and of its
-        # type with any action: one index of both, so an event costs one lookup of its
+        # type with any action: one bucket of both, so an event costs one lookup of its
         # (type, action) and events no rule can match (exits, forks) stop there.
-        self._index: dict[tuple[Any, Any], Index | None] = {}
+        self._scan: dict[tuple[Any, Any], Scan | None] = {}
         for et, action in by_source:
             if action is not None:
-                self._index[(et, action)] = self._build(by_source[(et, action)] + by_source.get((et, None), []))
-        self._by_type: dict[Any, Index] = {et: self._build(rules) for (et, action), rules in by_source.items() if action is None}
+                self._scan[(et, action)] = self._build((et, action),
+                                                       by_source[(et, action)] + by_source.get((et, None), []))
+        self._by_type: dict[Any, Scan] = {et: self._build((et, None), rules)
+                                          for (et, action), rules in by_source.items() if action is None}
 
-    def _build(self, rules: list[int]) -> Index:
+    def _build(self, key: tuple[str, str | None], rules: list[int]) -> Scan:
+        order = sorted(set(rules))
+        if self.compiled:
+            # Bits 0..n-1: each rule's cheapest anchor set. Beyond: up to MAX_REQUIREMENTS more
+            # conjuncts' anchor sets of the same rule (a shell's path and a terminal as stdin):
+            # all must hold. Only exact, prefix and suffix anchors: a substring one would make
+            # the text's word search longer for every event, which costs more than it saves.
+            ix, more, n = Index(), [], len(order)
+            for pos, i in enumerate(order):
+                sig = self.sigs[i]
+                ix.add(pos, sig.anchors)
+                bits = []
+                extra = [r for r in sig.requirements if r != sig.anchors and all(k != "sub" for _, k, _ in r)]
+                for req in extra[:MAX_REQUIREMENTS] if sig.anchors else []:
+                    bits.append(n)
+                    ix.add(n, req)
+                    n += 1
+                more.append(bits)
+            ix.freeze()
+            try:
+                scan, self.sources[key] = build_scan(
+                    [(i, self.sigs[i].tree, self.sigs[i].pred, self.sig_stats[i], more[p]) for p, i in enumerate(order)],
+                    ix)
+                return scan
+            except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError):  # noqa: PERF203
+                log.warning("rules of %s could not be compiled to one function; interpreting them", key,
+                            exc_info=True)
+        return self._interpreted(order)
+
+    def _interpreted(self, order: list[int]) -> Scan:
         ix = Index()
-        for i in sorted(set(rules)):
-            ix.add(i, self.sigs[i])
+        for i in order:
+            ix.add(i, self.sigs[i].anchors)
         ix.freeze()
-        return ix
+        sigs, stats = self.sigs, self.sig_stats
 
-    def index_for(self, ev: Event) -> Index | None:
-        """The rules an event of its (type, action) can match, indexed; None when none can."""
+        def scan(ev: Event) -> list[int] | None:
+            v = View(ev)
+            cands = ix.candidates(v)
+            if not cands:
+                return None
+            out = []
+            for i in sorted(cands):
+                stats[i].evaluated += 1
+                if sigs[i].pred(v):
+                    out.append(i)
+            return out
+        return scan
+
+    def scan_for(self, ev: Event) -> Scan | None:
+        """The rules an event of its (type, action) can match, as one function; None when none can."""
         key = (ev.get("event_type"), ev.get("action"))
         try:
-            return self._index[key]
+            return self._scan[key]
         except KeyError:
             pass
         except TypeError:  # an unhashable value in a hostile event: no rule names it
             return None
-        ix = self._by_type.get(key[0])
-        if len(self._index) < 4096:  # (type, action) pairs are few; never grow without bound
-            self._index[key] = ix
-        return ix
-
-    def candidates(self, ev: Event, v: View) -> set[int]:
-        ix = self.index_for(ev)
-        return ix.candidates(v) if ix is not None else set()
+        scan = self._by_type.get(key[0])
+        if len(self._scan) < 4096:  # (type, action) pairs are few; never grow without bound
+            self._scan[key] = scan
+        return scan
 
     def matches(self, ev: Event) -> list[int]:
         """Indexes of the signatures (alerting or not) that match ``ev``, in rule order."""
-        v = View(ev)
-        cands = self.candidates(ev, v)
-        out = []
-        for i in sorted(cands):
-            st = self.sig_stats[i]
-            st.evaluated += 1
-            if self.sigs[i].pred(v):
-                st.matched += 1
-                out.append(i)
-        return out
+        scan = self.scan_for(ev)
+        hits = scan(ev) if scan is not None else None
+        if not hits:
+            return []
+        for i in hits:
+            self.sig_stats[i].matched += 1
+        return hits
 
     def process(self, ev: Event) -> list[Event]:
-        ix = self.index_for(ev)
-        if ix is None:  # no rule for this (type, action): alerts, agent health, most exits
+        try:
+            scan = self._scan[(ev.get("event_type"), ev.get("action"))]
+        except (KeyError, TypeError):
+            scan = self.scan_for(ev)
+        if scan is None:  # no rule for this (type, action): alerts, agent health, most exits
             return []
-        v = View(ev)
-        cands = ix.candidates(v)
-        if not cands:
+        hits = scan(ev)
+        if not hits:
             return []
+        return self._alerts(ev, hits)
+
+    def _alerts(self, ev: Event, hits: list[int]) -> list[Event]:
         alerts: list[Event] = []
         fed: list[tuple[int, int]] = []
-        for i in sorted(cands):
+        for i in hits:
             sig, st = self.sigs[i], self.sig_stats[i]
-            st.evaluated += 1
-            if not sig.pred(v):
-                continue
             st.matched += 1
             if sig.output:
                 st.alerts += 1
                 alerts.append(self._signature_alert(sig, ev))
             fed += sig.feeds
+        if not fed:
+            return alerts
+        v = View(ev)
         for ci, slot in fed:
             fired = self.correlators[ci].add(slot, v)
             if fired is None:

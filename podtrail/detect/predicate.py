@@ -27,6 +27,10 @@ from typing import Any
 from podtrail.model.fields import FIELDS, FieldType
 
 Pred = Callable[["View"], bool]
+# A rule's condition as data: ("and"|"or", [nodes]), ("not", node), or a leaf (op, field, *params)
+# whose params are exactly what its closure here tests; podtrail.detect.codegen turns it into
+# Python source. Both are built from the same values, and tests hold their verdicts equal.
+Node = tuple[Any, ...]
 # (field, kind, key): kind "eq" (value == key), "pre" (starts with), "suf" (ends with), "sub" (contains),
 # key ASCII-folded text; or "num" (a numeric field's value == key, a number). A rule's anchor set:
 # at least one holds whenever the rule matches.
@@ -57,6 +61,9 @@ def as_number(s: str) -> int | float | None:
 
 _NUMERIC_NAMES = frozenset(f.name for f in FIELDS.values() if f.type in _NUMERIC_FIELD)
 _MISSING: Any = object()
+COMPARE_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "LT": lambda a, b: a < b, "LTE": lambda a, b: a <= b, "GT": lambda a, b: a > b, "GTE": lambda a, b: a >= b,
+    "NEQ": lambda a, b: a != b}
 
 
 def normalize(name: str, v: Any) -> Any:
@@ -83,12 +90,13 @@ def normalize(name: str, v: Any) -> Any:
 class View:
     """One event as the predicates read it: normalized and folded values, computed once each."""
 
-    __slots__ = ("ev", "_raw", "_low")
+    __slots__ = ("ev", "_raw", "_low", "_keys")
 
     def __init__(self, ev: dict[str, Any]) -> None:
         self.ev = ev
         self._raw: dict[str, Any] = {}
         self._low: dict[str, str | None] = {}
+        self._keys: dict[tuple[str, ...], tuple[Any, ...] | None] | None = None
 
     def get(self, name: str) -> Any:
         v = self._raw.get(name, _MISSING)
@@ -104,6 +112,30 @@ class View:
         """The value as correlations group and count it: folded text, else the normalized value."""
         v = self.get(name)
         return self.low(name) if type(v) is str else v
+
+    def keys(self, names: tuple[str, ...]) -> tuple[Any, ...] | None:
+        """``key`` of each name, or None when one is absent (remembered: correlations share group-bys)."""
+        memo = self._keys
+        if memo is None:
+            memo = self._keys = {}
+        else:
+            k = memo.get(names, _MISSING)
+            if k is not _MISSING:
+                return k  # type: ignore[no-any-return]
+        get = self.ev.get
+        out = []
+        for n in names:
+            raw = get(n)
+            if type(raw) is str and raw and n not in _NUMERIC_NAMES:  # key's answer, without the caches
+                out.append(raw.lower() if raw.isascii() else raw.translate(_ASCII_LOWER))
+                continue
+            v = self.key(n)
+            if v is None:
+                memo[names] = None
+                return None
+            out.append(v)
+        k = memo[names] = tuple(out)
+        return k
 
     def low(self, name: str) -> str | None:
         v = self._low.get(name, _MISSING)
@@ -123,6 +155,27 @@ class Compiled:
     pred: Pred
     anchors: list[Anchor] | None  # None: no anchor set (the rule is tried on every event of its log source)
     fields: frozenset[str]
+    tree: Node
+    requirements: list[list[Anchor]]  # anchor sets that must each hold (``anchors`` is the cheapest)
+
+
+def in_network(s: str | None, net: Any) -> bool:
+    """``|cidr``: the text is an address inside ``net``."""
+    if s is None:
+        return False
+    try:
+        return ipaddress.ip_address(s) in net
+    except ValueError:
+        return False
+
+
+def compare_value(x: Any, op: Callable[[Any, Any], bool], n: Any, numeric: bool) -> bool:
+    """``|lt`` and the like on a normalized value: a text column compares as text."""
+    if x is None:
+        return False
+    if type(x) is str:
+        return not numeric and bool(op(fold(x), fold(str(n))))
+    return bool(op(x, n))
 
 
 def _numeric(name: str) -> bool:
@@ -133,7 +186,7 @@ def _numeric(name: str) -> bool:
 # ---- leaves ----------------------------------------------------------------------------------------
 
 
-def _string_leaf(name: str, value: Any, cased: bool) -> tuple[Pred, list[Anchor] | None]:
+def _string_leaf(name: str, value: Any, cased: bool) -> tuple[Pred, list[Anchor] | None, Node]:
     from sigma.types import Placeholder, SpecialChars
 
     parts = list(value.s)
@@ -155,11 +208,12 @@ def _string_leaf(name: str, value: Any, cased: bool) -> tuple[Pred, list[Anchor]
                 if type(x) is str:
                     return (x if cased else fold(x)) == low
                 return num is not None and x == num
-            return eq_num_field, None  # a string may equal junk text in a numeric field: no numeric anchor
+            # a string may equal junk text in a numeric field: no numeric anchor
+            return eq_num_field, None, ("eq_num_field", name, cased, low, num)
 
         def eq(v: View) -> bool:
             return get(v, name) == low
-        return eq, ([(name, "eq", low)] if not cased and low else None)
+        return eq, ([(name, "eq", low)] if not cased and low else None), ("eq", name, cased, low)
     multi = SpecialChars.WILDCARD_MULTI
     lits = [conv(p) for p in parts if isinstance(p, str)]
     only_multi = all(p is multi for p in specials)
@@ -167,28 +221,28 @@ def _string_leaf(name: str, value: Any, cased: bool) -> tuple[Pred, list[Anchor]
 
         def present(v: View) -> bool:
             return v.get(name) is not None
-        return present, None
+        return present, None, ("present", name)
     if only_multi and len(parts) == 2 and isinstance(parts[0], str):
         lit = conv(parts[0])
 
         def pre(v: View) -> bool:
             s = get(v, name)
             return s is not None and s.startswith(lit)
-        return pre, ([(name, "pre", lit)] if not cased else None)
+        return pre, ([(name, "pre", lit)] if not cased else None), ("pre", name, cased, lit)
     if only_multi and len(parts) == 2 and isinstance(parts[1], str):
         lit = conv(parts[1])
 
         def suf(v: View) -> bool:
             s = get(v, name)
             return s is not None and s.endswith(lit)
-        return suf, ([(name, "suf", lit)] if not cased else None)
+        return suf, ([(name, "suf", lit)] if not cased else None), ("suf", name, cased, lit)
     if only_multi and len(parts) == 3 and parts[0] is multi and parts[2] is multi and isinstance(parts[1], str):
         lit = conv(parts[1])
 
         def sub(v: View) -> bool:
             s = get(v, name)
             return s is not None and lit in s
-        return sub, ([(name, "sub", lit)] if not cased else None)
+        return sub, ([(name, "sub", lit)] if not cased else None), ("sub", name, cased, lit)
     rx = re.compile("".join(
         ".*" if p is multi else "." if isinstance(p, SpecialChars) else re.escape(conv(p)) for p in parts), re.DOTALL)
     anchor: list[Anchor] | None = None
@@ -203,10 +257,10 @@ def _string_leaf(name: str, value: Any, cased: bool) -> tuple[Pred, list[Anchor]
     def like(v: View) -> bool:
         s = get(v, name)
         return s is not None and rx.fullmatch(s) is not None
-    return like, anchor
+    return like, anchor, ("like", name, cased, rx)
 
 
-def _leaf(name: str, value: Any) -> tuple[Pred, list[Anchor] | None]:
+def _leaf(name: str, value: Any) -> tuple[Pred, list[Anchor] | None, Node]:
     from sigma.types import (
         SigmaBool,
         SigmaCasedString,
@@ -224,12 +278,12 @@ def _leaf(name: str, value: Any) -> tuple[Pred, list[Anchor] | None]:
     numeric = _numeric(name)
     if isinstance(value, SigmaExpansion):  # windash, base64offset: any of the variants
         leaves = [_leaf(name, x) for x in value.values]
-        preds = [p for p, _ in leaves]
-        anchors = [a for _, al in leaves for a in (al or [])] if all(al for _, al in leaves) else None
+        preds = [p for p, _, _ in leaves]
+        anchors = [a for _, al, _ in leaves for a in (al or [])] if all(al for _, al, _ in leaves) else None
 
         def any_of(v: View) -> bool:
             return any(p(v) for p in preds)
-        return any_of, anchors
+        return any_of, anchors, ("or", [t for _, _, t in leaves])
     if isinstance(value, SigmaString):
         return _string_leaf(name, value, isinstance(value, SigmaCasedString))
     if isinstance(value, SigmaNumber) and not isinstance(value, SigmaBool):
@@ -245,7 +299,8 @@ def _leaf(name: str, value: Any) -> tuple[Pred, list[Anchor] | None]:
             if type(x) is str:  # a text column compares the number as text; junk in a numeric one never equals
                 return not numeric and fold(x) == as_text
             return bool(x == n)
-        return eq_number, [(name, "num", n)] if numeric else [(name, "eq", as_text)]
+        return eq_number, [(name, "num", n)] if numeric else [(name, "eq", as_text)], \
+            ("eq_number", name, numeric, n, as_text)
     if isinstance(value, SigmaBool):
         b = value.boolean
         word = "true" if b else "false"
@@ -261,18 +316,18 @@ def _leaf(name: str, value: Any) -> tuple[Pred, list[Anchor] | None]:
         # word (text in either kind of field, folded: a superset), the digit (text fields).
         either: list[Anchor] = [(name, "num", int(b)), (name, "eq", word)] if numeric else \
             [(name, "eq", word), (name, "eq", str(int(b)))]
-        return eq_bool, either
+        return eq_bool, either, ("eq_bool", name, numeric, b, word)
     if isinstance(value, SigmaNull):
 
         def absent(v: View) -> bool:
             return v.get(name) is None
-        return absent, None
+        return absent, None, ("absent", name)
     if isinstance(value, SigmaExists):
         want = value.exists
 
         def exists(v: View) -> bool:
             return (v.get(name) is not None) is want
-        return exists, None
+        return exists, None, ("exists", name, want)
     if isinstance(value, SigmaRegularExpression):
         flags = "".join(sorted(value.sigma_to_re_flag[f] for f in value.flags))
         text = str(value.regexp)
@@ -284,33 +339,20 @@ def _leaf(name: str, value: Any) -> tuple[Pred, list[Anchor] | None]:
         def regex(v: View) -> bool:
             s = v.text(name)
             return s is not None and rx.search(s) is not None
-        return regex, None
+        return regex, None, ("regex", name, rx)
     if isinstance(value, SigmaCIDRExpression):
         net = value.network
 
         def cidr(v: View) -> bool:
-            s = v.text(name)
-            if s is None:
-                return False
-            try:
-                return ipaddress.ip_address(s) in net
-            except ValueError:
-                return False
-        return cidr, None
+            return in_network(v.text(name), net)
+        return cidr, None, ("cidr", name, net)
     if isinstance(value, SigmaCompareExpression):
-        ops = {"LT": lambda a, b: a < b, "LTE": lambda a, b: a <= b, "GT": lambda a, b: a > b,
-               "GTE": lambda a, b: a >= b, "NEQ": lambda a, b: a != b}
-        op = ops[value.op.name]
+        op = COMPARE_OPS[value.op.name]
         n = value.number.number
 
         def compare(v: View) -> bool:
-            x = v.get(name)
-            if x is None:
-                return False
-            if type(x) is str:  # a text column compares as text
-                return not numeric and bool(op(fold(x), fold(str(n))))
-            return bool(op(x, n))
-        return compare, None
+            return compare_value(v.get(name), op, n, numeric)
+        return compare, None, ("compare", name, numeric, value.op.name, n)
     if isinstance(value, SigmaFieldReference):
         other = value.field
         if other not in FIELDS:
@@ -328,7 +370,7 @@ def _leaf(name: str, value: Any) -> tuple[Pred, list[Anchor] | None]:
             if ew:
                 return a.endswith(b)
             return a == b
-        return fieldref, None
+        return fieldref, None, ("fieldref", name, other, sw, ew)
     raise Unsupported(f"field {name!r}: value type {type(value).__name__} is not supported")
 
 
@@ -348,22 +390,26 @@ def compile_tree(node: Any, check_field: Callable[[str], None]) -> Compiled:
 
     fields: set[str] = set()
 
-    def walk(n: Any) -> tuple[Pred, list[Anchor] | None]:
+    def walk(n: Any) -> tuple[Pred, list[Anchor] | None, Node, list[list[Anchor]]]:
+        """(closure, anchor set, tree, requirements): anchor sets each of which must hold,
+        one per conjunct that has one (nested ``and`` flattened)."""
         if isinstance(n, ConditionFieldEqualsValueExpression):
             check_field(n.field)
             fields.add(n.field)
-            return _leaf(n.field, n.value)
+            p, a, t = _leaf(n.field, n.value)
+            return p, a, t, [a] if a else []
         if isinstance(n, ConditionValueExpression):
             raise Unsupported("keyword search (a value with no field) is not supported: podtrail events have no raw message")
         if isinstance(n, ConditionNOT):
-            p, _ = walk(n.args[0])
+            p, _, t, _ = walk(n.args[0])
 
             def neg(v: View) -> bool:
                 return not p(v)
-            return neg, None
+            return neg, None, ("not", t), []
         if isinstance(n, ConditionAND | ConditionOR):
             kids = [walk(a) for a in n.args]
-            preds = tuple(p for p, _ in kids)
+            preds = tuple(k[0] for k in kids)
+            trees = [k[2] for k in kids]
             if isinstance(n, ConditionAND):
 
                 def all_of(v: View) -> bool:
@@ -371,21 +417,23 @@ def compile_tree(node: Any, check_field: Callable[[str], None]) -> Compiled:
                         if not p(v):
                             return False
                     return True
-                usable = [al for _, al in kids if al]
-                return all_of, (min(usable, key=_anchor_cost) if usable else None)
+                usable = [k[1] for k in kids if k[1]]
+                best = min(usable, key=_anchor_cost) if usable else None
+                return all_of, best, ("and", trees), [r for k in kids for r in k[3]]
 
             def any_of(v: View) -> bool:
                 for p in preds:
                     if p(v):
                         return True
                 return False
-            return any_of, ([a for _, al in kids for a in al or []] if all(al for _, al in kids) else None)
+            anchors = [a for k in kids for a in k[1] or []] if all(k[1] for k in kids) else None
+            return any_of, anchors, ("or", trees), [anchors] if anchors else []
         if n is None:
             raise Unsupported("the detection is empty")
         raise Unsupported(f"condition element {type(n).__name__} is not supported")
 
-    pred, anchors = walk(node)
-    return Compiled(pred, anchors, frozenset(fields))
+    pred, anchors, tree, reqs = walk(node)
+    return Compiled(pred, anchors, frozenset(fields), tree, sorted(reqs, key=_anchor_cost))
 
 
 _KIND_COST = {"eq": 1, "num": 1, "suf": 2, "pre": 2, "sub": 8}

@@ -16,7 +16,7 @@ from typing import Any
 
 from podtrail.detect.alert import LEVELS
 from podtrail.detect.correlate import OPS, TYPES, CorrelationSpec
-from podtrail.detect.predicate import Anchor, Pred, Unsupported, compile_tree
+from podtrail.detect.predicate import Anchor, Node, Pred, Unsupported, compile_tree
 from podtrail.model.fields import FIELDS, SIGMA_TAXONOMY, SIGMA_UNMAPPED, Kind
 from podtrail.rules.targets import CATEGORIES, PRODUCT
 
@@ -49,6 +49,8 @@ class Signature:
     fields: frozenset[str]
     output: bool  # alerts on its own (else only feeds correlations)
     feeds: list[tuple[int, int]] = field(default_factory=list)  # (correlation index, slot)
+    tree: Node | None = None  # the condition as data (podtrail.detect.codegen compiles it); None: use pred
+    requirements: list[list[Anchor]] = field(default_factory=list)  # anchor sets that must each hold
 
 
 @dataclass
@@ -138,7 +140,8 @@ def compile_signature(rule: Any, path: str, output: bool) -> Signature:
     trees = [c.parsed for c in rule.detection.parsed_condition]
     tree = trees[0] if len(trees) == 1 else ConditionOR(trees)
     c = compile_tree(tree, check)
-    return Signature(_meta(rule, path), c.pred, c.anchors, sources, c.fields, output)
+    return Signature(_meta(rule, path), c.pred, c.anchors, sources, c.fields, output, tree=c.tree,
+                     requirements=c.requirements)
 
 
 def compile_correlation(rule: Any, path: str) -> Correlation:

@@ -41,15 +41,16 @@ class SigmaDetector:
     rules in a thread (while the sensors load) and waits for them at the first event."""
 
     def __init__(self, engine: Engine | Callable[[], Engine]) -> None:
-        self._engine: Engine | None = engine if isinstance(engine, Engine) else None
+        self._engine: Engine | None = None
         self._thread: threading.Thread | None = None
         self._next_expire = 0.0
-        if self._engine is None:
+        if isinstance(engine, Engine):
+            self._ready(engine)
+        else:
             build = engine
-            assert callable(build)
 
             def run() -> None:
-                self._engine = build()
+                self._ready(build())
 
             self._thread = threading.Thread(target=run, name="podtrail-rules-compile", daemon=True)
             self._thread.start()
@@ -62,9 +63,13 @@ class SigmaDetector:
             raise RuntimeError("the Sigma rules could not be compiled (see the log)")
         return self._engine
 
+    def _ready(self, engine: Engine) -> None:
+        self._engine = engine
+        self.process = engine.process  # type: ignore[method-assign]  # from now on, no call in between
+
     def process(self, ev: Event) -> list[Event]:
-        e = self._engine
-        return (e if e is not None else self.engine).process(ev)
+        """Until the rules are compiled: wait for them (then ``process`` is the engine's own)."""
+        return self.engine.process(ev)
 
     def tick(self, now: float) -> list[Event]:
         if now >= self._next_expire:
