@@ -29,7 +29,7 @@ from podtrail.bpf.process import EV_EXEC, ProcessDecoder
 from podtrail.enrich.container import ContainerStage
 from podtrail.enrich.k8s.stage import K8sStage
 from podtrail.model.context import PROCESS_CTX, EventDict, share
-from podtrail.model.event import derived, finalize, new_event
+from podtrail.model.event import finalize, new_event
 from podtrail.model.fields import Kind
 from podtrail.procs.stage import ProcessStage
 from podtrail.tables import wire
@@ -162,22 +162,6 @@ def test_hostile_values_never_break_the_reply() -> None:
     assert json.loads(got[2][argv]) == [evs[2]["cmdline"], "a\"b", "null"]
     # the dict path (the local API proxy's) no longer fails on such text either
     assert _decoded(_reply(svc, spec.name, wire_path=False)) == want
-
-
-def test_derived_reads_only_the_names_the_writer_keys_its_memo_on() -> None:
-    class Recording(dict[str, Any]):
-        read: set[str] = set()
-
-        def get(self, k: str, default: Any = None) -> Any:
-            Recording.read.add(k)
-            return super().get(k, default)
-
-    cases: list[tuple[Kind, str, dict[str, Any]]] = [(Kind.SOCKET, "connect", {"direction": "inbound", "local_address": "a", "remote_port": 1}),
-                                (Kind.FILE, "read", {"target_path": "/etc/shadow", "sensitive": True, "result": -1}),
-                                (Kind.PROCESS, "exec", {"drift": True}), (Kind.ALERT, "alert", {})]
-    for kind, action, extra in cases:
-        derived(Recording(new_event(kind, action, **extra)))
-    assert Recording.read <= set(wire.DERIVED_FROM)
 
 
 def _pod_api_labels(world: World, i: int, labels: dict[str, str]) -> None:
