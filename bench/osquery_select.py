@@ -136,7 +136,8 @@ def call(path: str, ctx: dict, python_client: bool = False) -> int:
 
 
 def submit_cost(events: list[Any], rounds: int, keep: int = 0) -> float:
-    """µs of thread CPU per ``EventBuffers.submit``, best of ``rounds`` (each into fresh buffers
+    """µs of thread CPU per ``EventBuffers.submit`` (with the compaction ``end_batch`` does, where a buffer
+    defers it), best of ``rounds`` (each into fresh buffers
     holding ``keep`` events a kind: fewer than submitted is the steady state, one out per one in)."""
     best = float("inf")
     for _ in range(rounds):

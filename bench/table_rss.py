@@ -64,6 +64,7 @@ def fill(n: int) -> tuple[EventBuffers, World, int]:
                 d = dict(v)
                 ev = new_event(d.pop("kind"), d.pop("action"), **d)
             proc.process(ev, to_cont)
+        buffers.end_batch()  # as the pipeline does after each batch it took
         c += 1
         if c % 5000 == 0:
             world.table.reap(time.monotonic() + 3600)  # the grace period passing

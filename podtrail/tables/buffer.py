@@ -7,9 +7,15 @@ Events are kept compact, as references: one flat tuple per event holding its own
 its shape (the names of those values, shared by every event of that shape) and its context
 entities (process, container, pod: shared by every event of that process or pod). The values
 that repeat among a shape's events (uids, comm, namespaces, ports, ...: learned from its first
-events) are one tuple shared by every record with the same ones; other texts are interned and
-integers pooled. Rows are built only when selected (``wire`` writes them as Thrift bytes
+events) are one tuple shared by every record with the same ones; other texts and integers are
+shared through a pool. Rows are built only when selected (``wire`` writes them as Thrift bytes
 from the records), and then say exactly what the event said (tested against the event itself).
+
+Compaction is off the per-event call: ``submit`` queues the event, and the queue is compacted
+at the pipeline's batch end, when it grows long, and before any read. Once a shape has learned,
+each layout of its events (names, entity cover, value types) is proven once and then compacted
+by one C-level getter and one comparison of value types (``_Fast``); anything else takes the
+general path (``EventBuffers._record``), which makes the same records.
 """
 
 from __future__ import annotations
