@@ -13,7 +13,10 @@ CPU (``thread_time_ns``), best of ``--rounds``:
 - "cold": fresh buffers (the shapes' learning included);
 - "warm": the same events again into buffers that already hold ``--keep`` events a kind and
   have seen them once (the steady state of a busy node: learned, full, one out per one in);
-- for this tree also the submit calls alone and the compaction alone (``end_batch``).
+- for this tree also the submit calls alone and the compaction alone (``end_batch``);
+- "interleaved": as in the agent, each batch of ``--batch`` events comes fresh out of decode,
+  the real stages and finalize (untimed) and goes into both buffers at once (which goes first
+  alternates per batch), so the buffers meet events the stages just warmed, between other work.
 
 The reference's ``podtrail/tables/buffer.py`` is loaded from ``--ref`` under another module
 name (its metrics in a throwaway registry); both use this tree's event model.
@@ -115,6 +118,50 @@ def split(evs: list[Any], rounds: int, keep: int) -> dict[str, float]:
     return {"submit_calls_us": round(sub / len(evs) / 1e3, 2), "compaction_us": round(comp / len(evs) / 1e3, 2)}
 
 
+def interleaved(ref_cls: Any, cycles: int, batch: int, keep: int) -> dict[str, float]:
+    """µs per event of each buffer (submit + end_batch) on fresh batches out of the stages."""
+    from bench.stage_profile import World, cycle
+    from podtrail.bpf.process import ProcessDecoder
+    from podtrail.enrich.container import ContainerStage
+    from podtrail.enrich.k8s.stage import K8sStage
+    from podtrail.model.event import finalize, new_event
+    from podtrail.procs.stage import ProcessStage
+
+    world = World()
+    dec = ProcessDecoder()
+    stages: list[Any] = [ProcessStage(world.table), ContainerStage(world.index),
+                         K8sStage(world.cache, None, cluster_name="prod-eu-1", node_name="node-1", labels=["app"])]
+    bufs = [ours.EventBuffers(events_max=keep, expiry_s=10**9), ref_cls(events_max=keep, expiry_s=10**9)]
+    spent = [0, 0]
+    n = 0
+    per = max(1, batch // 6)  # cycles per batch (6 events a cycle)
+    for c0 in range(0, cycles, per):
+        evs: list[Any] = []
+        for c in range(c0, min(c0 + per, cycles)):
+            for k, v in cycle(world, c):
+                if k == "raw":
+                    evs.append(dec.decode(v))
+                else:
+                    d = dict(v)
+                    evs.append(new_event(d.pop("kind"), d.pop("action"), **d))
+        for st in stages:
+            out: list[Any] = []
+            for ev in evs:
+                st.process(ev, out.append)
+            st.tick(float("inf"), out.append)
+            evs = out
+        for ev in evs:
+            finalize(ev)
+        n += len(evs)
+        for j in ((0, 1) if (c0 // per) % 2 else (1, 0)):
+            b = bufs[j]
+            t0 = time.thread_time_ns()
+            feed(b, evs, len(evs))
+            spent[j] += time.thread_time_ns() - t0
+    return {"this_tree_us": round(spent[0] / n / 1e3, 2), "reference_us": round(spent[1] / n / 1e3, 2),
+            "ratio": round(spent[1] / spent[0], 2), "events": n}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cycles", type=int, default=5000)
@@ -134,6 +181,7 @@ def main() -> int:
                       "ratio_warm": round(there["warm_us"] / here["warm_us"], 2),
                       "ratio_cold": round(there["cold_us"] / here["cold_us"], 2),
                       "general_path_share_cold": round(b.general / len(evs), 3),
+                      "interleaved": interleaved(ref.EventBuffers, a.cycles, a.batch, a.keep),
                       "load_avg_1m": os.getloadavg()[0]}, indent=2))
     return 0
 
