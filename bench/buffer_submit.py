@@ -120,11 +120,11 @@ def split(evs: list[Any], rounds: int, keep: int) -> dict[str, float]:
 
 def interleaved(ref_cls: Any, cycles: int, batch: int, keep: int) -> dict[str, float]:
     """µs per event of each buffer (submit + end_batch) on fresh batches out of the stages."""
-    from bench.stage_profile import World, cycle
+    from bench.stage_profile import World, cycle, decode_items, through
     from podtrail.bpf.process import ProcessDecoder
     from podtrail.enrich.container import ContainerStage
     from podtrail.enrich.k8s.stage import K8sStage
-    from podtrail.model.event import finalize, new_event
+    from podtrail.model.event import finalize
     from podtrail.procs.stage import ProcessStage
 
     world = World()
@@ -136,20 +136,8 @@ def interleaved(ref_cls: Any, cycles: int, batch: int, keep: int) -> dict[str, f
     n = 0
     per = max(1, batch // 6)  # cycles per batch (6 events a cycle)
     for c0 in range(0, cycles, per):
-        evs: list[Any] = []
-        for c in range(c0, min(c0 + per, cycles)):
-            for k, v in cycle(world, c):
-                if k == "raw":
-                    evs.append(dec.decode(v))
-                else:
-                    d = dict(v)
-                    evs.append(new_event(d.pop("kind"), d.pop("action"), **d))
-        for st in stages:
-            out: list[Any] = []
-            for ev in evs:
-                st.process(ev, out.append)
-            st.tick(float("inf"), out.append)
-            evs = out
+        items = [item for c in range(c0, min(c0 + per, cycles)) for item in cycle(world, c)]
+        evs = through(stages, decode_items(dec, items))
         for ev in evs:
             finalize(ev)
         n += len(evs)

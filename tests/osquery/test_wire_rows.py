@@ -24,7 +24,7 @@ from fake_manager import FakeOsqueryd
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol, TBinaryProtocolAccelerated
 from thrift.transport.TTransport import TMemoryBuffer
 
-from bench.stage_profile import BASE_PID, PODS, World, _raw, cycle, decode_items, enriched_events
+from bench.stage_profile import BASE_PID, PODS, World, _raw, cycle, decode_items, enriched_events, through
 from podtrail.bpf.process import EV_EXEC, ProcessDecoder
 from podtrail.enrich.container import ContainerStage
 from podtrail.enrich.k8s.stage import K8sStage
@@ -180,14 +180,7 @@ def test_entity_changes_reach_the_rows() -> None:
     evs: list[Any] = []
 
     def run(items: list[tuple[str, Any]]) -> list[Any]:
-        batch: list[Any] = decode_items(dec, items)
-        for st in stages:
-            out: list[Any] = []
-            for ev in batch:
-                st.process(ev, out.append)
-            st.tick(float("inf"), out.append)
-            batch = out
-        done = [finalize(e) for e in batch]
+        done = [finalize(e) for e in through(stages, decode_items(dec, items))]
         evs.extend(done)
         return done
 
