@@ -198,7 +198,6 @@ _HEAD_LEN = len(_ID_HEAD)
 _FAST_FIXED = ("time_ns", "mono_ns", "event_id", "time")
 _FAST_MAX = 8  # layouts tried per family (entity cover, constants, number of names)
 _const_of = itemgetter(*_CONST)
-_fixed_of = itemgetter(0, 1, 2, 3)
 
 
 class _Fast:
