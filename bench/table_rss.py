@@ -18,11 +18,11 @@ import json
 import time
 from typing import Any
 
-from bench.stage_profile import World, cycle
+from bench.stage_profile import World, cycle, decode_items
 from podtrail.bpf.process import ProcessDecoder
 from podtrail.enrich.container import ContainerStage
 from podtrail.enrich.k8s.stage import K8sStage
-from podtrail.model.event import finalize, new_event
+from podtrail.model.event import finalize
 from podtrail.model.fields import Kind
 from podtrail.procs.stage import ProcessStage
 from podtrail.tables.buffer import EventBuffers
@@ -57,13 +57,9 @@ def fill(n: int) -> tuple[EventBuffers, World, int]:
     c = 0
     tables = [buffers._q[k.value] for k in (Kind.PROCESS, Kind.SOCKET, Kind.FILE)]  # the stream has no alerts
     while min(len(q) for q in tables) < n:
-        for k, v in cycle(world, c):
-            if k == "raw":
-                ev = dec.decode(v)
-            else:
-                d = dict(v)
-                ev = new_event(d.pop("kind"), d.pop("action"), **d)
+        for ev in decode_items(dec, cycle(world, c)):
             proc.process(ev, to_cont)
+        buffers.end_batch()  # as the pipeline does after each batch it took
         c += 1
         if c % 5000 == 0:
             world.table.reap(time.monotonic() + 3600)  # the grace period passing

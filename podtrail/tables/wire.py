@@ -29,7 +29,7 @@ from itertools import chain
 from typing import Any
 
 from podtrail.model.context import Entity
-from podtrail.model.event import DERIVED, RUN_PREFIX, derived
+from podtrail.model.event import RUN_PREFIX
 from podtrail.model.fields import FIELDS, FieldType
 from podtrail.tables import buffer as buf
 from podtrail.tables.cells import cell_bytes, json_bytes, text_bytes
@@ -38,8 +38,6 @@ from podtrail.tables.schema import Column, TableSpec
 STRING = 11  # TType.STRING
 _MAP = struct.Struct(">bbi").pack
 _LEN = struct.Struct(">i").pack
-# The names ``derived`` reads (tests/osquery/test_wire_rows.py checks it reads no other).
-DERIVED_FROM = buf._DERIVE_FROM
 # Entity kinds whose rendering is kept on the entity itself (few, widely shared).
 KEEP_ON_ENTITY = frozenset({"container", "pod"})
 _MEMO_MAX = 1024  # the query's memo of process entities' bytes (a process's events arrive close together)
@@ -93,8 +91,7 @@ class _Group:
 class _Plan:
     """How one table writes the records of one shape, and reads single values from them."""
 
-    __slots__ = ("head", "start", "shared", "own", "groups", "seen", "n_seen", "packed", "special", "n_cover", "derive",
-                 "getters")
+    __slots__ = ("head", "start", "shared", "own", "groups", "seen", "n_seen", "packed", "special", "n_cover", "getters")
 
     def __init__(self, spec: TableSpec, shape: Any) -> None:
         cols = {c.key: c for c in spec.columns}
@@ -164,29 +161,6 @@ class _Plan:
         self.n_cover = sum(take(k) for k in shape.cover)
         for k in shape.cover:
             getters[k] = _entity_getter(k, buf._ENTS, start)
-        self.derive: tuple[Callable[[tuple[Any, ...]], Any], tuple[tuple[str, str, bool], ...],
-                           Callable[[tuple[Any, ...]], dict[str, Any]], dict[Any, bytes]] | None = None
-        if shape.derive:
-            outs = tuple((k, cols[k].name, cols[k].json) for k in sorted(DERIVED) if take(k))
-            for n in DERIVED_FROM:
-                if n in shape.cover or (n in getters and n not in pos and n not in shape.const and n not in shape.rep_names):
-                    raise Unplannable(f"derived from {n}, which is not an own or constant value")
-            fixed = {n: shape.const[n] for n in DERIVED_FROM if n in shape.const}
-            ins = tuple((n, getters[n]) for n in DERIVED_FROM if n in pos or n in shape.rep_names)
-            flat = buf._getter(tuple(pos[n] for n in DERIVED_FROM if n in pos))
-            if shape.own_at and any(n in shape.rep_names for n in DERIVED_FROM):
-                key: Callable[[tuple[Any, ...]], Any] = lambda r: (r[start], flat(r))  # noqa: E731
-            else:
-                key = flat
-
-            def inputs(r: tuple[Any, ...]) -> dict[str, Any]:
-                d = dict(fixed)
-                d.update((n, v) for n, g in ins if (v := g(r)) is not None)
-                return d
-
-            self.derive = (key, outs, inputs, {})
-            for k in DERIVED:
-                getters[k] = _derived_getter(k, inputs)
         for c in spec.columns:
             if c.key not in taken:
                 static.append(pair(c.name, ""))
@@ -210,22 +184,6 @@ class _Plan:
             rep = tuple(i for (i, _), vals in zip(self.own, seen, strict=True) if vals is not None and len(vals) <= _REPEAT_MAX)
             self.groups = _groups(self.own, rep)
             self.seen = None
-
-    def derived_bytes(self, rec: tuple[Any, ...]) -> bytes:
-        key, outs, inputs, memo = self.derive  # type: ignore[misc]
-        k = key(rec)
-        try:
-            b = memo.get(k)
-        except TypeError:  # an unhashable value where a scalar is declared
-            k, b = None, None
-        if b is None:
-            d = derived(inputs(rec))
-            b = b"".join([pair(name, d.get(n), as_json) for n, name, as_json in outs])
-            if k is not None:
-                if len(memo) > 4096:
-                    memo.clear()
-                memo[k] = b
-        return b
 
     def shared_bytes(self, rec: tuple[Any, ...]) -> bytes:
         at, kjs, cache = self.shared  # type: ignore[misc]
@@ -319,10 +277,6 @@ def _entity_getter(key: str, a: int, b: int) -> Getter:
                 return e.vals[e.names.index(key)]
         return None
     return get
-
-
-def _derived_getter(key: str, inputs: Callable[[tuple[Any, ...]], dict[str, Any]]) -> Getter:
-    return lambda r: derived(inputs(r)).get(key)
 
 
 def _shared_getter(at: int, j: int) -> Getter:
@@ -473,8 +427,6 @@ class TableWriter:
             for kb, as_json, get in p.special:
                 vb = cell_bytes(get(rec), as_json)
                 out += (kb, _LEN(len(vb)), vb)
-        if p.derive is not None:
-            add(p.derived_bytes(rec))
 
     def getter(self, shape: Any, key: str) -> Getter | None:
         """The value a record of ``shape`` has for ``key`` (as its event dict would), or None

@@ -89,3 +89,116 @@ def test_values_a_shape_shares_keep_their_types_after_learning() -> None:
     shared = {id(r[3]) for r in recs if r[2].own_at and type(r[3]) is tuple}
     assert len(shared) < 10, "records with the same repeating values share one tuple"
     _round_trip(evs)
+
+
+def _proven(n: int = 300) -> list[Any]:
+    """Events of one layout, enough for its shape to learn and the layout to be proven."""
+    return [finalize(new_event(Kind.SOCKET, "connect", pid=4000 + i % 7, tid=4000 + i % 7, uid=1000, gid=1000, comm="curl",
+                               source="ebpf", remote_address=f"10.0.0.{i % 40}", remote_port=443, local_port=30000 + i,
+                               direction="outbound", transport="tcp", result=0, mono_ns=10**9 + i))
+            for i in range(n)]
+
+
+def _with_ctx(ev: dict[str, Any]) -> Any:
+    from podtrail.model.context import PROCESS_CTX, share
+    share(ev, PROCESS_CTX, None)
+    return ev
+
+
+def test_events_unlike_a_proven_layout_come_back_exactly() -> None:
+    """After a layout is proven (one getter, one type comparison), an event with the same
+    names but another type, a foreign or non-canonical id, a thread whose tid is not its pid,
+    a counter beyond 64 bits, a time that is not time_ns's second or a negative time still
+    comes back exactly (the proven layout refuses it, the general path keeps it)."""
+    from podtrail.model.event import RUN_PREFIX
+    evs = [_with_ctx(e) for e in _proven()]
+    b = EventBuffers(events_max=10_000, expiry_s=10**12)
+    for e in evs:
+        b.submit(e)
+    b.end_batch()
+    assert b._fast, "the layout was proven"
+    general = b.general
+
+    def like(**changes: Any) -> Any:
+        e = _proven(1)[0]
+        e.update(changes)
+        return _with_ctx(e)
+
+    odd = [like(uid=True), like(uid=1000.0), like(local_port="30000"), like(remote_address=None), like(tid=4001),
+           like(event_id="foreign-1"), like(event_id=f"{RUN_PREFIX}-0ff"), like(event_id=f"{RUN_PREFIX}-FF"),
+           like(event_id=f"{RUN_PREFIX}--5"), like(event_id=f"{RUN_PREFIX}-{1 << 70:x}"), like(mono_ns=-1),
+           like(mono_ns=1 << 64), like(time=5), like(time_ns=-10**18, time=-10**9), like(time_ns=True)]
+    for e in odd:
+        b.submit(e)
+    fine = _proven(3)
+    for e in fine:
+        b.submit(_with_ctx(e))
+    got = b.events(Kind.SOCKET)[len(evs):]
+    want = odd + fine
+    assert [dict(g) for g in got] == [dict(w) for w in want]
+    assert [{k: type(v) for k, v in g.items()} for g in got] == [{k: type(v) for k, v in w.items()} for w in want]
+    # all but the two the proven layout keeps exactly itself (a time of its own, a negative time_ns)
+    assert b.general - general == len(odd) - 2, "the odd ones took the general path"
+
+
+def test_a_query_right_after_one_event_sees_it() -> None:
+    """Compaction waits for the pipeline's batch end, but a read never misses a submitted event."""
+    b = EventBuffers(events_max=100, expiry_s=10**12)
+    ev = finalize(new_event(Kind.FILE, "open", pid=1, target_path="/etc/hosts", source="ebpf"))
+    b.submit(ev)
+    assert b._pending and [dict(e) for e in b.events(Kind.FILE)] == [dict(ev)]
+    b.submit(ev)
+    assert len(TableService(b).generate("container_file_events")) == 2 and len(b) == 2
+
+
+def _sample(name: str, **labels: str) -> float:
+    from podtrail.metrics import REGISTRY
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_max_count_and_expiry_drop_the_oldest_and_count_them() -> None:
+    evs = [_with_ctx(e) for e in _proven(600)]
+    before = _sample("podtrail_table_events_expired_total", table_kind="socket", reason="max")
+    b = EventBuffers(events_max=250, expiry_s=10**12)
+    for i, e in enumerate(evs):
+        b.submit(e)
+        if i % 50 == 49:
+            b.end_batch()
+    assert [e["event_id"] for e in b.events(Kind.SOCKET)] == [e["event_id"] for e in evs[-250:]]
+    assert _sample("podtrail_table_events_expired_total", table_kind="socket", reason="max") - before == 350
+    before = _sample("podtrail_table_events_expired_total", table_kind="socket", reason="expiry")
+    cut = evs[-100]["time_ns"]
+    b.expire(now_ns=cut + b.expiry_ns)
+    assert [e["event_id"] for e in b.events(Kind.SOCKET, since_s=None)] == [e["event_id"] for e in evs[-100:]]
+    assert _sample("podtrail_table_events_expired_total", table_kind="socket", reason="expiry") - before == 150
+    old = _with_ctx(_proven(1)[0])
+    b = EventBuffers(events_max=250, expiry_s=60)
+    b.submit(old)  # pending, not yet compacted: expiry sees it too
+    b.expire(now_ns=old["time_ns"] + 61 * 10**9)
+    assert not b._pending and b.events(Kind.SOCKET) == []
+    assert _sample("podtrail_table_events_expired_total", table_kind="socket", reason="expiry") - before == 151
+
+
+def test_reads_while_the_pipeline_submits_lose_and_repeat_nothing() -> None:
+    """A reader thread compacts what is pending while the pipeline thread keeps submitting:
+    every event ends up once, in order."""
+    import threading
+    evs = [_with_ctx(e) for e in _proven(3000)]
+    b = EventBuffers(events_max=10_000, expiry_s=10**12)
+    done = threading.Event()
+    seen: list[int] = []
+
+    def read() -> None:
+        while not done.is_set():
+            seen.append(len(b.records(Kind.SOCKET)))
+
+    t = threading.Thread(target=read)
+    t.start()
+    for i, e in enumerate(evs):
+        b.submit(e)
+        if i % 97 == 0:
+            b.end_batch()
+    done.set()
+    t.join()
+    assert seen == sorted(seen)
+    assert [e["event_id"] for e in b.events(Kind.SOCKET)] == [e["event_id"] for e in evs]

@@ -24,12 +24,12 @@ from fake_manager import FakeOsqueryd
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol, TBinaryProtocolAccelerated
 from thrift.transport.TTransport import TMemoryBuffer
 
-from bench.stage_profile import BASE_PID, PODS, World, _raw, cycle, decode_items, enriched_events
+from bench.stage_profile import BASE_PID, PODS, World, _raw, cycle, decode_items, enriched_events, through
 from podtrail.bpf.process import EV_EXEC, ProcessDecoder
 from podtrail.enrich.container import ContainerStage
 from podtrail.enrich.k8s.stage import K8sStage
 from podtrail.model.context import PROCESS_CTX, EventDict, share
-from podtrail.model.event import derived, finalize, new_event
+from podtrail.model.event import finalize, new_event
 from podtrail.model.fields import Kind
 from podtrail.procs.stage import ProcessStage
 from podtrail.tables import wire
@@ -164,22 +164,6 @@ def test_hostile_values_never_break_the_reply() -> None:
     assert _decoded(_reply(svc, spec.name, wire_path=False)) == want
 
 
-def test_derived_reads_only_the_names_the_writer_keys_its_memo_on() -> None:
-    class Recording(dict[str, Any]):
-        read: set[str] = set()
-
-        def get(self, k: str, default: Any = None) -> Any:
-            Recording.read.add(k)
-            return super().get(k, default)
-
-    cases: list[tuple[Kind, str, dict[str, Any]]] = [(Kind.SOCKET, "connect", {"direction": "inbound", "local_address": "a", "remote_port": 1}),
-                                (Kind.FILE, "read", {"target_path": "/etc/shadow", "sensitive": True, "result": -1}),
-                                (Kind.PROCESS, "exec", {"drift": True}), (Kind.ALERT, "alert", {})]
-    for kind, action, extra in cases:
-        derived(Recording(new_event(kind, action, **extra)))
-    assert Recording.read <= set(wire.DERIVED_FROM)
-
-
 def _pod_api_labels(world: World, i: int, labels: dict[str, str]) -> None:
     pod = world.cache.by_uid(str(uuid.UUID(int=i + 1)))
     assert pod is not None
@@ -196,14 +180,7 @@ def test_entity_changes_reach_the_rows() -> None:
     evs: list[Any] = []
 
     def run(items: list[tuple[str, Any]]) -> list[Any]:
-        batch: list[Any] = decode_items(dec, items)
-        for st in stages:
-            out: list[Any] = []
-            for ev in batch:
-                st.process(ev, out.append)
-            st.tick(float("inf"), out.append)
-            batch = out
-        done = [finalize(e) for e in batch]
+        done = [finalize(e) for e in through(stages, decode_items(dec, items))]
         evs.extend(done)
         return done
 
