@@ -60,21 +60,15 @@ def decode(samples: list[bytes]) -> list[Any]:
 
 
 def stage_profile_events(cycles: int) -> list[Any]:
-    from bench.stage_profile import World, decode_items, stream
+    from bench.stage_profile import World, decode_items, stream, through
     from podtrail.enrich.container import ContainerStage
     from podtrail.enrich.k8s.stage import K8sStage
     from podtrail.procs.stage import ProcessStage
 
     w = World()
     evs = decode_items(ProcessDecoder(), stream(w, cycles))
-    for st in (ProcessStage(w.table), ContainerStage(w.index),
-               K8sStage(w.cache, None, cluster_name="prod-eu-1", node_name="node-1", labels=["app"])):
-        out: list[Any] = []
-        for ev in evs:
-            st.process(ev, out.append)
-        st.tick(float("inf"), out.append)
-        evs = out
-    return evs
+    return through([ProcessStage(w.table), ContainerStage(w.index),
+                    K8sStage(w.cache, None, cluster_name="prod-eu-1", node_name="node-1", labels=["app"])], evs)
 
 
 def per_event(make: Callable[[], DetectStage], events: list[Any], rounds: int) -> tuple[float, int]:
