@@ -128,10 +128,17 @@ def test_stop_reports_counted_repeats(listeners: list[Listener]) -> None:
     port = listeners[0].port
     pid = run_client(20, port)
     time.sleep(0.3)
-    assert len(s.connects(pid, port)) == 1
+    before = s.connects(pid, port)
+    # Normally one event opens the window and the other 19 are counted. A second event before
+    # the stop was seen once in a CI run (not root-caused; where the kernel cannot count an
+    # event it sends it: socket.bpf.c "full or raced: no window, no loss"), so it is allowed
+    # here; a lost or double-counted connect is not.
+    assert 1 <= len(before) <= 2, [e.get("repeat_count", 1) for e in before]
     s.close()
     evs = s.connects(pid, port)
-    assert [e.get("repeat_count", 1) for e in evs] == [1, 19]
+    assert len(evs) == len(before) + 1  # the stop reported the counted window, once
+    assert evs[-1].get("repeat_count", 1) > 1
+    assert sum(e.get("repeat_count", 1) for e in evs) == 20
 
 
 def test_window_off_sends_every_connect(listeners: list[Listener]) -> None:
