@@ -402,7 +402,10 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx) {
     }
     sock_local(e, sk); /* the port the kernel picked (TCP at SYN_SENT, UDP at connect) */
     int state = BPF_CORE_READ(sk, __sk_common.skc_state);
-    if (e->protocol == PROTO_TCP && (state == ST_SYN_SENT || state == ST_ESTABLISHED || ret == -ERR_INPROGRESS))
+    /* A TCP connect that returned 0 sent its SYN whatever the state is by now: this program
+     * can run after a preemption, when the peer may already have closed (CLOSE_WAIT). Read
+     * from the state alone, the flag (part of the repeats key) split one window in two. */
+    if (e->protocol == PROTO_TCP && (ret == 0 || state == ST_SYN_SENT || state == ST_ESTABLISHED || ret == -ERR_INPROGRESS))
         e->kflags |= KF_SYN_SENT;
     if (ret == -ERR_INPROGRESS) {
         if (state == ST_ESTABLISHED) {
