@@ -226,16 +226,9 @@ class ProcessDecoder:
         cwd = raw[CWD_OFF + cwd_off:_CWD_END].decode(_U, _BR).partition("\0")[0] if cwd_off < PT_PATH_MAX else ""
         n = raw.find(b"\0", NAME_OFF, _NAME_END)
         name = raw[NAME_OFF:_NAME_END if n < 0 else n].decode(_U, _BR)
-        if name and name[0] != "/" and cwd:
-            name = posixpath.normpath(posixpath.join(cwd, name))  # absolute()
-        blob = raw[ARGS_OFF:ARGS_OFF + args_size]
-        if len(blob) < self.arg_size:  # no argument can be too long (split_args, decoded once)
-            argv = blob.decode(_U, _BR).split("\0", argc)[:argc]
-            cut = len(argv) > self.max_args
-            if cut:
-                argv = argv[:self.max_args]
-        else:
-            argv, cut = split_args(blob, argc, self.max_args, self.arg_size)
+        if name and name[0] != "/":
+            name = absolute(name, cwd)
+        argv, cut = split_args(raw[ARGS_OFF:ARGS_OFF + args_size], argc, self.max_args, self.arg_size)
         t = ktime + self.clock.offset
         ev = EventDict(
             event_id=new_event_id(), event_type=_PROCESS, action="exec",
@@ -260,7 +253,7 @@ class ProcessDecoder:
         if result == 0:
             ev["exe_path"] = raw[EXE_OFF + exe_off:_EXE_END].decode(_U, _BR).partition("\0")[0] if exe_off < PT_PATH_MAX else ""
             ev["exe_inode"] = exe_ino
-            ev["exe_dev"] = os.makedev(exe_dev >> 20, exe_dev & 0xFFFFF)  # kernel_dev()
+            ev["exe_dev"] = kernel_dev(exe_dev)
             if flags & _NO_EXE:
                 ev["exe_outside"] = True
         if drift:
