@@ -125,6 +125,15 @@ def _shared(table: dict[Any, Any], key: Any) -> Any:
 _KEYSETS: dict[frozenset[str], frozenset[str]] = {}
 
 
+SHARED_TEXT_MAX = 512  # an entity's text up to this long is interned (see shared_text)
+
+
+def shared_text(s: str) -> str:
+    """An entity's text as entities keep it: equal strings of many entities (paths, parents'
+    command lines) one object."""
+    return intern(s) if len(s) <= SHARED_TEXT_MAX else s
+
+
 def snapshot(kind: EntityKind, ev: dict[str, Any]) -> Entity:
     """A new entity from the event's current values for the kind's names."""
     get = ev.get
@@ -132,8 +141,8 @@ def snapshot(kind: EntityKind, ev: dict[str, Any]) -> Entity:
     for n in kind.names:
         v = get(n)
         if v is not None:
-            # equal strings of many entities (paths, parents' command lines) become one object
-            vals[n] = intern(v) if type(v) is str and len(v) <= 512 else v
+            # shared_text, inline: this runs for every value of every new entity
+            vals[n] = intern(v) if type(v) is str and len(v) <= SHARED_TEXT_MAX else v
     return Entity(kind, vals)
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from sys import intern
 from typing import Any
 
-from podtrail.model.context import PROCESS_CTX, EventDict, share, whole
+from podtrail.model.context import PROCESS_CTX, EventDict, share, shared_text, whole
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 from podtrail.procs.stdin import stdin_kind
@@ -39,11 +38,6 @@ def _ancestor(p: Proc) -> dict[str, object]:
         cmd = p.cmdline if len(p.cmdline) <= ANCESTOR_CMDLINE_MAX else p.cmdline[:ANCESTOR_CMDLINE_MAX] + "…"
         a = p.extra["as_ancestor"] = {"pid": p.pid, "path": p.path, "cmdline": cmd}
     return a
-
-
-def _shared_str(s: str) -> str:
-    """As ``snapshot`` keeps an entity's text: equal strings of many entities one object."""
-    return intern(s) if len(s) <= 512 else s
 
 
 # The short paths attach the process entity as ``put`` would for the first stage
@@ -205,7 +199,7 @@ class ProcessStage:
                 or sib[5] != cmd or sib[6] != cwd):
             name = self._name(uid, p.pid, get("cgroup_id") or p.cgroup_id, mnt_ns, False, True)
             if name:  # never an empty one (see _name); equal strings of siblings one object, as snapshot's
-                sib = pext["child"] = (self._gen, mnt_ns, uid, name, _shared_str(path), _shared_str(cmd), _shared_str(cwd))
+                sib = pext["child"] = (self._gen, mnt_ns, uid, name, shared_text(path), shared_text(cmd), shared_text(cwd))
         else:
             name = sib[3]
         ext["user"], ext["uid"] = name, uid
