@@ -181,7 +181,7 @@ class Record:
             return f.get(name, default)
         r = self._raw
         if r is None:
-            r = self._raw = raw_fields(self._parts()[0])
+            r = self.raw
         v = r.get(name)
         if v is None:
             return default
