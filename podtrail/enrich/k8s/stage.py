@@ -169,25 +169,15 @@ class K8sStage:
 
     def process(self, ev: Event, out: Emit) -> None:
         cid = ev.get("container_id") or ""
-        if not cid and "node_name" not in ev:
-            # A host event: no pod to find or wait for. The full path sets the cluster's and
-            # node's names (the node's only where the event has none) and attaches the entity
-            # of those two, whatever else the event has: one comparison.
-            host = self._known.get("")
-            if host is not None:
-                ev.update(host[3])
-                put(ev, host[1])
-                if self.ips is not None and ev.get("event_type") == "socket":
-                    self._remote(ev)
-                out(ev)
-                return
         known = self._known.get(cid) if type(cid) is str else None
-        cache = self.cache
-        # a container whose pod object is still the cache's (or a host event with a node name
-        # of its own), and the event has none of the names the full path would fill
-        if known is not None and known[0] is (cache.by_container(cid) if cid and cache is not None else None) \
-                and ev.keys().isdisjoint(_POD_NAMES):
-            ev.update(known[3])  # what the full path gives an event of this container: the entity's values
+        # What the full path would give, at once: for a host event (no container, no node
+        # name of its own: the cluster's and node's names and the entity of those two, whatever
+        # else the event has), or for a container whose pod object is still the cache's (or a
+        # host event with a node name of its own) when the event has none of the names the
+        # full path would fill.
+        if known is not None and ((not cid and "node_name" not in ev)
+                                  or (known[0] is self._pod_of(cid) and ev.keys().isdisjoint(_POD_NAMES))):
+            ev.update(known[3])  # the entity's values
             if known[2] is not None and "pod_uid" not in ev:
                 ev["pod_uid"] = known[2]
             put(ev, known[1])
