@@ -50,7 +50,6 @@ print(json.dumps(out))
 
 def record(execs: int, path: Path) -> None:
     """Real samples from the process object while ``execs`` spawns of busybox true run."""
-    import ctypes as ct
 
     from bench.ringbuf_read import fill
     from podtrail.bpf.libbpf import RingBuffer
@@ -63,7 +62,7 @@ def record(execs: int, path: Path) -> None:
     try:
         fill(execs)
         got: list[bytes] = []
-        rb = RingBuffer(src.obj.map("events"), lambda data, size: got.append(ct.string_at(data, size)))
+        rb = RingBuffer(src.obj.map("events"), got.append)
         rb.consume()
         rb.close()
     finally:

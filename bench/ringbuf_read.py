@@ -17,7 +17,6 @@ callback takes the GIL back), while another Python thread wants the GIL.
 from __future__ import annotations
 
 import argparse
-import ctypes as ct
 import json
 import mmap
 import os
@@ -130,7 +129,7 @@ def gil_modes(events: BpfMap, execs: int, rounds: int) -> dict[str, float]:
         for _ in range(rounds):
             for mode in best:
                 got: list[bytes] = []
-                rb = RingBuffer(events, got.append, as_bytes=True)
+                rb = RingBuffer(events, got.append)
                 if mode == "released_cdll":
                     rb._consume = lib().c.ring_buffer__consume
                 fill(execs)
@@ -176,7 +175,7 @@ def main() -> int:
             got = mapped.read(commit=False)
             best_mapped = min(best_mapped, time.perf_counter() - t0)
         via_libbpf: list[bytes] = []
-        rb = RingBuffer(events, lambda data, size: via_libbpf.append(ct.string_at(data, size)))
+        rb = RingBuffer(events, via_libbpf.append)
         t0 = time.perf_counter()
         rb.consume()
         t_libbpf = time.perf_counter() - t0

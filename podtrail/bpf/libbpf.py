@@ -455,7 +455,7 @@ class BpfObject:
 
 class RingBuffer:
     """A consumer of one BPF ring buffer map; ``on_sample`` runs in the polling thread, with
-    the sample's address and size, or (``as_bytes=True``) with its bytes.
+    the sample's bytes.
 
     Waiting (``poll``) releases the GIL: it is epoll on libbpf's epoll fd. Consuming holds it
     for the whole batch (libbpf through ``PyDLL``): the callback per sample then costs no GIL
@@ -463,15 +463,12 @@ class RingBuffer:
     kernel's batched wake-ups made ready, ~64 per CPU). An exception in ``on_sample`` is
     logged, never propagated into libbpf (it would be swallowed by ctypes anyway)."""
 
-    def __init__(self, m: BpfMap, on_sample: Callable[..., None], as_bytes: bool = False) -> None:
+    def __init__(self, m: BpfMap, on_sample: Callable[[bytes], None]) -> None:
         string_at = ct.string_at
 
         def cb(_ctx: int | None, data: int | None, size: int) -> int:
             try:
-                if as_bytes:
-                    on_sample(string_at(data or 0, size))
-                else:
-                    on_sample(data or 0, size)
+                on_sample(string_at(data or 0, size))
             except Exception:  # noqa: BLE001 - must not unwind into C
                 log.exception("ring buffer callback failed")
             return 0

@@ -214,7 +214,7 @@ class RingBufferSource(RingReader):
             if self._configure is not None:
                 self._configure(obj)
             obj.attach()
-            self._ring = RingBuffer(obj.map("events"), self._deliver, as_bytes=True)
+            self._ring = RingBuffer(obj.map("events"), self._deliver)
         except Exception:
             obj.close()
             self._release_shared()

@@ -4,7 +4,6 @@ between two objects, ring buffer streaming, and a verifier rejection carried in 
 
 from __future__ import annotations
 
-import ctypes as ct
 import os
 import struct
 import subprocess
@@ -33,7 +32,7 @@ def test_rodata_config_ring_buffer_and_maps(probe: BpfObject) -> None:
     probe.attach()
     assert probe.map("events").max_entries == 1 << 16
     got: list[bytes] = []
-    rb = RingBuffer(probe.map("events"), lambda d, n: got.append(ct.string_at(d, n)))
+    rb = RingBuffer(probe.map("events"), got.append)
     try:
         pids = [subprocess.Popen(["/bin/true"], cwd="/tmp").pid for _ in range(5)]
         for _ in range(20):
