@@ -5,18 +5,23 @@ STAMP   := $(VENV)/.installed
 ARGS    ?=
 MAKEFLAGS += --no-print-directory
 
-.PHONY: setup bpf run test lint bench docs rules image thrift clean
+.PHONY: setup bpf native run test lint bench docs rules image thrift clean
 
 # Set-up writes only to stderr, and make echoes no recipe line of `run`: `make run > events.jsonl`
 # captures events and nothing else.
 setup: $(STAMP)
 	@bash scripts/setup-system.sh 1>&2
 	@bash scripts/build-bpf.sh 1>&2
+	@PY=$(PY) bash scripts/build-native.sh 1>&2
 
 # CO-RE objects: vmlinux.h from the kernel's BTF (build/bpf), podtrail/bpf/*.bpf.c compiled once
 # to podtrail/bpf/obj/*.bpf.o (shipped in the package; nothing is compiled at run time).
 bpf:
 	bash scripts/build-bpf.sh
+
+# Native accelerators (setup.py): every podtrail/**/_*.c built in place for the venv's Python.
+native: $(STAMP)
+	PY=$(PY) bash scripts/build-native.sh
 
 $(STAMP): pyproject.toml scripts/setup-system.sh
 	@echo "podtrail: setting up the system and $(VENV)" 1>&2
@@ -57,4 +62,5 @@ thrift: setup
 	bash scripts/thrift-gen.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/bpf podtrail/bpf/obj
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build podtrail/bpf/obj
+	find podtrail -name '_*.so' -delete

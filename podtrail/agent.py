@@ -104,6 +104,10 @@ class Agent:
                     close()
             raise
         tune_gc()
+        from podtrail import native
+
+        for name, why in native.missing().items():  # visible at once, not only under -v
+            log.warning("native accelerator %s: %s; running its pure-Python twin (same output, more CPU)", name, why)
         self._pipeline.start()
         for s in self.sources:
             t = threading.Thread(target=self._run_source, args=(s,), name=f"podtrail-{s.name}", daemon=True)
