@@ -1,0 +1,225 @@
+"""The C process decoder (podtrail/bpf/_process.c) and the C ring-buffer callback
+(podtrail/bpf/_ring.c) against the Python decoder they stand in for (``ProcessDecoder.decode``,
+the reference): the same events (keys in the same order, values and types), the same samples
+refused, on synthetic samples, thousands of hostile variants (tests/unit/process_decode_ref.py's
+``mutate``) and hypothesis-made samples with odd bytes in comm, name, cwd, tty and argv, odd
+offsets, counts and sizes, and truncation anywhere. Real kernel samples:
+tests/spine/test_process_decode_real.py. Both paths run: the C modules must be built."""
+
+from __future__ import annotations
+
+import posixpath
+import random
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from process_decode_ref import mutate
+from test_process_decode_equal import seeds
+
+from bench.process_samples import exec_sample, fork_exit_sample
+from podtrail.bpf.libbpf import STOPPED
+from podtrail.bpf.process import (
+    ARGS_OFF,
+    CWD_OFF,
+    EV_CGROUP_MKDIR,
+    EV_EXEC,
+    EV_EXIT,
+    EV_FORK,
+    EXE_OFF,
+    F_ARGS_TRUNCATED,
+    F_CWD_OUTSIDE,
+    F_CWD_TRUNCATED,
+    F_EXE_OUTSIDE,
+    F_EXE_TRUNCATED,
+    F_EXIT_KNOWN,
+    F_FORK_FOLDED,
+    F_NO_ENTER,
+    F_RUNTIME_SETUP,
+    HDR_SIZE,
+    NATIVE_LAYOUT,
+    PT_PATH_MAX,
+    ExecFixed,
+    ProcessDecoder,
+)
+from podtrail.model.context import EventDict
+
+FLAGS = (F_ARGS_TRUNCATED, F_EXIT_KNOWN, F_NO_ENTER, F_RUNTIME_SETUP, F_CWD_TRUNCATED, F_CWD_OUTSIDE,
+         F_EXE_TRUNCATED, F_EXE_OUTSIDE, F_FORK_FOLDED, 1 << 31)
+
+
+def decoders(**limits: int) -> ProcessDecoder:
+    dec = ProcessDecoder(**limits)
+    assert dec.native is not None, "podtrail.bpf._process is not built (make native) or PODTRAIL_NATIVE=0"
+    return dec
+
+
+def outcome(decode: Any, raw: bytes) -> Any:
+    try:
+        ev = decode(raw)
+    except Exception as e:  # the reader counts it as decode_error: both must refuse the same samples
+        return ("refused", type(e))
+    if ev is None:
+        return None
+    assert type(ev) is EventDict
+    return [(k, type(v), v) for k, v in ev.items() if k != "event_id"]
+
+
+def assert_native_same(samples: list[bytes], **limits: int) -> int:
+    """C (through ``decode_any``, as the ring callback does) == Python on every sample; the
+    number of samples C decoded itself."""
+    dec = decoders(**limits)
+    own = 0
+    for raw in samples:
+        assert outcome(dec.decode_any, raw) == outcome(dec.decode, raw), raw
+        own += dec.native.decode(raw) is not raw
+    return own
+
+
+def test_the_c_layout_is_the_python_one() -> None:
+    from podtrail.bpf import _process
+
+    assert _process.layout() == NATIVE_LAYOUT
+
+
+def test_seeds_decode_the_same_in_c() -> None:
+    assert assert_native_same(seeds()) == 9  # every one decoded in C
+    assert assert_native_same(seeds(), max_args=3, arg_size=16) == 9
+
+
+def test_hostile_variants_decode_the_same_in_c() -> None:
+    rng = random.Random(1414)
+    base = seeds() + [fork_exit_sample(EV_EXIT, 7, 1, 9, 5, "/srv/a", flags=F_EXIT_KNOWN, result=-9),
+                      fork_exit_sample(EV_FORK, 7, 1, 9, 5, "/" + "\xe9" * 300)]
+    variants = [mutate(rng.choice(base), rng) for _ in range(6000)]
+    assert assert_native_same(variants) > 3000
+    assert assert_native_same(variants[:2000], max_args=0, arg_size=1) > 1000
+    assert assert_native_same(variants[:2000], max_args=128, arg_size=4096) > 1000
+
+
+def test_event_ids_come_from_the_shared_counter() -> None:
+    from podtrail.model.event import new_event_id
+
+    dec = decoders()
+    raw = seeds()[0]
+    a, b, c = dec.decode(raw), dec.native.decode(raw), new_event_id()
+    prefix, na = a["event_id"].rsplit("-", 1)
+    pb, nb = b["event_id"].rsplit("-", 1)
+    assert pb == prefix and int(nb, 16) == int(na, 16) + 1 and c == f"{prefix}-{int(nb, 16) + 1:x}"
+
+
+def test_the_clock_offset_is_read_per_sample() -> None:
+    dec = decoders()
+    raw = seeds()[-2]
+    dec.clock.offset = -10**18 - 7  # negative wall time: floor division as in Python
+    assert outcome(dec.decode_any, raw) == outcome(dec.decode, raw)
+    dec.clock.offset = 2**70  # past 64 bits
+    assert outcome(dec.decode_any, raw) == outcome(dec.decode, raw)
+
+
+def test_what_c_leaves_to_python() -> None:
+    """cgroup samples (on_cgroup), unknown kinds, short samples and an exe_dev os.makedev
+    refuses stay bytes: the Python decoder then does what it always did."""
+    dec = decoders()
+    short = seeds()[0][:HDR_SIZE - 1]
+    cgroup = bytearray(seeds()[-1])
+    struct.pack_into("<I", cgroup, 24, EV_CGROUP_MKDIR)
+    odd_kind = bytearray(seeds()[-1])
+    struct.pack_into("<I", odd_kind, 24, 77)
+    huge_dev = bytearray(seeds()[0])
+    struct.pack_into("<Q", huge_dev, ExecFixed.exe_dev.offset, (2**31) << 20)
+    for raw in (short, bytes(cgroup), bytes(odd_kind), bytes(huge_dev)):
+        assert dec.native.decode(raw) is raw
+        assert outcome(dec.decode_any, raw) == outcome(dec.decode, raw)
+    assert outcome(dec.decode, short)[0] == "refused" and outcome(dec.decode, bytes(huge_dev))[0] == "refused"
+    with pytest.raises(TypeError):
+        dec.native.decode(bytearray(seeds()[0]))  # type: ignore[arg-type]
+
+
+PATH_BYTES = st.binary(max_size=40) | st.lists(st.sampled_from([b"/", b".", b"..", b"a", b"\xff", b"\xc3\xa9"]),
+                                               max_size=30).map(b"".join)
+
+
+@given(PATH_BYTES)
+def test_normpath_is_posixpath_normpath(p: bytes) -> None:
+    from podtrail.bpf import _process
+
+    if b"\0" in p:
+        return
+    want = posixpath.normpath(p.decode("utf-8", "backslashreplace"))
+    assert _process.normpath(p).decode("utf-8", "backslashreplace") == want
+
+
+TEXT = st.binary(max_size=24) | st.sampled_from([b"", b"\xff\xfe", b"a\0b", b"\xc3", b"caf\xc3\xa9", b"\x1b[31m",
+                                                 b"../..", b"./t", b"//x", b"pts\xd9\xa3", b"pts12", b"pts"])
+
+
+@st.composite
+def exec_samples(draw: Any) -> bytes:
+    args = draw(st.lists(TEXT | st.binary(min_size=200, max_size=300), max_size=8))
+    raw = bytearray(exec_sample("t", "/", "/x", []))
+    raw[24:28] = struct.pack("<I", draw(st.sampled_from((EV_EXEC, EV_EXEC, EV_FORK, EV_EXIT))))
+    flags = 0
+    for bit in draw(st.lists(st.sampled_from(FLAGS), max_size=4)):
+        flags |= bit
+    struct.pack_into("<IiI", raw, 44, 0, draw(st.sampled_from((0, -2, 1, -(2**31), 2**31 - 1))), flags)
+    raw[56:72] = draw(TEXT).ljust(16, b"\0")[:16]
+    e = ExecFixed
+    raw[e.name.offset:e.name.offset + 512] = draw(TEXT | st.binary(min_size=500, max_size=512)).ljust(512, b"\0")[:512]
+    raw[e.tty.offset:e.tty.offset + 32] = draw(TEXT).ljust(32, b"\0")[:32]
+    for field, base in ((e.cwd_off, CWD_OFF), (e.exe_off, EXE_OFF)):
+        text = draw(TEXT | st.binary(min_size=1000, max_size=1100))[:PT_PATH_MAX]
+        raw[base + PT_PATH_MAX - len(text):base + PT_PATH_MAX] = text
+        off = draw(st.sampled_from((PT_PATH_MAX - len(text), 0, PT_PATH_MAX - 1, PT_PATH_MAX, 65535)))
+        struct.pack_into("<H", raw, field.offset, off)
+    raw[e.fd_kind.offset:e.fd_kind.offset + 4] = draw(st.binary(min_size=4, max_size=4))
+    struct.pack_into("<Q", raw, e.exe_dev.offset, draw(st.sampled_from((0, (8 << 20) | 1, 2**64 - 1, (2**31 - 1) << 20))))
+    blob = b"".join(a + b"\0" for a in args)
+    if draw(st.booleans()):
+        blob = blob[:draw(st.integers(0, len(blob)))]
+    struct.pack_into("<II", raw, e.argc.offset, draw(st.sampled_from((len(args), 0, 1, len(args) + 2, 2**32 - 1))),
+                     draw(st.sampled_from((len(blob), 0, len(blob) // 2, len(blob) + 9, 2**32 - 1))))
+    out = bytes(raw[:ARGS_OFF]) + blob
+    cut = draw(st.none() | st.integers(0, len(out)))
+    return out if cut is None else out[:cut]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(exec_samples(), st.sampled_from(((32, 256), (3, 16), (0, 1), (128, 4096))))
+def test_hypothesis_samples_decode_the_same(raw: bytes, limits: tuple[int, int]) -> None:
+    dec = decoders(max_args=limits[0], arg_size=limits[1])
+    assert outcome(dec.decode_any, raw) == outcome(dec.decode, raw)
+
+
+# -- the ring callback's batch (podtrail.bpf._ring), fed as libbpf would call it ----------------
+
+
+def test_the_callback_collects_events_and_leaves_the_rest_as_bytes() -> None:
+    from podtrail.bpf import _ring
+
+    dec = decoders()
+    cgroup = bytearray(seeds()[-1])
+    struct.pack_into("<I", cgroup, 24, EV_CGROUP_MKDIR)
+    samples = [*seeds(), bytes(cgroup), b"\x01" * 10]
+    batch = _ring.Batch(dec.native, 100)
+    assert all(_ring.feed(batch, raw) == 0 for raw in samples)
+    items, errors = batch.take()
+    assert errors == 0 and batch.take() == ([], 0)
+    assert [type(i) for i in items] == [EventDict] * 9 + [bytes, bytes]
+    assert items[9:] == samples[9:]
+    for raw, ev in zip(samples, items[:9], strict=False):
+        assert outcome(lambda _r, ev=ev: ev, raw) == outcome(dec.decode, raw)
+    plain = _ring.Batch(None, 2)  # no decoder: bytes only; the cap stops the consume
+    assert [_ring.feed(plain, raw) for raw in samples[:3]] == [0, STOPPED, STOPPED]
+    assert plain.take() == (samples[:3], 0)
+
+
+def test_a_batch_without_a_c_decoder_is_refused() -> None:
+    from podtrail.bpf import _ring
+
+    with pytest.raises(AttributeError):
+        _ring.Batch(object())
+    with pytest.raises(ValueError):
+        _ring.Batch(None, 0)
