@@ -80,15 +80,40 @@ struct exec_fixed {
 KEYS(DECLARE)
 static PyObject *S_exec, *S_exit, *S_fork, *S_ebpf, *S_empty, *S_space, *S_other, *S_pts, *BILLION;
 
+/* The last value of a field and its object: the next event with the same value shares it
+ * (namespaces, users, the executable, the cwd repeat from event to event; ints and strs are
+ * immutable, so sharing is only less allocation). */
+typedef struct {
+    uint64_t v;
+    PyObject *o;
+} int_cache;
+
+typedef struct {
+    Py_ssize_t n;
+    char *raw; /* PyMem buffer of cap bytes */
+    Py_ssize_t cap;
+    PyObject *o;
+} text_cache;
+
+enum { C_PPID, C_UID, C_GID, C_EUID, C_AUID, C_SESSION, C_CAP, C_MNT, C_PIDNS, C_NET, C_CGROUP, C_EXE_INO, C_EXE_DEV,
+       N_INT_CACHES };
+enum { T_COMM, T_CWD, T_PATH, T_EXE, N_TEXT_CACHES };
+
 typedef struct {
     PyObject_HEAD
-    PyObject *event_dict;    /* the EventDict type */
+    PyTypeObject *event_dict; /* the EventDict type */
+    /* the keys every event of a kind has, in order (values None): an event starts as a clone
+     * of its kind's table (one allocation, no resizes) and gets its values set in place */
+    PyObject *tmpl_exec, *tmpl_exec_noargv, *tmpl_fork_exit;
+    int_cache ints[N_INT_CACHES];
+    text_cache texts[N_TEXT_CACHES];
     PyObject *clock;         /* WallClock: .offset read per sample (it may be resynced) */
     PyObject *seq;           /* podtrail.model.event's counter (ids shared with every source) */
     PyObject *event_type;    /* Kind.PROCESS.value */
     PyObject *hostname;
     PyObject *fd_kinds;      /* tuple of 256 names, by the kernel's u8 */
     PyObject *drift_reasons; /* dict int -> name */
+    PyObject *empty_args;
     char prefix[64];         /* the run's event id prefix */
     Py_ssize_t prefix_len;
     Py_ssize_t max_args, keep; /* argv: at most max_args arguments of at most keep bytes */
@@ -114,6 +139,37 @@ static int put_u64(PyObject *ev, PyObject *key, uint64_t v) { return put(ev, key
 
 static int put_bool(PyObject *ev, PyObject *key) { return PyDict_SetItem(ev, key, Py_True); }
 
+static PyObject *cached_int(int_cache *c, uint64_t v)
+{
+    if (c->o == NULL || c->v != v) {
+        PyObject *o = PyLong_FromUnsignedLongLong(v);
+        if (o == NULL)
+            return NULL;
+        Py_XSETREF(c->o, o);
+        c->v = v;
+    }
+    return Py_NewRef(c->o);
+}
+
+static int put_int(PyObject *ev, PyObject *key, int_cache *c, uint64_t v) { return put(ev, key, cached_int(c, v)); }
+
+/* ktext through a cache: the bytes up to the first NUL of p[:n], decoded as kstr does */
+static PyObject *cached_text(text_cache *c, const char *p, Py_ssize_t n)
+{
+    const char *z = memchr(p, 0, (size_t)n);
+    if (z)
+        n = z - p;
+    if (c->o != NULL && c->n == n && memcmp(c->raw, p, (size_t)n) == 0)
+        return Py_NewRef(c->o);
+    PyObject *o = PyUnicode_DecodeUTF8(p, n, "backslashreplace");
+    if (o == NULL || n > c->cap)
+        return o;
+    memcpy(c->raw, p, (size_t)n);
+    c->n = n;
+    Py_XSETREF(c->o, Py_NewRef(o));
+    return o;
+}
+
 static PyObject *new_id(Decoder *d)
 {
     PyObject *n = PyIter_Next(d->seq);
@@ -134,17 +190,28 @@ static PyObject *new_id(Decoder *d)
         return out;
     }
     Py_DECREF(n);
-    char buf[96];
-    int len = snprintf(buf, sizeof buf, "%.*s-%llx", (int)d->prefix_len, d->prefix, v);
-    return PyUnicode_FromStringAndSize(buf, len);
+    char buf[96], hex[17];
+    int h = 16;
+    do {
+        hex[--h] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    memcpy(buf, d->prefix, (size_t)d->prefix_len);
+    buf[d->prefix_len] = '-';
+    memcpy(buf + d->prefix_len + 1, hex + h, (size_t)(16 - h));
+    return PyUnicode_FromStringAndSize(buf, d->prefix_len + 1 + 16 - h);
 }
 
 /* The fields every event starts with (new_event's): event_id .. hostname. */
-static PyObject *start_event(Decoder *d, PyObject *action, PyObject *ktime)
+static PyObject *start_event(Decoder *d, PyObject *tmpl, PyObject *action, PyObject *ktime)
 {
-    PyObject *ev = PyObject_CallNoArgs(d->event_dict);
+    PyObject *ev = d->event_dict->tp_new(d->event_dict, d->empty_args, NULL);
     if (ev == NULL)
         return NULL;
+    if (PyDict_Update(ev, tmpl) < 0) { /* an empty dict updated from a clean one clones its table */
+        Py_DECREF(ev);
+        return NULL;
+    }
     PyObject *offset = PyObject_GetAttr(d->clock, K_offset);
     PyObject *t = offset ? PyNumber_Add(ktime, offset) : NULL;
     Py_XDECREF(offset);
@@ -160,11 +227,13 @@ static PyObject *start_event(Decoder *d, PyObject *action, PyObject *ktime)
 }
 
 /* source .. start_ns: the header's fields, shared by every kind */
-static int put_header(PyObject *ev, const struct hdr_t *h, PyObject *ktime)
+static int put_header(Decoder *d, PyObject *ev, const struct hdr_t *h, PyObject *ktime)
 {
     if (PyDict_SetItem(ev, K_source, S_ebpf) || put_u64(ev, K_pid, h->pid) || put_u64(ev, K_tid, h->tid) ||
-        put_u64(ev, K_uid, h->uid) || put_u64(ev, K_gid, h->gid) || put_u64(ev, K_ppid, h->ppid) ||
-        put(ev, K_comm, ktext(h->comm, COMM_LEN)) || put_u64(ev, K_cgroup_id, h->cgroup_id) ||
+        put_int(ev, K_uid, &d->ints[C_UID], h->uid) || put_int(ev, K_gid, &d->ints[C_GID], h->gid) ||
+        put_int(ev, K_ppid, &d->ints[C_PPID], h->ppid) ||
+        put(ev, K_comm, cached_text(&d->texts[T_COMM], h->comm, COMM_LEN)) ||
+        put_int(ev, K_cgroup_id, &d->ints[C_CGROUP], h->cgroup_id) ||
         PyDict_SetItem(ev, K_mono_ns, ktime) || put_u64(ev, K_start_ns, h->start_ns))
         return -1;
     if ((h->flags & F_RUNTIME_SETUP) && put_bool(ev, K_runtime_setup))
@@ -177,14 +246,14 @@ static PyObject *fork_exit(Decoder *d, const char *raw, size_t size, const struc
     PyObject *ktime = PyLong_FromUnsignedLongLong(h->ktime);
     if (ktime == NULL)
         return NULL;
-    PyObject *ev = start_event(d, h->type == EV_EXIT ? S_exit : S_fork, ktime);
-    if (ev == NULL || put_header(ev, h, ktime))
+    PyObject *ev = start_event(d, d->tmpl_fork_exit, h->type == EV_EXIT ? S_exit : S_fork, ktime);
+    if (ev == NULL || put_header(d, ev, h, ktime))
         goto fail;
     uint16_t off = PT_PATH_MAX;
     if (size >= HDR_SIZE + sizeof off)
         memcpy(&off, raw + HDR_SIZE, sizeof off);
     if (off < PT_PATH_MAX && size >= FORK_END) {
-        PyObject *cwd = ktext(raw + FORK_CWD + off, PT_PATH_MAX - off);
+        PyObject *cwd = cached_text(&d->texts[T_CWD], raw + FORK_CWD + off, PT_PATH_MAX - off);
         if (cwd == NULL)
             goto fail;
         if (PyUnicode_GET_LENGTH(cwd)) {
@@ -328,6 +397,13 @@ static PyObject *exec_event(Decoder *d, const char *raw, size_t size)
     }
     struct exec_fixed e;
     memcpy(&e, raw, offsetof(struct exec_fixed, tty)); /* the numbers; texts are read in place */
+    /* the lines read below, fetched side by side (the kernel wrote them on another CPU) */
+    if (e.cwd_off < PT_PATH_MAX)
+        __builtin_prefetch(raw + offsetof(struct exec_fixed, cwd) + e.cwd_off);
+    if (e.exe_off < PT_PATH_MAX)
+        __builtin_prefetch(raw + offsetof(struct exec_fixed, exe) + e.exe_off);
+    __builtin_prefetch(raw + ARGS_OFF);
+    __builtin_prefetch(raw + offsetof(struct exec_fixed, name));
     const char *tty = raw + offsetof(struct exec_fixed, tty), *name = raw + offsetof(struct exec_fixed, name);
     const char *cwd_buf = raw + offsetof(struct exec_fixed, cwd), *exe_buf = raw + offsetof(struct exec_fixed, exe);
     const struct hdr_t *h = &e.h;
@@ -343,13 +419,13 @@ static PyObject *exec_event(Decoder *d, const char *raw, size_t size)
         const char *z = memchr(cwd_p, 0, PT_PATH_MAX - e.cwd_off);
         cwd_len = z ? z - cwd_p : PT_PATH_MAX - e.cwd_off;
     }
-    cwd = PyUnicode_DecodeUTF8(cwd_p, cwd_len, "backslashreplace");
+    cwd = cached_text(&d->texts[T_CWD], cwd_p, cwd_len);
     const char *nz = memchr(name, 0, NAME_BUF);
     Py_ssize_t name_len = nz ? nz - name : NAME_BUF;
     if (cwd == NULL)
         goto fail;
     path = name_len && name[0] != '/' && cwd_len ? absolute(name, name_len, cwd_p, cwd_len)
-                                                 : PyUnicode_DecodeUTF8(name, name_len, "backslashreplace");
+                                                 : cached_text(&d->texts[T_PATH], name, name_len);
     if (path == NULL)
         goto fail;
     Py_ssize_t args_len = (Py_ssize_t)size - (Py_ssize_t)ARGS_OFF;
@@ -360,7 +436,7 @@ static PyObject *exec_event(Decoder *d, const char *raw, size_t size)
     ktime = PyLong_FromUnsignedLongLong(h->ktime);
     if (argv == NULL || ktime == NULL)
         goto fail;
-    ev = start_event(d, S_exec, ktime);
+    ev = start_event(d, (h->flags & F_NO_ENTER) ? d->tmpl_exec_noargv : d->tmpl_exec, S_exec, ktime);
     if (ev == NULL || PyDict_SetItem(ev, K_path, path))
         goto fail;
     if (!(h->flags & F_NO_ENTER) &&
@@ -371,9 +447,11 @@ static PyObject *exec_event(Decoder *d, const char *raw, size_t size)
         PyDict_SetItem(ev, K_stdin, PyTuple_GET_ITEM(d->fd_kinds, e.fd_kind[0])) ||
         PyDict_SetItem(ev, K_stdout, PyTuple_GET_ITEM(d->fd_kinds, e.fd_kind[1])) ||
         PyDict_SetItem(ev, K_stderr, PyTuple_GET_ITEM(d->fd_kinds, e.fd_kind[2])) ||
-        put_u64(ev, K_euid, e.euid) || put_u64(ev, K_auid, e.auid) || put_u64(ev, K_session_id, e.sessionid) ||
-        put_u64(ev, K_cap_effective, e.cap_effective) || put_u64(ev, K_mnt_ns, e.mnt_ns) ||
-        put_u64(ev, K_pid_ns, e.pid_ns) || put_u64(ev, K_net_ns, e.net_ns) || put_header(ev, h, ktime))
+        put_int(ev, K_euid, &d->ints[C_EUID], e.euid) || put_int(ev, K_auid, &d->ints[C_AUID], e.auid) ||
+        put_int(ev, K_session_id, &d->ints[C_SESSION], e.sessionid) ||
+        put_int(ev, K_cap_effective, &d->ints[C_CAP], e.cap_effective) || put_int(ev, K_mnt_ns, &d->ints[C_MNT], e.mnt_ns) ||
+        put_int(ev, K_pid_ns, &d->ints[C_PIDNS], e.pid_ns) || put_int(ev, K_net_ns, &d->ints[C_NET], e.net_ns) ||
+        put_header(d, ev, h, ktime))
         goto fail;
     if ((h->flags & NO_CWD) && put_bool(ev, K_cwd_truncated))
         goto fail;
@@ -386,11 +464,13 @@ static PyObject *exec_event(Decoder *d, const char *raw, size_t size)
             goto fail;
     }
     if (h->result == 0) {
-        PyObject *exe = e.exe_off < PT_PATH_MAX ? ktext(exe_buf + e.exe_off, PT_PATH_MAX - e.exe_off) : Py_NewRef(S_empty);
+        PyObject *exe = e.exe_off < PT_PATH_MAX ? cached_text(&d->texts[T_EXE], exe_buf + e.exe_off, PT_PATH_MAX - e.exe_off)
+                                                : Py_NewRef(S_empty);
         /* os.makedev(major, minor), glibc's encoding */
         uint64_t dev = ((major & 0xfffff000ULL) << 32) | ((major & 0xfffULL) << 8) |
                        ((minor & 0xffffff00ULL) << 12) | (minor & 0xffULL);
-        if (put(ev, K_exe_path, exe) || put_u64(ev, K_exe_inode, e.exe_ino) || put_u64(ev, K_exe_dev, dev))
+        if (put(ev, K_exe_path, exe) || put_int(ev, K_exe_inode, &d->ints[C_EXE_INO], e.exe_ino) ||
+            put_int(ev, K_exe_dev, &d->ints[C_EXE_DEV], dev))
             goto fail;
         if ((h->flags & NO_EXE) && put_bool(ev, K_exe_outside))
             goto fail;
@@ -485,9 +565,47 @@ static int Decoder_init(Decoder *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_TypeError, "seq: an iterator of ints");
         return -1;
     }
+    if (!PyType_Check(event_dict) || !PyType_IsSubtype((PyTypeObject *)event_dict, &PyDict_Type)) {
+        PyErr_SetString(PyExc_TypeError, "event_dict: a dict subclass");
+        return -1;
+    }
+    PyObject *exec_keys[] = {K_event_id, K_event_type, K_action, K_time, K_time_ns, K_hostname, K_path, K_argv,
+                             K_cmdline, K_args_truncated, K_result, K_cwd, K_stdin, K_stdout, K_stderr, K_euid,
+                             K_auid, K_session_id, K_cap_effective, K_mnt_ns, K_pid_ns, K_net_ns, K_source, K_pid,
+                             K_tid, K_uid, K_gid, K_ppid, K_comm, K_cgroup_id, K_mono_ns, K_start_ns};
+    PyObject *fork_keys[] = {K_event_id, K_event_type, K_action, K_time, K_time_ns, K_hostname, K_source, K_pid,
+                             K_tid, K_uid, K_gid, K_ppid, K_comm, K_cgroup_id, K_mono_ns, K_start_ns};
+    PyObject *t_exec = PyDict_New(), *t_noargv = PyDict_New(), *t_fork = PyDict_New();
+    PyObject *empty = PyTuple_New(0);
+    int bad = t_exec == NULL || t_noargv == NULL || t_fork == NULL || empty == NULL;
+    for (size_t i = 0; !bad && i < sizeof exec_keys / sizeof *exec_keys; i++)
+        bad = PyDict_SetItem(t_exec, exec_keys[i], Py_None) < 0 ||
+              (exec_keys[i] != K_argv && exec_keys[i] != K_cmdline && PyDict_SetItem(t_noargv, exec_keys[i], Py_None) < 0);
+    for (size_t i = 0; !bad && i < sizeof fork_keys / sizeof *fork_keys; i++)
+        bad = PyDict_SetItem(t_fork, fork_keys[i], Py_None) < 0;
+    for (int i = 0; !bad && i < N_TEXT_CACHES; i++) {
+        if (self->texts[i].raw == NULL) {
+            self->texts[i].cap = PT_PATH_MAX;
+            self->texts[i].raw = PyMem_Malloc(PT_PATH_MAX);
+            bad = self->texts[i].raw == NULL;
+        }
+    }
+    if (bad) {
+        Py_XDECREF(t_exec);
+        Py_XDECREF(t_noargv);
+        Py_XDECREF(t_fork);
+        Py_XDECREF(empty);
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        return -1;
+    }
+    Py_XSETREF(self->tmpl_exec, t_exec);
+    Py_XSETREF(self->tmpl_exec_noargv, t_noargv);
+    Py_XSETREF(self->tmpl_fork_exit, t_fork);
+    Py_XSETREF(self->empty_args, empty);
     memcpy(self->prefix, p, (size_t)plen);
     self->prefix_len = plen;
-    Py_XSETREF(self->event_dict, Py_NewRef(event_dict));
+    Py_XSETREF(self->event_dict, (PyTypeObject *)Py_NewRef(event_dict));
     Py_XSETREF(self->clock, Py_NewRef(clock));
     Py_XSETREF(self->seq, Py_NewRef(seq));
     Py_XSETREF(self->event_type, Py_NewRef(event_type));
@@ -502,6 +620,9 @@ static int Decoder_init(Decoder *self, PyObject *args, PyObject *kw)
 static int Decoder_traverse(Decoder *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->event_dict);
+    Py_VISIT(self->tmpl_exec);
+    Py_VISIT(self->tmpl_exec_noargv);
+    Py_VISIT(self->tmpl_fork_exit);
     Py_VISIT(self->clock);
     Py_VISIT(self->seq);
     Py_VISIT(self->drift_reasons);
@@ -511,6 +632,14 @@ static int Decoder_traverse(Decoder *self, visitproc visit, void *arg)
 static int Decoder_clear(Decoder *self)
 {
     Py_CLEAR(self->event_dict);
+    Py_CLEAR(self->tmpl_exec);
+    Py_CLEAR(self->tmpl_exec_noargv);
+    Py_CLEAR(self->tmpl_fork_exit);
+    Py_CLEAR(self->empty_args);
+    for (int i = 0; i < N_INT_CACHES; i++)
+        Py_CLEAR(self->ints[i].o);
+    for (int i = 0; i < N_TEXT_CACHES; i++)
+        Py_CLEAR(self->texts[i].o);
     Py_CLEAR(self->clock);
     Py_CLEAR(self->seq);
     Py_CLEAR(self->event_type);
@@ -524,6 +653,8 @@ static void Decoder_dealloc(Decoder *self)
 {
     PyObject_GC_UnTrack(self);
     Decoder_clear(self);
+    for (int i = 0; i < N_TEXT_CACHES; i++)
+        PyMem_Free(self->texts[i].raw);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

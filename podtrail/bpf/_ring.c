@@ -31,6 +31,7 @@ typedef struct {
     PyObject *items;
     Py_ssize_t cap;
     Py_ssize_t errors;
+    Py_ssize_t left; /* items that are bytes (for the Python decoder) */
 } Batch;
 
 static int sample(void *ctx, void *data, size_t size)
@@ -48,11 +49,14 @@ static int sample(void *ctx, void *data, size_t size)
         if (item == NULL && PyErr_Occurred())
             PyErr_Clear(); /* the Python decoder gets the bytes (and counts what it refuses) */
     }
-    if (item == NULL)
+    int left = item == NULL;
+    if (left)
         item = PyBytes_FromStringAndSize(data, (Py_ssize_t)size);
     if (item == NULL || PyList_Append(b->items, item) < 0) {
         PyErr_Clear();
         b->errors++;
+    } else {
+        b->left += left;
     }
     Py_XDECREF(item);
     int rc = PyList_GET_SIZE(b->items) >= b->cap ? STOPPED : 0;
@@ -88,24 +92,27 @@ static int Batch_init(Batch *self, PyObject *args, PyObject *kw)
     Py_XSETREF(self->decoder, decoder == Py_None ? NULL : Py_NewRef(decoder));
     self->decode = fn;
     self->cap = cap;
-    self->errors = 0;
+    self->errors = self->left = 0;
     return 0;
 }
 
 /* take() -> (items, errors) since the last take; the batch starts empty again */
 static PyObject *Batch_take(Batch *self, PyObject *unused)
 {
-    PyObject *fresh = PyList_New(0), *errors = PyLong_FromSsize_t(self->errors), *out = PyTuple_New(2);
-    if (fresh == NULL || errors == NULL || out == NULL) {
+    PyObject *fresh = PyList_New(0), *errors = PyLong_FromSsize_t(self->errors), *left = PyLong_FromSsize_t(self->left);
+    PyObject *out = PyTuple_New(3);
+    if (fresh == NULL || errors == NULL || left == NULL || out == NULL) {
         Py_XDECREF(fresh);
         Py_XDECREF(errors);
+        Py_XDECREF(left);
         Py_XDECREF(out);
         return NULL;
     }
     PyTuple_SET_ITEM(out, 0, self->items); /* the batch's reference moves into the tuple */
     PyTuple_SET_ITEM(out, 1, errors);
+    PyTuple_SET_ITEM(out, 2, left);
     self->items = fresh;
-    self->errors = 0;
+    self->errors = self->left = 0;
     return out;
 }
 
@@ -132,7 +139,7 @@ static void Batch_dealloc(Batch *self)
 }
 
 static PyMethodDef Batch_methods[] = {
-    {"take", (PyCFunction)Batch_take, METH_NOARGS, "take() -> (items, errors) collected since the last take"},
+    {"take", (PyCFunction)Batch_take, METH_NOARGS, "take() -> (items, errors, left): collected since the last take; left: how many items are bytes"},
     {NULL},
 };
 

@@ -461,19 +461,20 @@ class BpfObject:
 # while the kernel keeps producing.
 BATCH_CAP = 4096
 STOPPED = -errno_mod.EXFULL  # podtrail.bpf._ring.STOPPED
-OnBatch = Callable[[list[Any], int], None]
+OnBatch = Callable[[list[Any], int, int], None]
 
 
 class RingBuffer:
     """A consumer of one BPF ring buffer map. Each consume collects what the kernel made ready
-    into a list and hands it over in one call: ``on_batch(items, errors)`` (or ``on_sample``
-    per sample's bytes), in the polling thread.
+    into a list and hands it over in one call: ``on_batch(items, errors, left)`` (or
+    ``on_sample`` per sample's bytes), in the polling thread.
 
     The sample callback is C (podtrail.bpf._ring) where it is built: it appends each sample's
     bytes, or, with ``decoder`` (a C decoder such as podtrail.bpf._process.Decoder), the event
     it made; a sample the decoder leaves (cgroup samples, refusals) stays bytes for the Python
     decoder. Without the module, a ctypes callback appends the bytes (the reference).
-    ``errors``: samples that could not be stored (no memory), to be counted.
+    ``errors``: samples that could not be stored (no memory), to be counted; ``left``: how
+    many items are bytes (0: all are events).
 
     Waiting (``poll``) releases the GIL: it is epoll on libbpf's epoll fd. Consuming holds it
     for the whole batch (libbpf through ``PyDLL``): no GIL hand-over per sample, and the C
@@ -494,7 +495,7 @@ class RingBuffer:
             self._keep: object = batch  # the callback's ctx: referenced for as long as the ring buffer lives
             self._cb = SAMPLE_FN(ring.CALLBACK)
             ctx: int | None = id(batch)
-            self._take: Callable[[], tuple[list[Any], int]] = batch.take
+            self._take: Callable[[], tuple[list[Any], int, int]] = batch.take
         else:
             self._keep, ctx = None, None
             self._cb, self._take = _collector(cap)
@@ -525,11 +526,11 @@ class RingBuffer:
         total = 0
         while self._rb is not None:
             n = int(self._consume(self._rb))
-            items, errors = self._take()
+            items, errors, left = self._take()
             total += len(items) + errors
             if items or errors:
                 try:
-                    self._on_batch(items, errors)
+                    self._on_batch(items, errors, left)
                 except Exception:  # noqa: BLE001 - a handler bug must not stop the reader
                     log.exception("ring buffer batch handling failed")
             if n == STOPPED:
@@ -545,7 +546,7 @@ class RingBuffer:
             self._rb = None
 
 
-def _collector(cap: int) -> tuple[Any, Callable[[], tuple[list[Any], int]]]:
+def _collector(cap: int) -> tuple[Any, Callable[[], tuple[list[Any], int, int]]]:
     """The ctypes twin of podtrail.bpf._ring: a callback appending each sample's bytes, and
     its take()."""
     box: list[list[Any]] = [[]]
@@ -556,10 +557,10 @@ def _collector(cap: int) -> tuple[Any, Callable[[], tuple[list[Any], int]]]:
         items.append(string_at(data or 0, size))
         return STOPPED if len(items) >= cap else 0
 
-    def take() -> tuple[list[Any], int]:
+    def take() -> tuple[list[Any], int, int]:
         items = box[0]
         box[0] = []
-        return items, 0
+        return items, 0, len(items)
 
     return SAMPLE_FN(cb), take
 
@@ -567,7 +568,7 @@ def _collector(cap: int) -> tuple[Any, Callable[[], tuple[list[Any], int]]]:
 def _each(on_sample: Callable[[bytes], None]) -> OnBatch:
     """A per-sample handler as a batch handler (an exception is logged per sample)."""
 
-    def on_batch(items: list[Any], errors: int) -> None:
+    def on_batch(items: list[Any], errors: int, left: int) -> None:
         if errors:
             log.warning("ring buffer: %d samples could not be stored (no memory)", errors)
         for raw in items:

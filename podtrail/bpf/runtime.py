@@ -151,15 +151,19 @@ class RingReader:
                 item = nd.decode(raw)
             except Exception:  # noqa: BLE001 - the Python decoder takes it (and counts a refusal)
                 item = raw
-        self._take([item], 0)
+        self._take([item], 0, int(type(item) is bytes))
 
-    def _take(self, items: list[Any], errors: int) -> None:
+    def _take(self, items: list[Any], errors: int, left: int) -> None:
         """What one consume collected, in the kernel's order: events the C decoder made, and
-        samples (bytes) for ``decode``; handed over in one call. ``errors``: samples that
-        could not be stored, counted as decode errors."""
+        ``left`` samples (bytes) for ``decode``; handed over in one call. ``errors``: samples
+        that could not be stored, counted as decode errors."""
         self.samples += len(items) + errors
         if errors:
             metrics.dropped(self.name, "decode_error", errors)
+        if not left:  # all decoded in C
+            if items and self._emit_batch is not None:
+                self._emit_batch(items)
+            return
         decode = self._decode
         out = []
         for item in items:

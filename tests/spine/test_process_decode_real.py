@@ -88,8 +88,8 @@ def test_real_samples_decode_the_same() -> None:
     batch = _ring.Batch(dec.native)
     for raw in got:
         _ring.feed(batch, raw)
-    items, errors = batch.take()
-    assert errors == 0 and len(items) == len(got)
+    items, errors, left = batch.take()
+    assert errors == 0 and len(items) == len(got) and left == 0
     for raw, item in zip(got, items, strict=True):
         assert outcome(lambda _r, item=item: dec.decode(item) if type(item) is bytes else item, raw) == outcome(dec.decode, raw)
 
@@ -105,7 +105,7 @@ def test_the_live_ring_decodes_in_c() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="podtrail-decode-") as d:
             workload(Path(d))
-        rb = RingBuffer(src.obj.map("events"), on_batch=lambda items, errors: batches.append(items),
+        rb = RingBuffer(src.obj.map("events"), on_batch=lambda items, errors, left: batches.append(items),
                         decoder=src.native_decoder)
         assert rb.native
         rb.consume()

@@ -49,7 +49,7 @@ def test_mapped_reader_and_libbpf_give_the_same_samples(native: bool, monkeypatc
         peeked = mapped.read(commit=False)
         batched: list[bytes] = []
         sizes: list[int] = []
-        rb3 = RingBuffer(events, on_batch=lambda items, errors: (batched.extend(items), sizes.append(len(items))), cap=7)
+        rb3 = RingBuffer(events, on_batch=lambda items, errors, left: (batched.extend(items), sizes.append(len(items))), cap=7)
         assert rb3.consume() == len(batched) >= len(peeked) >= 120
         assert batched[:len(peeked)] == peeked
         assert max(sizes) == 7 and len(sizes) >= len(batched) // 7  # a full batch stops the consume, which goes on

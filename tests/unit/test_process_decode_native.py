@@ -205,15 +205,15 @@ def test_the_callback_collects_events_and_leaves_the_rest_as_bytes() -> None:
     samples = [*seeds(), bytes(cgroup), b"\x01" * 10]
     batch = _ring.Batch(dec.native, 100)
     assert all(_ring.feed(batch, raw) == 0 for raw in samples)
-    items, errors = batch.take()
-    assert errors == 0 and batch.take() == ([], 0)
+    items, errors, left = batch.take()
+    assert errors == 0 and left == 2 and batch.take() == ([], 0, 0)
     assert [type(i) for i in items] == [EventDict] * 9 + [bytes, bytes]
     assert items[9:] == samples[9:]
     for raw, ev in zip(samples, items[:9], strict=False):
         assert outcome(lambda _r, ev=ev: ev, raw) == outcome(dec.decode, raw)
     plain = _ring.Batch(None, 2)  # no decoder: bytes only; the cap stops the consume
     assert [_ring.feed(plain, raw) for raw in samples[:3]] == [0, STOPPED, STOPPED]
-    assert plain.take() == (samples[:3], 0)
+    assert plain.take() == (samples[:3], 0, 3)
 
 
 def test_a_batch_without_a_c_decoder_is_refused() -> None:
