@@ -223,3 +223,34 @@ def test_a_batch_without_a_c_decoder_is_refused() -> None:
         _ring.Batch(object())
     with pytest.raises(ValueError):
         _ring.Batch(None, 0)
+
+
+def test_the_reader_hands_a_batch_over_in_order_and_counts_what_it_drops() -> None:
+    """RingReader._take: C-made events pass as they are, bytes go to the Python decoder (a
+    cgroup sample feeds on_cgroup and is no event), a refused sample and a sample the C side
+    could not store are counted as decode errors, and the events leave in one call, in order."""
+    from podtrail import metrics
+    from podtrail.bpf.runtime import RingReader
+
+    learned: list[tuple[int, str | None]] = []
+    dec = ProcessDecoder(lambda cid, path: learned.append((cid, path)))
+    assert dec.native is not None
+    reader = RingReader("test-ring-reader", dec.decode, 50, dec.native)
+    handed: list[list[Any]] = []
+    reader._emit_batch = handed.append
+    dropped = metrics.DROPPED.labels("test-ring-reader", "decode_error")
+    before = dropped._value.get()
+    cgroup = bytearray(fork_exit_sample(EV_EXIT, 1, 1, 4242, 5, "/kubepods/x"))
+    struct.pack_into("<I", cgroup, 24, EV_CGROUP_MKDIR)
+    cgroup[HDR_SIZE:HDR_SIZE + 12] = b"/kubepods/p\0"
+    a, b = seeds()[0], seeds()[-1]
+    items = [dec.native.decode(a), bytes(cgroup), b"\x01" * 5, dec.native.decode(b), seeds()[1]]
+    reader._take(items, 2, 3)
+    assert reader.samples == 7 and dropped._value.get() - before == 3
+    assert learned == [(4242, "/kubepods/p")]
+    assert len(handed) == 1 and [e["action"] for e in handed[0]] == ["exec", "exit", "exec"]
+    assert handed[0][0] is items[0] and handed[0][2]["path"] == "/bin/sh"
+    reader._take([items[0], items[3]], 0, 0)  # all made in C: handed over as they are
+    assert handed[-1] == [items[0], items[3]]
+    reader._deliver(a)  # a sample from elsewhere (a held fork): through C as well
+    assert handed[-1][0]["argv"] == ["./tool", "x", "caf\u00e9"]
