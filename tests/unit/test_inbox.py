@@ -107,7 +107,9 @@ def test_batches_arrive_in_order_wake_a_sleeping_consumer_and_report_what_did_no
     t.start()
     time.sleep(0.1)  # the consumer sleeps: the batch must wake it
     assert box.put_many(list(range(4))) == 0
-    time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while len(got) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert box.put_many(list(range(4, 18))) == 4  # room for 10: the last 4 did not fit
     t.join(5)
     assert got == list(range(14)) and box.wakeups >= 1
