@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from process_decode_ref import mutate
+from process_decode_ref import FLAG_BITS, mutate
 from test_process_decode_equal import seeds
 
 from bench.process_samples import exec_sample, fork_exit_sample
@@ -29,15 +29,7 @@ from podtrail.bpf.process import (
     EV_EXIT,
     EV_FORK,
     EXE_OFF,
-    F_ARGS_TRUNCATED,
-    F_CWD_OUTSIDE,
-    F_CWD_TRUNCATED,
-    F_EXE_OUTSIDE,
-    F_EXE_TRUNCATED,
     F_EXIT_KNOWN,
-    F_FORK_FOLDED,
-    F_NO_ENTER,
-    F_RUNTIME_SETUP,
     HDR_SIZE,
     NATIVE_LAYOUT,
     PT_PATH_MAX,
@@ -45,9 +37,6 @@ from podtrail.bpf.process import (
     ProcessDecoder,
 )
 from podtrail.model.context import EventDict
-
-FLAGS = (F_ARGS_TRUNCATED, F_EXIT_KNOWN, F_NO_ENTER, F_RUNTIME_SETUP, F_CWD_TRUNCATED, F_CWD_OUTSIDE,
-         F_EXE_TRUNCATED, F_EXE_OUTSIDE, F_FORK_FOLDED, 1 << 31)
 
 
 def decoders(**limits: int) -> ProcessDecoder:
@@ -162,7 +151,7 @@ def exec_samples(draw: Any) -> bytes:
     raw = bytearray(exec_sample("t", "/", "/x", []))
     raw[24:28] = struct.pack("<I", draw(st.sampled_from((EV_EXEC, EV_EXEC, EV_FORK, EV_EXIT))))
     flags = 0
-    for bit in draw(st.lists(st.sampled_from(FLAGS), max_size=4)):
+    for bit in draw(st.lists(st.sampled_from((*FLAG_BITS, 1 << 31)), max_size=4)):
         flags |= bit
     struct.pack_into("<IiI", raw, 44, 0, draw(st.sampled_from((0, -2, 1, -(2**31), 2**31 - 1))), flags)
     raw[56:72] = draw(TEXT).ljust(16, b"\0")[:16]
