@@ -203,7 +203,7 @@ static PyObject *new_id(Decoder *d)
 }
 
 /* The fields every event starts with (new_event's): event_id .. hostname. */
-static PyObject *start_event(Decoder *d, PyObject *tmpl, PyObject *action, PyObject *ktime)
+static PyObject *start_event(Decoder *d, PyObject *tmpl, PyObject *action, PyObject *ktime, uint64_t kt)
 {
     PyObject *ev = d->event_dict->tp_new(d->event_dict, d->empty_args, NULL);
     if (ev == NULL)
@@ -212,17 +212,39 @@ static PyObject *start_event(Decoder *d, PyObject *tmpl, PyObject *action, PyObj
         Py_DECREF(ev);
         return NULL;
     }
-    PyObject *offset = PyObject_GetAttr(d->clock, K_offset);
-    PyObject *t = offset ? PyNumber_Add(ktime, offset) : NULL;
+    /* time_ns = ktime + clock.offset, time = time_ns // 10**9: in C while they fit, else as ints */
+    PyObject *offset = PyObject_GetAttr(d->clock, K_offset), *t = NULL, *secs = NULL;
+    int overflow = 0;
+    long long off = offset && PyLong_Check(offset) ? PyLong_AsLongLongAndOverflow(offset, &overflow) : 0;
+    if (offset != NULL && PyLong_Check(offset) && !overflow && !(off == -1 && PyErr_Occurred())) {
+        __int128 ns = (__int128)kt + off;
+        if (ns >= 0 && ns <= (__int128)UINT64_MAX) {
+            __int128 q = ns / 1000000000;
+            t = PyLong_FromUnsignedLongLong((unsigned long long)ns);
+            secs = PyLong_FromLongLong((long long)q);
+        } else if (ns < 0 && ns >= (__int128)INT64_MIN) {
+            __int128 q = ns / 1000000000;
+            if (q * 1000000000 != ns)
+                q -= 1; /* floor, as // does */
+            t = PyLong_FromLongLong((long long)ns);
+            secs = PyLong_FromLongLong((long long)q);
+        }
+    }
+    if (t == NULL && offset != NULL && !PyErr_Occurred()) {
+        t = PyNumber_Add(ktime, offset);
+        secs = t ? PyNumber_FloorDivide(t, BILLION) : NULL;
+    }
     Py_XDECREF(offset);
-    if (t == NULL || put(ev, K_event_id, new_id(d)) || PyDict_SetItem(ev, K_event_type, d->event_type) ||
-        PyDict_SetItem(ev, K_action, action) || put(ev, K_time, PyNumber_FloorDivide(t, BILLION)) ||
+    if (t == NULL || secs == NULL || put(ev, K_event_id, new_id(d)) || PyDict_SetItem(ev, K_event_type, d->event_type) ||
+        PyDict_SetItem(ev, K_action, action) || PyDict_SetItem(ev, K_time, secs) ||
         PyDict_SetItem(ev, K_time_ns, t) || PyDict_SetItem(ev, K_hostname, d->hostname)) {
         Py_XDECREF(t);
+        Py_XDECREF(secs);
         Py_DECREF(ev);
         return NULL;
     }
     Py_DECREF(t);
+    Py_DECREF(secs);
     return ev;
 }
 
@@ -246,7 +268,7 @@ static PyObject *fork_exit(Decoder *d, const char *raw, size_t size, const struc
     PyObject *ktime = PyLong_FromUnsignedLongLong(h->ktime);
     if (ktime == NULL)
         return NULL;
-    PyObject *ev = start_event(d, d->tmpl_fork_exit, h->type == EV_EXIT ? S_exit : S_fork, ktime);
+    PyObject *ev = start_event(d, d->tmpl_fork_exit, h->type == EV_EXIT ? S_exit : S_fork, ktime, h->ktime);
     if (ev == NULL || put_header(d, ev, h, ktime))
         goto fail;
     uint16_t off = PT_PATH_MAX;
@@ -436,7 +458,7 @@ static PyObject *exec_event(Decoder *d, const char *raw, size_t size)
     ktime = PyLong_FromUnsignedLongLong(h->ktime);
     if (argv == NULL || ktime == NULL)
         goto fail;
-    ev = start_event(d, (h->flags & F_NO_ENTER) ? d->tmpl_exec_noargv : d->tmpl_exec, S_exec, ktime);
+    ev = start_event(d, (h->flags & F_NO_ENTER) ? d->tmpl_exec_noargv : d->tmpl_exec, S_exec, ktime, h->ktime);
     if (ev == NULL || PyDict_SetItem(ev, K_path, path))
         goto fail;
     if (!(h->flags & F_NO_ENTER) &&
