@@ -251,8 +251,14 @@ static PyObject *start_event(Decoder *d, PyObject *tmpl, PyObject *action, PyObj
 /* source .. start_ns: the header's fields, shared by every kind */
 static int put_header(Decoder *d, PyObject *ev, const struct hdr_t *h, PyObject *ktime)
 {
-    if (PyDict_SetItem(ev, K_source, S_ebpf) || put_u64(ev, K_pid, h->pid) || put_u64(ev, K_tid, h->tid) ||
-        put_int(ev, K_uid, &d->ints[C_UID], h->uid) || put_int(ev, K_gid, &d->ints[C_GID], h->gid) ||
+    PyObject *pid = PyLong_FromUnsignedLong(h->pid);
+    /* a process's main thread: one int for both (an exec's and most exits') */
+    PyObject *tid = pid == NULL ? NULL : h->tid == h->pid ? Py_NewRef(pid) : PyLong_FromUnsignedLong(h->tid);
+    int bad = tid == NULL || PyDict_SetItem(ev, K_source, S_ebpf) || PyDict_SetItem(ev, K_pid, pid) ||
+              PyDict_SetItem(ev, K_tid, tid);
+    Py_XDECREF(pid);
+    Py_XDECREF(tid);
+    if (bad || put_int(ev, K_uid, &d->ints[C_UID], h->uid) || put_int(ev, K_gid, &d->ints[C_GID], h->gid) ||
         put_int(ev, K_ppid, &d->ints[C_PPID], h->ppid) ||
         put(ev, K_comm, cached_text(&d->texts[T_COMM], h->comm, COMM_LEN)) ||
         put_int(ev, K_cgroup_id, &d->ints[C_CGROUP], h->cgroup_id) ||

@@ -243,3 +243,40 @@ def test_the_reader_hands_a_batch_over_in_order_and_counts_what_it_drops() -> No
     assert handed[-1] == [items[0], items[3]]
     reader._deliver(a)  # a sample from elsewhere (a held fork): through C as well
     assert handed[-1][0]["argv"] == ["./tool", "x", "caf\u00e9"]
+
+
+def test_no_memory_at_any_allocation_is_an_error_or_a_fallback_never_a_crash() -> None:
+    """Every allocation of a decode and of the callback failed in turn (_testcapi's hooks):
+    decode raises MemoryError, the callback keeps the sample as bytes or counts it, and the
+    decoder stays correct after (its caches and templates intact). Run once under
+    PYTHONMALLOC=debug -X dev as well (docs/BENCHMARKS.md)."""
+    testcapi = pytest.importorskip("_testcapi")
+    from podtrail.bpf import _ring
+
+    samples = [*seeds(), fork_exit_sample(EV_EXIT, 7, 1, 9, 5, "/srv/a", flags=F_EXIT_KNOWN, result=-9)]
+    failed = 0
+    for raw in samples:
+        for start in range(60):
+            dec = decoders()  # fresh caches: the allocating paths run
+            batch = _ring.Batch(dec.native, 100)
+            testcapi.set_nomemory(start, start + 1)
+            try:
+                dec.native.decode(raw)
+            except MemoryError:
+                failed += 1
+            finally:
+                testcapi.remove_mem_hooks()
+            testcapi.set_nomemory(start, start + 1)
+            try:
+                _ring.feed(batch, raw)
+            except MemoryError:
+                pass
+            finally:
+                testcapi.remove_mem_hooks()
+            items, errors, _ = batch.take()
+            assert len(items) + errors <= 1
+            if items:
+                item = dec.decode(items[0]) if type(items[0]) is bytes else items[0]
+                assert outcome(lambda _r, i=item: i, raw) == outcome(dec.decode, raw)
+            assert outcome(dec.native.decode, raw) == outcome(dec.decode, raw)
+    assert failed > 100
