@@ -535,6 +535,10 @@ fail:
 static PyObject *decode_sample(PyObject *self, const char *raw, size_t size)
 {
     Decoder *d = (Decoder *)self;
+    if (d->event_dict == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Decoder used before __init__");
+        return NULL;
+    }
     if (size < HDR_SIZE)
         return NULL;
     struct hdr_t h;

@@ -39,7 +39,7 @@ static int sample(void *ctx, void *data, size_t size)
     PyGILState_STATE gil = PyGILState_Ensure(); /* held already through PyDLL: a counter */
     Batch *b = ctx;
     PyObject *item = NULL;
-    if (size > PY_SSIZE_T_MAX) {
+    if (size > PY_SSIZE_T_MAX || b->items == NULL) { /* (a Batch used before __init__) */
         b->errors++;
         PyGILState_Release(gil);
         return 0;
@@ -99,6 +99,10 @@ static int Batch_init(Batch *self, PyObject *args, PyObject *kw)
 /* take() -> (items, errors) since the last take; the batch starts empty again */
 static PyObject *Batch_take(Batch *self, PyObject *unused)
 {
+    if (self->items == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Batch used before __init__");
+        return NULL;
+    }
     PyObject *fresh = PyList_New(0), *errors = PyLong_FromSsize_t(self->errors), *left = PyLong_FromSsize_t(self->left);
     PyObject *out = PyTuple_New(3);
     if (fresh == NULL || errors == NULL || left == NULL || out == NULL) {

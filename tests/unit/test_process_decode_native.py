@@ -301,3 +301,18 @@ def test_no_memory_at_any_allocation_is_an_error_or_a_fallback_never_a_crash() -
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert int(r.stdout.split()[-1]) > 100
+
+
+def test_objects_used_before_init_raise_instead_of_crashing() -> None:
+    from podtrail.bpf import _process, _ring
+
+    raw = seeds()[0]
+    bare = _process.Decoder.__new__(_process.Decoder)
+    with pytest.raises(RuntimeError):
+        bare.decode(raw)
+    batch = _ring.Batch(bare)  # the callback keeps the sample as bytes for Python
+    assert _ring.feed(batch, raw) == 0 and batch.take() == ([raw], 0, 1)
+    empty = _ring.Batch.__new__(_ring.Batch)
+    assert _ring.feed(empty, raw) == 0
+    with pytest.raises(RuntimeError):
+        empty.take()
