@@ -29,6 +29,8 @@ from bench.exec_storm import HERE, cpu_s, free_port, paced
 
 # (module, class or "" for a module function, attribute, label)
 WRAPPED = (
+    ("podtrail.bpf.libbpf", "RingBuffer", "consume", "ring consume: callback + decode + hand-over (per consume)"),
+    ("podtrail.bpf.runtime", "RingReader", "_take", "ring batch: Python decode of what C left + hand-over"),
     ("podtrail.bpf.runtime", "RingReader", "_deliver", "ring sample: decode + hand-over"),
     ("podtrail.bpf.process", "ProcessDecoder", "decode", "decode"),
     ("podtrail.bpf.process", "ProcessSource", "sweep", "held-fork sweep (map walks)"),
@@ -41,6 +43,7 @@ WRAPPED = (
     ("podtrail.tables.buffer", "EventBuffers", "submit", "buffers submit"),
     ("podtrail.tables.buffer", "EventBuffers", "end_batch", "buffers compaction (per batch)"),
     ("podtrail.pipeline", "Pipeline", "emit", "pipeline hand-over"),
+    ("podtrail.pipeline", "Pipeline", "emit_batch", "pipeline hand-over (per batch)"),
 )
 
 # Run inside the agent before podtrail's __main__: wraps WRAPPED, times the collector, and
@@ -83,7 +86,9 @@ runpy.run_module("podtrail", run_name="__main__")
 """
 
 
-def measure(checkout: Path, seconds: float, rate: float) -> dict[str, object]:
+def measure(checkout: Path, seconds: float, rate: float, only: list[str] | None = None,
+            env: dict[str, str] | None = None) -> dict[str, object]:
+    wrapped = [w for w in WRAPPED if not only or any(o in w[3] for o in only)]
     with tempfile.TemporaryDirectory(prefix="podtrail-bench-") as d:
         priv = Path(d)
         out, totals = priv / "out.jsonl", priv / "stages.json"
@@ -92,7 +97,8 @@ def measure(checkout: Path, seconds: float, rate: float) -> dict[str, object]:
                 "--metrics-port", str(free_port()), "--health-port", str(free_port())]
         with open(out, "wb") as f:
             agent = subprocess.Popen([str(checkout / ".venv/bin/python"), "-c", AGENT_PRELUDE, str(totals),
-                                      json.dumps(WRAPPED), *argv], cwd=checkout, stdout=f, stderr=subprocess.PIPE)
+                                      json.dumps(wrapped), *argv], cwd=checkout, stdout=f, stderr=subprocess.PIPE,
+                                     env={**os.environ, **(env or {})})
         try:
             for _ in range(200):
                 subprocess.run(["/bin/busybox", "true", "bench-warmup"], check=False)
@@ -117,7 +123,7 @@ def measure(checkout: Path, seconds: float, rate: float) -> dict[str, object]:
     ns, calls = data["ns"], data["calls"]
     stages = {k: {"calls": calls[k], "us_per_call": round(ns[k] / calls[k] / 1e3, 2), "us_per_exec": round(ns[k] / n / 1e3, 1)}
               for k in sorted(ns, key=lambda k: -ns[k])}
-    return {"checkout": str(checkout), "execs": n, "agent_cpu_us_per_exec_timed": round(us_per_exec, 1),
+    return {"checkout": str(checkout), "env": env or {}, "execs": n, "agent_cpu_us_per_exec_timed": round(us_per_exec, 1),
             "load_average": os.getloadavg()[0], "stages": stages}
 
 
@@ -126,8 +132,12 @@ def main() -> int:
     ap.add_argument("--checkout", type=Path, default=HERE, help="a checkout with its .venv and built BPF objects")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--only", action="append", help="wrap only the stages whose label contains this (repeatable): "
+                    "fewer timers, e.g. --only 'ring consume' for the ring path alone")
+    ap.add_argument("--native-off", action="store_true", help="run the agent with PODTRAIL_NATIVE=0")
     a = ap.parse_args()
-    print(json.dumps(measure(a.checkout.resolve(), a.seconds, a.rate), indent=2))
+    env = {"PODTRAIL_NATIVE": "0"} if a.native_off else None
+    print(json.dumps(measure(a.checkout.resolve(), a.seconds, a.rate, a.only, env), indent=2))
     return 0
 
 

@@ -1,5 +1,9 @@
 """The process decoder in a tight loop over real ring-buffer samples: µs of thread CPU per exec
-and per exit sample, this checkout against a reference checkout, alternating in one run.
+and per exit sample, this checkout against a reference checkout, alternating in one run. In
+this checkout the Python decoder (``python``, PODTRAIL_NATIVE=0's path), the C decoder
+(``c``: podtrail/bpf/_process.c) and the C ring callback with it (``c_callback``: what libbpf
+calls per sample, podtrail/bpf/_ring.c, fed the sample and collecting the event) are timed on
+the same samples, and the C events are checked equal to the Python ones first.
 
     .venv/bin/python -m bench decode_loop --samples /work/wt/prof/samples.pkl --reference /work/main [--rounds 5]
 
@@ -31,19 +35,41 @@ for raw in samples:
     if t in by:
         by[t].append(raw)
 d = ProcessDecoder()
+c = getattr(d, "native", None)
+ways = {"python": d.decode}
+if c is not None:
+    from podtrail.bpf import _ring
+    batch = _ring.Batch(c, 1 << 30)
+    feed = _ring.feed
+    ways["c"] = c.decode
+    ways["c_callback"] = lambda raw: feed(batch, raw)
+    same = differ = 0
+    for raw in samples:
+        a, b = d.decode(raw), c.decode(raw)
+        if b is raw:
+            continue
+        if [(k, type(v), v) for k, v in a.items() if k != "event_id"] == [(k, type(v), v) for k, v in b.items() if k != "event_id"]:
+            same += 1
+        else:
+            differ += 1
+    assert differ == 0, "the C decoder disagrees with the Python decoder"
 out = {}
+if c is not None:
+    out["c_equal_to_python"] = same
 gc.disable()
-for t, name in ((1, "exec"), (3, "exit")):
-    xs = by[t]
-    best = float("inf")
-    for _ in range(rounds):
-        dec = d.decode
-        t0 = time.thread_time_ns()
-        for raw in xs:
-            dec(raw)
-        best = min(best, time.thread_time_ns() - t0)
-    out[name + "_us"] = best / max(len(xs), 1) / 1e3
-    out[name + "_n"] = len(xs)
+for way, dec in ways.items():
+    for t, name in ((1, "exec"), (3, "exit")):
+        xs = by[t]
+        best = float("inf")
+        for _ in range(rounds):
+            t0 = time.thread_time_ns()
+            for raw in xs:
+                dec(raw)
+            best = min(best, time.thread_time_ns() - t0)
+            if c is not None:
+                batch.take()
+        out[f"{way}_{name}_us"] = best / max(len(xs), 1) / 1e3
+        out[name + "_n"] = len(xs)
 print(json.dumps(out))
 """
 
@@ -97,9 +123,18 @@ def main() -> int:
             res["reference"].append(run(a.reference, samples, a.rounds))
             res["this"].append(run(here, samples, a.rounds))
     best = {k: {m: min(r[m] for r in v) for m in v[0]} for k, v in res.items()}
-    out = {"load": os.getloadavg()[0], "this": best["this"], "reference": best["reference"],
-           "ratio_reference_over_this": {m: best["reference"][m] / best["this"][m]
-                                         for m in ("exec_us", "exit_us") if best["this"][m]}}
+    this, ref = best["this"], best["reference"]
+    ratios = {}
+    for kind in ("exec", "exit"):
+        for way in ("python", "c", "c_callback"):
+            if this.get(f"{way}_{kind}_us"):
+                ratios[f"reference_python_over_this_{way}_{kind}"] = ref[f"python_{kind}_us"] / this[f"{way}_{kind}_us"]
+        if this.get(f"c_{kind}_us"):
+            ratios[f"this_python_over_this_c_{kind}"] = this[f"python_{kind}_us"] / this[f"c_{kind}_us"]
+    per_exec = {k: this[f"{k}_exec_us"] + this[f"{k}_exit_us"] for k in ("python", "c", "c_callback") if f"{k}_exec_us" in this}
+    per_exec["reference_python"] = ref["python_exec_us"] + ref["python_exit_us"]
+    out = {"load": os.getloadavg()[0], "this": this, "reference": ref, "us_per_exec_exec_plus_exit": per_exec,
+           "ratios": ratios}
     print(json.dumps(out, indent=2))
     return 0
 

@@ -55,6 +55,22 @@ class Inbox(Generic[T]):
             self._sleeping = False
             self._wake()
 
+    def put_many(self, items: list[T]) -> int:
+        """Queue as many of ``items`` as fit, in order, with one wake-up; how many did not fit
+        (the last ones: the caller counts them)."""
+        d = self._d
+        room = self.maxsize - len(d)
+        if room <= 0:
+            return len(items)
+        if len(items) > room:
+            d.extend(items[:room])
+        else:
+            d.extend(items)
+        if self._sleeping:
+            self._sleeping = False
+            self._wake()
+        return max(0, len(items) - room)
+
     def close(self) -> None:
         """Queue the end marker (past the bound: closing never fails)."""
         self._d.append(None)

@@ -72,6 +72,20 @@ class FnStage:
         return None
 
 
+def batch_emitter(emit: Emit) -> Callable[[list[Event]], None]:
+    """How a source hands over a batch through ``emit``: the pipeline's ``emit_batch`` when
+    ``emit`` is a pipeline's ``emit``, else ``emit`` per event (tests collect with a list)."""
+    owner = getattr(emit, "__self__", None)
+    if isinstance(owner, Pipeline) and emit == owner.emit:
+        return owner.emit_batch
+
+    def each(evs: list[Event]) -> None:
+        for ev in evs:
+            emit(ev)
+
+    return each
+
+
 class Pipeline:
     def __init__(
         self,
@@ -102,6 +116,13 @@ class Pipeline:
         try:
             self._q.put_nowait(ev)
         except queue.Full:
+            metrics.dropped(ev.get("source", "unknown"), "pipeline_queue_full")
+
+    def emit_batch(self, evs: list[Event]) -> None:
+        """Hand over what one ring-buffer consume decoded, in one call (one append of many,
+        at most one wake-up); what does not fit is counted as dropped, as ``emit`` does."""
+        left = self._q.put_many(evs)
+        for ev in evs[len(evs) - left:] if left else ():
             metrics.dropped(ev.get("source", "unknown"), "pipeline_queue_full")
 
     # -- pipeline thread --------------------------------------------------------------------

@@ -18,6 +18,9 @@ import select
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+from podtrail import native
 
 log = logging.getLogger(__name__)
 
@@ -453,34 +456,61 @@ class BpfObject:
 # ---- ring buffers ----------------------------------------------------------------------------
 
 
+# A consume stops once a batch holds this many samples (the callback returns STOPPED, the
+# sample is kept): the batch is handed over and the consume goes on, so memory stays bounded
+# while the kernel keeps producing.
+BATCH_CAP = 4096
+STOPPED = -errno_mod.EXFULL  # podtrail.bpf._ring.STOPPED
+OnBatch = Callable[[list[Any], int, int], None]
+
+
 class RingBuffer:
-    """A consumer of one BPF ring buffer map; ``on_sample`` runs in the polling thread, with
-    the sample's bytes.
+    """A consumer of one BPF ring buffer map. Each consume collects what the kernel made ready
+    into a list and hands it over in one call: ``on_batch(items, errors, left)`` (or
+    ``on_sample`` per sample's bytes), in the polling thread.
+
+    The sample callback is C (podtrail.bpf._ring) where it is built: it appends each sample's
+    bytes, or, with ``decoder`` (a C decoder such as podtrail.bpf._process.Decoder), the event
+    it made; a sample the decoder leaves (cgroup samples, refusals) stays bytes for the Python
+    decoder. Without the module, a ctypes callback appends the bytes (the reference).
+    ``errors``: samples that could not be stored (no memory), to be counted; ``left``: how
+    many items are bytes (0: all are events).
 
     Waiting (``poll``) releases the GIL: it is epoll on libbpf's epoll fd. Consuming holds it
-    for the whole batch (libbpf through ``PyDLL``): the callback per sample then costs no GIL
-    hand-over, and no other thread runs between two samples of a batch (a batch is what the
-    kernel's batched wake-ups made ready, ~64 per CPU). An exception in ``on_sample`` is
-    logged, never propagated into libbpf (it would be swallowed by ctypes anyway)."""
+    for the whole batch (libbpf through ``PyDLL``): no GIL hand-over per sample, and the C
+    callback may use the C API. An exception in the handler is logged, never propagated into
+    the reader."""
 
-    def __init__(self, m: BpfMap, on_sample: Callable[[bytes], None]) -> None:
-        string_at = ct.string_at
-
-        def cb(_ctx: int | None, data: int | None, size: int) -> int:
-            try:
-                on_sample(string_at(data or 0, size))
-            except Exception:  # noqa: BLE001 - must not unwind into C
-                log.exception("ring buffer callback failed")
-            return 0
-
-        self._cb = SAMPLE_FN(cb)  # referenced for as long as the ring buffer lives
-        rb = lib().c.ring_buffer__new(m.fd, self._cb, None, None)
+    def __init__(self, m: BpfMap, on_sample: Callable[[bytes], None] | None = None, *,
+                 on_batch: OnBatch | None = None, decoder: object = None, cap: int = BATCH_CAP) -> None:
+        if on_batch is None:
+            if on_sample is None:
+                raise TypeError("RingBuffer needs on_sample or on_batch")
+            on_batch = _each(on_sample)
+        self._on_batch = on_batch
+        ring = native.load("podtrail.bpf._ring")
+        if ring is not None:
+            assert ring.STOPPED == STOPPED
+            batch = ring.Batch(decoder, cap)
+            self._keep: object = batch  # the callback's ctx: referenced for as long as the ring buffer lives
+            self._cb = SAMPLE_FN(ring.CALLBACK)
+            ctx: int | None = id(batch)
+            self._take: Callable[[], tuple[list[Any], int, int]] = batch.take
+        else:
+            self._keep, ctx = None, None
+            self._cb, self._take = _collector(cap)
+        rb = lib().c.ring_buffer__new(m.fd, self._cb, ctx, None)
         if not rb:
             raise _err(f"ring_buffer__new({m.name})")
         self._rb: int | None = rb
         self._consume = lib().py.ring_buffer__consume
         self._wait = select.poll()
         self._wait.register(int(lib().c.ring_buffer__epoll_fd(rb)), select.POLLIN)
+
+    @property
+    def native(self) -> bool:
+        """Whether the C callback collects the samples."""
+        return self._keep is not None
 
     def poll(self, timeout_ms: int) -> int:
         """Wait up to ``timeout_ms`` for data and consume it; the number of samples."""
@@ -491,18 +521,63 @@ class RingBuffer:
         return self.consume()
 
     def consume(self) -> int:
-        """Consume whatever is there without waiting (samples sent with BPF_RB_NO_WAKEUP)."""
-        if self._rb is None:
-            return 0
-        n = int(self._consume(self._rb))
-        if n < 0:
-            raise _err("ring_buffer__consume", n)
-        return n
+        """Consume whatever is there without waiting (samples sent with BPF_RB_NO_WAKEUP), in
+        batches of at most the cap; the number of samples."""
+        total = 0
+        while self._rb is not None:
+            n = int(self._consume(self._rb))
+            items, errors, left = self._take()
+            total += len(items) + errors
+            if items or errors:
+                try:
+                    self._on_batch(items, errors, left)
+                except Exception:  # noqa: BLE001 - a handler bug must not stop the reader
+                    log.exception("ring buffer batch handling failed")
+            if n == STOPPED:
+                continue
+            if n < 0:
+                raise _err("ring_buffer__consume", n)
+            break
+        return total
 
     def close(self) -> None:
         if self._rb is not None:
             lib().c.ring_buffer__free(self._rb)
             self._rb = None
+
+
+def _collector(cap: int) -> tuple[Any, Callable[[], tuple[list[Any], int, int]]]:
+    """The ctypes twin of podtrail.bpf._ring: a callback appending each sample's bytes, and
+    its take()."""
+    box: list[list[Any]] = [[]]
+    string_at = ct.string_at
+
+    def cb(_ctx: int | None, data: int | None, size: int) -> int:
+        items = box[0]
+        items.append(string_at(data or 0, size))
+        return STOPPED if len(items) >= cap else 0
+
+    def take() -> tuple[list[Any], int, int]:
+        items = box[0]
+        box[0] = []
+        return items, 0, len(items)
+
+    return SAMPLE_FN(cb), take
+
+
+def _each(on_sample: Callable[[bytes], None]) -> OnBatch:
+    """A per-sample handler as a batch handler (an exception is logged per sample)."""
+
+    def on_batch(items: list[Any], errors: int, left: int) -> None:
+        if errors:
+            log.warning("ring buffer: %d samples could not be stored (no memory)", errors)
+        for raw in items:
+            try:
+                on_sample(raw)
+            except Exception:  # noqa: BLE001 - must not stop the reader
+                log.exception("ring buffer callback failed")
+
+    return on_batch
 
 
 class SharedMaps:

@@ -14,6 +14,7 @@ sample, exactly as the kernel would have sent it, only later.
 from __future__ import annotations
 
 import ctypes as ct
+import logging
 import mmap
 import os
 import posixpath
@@ -23,12 +24,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from podtrail import metrics
+from podtrail import metrics, native
 from podtrail.bpf.libbpf import BpfObject, SharedMaps
 from podtrail.bpf.runtime import PercpuCounters, RingBufferSource, WallClock, kstr, ringbuf_bytes, take_older
 from podtrail.config import SensorConfig
 from podtrail.model.context import EventDict
-from podtrail.model.event import HOSTNAME, Event, new_event_id
+from podtrail.model.event import _SEQ, HOSTNAME, RUN_PREFIX, Event, new_event_id
 from podtrail.model.fields import Kind
 from podtrail.pipeline import Emit
 
@@ -47,6 +48,8 @@ FD_KINDS = ("closed", "tty", "pipe", "socket", "file", "null", "other")
 DRIFT_REASONS = {1: "created_in_container", 2: "modified_in_container", 3: "memfd", 4: "dev_shm"}
 ARGS_CAP, ARG_MAX_READ, MAX_ARGS_CAP = 16384, 4096, 128
 NAME_BUF, TTY_LEN = 512, 32
+
+log = logging.getLogger(__name__)
 
 OnCgroup = Callable[[int, str | None], None]  # (cgroup id, path or None when removed)
 
@@ -180,6 +183,17 @@ class ProcessDecoder:
         self.on_cgroup = on_cgroup
         self.max_args = max_args  # the argv limits (SensorConfig argv_max_args, argv_max_arg_bytes)
         self.arg_size = arg_size
+        self.native = native_decoder(self)
+
+    def decode_any(self, raw: bytes) -> Event | None:
+        """``decode`` through the C decoder where there is one (what the ring buffer's C
+        callback does per sample): the same event, the same refusals."""
+        n = self.native
+        if n is not None:
+            ev = n.decode(raw)
+            if ev is not raw:
+                return ev  # type: ignore[no-any-return]
+        return self.decode(raw)
 
     def decode(self, raw: bytes) -> Event | None:
         size = len(raw)
@@ -264,6 +278,36 @@ class ProcessDecoder:
         if flags & F_NO_ENTER:
             del ev["argv"], ev["cmdline"]
         return ev
+
+
+# What podtrail/bpf/_process.c compiles in, as this module declares it: a C decoder that
+# disagrees (a layout changed on one side only) is not used.
+NATIVE_LAYOUT = {
+    "HDR_SIZE": HDR_SIZE, "FORK_CWD": FORK_CWD, "ARGS_OFF": ARGS_OFF, "TTY_OFF": TTY_OFF, "NAME_OFF": NAME_OFF,
+    "CWD_OFF": CWD_OFF, "EXE_OFF": EXE_OFF,
+    **{f: getattr(ExecFixed, f).offset for f in ("exe_ino", "argc", "args_size", "cwd_off", "exe_off", "fd_kind", "drift")},
+    **{f: getattr(Hdr, f).offset for f in ("comm", "flags", "result")},
+    "PT_PATH_MAX": PT_PATH_MAX, "NAME_BUF": NAME_BUF, "TTY_LEN": TTY_LEN,
+    "EV_EXEC": EV_EXEC, "EV_FORK": EV_FORK, "EV_EXIT": EV_EXIT, "F_ARGS_TRUNCATED": F_ARGS_TRUNCATED,
+    "F_EXIT_KNOWN": F_EXIT_KNOWN, "F_NO_ENTER": F_NO_ENTER, "F_RUNTIME_SETUP": F_RUNTIME_SETUP, "F_CWD": _NO_CWD,
+    "F_EXE": _NO_EXE, "F_FORK_FOLDED": F_FORK_FOLDED,
+}
+
+
+def native_decoder(dec: ProcessDecoder) -> Any:
+    """``dec``'s twin in C (podtrail.bpf._process.Decoder: same clock, limits and event ids),
+    or None where it is not built, turned off, or compiled for another layout."""
+    mod = native.load("podtrail.bpf._process")
+    if mod is None:
+        return None
+    if mod.layout() != NATIVE_LAYOUT:
+        log.warning("podtrail.bpf._process was built for another sample layout: rebuild it (make native); "
+                    "decoding in Python")
+        return None
+    if dec.max_args < 0 or dec.arg_size < 1:
+        return None
+    return mod.Decoder(EventDict, dec.clock, _SEQ, RUN_PREFIX, _PROCESS, HOSTNAME, _FD_KIND, DRIFT_REASONS,
+                       dec.max_args, dec.arg_size)
 
 
 def process_config(cfg: SensorConfig, fold_forks: bool = True) -> Config:
@@ -395,6 +439,7 @@ def build_process_source(cfg: SensorConfig, on_cgroup: OnCgroup | None = None,
         obj.set_rodata(bytes(process_config(cfg, fold_forks)))
 
     src = ProcessSource("ebpf-process", "process", decoder.decode, prepare=prepare,
-                        ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), shared=shared, hold_ns=hold_ns)
+                        ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), shared=shared, hold_ns=hold_ns,
+                        native_decoder=decoder.native)
     src.decoder = decoder  # type: ignore[attr-defined]
     return src

@@ -19,7 +19,7 @@ from typing import Any
 from podtrail import metrics
 from podtrail.bpf.libbpf import BpfError, BpfMap, BpfObject, RingBuffer, SharedMaps
 from podtrail.bpf.objects import missing_message, object_path
-from podtrail.pipeline import Emit
+from podtrail.pipeline import Emit, batch_emitter
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +112,22 @@ class PercpuCounters:
 
 
 class RingReader:
-    """What every ring-buffer source shares: decode and emit each sample (a decoding bug is
-    counted, never stops the reader), the poll loop, and the kernel's lost-sample counter
-    exported as metrics. Subclasses load the program and say how to poll and count losses."""
+    """What every ring-buffer source shares: decode and emit what each consume collected (a
+    decoding bug is counted, never stops the reader), the poll loop, and the kernel's
+    lost-sample counter exported as metrics. Subclasses load the program and say how to poll
+    and count losses.
 
-    def __init__(self, name: str, decode: Callable[[bytes], Any], poll_ms: int) -> None:
+    ``native_decoder``: a C decoder (``decode(raw)`` returning the event, or ``raw`` itself for
+    the samples it leaves to ``decode``) that the ring buffer's C callback runs per sample; a
+    batch then holds its events, and bytes only for the samples left to ``decode``."""
+
+    def __init__(self, name: str, decode: Callable[[bytes], Any], poll_ms: int,
+                 native_decoder: Any = None) -> None:
         self.name = name
         self._decode = decode
+        self.native_decoder = native_decoder
         self._poll_ms = poll_ms
-        self._emit: Emit | None = None
+        self._emit_batch: Callable[[list[Any]], None] | None = None
         self._lost_seen = 0
         self.samples = 0
 
@@ -136,15 +143,42 @@ class RingReader:
         raise NotImplementedError
 
     def _deliver(self, raw: bytes) -> None:
-        self.samples += 1
-        try:
-            out = self._decode(raw)
-        except Exception:  # a decoding bug must not stop the reader
-            log.debug("cannot decode a %s sample", self.name, exc_info=True)
-            metrics.dropped(self.name, "decode_error")
+        """One sample from elsewhere than the ring buffer (a held fork, a counted repeat)."""
+        item: Any = raw
+        nd = self.native_decoder
+        if nd is not None:
+            try:
+                item = nd.decode(raw)
+            except Exception:  # noqa: BLE001 - the Python decoder takes it (and counts a refusal)
+                item = raw
+        self._take([item], 0, int(type(item) is bytes))
+
+    def _take(self, items: list[Any], errors: int, left: int) -> None:
+        """What one consume collected, in the kernel's order: events the C decoder made, and
+        ``left`` samples (bytes) for ``decode``; handed over in one call. ``errors``: samples
+        that could not be stored, counted as decode errors."""
+        self.samples += len(items) + errors
+        if errors:
+            metrics.dropped(self.name, "decode_error", errors)
+        if not left:  # all decoded in C
+            if items and self._emit_batch is not None:
+                self._emit_batch(items)
             return
-        if out is not None and self._emit is not None:
-            self._emit(out)
+        decode = self._decode
+        out = []
+        for item in items:
+            if type(item) is bytes:
+                try:
+                    item = decode(item)
+                except Exception:  # a decoding bug must not stop the reader
+                    log.debug("cannot decode a %s sample", self.name, exc_info=True)
+                    metrics.dropped(self.name, "decode_error")
+                    continue
+                if item is None:
+                    continue
+            out.append(item)
+        if out and self._emit_batch is not None:
+            self._emit_batch(out)
 
     def _count_lost(self) -> None:
         n = self.lost()
@@ -155,7 +189,7 @@ class RingReader:
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         self.load()
-        self._emit = emit
+        self._emit_batch = batch_emitter(emit)
         last = 0.0
         while not stop.is_set():
             self._poll(self._poll_ms)
@@ -180,8 +214,9 @@ class RingBufferSource(RingReader):
                  prepare: Callable[[BpfObject], None] | None = None,
                  configure: Callable[[BpfObject], None] | None = None,
                  ringbuf_bytes: int | None = None, poll_ms: int = 50,
-                 shared: SharedMaps | None = None, path: Path | None = None) -> None:
-        super().__init__(name, decode, poll_ms)
+                 shared: SharedMaps | None = None, path: Path | None = None,
+                 native_decoder: Any = None) -> None:
+        super().__init__(name, decode, poll_ms, native_decoder)
         self.obj_name = obj
         self._path = path
         self._prepare = prepare
@@ -214,7 +249,7 @@ class RingBufferSource(RingReader):
             if self._configure is not None:
                 self._configure(obj)
             obj.attach()
-            self._ring = RingBuffer(obj.map("events"), self._deliver)
+            self._ring = RingBuffer(obj.map("events"), on_batch=self._take, decoder=self.native_decoder)
         except Exception:
             obj.close()
             self._release_shared()

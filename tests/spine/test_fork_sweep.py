@@ -46,7 +46,7 @@ def src(monkeypatch: pytest.MonkeyPatch) -> Iterator[ProcessSource]:
     s = build_process_source(SensorConfig(), hold_ns=HOLD_NS)
     s.load()
     s.events: list[dict[str, Any]] = []  # type: ignore[misc]
-    s._emit = s.events.append  # type: ignore[attr-defined]
+    s._emit_batch = s.events.extend
     yield s
     s.close()
 

@@ -92,3 +92,42 @@ def test_a_busy_consumer_naps_unannounced_and_a_put_meanwhile_wakes_nobody() -> 
     box.put_nowait(3)
     t.join(30)
     assert got[-1] == ([3], False) and box.wakeups == 1
+
+
+def test_batches_arrive_in_order_wake_a_sleeping_consumer_and_report_what_did_not_fit() -> None:
+    box: Inbox[int] = Inbox(10)
+    got: list[int] = []
+
+    def consume() -> None:
+        while len(got) < 14:
+            items, _ = box.take(100, 5.0)
+            got.extend(items)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    time.sleep(0.1)  # the consumer sleeps: the batch must wake it
+    assert box.put_many(list(range(4))) == 0
+    deadline = time.monotonic() + 5
+    while len(got) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert box.put_many(list(range(4, 18))) == 4  # room for 10: the last 4 did not fit
+    t.join(5)
+    assert got == list(range(14)) and box.wakeups >= 1
+    box.put_many(list(range(10)))
+    assert box.put_many([1, 2]) == 2 and len(box) == 10
+
+
+def test_the_pipeline_hands_batches_over_and_counts_its_drops() -> None:
+    from podtrail import metrics
+    from podtrail.pipeline import Pipeline, batch_emitter
+
+    p = Pipeline([], [], queue_size=3)
+    assert batch_emitter(p.emit) == p.emit_batch
+    dropped = metrics.DROPPED.labels("batch-test", "pipeline_queue_full")
+    before = dropped._value.get()
+    p.emit_batch([{"source": "batch-test", "n": i} for i in range(5)])
+    assert [e["n"] for e in p._q.take(10, 0)[0]] == [0, 1, 2] and dropped._value.get() - before == 2
+    seen: list[dict[str, int]] = []
+    each = batch_emitter(seen.append)  # not a pipeline: per event
+    each([{"n": 1}, {"n": 2}])
+    assert seen == [{"n": 1}, {"n": 2}]
