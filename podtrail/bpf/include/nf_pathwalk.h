@@ -38,10 +38,8 @@ __noinline int nfp_path(__u64 dentry, __u64 vfsmnt, struct nf_path_t *out) {
     if (!out || !b || !dentry || !vfsmnt)
         return -1;
     struct task_struct *t = bpf_get_current_task_btf();
-    struct dentry *rd;
-    struct vfsmount *rm;
-    pt_task_root(t, &rd, &rm);
-    struct pt_req r = {dentry, vfsmnt, (__u64)rd, (__u64)rm, 0, 0};
+    struct pt_req r = {dentry, vfsmnt, 0, 0, 0, 0};
+    pt_task_root(t, &r.root_d, &r.root_m);
     __u32 off = pt_path(b, &r);
     int cut = (r.flags & (PT_PATH_TRUNCATED | PT_PATH_OUTSIDE)) ? NFP_CUT : 0;
     __u32 len = PT_PATH_MAX - off;
@@ -64,13 +62,13 @@ __noinline int nfp_base_dir(int dfd, struct nf_path_t *out) {
     if (!out)
         return -1;
     if (dfd == -100) /* AT_FDCWD */
-        return nfp_path((__u64)BPF_CORE_READ(t, fs, pwd.dentry), (__u64)BPF_CORE_READ(t, fs, pwd.mnt), out);
+        return nfp_path((__u64)t->fs->pwd.dentry, (__u64)t->fs->pwd.mnt, out);
     if (dfd < 0)
         return -1;
     struct file *f = pt_fd_file(t, dfd);
     if (!f)
         return -1;
-    return nfp_path((__u64)BPF_CORE_READ(f, f_path.dentry), (__u64)BPF_CORE_READ(f, f_path.mnt), out);
+    return nfp_path((__u64)f->f_path.dentry, (__u64)f->f_path.mnt, out);
 }
 
 #endif
