@@ -274,35 +274,38 @@ static __always_inline int is_runtime(const char *comm, __u32 exe_flags)
     return 0;
 }
 
-/* Fill the header from task `t` (a pointer from the kernel: direct loads, task_facts.h); 0
- * when its events are filtered. The agent's own events are dropped, except its forks (the
- * child is not the agent). *pid_ns gets the task's PID namespace (the exec reports it too). */
-static __always_inline int fill_hdr(struct hdr_t *h, struct task_struct *t, __u32 type, __u32 *pid_ns)
+/* 0 when task `t`'s events are filtered: the agent's own are dropped, except its forks (the
+ * child is not the agent), and the host's when only containers are watched. *pid_ns gets
+ * the task's PID namespace (the exec reports it too). Decided before a sample is reserved. */
+static __always_inline int task_wanted(struct task_struct *t, __u32 type, __u32 *pid_ns)
 {
-    __u32 tgid = t->tgid;
-    if (tgid == CFG.self_tgid && type != EV_FORK)
+    if (t->tgid == CFG.self_tgid && type != EV_FORK)
         return 0;
     __u32 pns = pt_pid_ns(t);
-    int inc = pns != (__u32)CFG.host_pidns_ino;
-    if (CFG.containers_only && !inc)
+    if (CFG.containers_only && pns == (__u32)CFG.host_pidns_ino)
         return 0;
     *pid_ns = pns;
+    return 1;
+}
+
+/* Fill the header from task `t` (a pointer from the kernel: direct loads, task_facts.h). */
+static __always_inline void fill_hdr(struct hdr_t *h, struct task_struct *t, __u32 type, __u32 pid_ns)
+{
     h->ktime = bpf_ktime_get_ns();
     h->cgroup_id = bpf_get_current_cgroup_id();
     h->start_ns = t->start_boottime;
     h->type = type;
-    h->pid = tgid;
+    h->pid = t->tgid;
     h->tid = t->pid;
     h->ppid = t->real_parent->tgid;
     const struct cred *c = t->cred;
     h->uid = c->uid.val;
     h->gid = c->gid.val;
     h->result = 0;
-    h->flags = inc ? F_CONTAINER : 0;
-    /* comm: NUL-terminated in the kernel, zero-padded since 6.x (strscpy_pad); the bytes up
-     * to the NUL are what crosses, as with the string read before */
+    h->flags = pid_ns != (__u32)CFG.host_pidns_ino ? F_CONTAINER : 0;
+    /* comm: NUL-terminated in the kernel (zero-padded by strscpy_pad); the bytes up to the
+     * NUL are what user space reads, as with the string read before */
     __builtin_memcpy(h->comm, t->comm, sizeof(h->comm));
-    return 1;
 }
 
 /* ---- exec ---------------------------------------------------------------------------------- */
@@ -415,13 +418,30 @@ static __always_inline int starts_with_dev_shm(const char *s)
            s[6] == 'h' && s[7] == 'm' && s[8] == '/';
 }
 
-static __always_inline void emit_exec(struct exec_t *e)
+/* Reserve an exec sample of its exact size (the argv read into scratch `s` decides it) and
+ * put the argv in it; the rest is written in place by the caller (ringbuf.h), then
+ * bpf_ringbuf_submit_dynptr. NULL (nothing to release) when the ring buffer is full. */
+static __always_inline struct exec_t *exec_reserve(struct bpf_dynptr *dp, struct exec_t *s)
 {
-    __u64 n = e->args_size;
+    __u64 n = s->args_size;
     asm volatile("" : "+r"(n)); /* keep the bound check below in the verifier's sight */
     if (n > ARGS_BUF + ARG_MAX_READ)
         n = 0;
-    submit(e, offsetof(struct exec_t, args) + n);
+    if (bpf_ringbuf_reserve_dynptr(&events, offsetof(struct exec_t, args) + n, 0, dp) != 0) {
+        count_lost();
+        bpf_ringbuf_discard_dynptr(dp, 0);
+        return NULL;
+    }
+    struct exec_t *e = bpf_dynptr_data(dp, 0, offsetof(struct exec_t, args));
+    if (!e) {
+        bpf_ringbuf_discard_dynptr(dp, 0);
+        return NULL;
+    }
+    if (n)
+        bpf_dynptr_write(dp, offsetof(struct exec_t, args), s->args, n, 0);
+    e->argc = s->argc;
+    e->args_size = n;
+    return e;
 }
 
 /* Success: runs inside exec once the new image is in place (credentials, comm updated). */
@@ -429,14 +449,23 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
 {
     __u32 z = 0, pid_ns = 0;
-    struct exec_t *e = bpf_map_lookup_elem(&scratch, &z);
+    if (!task_wanted(t, EV_EXEC, &pid_ns))
+        return 0;
+    struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
+    if (!s)
+        return 0;
+    s->h.flags = 0;
+    argv_from_mm(s, t, bprm);
+    struct bpf_dynptr dp;
+    struct exec_t *e = exec_reserve(&dp, s);
     if (!e)
         return 0;
-    if (!fill_hdr(&e->h, t, EV_EXEC, &pid_ns))
-        return 0;
-    argv_from_mm(e, t, bprm);
+    fill_hdr(&e->h, t, EV_EXEC, pid_ns);
+    e->h.flags |= s->h.flags;
     /* the name exec was called with, as the kernel received it */
     long n = bpf_probe_read_kernel_str(&e->name, sizeof(e->name), bprm->filename);
+    if (n <= 0)
+        e->name[0] = 0;
     e->name_len = n > 0 ? n - 1 : 0;
     task_facts(e, t, pid_ns);
     /* the file actually run */
@@ -462,9 +491,8 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
         e->drift = DRIFT_MEMFD;
     else if (!(fl & PT_PATH_OUTSIDE) && starts_with_dev_shm(&e->exe.s[e->exe_off & (PT_PATH_MAX - 1)]))
         e->drift = DRIFT_DEV_SHM;
-    e->h.result = 0;
     fold_held(&e->h);
-    emit_exec(e);
+    bpf_ringbuf_submit_dynptr(&dp, wakeup_flags());
     return 0;
 }
 
@@ -475,17 +503,28 @@ static __always_inline int exec_exit(long ret, int at)
     if (ret >= 0)
         return 0;
     __u32 z = 0, pid_ns = 0;
-    struct exec_t *e = bpf_map_lookup_elem(&scratch, &z);
     struct task_struct *t = bpf_get_current_task_btf();
-    if (!e || !fill_hdr(&e->h, t, EV_EXEC, &pid_ns))
+    if (!task_wanted(t, EV_EXEC, &pid_ns))
+        return 0;
+    struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
+    if (!s)
         return 0;
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(t);
     /* execve(filename, argv, envp); execveat(dfd, filename, argv, envp, flags) */
     __u64 filename = at ? PT_REGS_PARM2_CORE_SYSCALL(regs) : PT_REGS_PARM1_CORE_SYSCALL(regs);
     __u64 argv = at ? PT_REGS_PARM3_CORE_SYSCALL(regs) : PT_REGS_PARM2_CORE_SYSCALL(regs);
+    s->h.flags = 0;
+    argv_from_user(s, (const char *const *)argv);
+    struct bpf_dynptr dp;
+    struct exec_t *e = exec_reserve(&dp, s);
+    if (!e)
+        return 0;
+    fill_hdr(&e->h, t, EV_EXEC, pid_ns);
+    e->h.flags |= s->h.flags;
     e->h.result = (__s32)ret;
-    argv_from_user(e, (const char *const *)argv);
     long n = bpf_probe_read_user_str(&e->name, sizeof(e->name), (const char *)filename);
+    if (n <= 0)
+        e->name[0] = 0;
     e->name_len = n > 0 ? n - 1 : 0;
     task_facts(e, t, pid_ns);
     e->exe.s[PT_PATH_MAX - 1] = 0;
@@ -496,7 +535,7 @@ static __always_inline int exec_exit(long ret, int at)
     if (is_runtime(e->h.comm, 0))
         e->h.flags |= F_RUNTIME_SETUP;
     fold_held(&e->h);
-    emit_exec(e);
+    bpf_ringbuf_submit_dynptr(&dp, wakeup_flags());
     return 0;
 }
 
@@ -520,15 +559,16 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
     if (child->pid != child->tgid)
         return 0;
     __u32 z = 0, pid_ns = 0;
+    __u32 ptgid = parent->tgid;
+    if (ptgid == CFG.self_tgid && child->tgid == CFG.self_tgid)
+        return 0;
+    if (!task_wanted(child, EV_FORK, &pid_ns))
+        return 0;
     struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
     if (!s)
         return 0;
-    struct fork_t *f = (struct fork_t *)s;
-    if (!fill_hdr(&f->h, child, EV_FORK, &pid_ns))
-        return 0;
-    __u32 ptgid = parent->tgid;
-    if (ptgid == CFG.self_tgid && f->h.pid == CFG.self_tgid)
-        return 0;
+    struct fork_t *f = (struct fork_t *)s; /* built here: it is held in a map, or sent */
+    fill_hdr(&f->h, child, EV_FORK, pid_ns);
     /* The child is not running yet: its cgroup is the parent's unless clone3 put it elsewhere. */
     f->h.cgroup_id = child->cgroups->dfl_cgrp->kn->id;
     if (is_runtime(f->h.comm, 0))
@@ -560,20 +600,23 @@ int BPF_PROG(on_exit, struct task_struct *t)
     if (t->signal->live.counter != 0)
         return 0;
     send_held(t->tgid); /* never exec'd: its fork, then its exit */
-    __u32 z = 0, pid_ns = 0;
-    struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
-    if (!s)
+    __u32 pid_ns = 0;
+    if (!task_wanted(t, EV_EXIT, &pid_ns))
         return 0;
-    struct fork_t *f = (struct fork_t *)s; /* same layout: header and the cwd at exit */
-    if (!fill_hdr(&f->h, t, EV_EXIT, &pid_ns))
+    struct fork_t *f = reserve_sample(sizeof(*f)); /* same layout: header and the cwd at exit */
+    if (!f)
         return 0;
+    fill_hdr(&f->h, t, EV_EXIT, pid_ns);
+    f->held_epoch = 0;
+    f->pad[0] = 0;
+    f->pad[1] = 0;
     int code = t->exit_code;
     f->h.result = (code & 0x7f) ? 128 + (code & 0x7f) : (code >> 8) & 0xff;
     f->h.flags |= F_EXIT_KNOWN;
     if (is_runtime(f->h.comm, 0))
         f->h.flags |= F_RUNTIME_SETUP;
     fork_cwd(f, t); /* empty when task->fs is already gone */
-    submit(f, sizeof(*f));
+    commit_sample(f);
     return 0;
 }
 

@@ -62,13 +62,13 @@ __noinline int nfp_base_dir(int dfd, struct nf_path_t *out) {
     if (!out)
         return -1;
     if (dfd == -100) /* AT_FDCWD */
-        return nfp_path((__u64)t->fs->pwd.dentry, (__u64)t->fs->pwd.mnt, out);
+        return nfp_path((__u64)BPF_CORE_READ(t, fs, pwd.dentry), (__u64)BPF_CORE_READ(t, fs, pwd.mnt), out);
     if (dfd < 0)
         return -1;
     struct file *f = pt_fd_file(t, dfd);
     if (!f)
         return -1;
-    return nfp_path((__u64)f->f_path.dentry, (__u64)f->f_path.mnt, out);
+    return nfp_path((__u64)BPF_CORE_READ(f, f_path.dentry), (__u64)BPF_CORE_READ(f, f_path.mnt), out);
 }
 
 #endif
