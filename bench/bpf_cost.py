@@ -49,8 +49,10 @@ import ctypes as ct, json, os, subprocess, sys, threading, time
 from podtrail.bpf.libbpf import SharedMaps, lib
 from podtrail.bpf.process import build_process_source
 from podtrail.config import SensorConfig
-n, workload, sensors, phase = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(","), sys.argv[4]
+n, workload, sensors, pages = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])
 cfg = SensorConfig()
+if pages:
+    cfg.ringbuf_pages = pages
 cfg.sockets, cfg.files = "socket" in sensors, "file" in sensors
 shared = SharedMaps()
 srcs = {}
@@ -105,9 +107,9 @@ print(json.dumps({"wall": wall, "programs": {k: v for k, v in per.items() if v[1
 """
 
 
-def measure(checkout: Path, execs: int, workload: str, sensors: str) -> dict[str, Any]:
+def measure(checkout: Path, execs: int, workload: str, sensors: str, pages: int = 0) -> dict[str, Any]:
     """One round in a fresh interpreter of ``checkout`` (its .venv and its built objects)."""
-    out = subprocess.run([str(checkout / ".venv/bin/python"), "-c", MEASURE, str(execs), workload, sensors, "stats"],
+    out = subprocess.run([str(checkout / ".venv/bin/python"), "-c", MEASURE, str(execs), workload, sensors, str(pages)],
                          cwd=checkout, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"bpf_cost: {checkout}: {out.stderr.strip()[-2000:]}")
@@ -170,6 +172,7 @@ def main() -> int:
     ap.add_argument("--reference", type=Path, help="another checkout (with its .venv and built objects)")
     ap.add_argument("--sensors", default="process,socket,file", help="comma-separated: process, socket, file")
     ap.add_argument("--workload", choices=WORKLOADS, default="storm")
+    ap.add_argument("--ringbuf-pages", type=int, default=0, help="ring buffer size in pages (default: the config's)")
     ap.add_argument("--wall", action="store_true", help="also time the storm with and without the sensors")
     a = ap.parse_args()
     if not set(a.sensors.split(",")) <= {"process", "socket", "file"}:
@@ -181,7 +184,7 @@ def main() -> int:
     try:
         for _ in range(a.rounds):
             for name, path in reversed(checkouts.items()):
-                runs[name].append(measure(path, a.execs, a.workload, a.sensors))
+                runs[name].append(measure(path, a.execs, a.workload, a.sensors, a.ringbuf_pages))
     finally:
         STATS.write_text(before)
     res: dict[str, Any] = {"execs": a.execs, "rounds": a.rounds, "workload": a.workload, "sensors": a.sensors}
