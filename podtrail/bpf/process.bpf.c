@@ -424,10 +424,12 @@ static __always_inline int starts_with_dev_shm(const char *s)
            s[6] == 'h' && s[7] == 'm' && s[8] == '/';
 }
 
-/* Reserve an exec sample of its exact size (the argv read into scratch `s` decides it) and
- * put the argv in it; the rest is written in place by the caller (ringbuf.h), then
- * bpf_ringbuf_submit_dynptr. NULL (nothing to release) when the ring buffer is full. */
-static __always_inline struct exec_t *exec_reserve(struct bpf_dynptr *dp, struct exec_t *s)
+/* Reserve an exec sample of its exact size (the argv read into scratch `s` decides it), put
+ * the argv and the header of task `t` in it; the rest is written in place by the caller
+ * (ringbuf.h), then bpf_ringbuf_submit_dynptr. NULL (nothing to release) when the ring buffer
+ * is full. */
+static __always_inline struct exec_t *exec_reserve(struct bpf_dynptr *dp, struct exec_t *s, struct task_struct *t,
+                                                   __u32 pid_ns)
 {
     __u64 n = s->args_size;
     asm volatile("" : "+r"(n)); /* keep the bound check below in the verifier's sight */
@@ -447,6 +449,8 @@ static __always_inline struct exec_t *exec_reserve(struct bpf_dynptr *dp, struct
         bpf_dynptr_write(dp, offsetof(struct exec_t, args), s->args, n, 0);
     e->argc = s->argc;
     e->args_size = n;
+    fill_hdr(&e->h, t, EV_EXEC, pid_ns);
+    e->h.flags |= s->h.flags; /* the argv's */
     return e;
 }
 
@@ -463,11 +467,9 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
     s->h.flags = 0;
     argv_from_mm(s, t, bprm);
     struct bpf_dynptr dp;
-    struct exec_t *e = exec_reserve(&dp, s);
+    struct exec_t *e = exec_reserve(&dp, s, t, pid_ns);
     if (!e)
         return 0;
-    fill_hdr(&e->h, t, EV_EXEC, pid_ns);
-    e->h.flags |= s->h.flags;
     /* the name exec was called with, as the kernel received it */
     long n = bpf_probe_read_kernel_str(&e->name, sizeof(e->name), bprm->filename);
     if (n <= 0)
@@ -522,11 +524,9 @@ static __always_inline int exec_exit(long ret, int at)
     s->h.flags = 0;
     argv_from_user(s, (const char *const *)argv);
     struct bpf_dynptr dp;
-    struct exec_t *e = exec_reserve(&dp, s);
+    struct exec_t *e = exec_reserve(&dp, s, t, pid_ns);
     if (!e)
         return 0;
-    fill_hdr(&e->h, t, EV_EXEC, pid_ns);
-    e->h.flags |= s->h.flags;
     e->h.result = (__s32)ret;
     long n = bpf_probe_read_user_str(&e->name, sizeof(e->name), (const char *)filename);
     if (n <= 0)
