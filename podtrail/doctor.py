@@ -33,7 +33,7 @@ def check_root() -> Check:
                  "run as root, or grant CAP_BPF, CAP_PERFMON, CAP_SYS_RESOURCE (and CAP_SYS_ADMIN on kernels < 5.8)", "ebpf")
 
 
-MIN_KERNEL = (5, 17)  # BTF tracepoints, ring buffer, bpf_loop (the path walk)
+MIN_KERNEL = (5, 19)  # BTF tracepoints, ring buffer, bpf_loop (the path walk), ring-buffer dynptrs
 
 
 def check_kernel() -> Check:

@@ -114,15 +114,12 @@ struct exec_t {
     char args[ARGS_BUF + ARG_MAX_READ];
 };
 
-/* What sys_enter saw, kept per thread until the exec ends: only the caller's pointers. A
- * successful exec reads argv from the new image (mm->arg_start..arg_end, written by the kernel
- * and not yet touched by the program); a failed one from these pointers, still valid in the
- * old image. (Copying argv at every sys_enter into a 20 KiB map value cost 3-6 us per exec
- * here, as much as on_exec.) */
-struct exec_args_t {
-    __u64 filename;
-    __u64 argv;
-};
+/* A failed exec's argv: read at sys_exit from the caller's pointers, still valid in the old
+ * image, which the syscall's saved user registers hold (bpf_task_pt_regs). A successful exec
+ * reads argv from the new image (mm->arg_start..arg_end, written by the kernel and not yet
+ * touched by the program). No per-exec state is kept between the syscall's entry and exit:
+ * before, a sys_enter_execve program stored these pointers in a hash map at every exec for
+ * the few that fail (~0.9 us per exec here), and copying argv there cost 3-6 us before that. */
 
 struct cgroup_t {
     struct hdr_t h;
@@ -146,21 +143,20 @@ struct {
     __type(value, struct exec_t);
 } scratch SEC(".maps");
 
-struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 10240);
-    __type(key, __u32);
-    __type(value, struct exec_args_t);
-} execs SEC(".maps"); /* tid -> the exec in progress */
-
 /* An entry lives until its exec or exit, or until the sweep takes it (~0.1-0.2 s: user space,
  * FORK_HOLD_NS): 2048 entries hold every fork of a sustained 10,000 forks/s that do not exec
  * at once. Beyond, a fork is sent at once (counted, FOLD_MAP_FULL). A sweep's walk visits
- * every bucket: with 8192 it cost ~0.2 ms even on an empty map. */
+ * every bucket: with 8192 it cost ~0.2 ms even on an empty map.
+ * Preallocated (2048 x ~1.4 KiB, ~3 MiB of kernel memory at load): every fork inserts and
+ * nearly every exec deletes, and taking an element from the preallocated free list cost
+ * ~250 ns less per fork here than allocating one (bpf_mem_alloc). A preallocated element
+ * can be reused as soon as it is deleted, so whoever reads an entry (fold_held, send_held)
+ * uses what it read only if its own delete of that key succeeds: the key (the child's tgid)
+ * is inserted once, by that child's fork, so a successful delete means the element was not
+ * reused in between. */
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 2048);
-    __uint(map_flags, BPF_F_NO_PREALLOC);
     __type(key, __u32);            /* the child's tgid */
     __type(value, struct fork_t);  /* the fork sample, as it would have been sent */
 } held_forks SEC(".maps");
@@ -265,10 +261,6 @@ static __always_inline void fold_held(struct hdr_t *h)
     count_fold(FOLD_FOLDED);
 }
 
-static __always_inline int in_container(struct task_struct *t)
-{
-    return pt_pid_ns(t) != (__u32)CFG.host_pidns_ino;
-}
 
 /* The runtime's setup, told by the names runtimes give their init stages: runc's nsexec
  * stages rename themselves "runc:[0:PARENT]", "runc:[1:CHILD]", "runc:[2:INIT]"; runc 1.1
@@ -288,46 +280,41 @@ static __always_inline int is_runtime(const char *comm, __u32 exe_flags)
     return 0;
 }
 
-/* Fill the header from task `t`; 0 when its events are filtered. The agent's own events are
- * dropped, except its forks (the child is not the agent). */
-static __always_inline int fill_hdr(struct hdr_t *h, struct task_struct *t, __u32 type)
+/* 0 when task `t`'s events are filtered: the agent's own are dropped, except its forks (the
+ * child is not the agent), and the host's when only containers are watched. *pid_ns gets
+ * the task's PID namespace (the exec reports it too). Decided before a sample is reserved. */
+static __always_inline int task_wanted(struct task_struct *t, __u32 type, __u32 *pid_ns)
 {
-    __u32 tgid = BPF_CORE_READ(t, tgid);
-    if (tgid == CFG.self_tgid && type != EV_FORK)
+    if (t->tgid == CFG.self_tgid && type != EV_FORK)
         return 0;
-    int inc = in_container(t);
-    if (CFG.containers_only && !inc)
+    __u32 pns = pt_pid_ns(t);
+    if (CFG.containers_only && pns == (__u32)CFG.host_pidns_ino)
         return 0;
-    h->ktime = bpf_ktime_get_ns();
-    h->cgroup_id = bpf_get_current_cgroup_id();
-    h->start_ns = BPF_CORE_READ(t, start_boottime);
-    h->type = type;
-    h->pid = tgid;
-    h->tid = BPF_CORE_READ(t, pid);
-    h->ppid = BPF_CORE_READ(t, real_parent, tgid);
-    h->uid = BPF_CORE_READ(t, cred, uid.val);
-    h->gid = BPF_CORE_READ(t, cred, gid.val);
-    h->result = 0;
-    h->flags = inc ? F_CONTAINER : 0;
-    BPF_CORE_READ_STR_INTO(&h->comm, t, comm);
+    *pid_ns = pns;
     return 1;
 }
 
-/* ---- exec ---------------------------------------------------------------------------------- */
-
-static __always_inline int exec_enter(const char *filename, const char *const *argv)
+/* Fill the header from task `t` (a pointer from the kernel: direct loads, task_facts.h). */
+static __always_inline void fill_hdr(struct hdr_t *h, struct task_struct *t, __u32 type, __u32 pid_ns)
 {
-    struct task_struct *t = bpf_get_current_task_btf();
-    __u32 tgid = t->tgid;
-    if (tgid == CFG.self_tgid)
-        return 0;
-    if (CFG.containers_only && !in_container(t))
-        return 0;
-    struct exec_args_t a = {.filename = (__u64)filename, .argv = (__u64)argv};
-    __u32 tid = t->pid;
-    bpf_map_update_elem(&execs, &tid, &a, BPF_ANY);
-    return 0;
+    h->ktime = bpf_ktime_get_ns();
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->start_ns = t->start_boottime;
+    h->type = type;
+    h->pid = t->tgid;
+    h->tid = t->pid;
+    h->ppid = t->real_parent->tgid;
+    const struct cred *c = t->cred;
+    h->uid = c->uid.val;
+    h->gid = c->gid.val;
+    h->result = 0;
+    h->flags = pid_ns != (__u32)CFG.host_pidns_ino ? F_CONTAINER : 0;
+    /* comm: NUL-terminated in the kernel (zero-padded by strscpy_pad); the bytes up to the
+     * NUL are what user space reads, as with the string read before */
+    __builtin_memcpy(h->comm, t->comm, sizeof(h->comm));
 }
+
+/* ---- exec ---------------------------------------------------------------------------------- */
 
 /* A failed exec's argv, from the caller's pointers (the old image is intact): at most
  * max_args arguments of at most arg_size bytes each. */
@@ -367,8 +354,8 @@ static __always_inline void argv_from_user(struct exec_t *e, const char *const *
  * and sets F_ARGS_TRUNCATED's counterpart); argc is the kernel's count. */
 static __always_inline void argv_from_mm(struct exec_t *e, struct task_struct *t, struct linux_binprm *bprm)
 {
-    struct mm_struct *mm = BPF_CORE_READ(t, mm);
-    __u64 start = BPF_CORE_READ(mm, arg_start), end = BPF_CORE_READ(mm, arg_end);
+    struct mm_struct *mm = t->mm;
+    __u64 start = mm->arg_start, end = mm->arg_end;
     __u64 cap = (__u64)CFG.max_args * CFG.arg_size;
     if (cap > ARGS_BUF)
         cap = ARGS_BUF;
@@ -380,7 +367,7 @@ static __always_inline void argv_from_mm(struct exec_t *e, struct task_struct *t
     asm volatile("" : "+r"(n));
     if (n > ARGS_BUF)
         n = 0;
-    e->argc = BPF_CORE_READ(bprm, argc);
+    e->argc = bprm->argc;
     e->args_size = 0;
     if (n == 0) {
         e->argc = 0; /* an empty argv (argc 0) is a fact worth reporting as such */
@@ -392,39 +379,28 @@ static __always_inline void argv_from_mm(struct exec_t *e, struct task_struct *t
     }
 }
 
-SEC("tracepoint/syscalls/sys_enter_execve")
-int enter_execve(struct trace_event_raw_sys_enter *ctx)
-{
-    return exec_enter((const char *)ctx->args[0], (const char *const *)ctx->args[1]);
-}
-
-SEC("tracepoint/syscalls/sys_enter_execveat")
-int enter_execveat(struct trace_event_raw_sys_enter *ctx)
-{
-    return exec_enter((const char *)ctx->args[1], (const char *const *)ctx->args[2]);
-}
-
 static __always_inline __u32 cwd_flags(__u32 fl)
 {
     return ((fl & PT_PATH_TRUNCATED) ? F_CWD_TRUNCATED : 0) | ((fl & PT_PATH_OUTSIDE) ? F_CWD_OUTSIDE : 0);
 }
 
-/* Credentials, namespaces, cwd, fds and tty of the current task into e (not the exe). */
-static __always_inline void task_facts(struct exec_t *e, struct task_struct *t)
+/* Credentials, namespaces, cwd, fds and tty of the current task into e (not the exe);
+ * pid_ns as fill_hdr read it. */
+static __always_inline void task_facts(struct exec_t *e, struct task_struct *t, __u32 pid_ns)
 {
-    const struct cred *c = BPF_CORE_READ(t, cred);
-    e->euid = BPF_CORE_READ(c, euid.val);
-    e->egid = BPF_CORE_READ(c, egid.val);
-    e->cap_effective = 0;
-    bpf_probe_read_kernel(&e->cap_effective, sizeof(e->cap_effective), &c->cap_effective);
+    const struct cred *c = t->cred;
+    e->euid = c->euid.val;
+    e->egid = c->egid.val;
+    /* 64 bits whatever the kernel's kernel_cap_t looks like (u32[2] before 6.3) */
+    __builtin_memcpy(&e->cap_effective, &c->cap_effective, sizeof(e->cap_effective));
     e->auid = (__u32)-1;
     e->sessionid = (__u32)-1;
     if (bpf_core_field_exists(t->loginuid)) {
-        e->auid = BPF_CORE_READ(t, loginuid.val);
-        e->sessionid = BPF_CORE_READ(t, sessionid);
+        e->auid = t->loginuid.val;
+        e->sessionid = t->sessionid;
     }
     e->mnt_ns = pt_mnt_ns(t);
-    e->pid_ns = pt_pid_ns(t);
+    e->pid_ns = pid_ns;
     e->net_ns = pt_net_ns(t);
     __u32 fl = 0;
     e->cwd_off = pt_cwd(&e->cwd, t, &fl);
@@ -432,7 +408,7 @@ static __always_inline void task_facts(struct exec_t *e, struct task_struct *t)
     for (int i = 0; i < 3; i++)
         e->fd_kind[i] = pt_file_kind(pt_fd_file(t, i));
     e->tty[0] = 0;
-    struct tty_struct *tty = BPF_CORE_READ(t, signal, tty);
+    struct tty_struct *tty = t->signal->tty;
     if (tty)
         bpf_probe_read_kernel_str(&e->tty, sizeof(e->tty), &tty->name);
 }
@@ -448,43 +424,69 @@ static __always_inline int starts_with_dev_shm(const char *s)
            s[6] == 'h' && s[7] == 'm' && s[8] == '/';
 }
 
-static __always_inline void emit_exec(struct exec_t *e)
+/* Reserve an exec sample of its exact size (the argv read into scratch `s` decides it), put
+ * the argv and the header of task `t` in it; the rest is written in place by the caller
+ * (ringbuf.h), then bpf_ringbuf_submit_dynptr. NULL (nothing to release) when the ring buffer
+ * is full. */
+static __always_inline struct exec_t *exec_reserve(struct bpf_dynptr *dp, struct exec_t *s, struct task_struct *t,
+                                                   __u32 pid_ns)
 {
-    __u64 n = e->args_size;
+    __u64 n = s->args_size;
     asm volatile("" : "+r"(n)); /* keep the bound check below in the verifier's sight */
     if (n > ARGS_BUF + ARG_MAX_READ)
         n = 0;
-    submit(e, offsetof(struct exec_t, args) + n);
+    if (bpf_ringbuf_reserve_dynptr(&events, offsetof(struct exec_t, args) + n, 0, dp) != 0) {
+        count_lost();
+        bpf_ringbuf_discard_dynptr(dp, 0);
+        return NULL;
+    }
+    struct exec_t *e = bpf_dynptr_data(dp, 0, offsetof(struct exec_t, args));
+    if (!e) {
+        bpf_ringbuf_discard_dynptr(dp, 0);
+        return NULL;
+    }
+    if (n)
+        bpf_dynptr_write(dp, offsetof(struct exec_t, args), s->args, n, 0);
+    e->argc = s->argc;
+    e->args_size = n;
+    fill_hdr(&e->h, t, EV_EXEC, pid_ns);
+    e->h.flags |= s->h.flags; /* the argv's */
+    return e;
 }
 
 /* Success: runs inside exec once the new image is in place (credentials, comm updated). */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm *bprm)
 {
-    __u32 z = 0;
-    struct exec_t *e = bpf_map_lookup_elem(&scratch, &z);
-    __u32 old = old_pid;
-    bpf_map_delete_elem(&execs, &old); /* sys_exit then finds nothing: success is reported here */
+    __u32 z = 0, pid_ns = 0;
+    if (!task_wanted(t, EV_EXEC, &pid_ns))
+        return 0;
+    struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
+    if (!s)
+        return 0;
+    s->h.flags = 0;
+    argv_from_mm(s, t, bprm);
+    struct bpf_dynptr dp;
+    struct exec_t *e = exec_reserve(&dp, s, t, pid_ns);
     if (!e)
         return 0;
-    if (!fill_hdr(&e->h, t, EV_EXEC))
-        return 0;
-    argv_from_mm(e, t, bprm);
     /* the name exec was called with, as the kernel received it */
-    long n = bpf_probe_read_kernel_str(&e->name, sizeof(e->name), BPF_CORE_READ(bprm, filename));
+    long n = bpf_probe_read_kernel_str(&e->name, sizeof(e->name), bprm->filename);
+    if (n <= 0)
+        e->name[0] = 0;
     e->name_len = n > 0 ? n - 1 : 0;
-    task_facts(e, t);
+    task_facts(e, t, pid_ns);
     /* the file actually run */
-    struct file *f = BPF_CORE_READ(bprm, file);
+    struct file *f = bprm->file;
     __u32 fl = 0;
     e->exe_off = pt_file_path(&e->exe, t, f, &fl);
     if (fl & PT_PATH_TRUNCATED)
         e->h.flags |= F_EXE_TRUNCATED;
     if (fl & PT_PATH_OUTSIDE)
         e->h.flags |= F_EXE_OUTSIDE;
-    struct inode *ino = BPF_CORE_READ(f, f_inode);
-    e->exe_ino = BPF_CORE_READ(ino, i_ino);
-    e->exe_dev = BPF_CORE_READ(ino, i_sb, s_dev);
+    struct inode *ino = f->f_inode;
+    e->exe_ino = ino->i_ino;
+    e->exe_dev = ino->i_sb->s_dev;
     if (is_runtime(e->h.comm, fl))
         e->h.flags |= F_RUNTIME_SETUP;
     /* drift, decided here: an inode recorded by the file sensor in this container */
@@ -497,49 +499,57 @@ int BPF_PROG(on_exec, struct task_struct *t, pid_t old_pid, struct linux_binprm 
         e->drift = DRIFT_MEMFD;
     else if (!(fl & PT_PATH_OUTSIDE) && starts_with_dev_shm(&e->exe.s[e->exe_off & (PT_PATH_MAX - 1)]))
         e->drift = DRIFT_DEV_SHM;
-    e->h.result = 0;
     fold_held(&e->h);
-    emit_exec(e);
+    bpf_ringbuf_submit_dynptr(&dp, wakeup_flags());
     return 0;
 }
 
-/* Failure: sys_exit with a negative result (success was reported above). */
-static __always_inline int exec_exit(long ret)
+/* Failure: sys_exit with a negative result (success was reported above; execve returns 0
+ * then, and nothing else is done). The caller's arguments are in its saved registers. */
+static __always_inline int exec_exit(long ret, int at)
 {
-    __u32 tid = (__u32)bpf_get_current_pid_tgid();
-    struct exec_args_t *p = bpf_map_lookup_elem(&execs, &tid);
-    if (!p)
+    if (ret >= 0)
         return 0;
-    struct exec_args_t a = *p;
-    bpf_map_delete_elem(&execs, &tid);
-    __u32 z = 0;
-    struct exec_t *e = bpf_map_lookup_elem(&scratch, &z);
+    __u32 z = 0, pid_ns = 0;
     struct task_struct *t = bpf_get_current_task_btf();
-    if (ret < 0 && e && fill_hdr(&e->h, t, EV_EXEC)) {
-        e->h.result = (__s32)ret;
-        argv_from_user(e, (const char *const *)a.argv);
-        long n = bpf_probe_read_user_str(&e->name, sizeof(e->name), (const char *)a.filename);
-        e->name_len = n > 0 ? n - 1 : 0;
-        task_facts(e, t);
-        e->exe.s[PT_PATH_MAX - 1] = 0;
-        e->exe_off = PT_PATH_MAX - 1;
-        e->exe_ino = 0;
-        e->exe_dev = 0;
-        e->drift = 0;
-        if (is_runtime(e->h.comm, 0))
-            e->h.flags |= F_RUNTIME_SETUP;
-        fold_held(&e->h);
-        emit_exec(e);
-    }
+    if (!task_wanted(t, EV_EXEC, &pid_ns))
+        return 0;
+    struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
+    if (!s)
+        return 0;
+    struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(t);
+    /* execve(filename, argv, envp); execveat(dfd, filename, argv, envp, flags) */
+    __u64 filename = at ? PT_REGS_PARM2_CORE_SYSCALL(regs) : PT_REGS_PARM1_CORE_SYSCALL(regs);
+    __u64 argv = at ? PT_REGS_PARM3_CORE_SYSCALL(regs) : PT_REGS_PARM2_CORE_SYSCALL(regs);
+    s->h.flags = 0;
+    argv_from_user(s, (const char *const *)argv);
+    struct bpf_dynptr dp;
+    struct exec_t *e = exec_reserve(&dp, s, t, pid_ns);
+    if (!e)
+        return 0;
+    e->h.result = (__s32)ret;
+    long n = bpf_probe_read_user_str(&e->name, sizeof(e->name), (const char *)filename);
+    if (n <= 0)
+        e->name[0] = 0;
+    e->name_len = n > 0 ? n - 1 : 0;
+    task_facts(e, t, pid_ns);
+    e->exe.s[PT_PATH_MAX - 1] = 0;
+    e->exe_off = PT_PATH_MAX - 1;
+    e->exe_ino = 0;
+    e->exe_dev = 0;
+    e->drift = 0;
+    if (is_runtime(e->h.comm, 0))
+        e->h.flags |= F_RUNTIME_SETUP;
+    fold_held(&e->h);
+    bpf_ringbuf_submit_dynptr(&dp, wakeup_flags());
     return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_execve")
-int exit_execve(struct trace_event_raw_sys_exit *ctx) { return exec_exit(ctx->ret); }
+int exit_execve(struct trace_event_raw_sys_exit *ctx) { return exec_exit(ctx->ret, 0); }
 
 SEC("tracepoint/syscalls/sys_exit_execveat")
-int exit_execveat(struct trace_event_raw_sys_exit *ctx) { return exec_exit(ctx->ret); }
-
+int exit_execveat(struct trace_event_raw_sys_exit *ctx) { return exec_exit(ctx->ret, 1); }
 static __always_inline void fork_cwd(struct fork_t *f, struct task_struct *t)
 {
     __u32 fl = 0;
@@ -552,25 +562,27 @@ static __always_inline void fork_cwd(struct fork_t *f, struct task_struct *t)
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
-    if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+    if (child->pid != child->tgid)
         return 0;
-    __u32 z = 0;
+    __u32 z = 0, pid_ns = 0;
+    __u32 ptgid = parent->tgid;
+    if (ptgid == CFG.self_tgid && child->tgid == CFG.self_tgid)
+        return 0;
+    if (!task_wanted(child, EV_FORK, &pid_ns))
+        return 0;
     struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
     if (!s)
         return 0;
-    struct fork_t *f = (struct fork_t *)s;
-    if (!fill_hdr(&f->h, child, EV_FORK))
-        return 0;
-    if (BPF_CORE_READ(parent, tgid) == CFG.self_tgid && f->h.pid == CFG.self_tgid)
-        return 0;
+    struct fork_t *f = (struct fork_t *)s; /* built here: it is held in a map, or sent */
+    fill_hdr(&f->h, child, EV_FORK, pid_ns);
     /* The child is not running yet: its cgroup is the parent's unless clone3 put it elsewhere. */
-    f->h.cgroup_id = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
+    f->h.cgroup_id = child->cgroups->dfl_cgrp->kn->id;
     if (is_runtime(f->h.comm, 0))
         f->h.flags |= F_RUNTIME_SETUP;
     fork_cwd(f, child);
     /* a held parent (forking before it execs, a subshell) is reported first: the child's
      * ancestry needs it */
-    send_held(BPF_CORE_READ(parent, tgid));
+    send_held(ptgid);
     f->held_epoch = 0;
     if (CFG.fold_forks) {
         __u32 gen = held_generation();
@@ -591,23 +603,26 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *t)
 {
-    if (BPF_CORE_READ(t, signal, live.counter) != 0)
+    if (t->signal->live.counter != 0)
         return 0;
-    send_held(BPF_CORE_READ(t, tgid)); /* never exec'd: its fork, then its exit */
-    __u32 z = 0;
-    struct exec_t *s = bpf_map_lookup_elem(&scratch, &z);
-    if (!s)
+    send_held(t->tgid); /* never exec'd: its fork, then its exit */
+    __u32 pid_ns = 0;
+    if (!task_wanted(t, EV_EXIT, &pid_ns))
         return 0;
-    struct fork_t *f = (struct fork_t *)s; /* same layout: header and the cwd at exit */
-    if (!fill_hdr(&f->h, t, EV_EXIT))
+    struct fork_t *f = reserve_sample(sizeof(*f)); /* same layout: header and the cwd at exit */
+    if (!f)
         return 0;
-    int code = BPF_CORE_READ(t, exit_code);
+    fill_hdr(&f->h, t, EV_EXIT, pid_ns);
+    f->held_epoch = 0;
+    f->pad[0] = 0;
+    f->pad[1] = 0;
+    int code = t->exit_code;
     f->h.result = (code & 0x7f) ? 128 + (code & 0x7f) : (code >> 8) & 0xff;
     f->h.flags |= F_EXIT_KNOWN;
     if (is_runtime(f->h.comm, 0))
         f->h.flags |= F_RUNTIME_SETUP;
     fork_cwd(f, t); /* empty when task->fs is already gone */
-    submit(f, sizeof(*f));
+    commit_sample(f);
     return 0;
 }
 

@@ -125,6 +125,32 @@ def test_failed_exec_reports_errno(agent: tuple[Any, CaptureSink]) -> None:
     assert ev[0]["argv"] == ["/nonexistent/podtrail-missing", "failed-exec-marker"]
 
 
+def test_failed_execveat_reports_its_own_arguments(agent: tuple[Any, CaptureSink]) -> None:
+    """A failed execveat(dirfd, name, argv, envp, flags): the sensor reads the caller's name and
+    argv from the syscall's saved registers at its exit (no state kept from its entry), and
+    execveat's arguments sit one register later than execve's. The name is relative to a
+    directory fd, so user space makes it absolute against the cwd (what it can know)."""
+    _, sink = agent
+    import ctypes as ct
+
+    libc = ct.CDLL(None, use_errno=True)
+    argv = (ct.c_char_p * 4)(b"podtrail-missing-at", b"failed-execveat-marker", b"x y", None)
+    envp = (ct.c_char_p * 1)(None)
+    pid = os.fork()
+    if pid == 0:  # a child: a successful execveat would replace the test process
+        try:
+            dfd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+            libc.syscall(322, dfd, b"nonexistent/podtrail-missing-at", argv, envp, 0)  # __NR_execveat (x86-64)
+            os._exit(ct.get_errno())
+        finally:
+            os._exit(99)
+    assert os.waitpid(pid, 0)[1] >> 8 == 2  # ENOENT
+    ev = _execs(sink, "failed-execveat-marker")
+    assert ev and ev[0]["result"] == -2 and ev[0]["pid"] == pid
+    assert ev[0]["argv"] == ["podtrail-missing-at", "failed-execveat-marker", "x y"]
+    assert ev[0]["path"].endswith("nonexistent/podtrail-missing-at")
+
+
 def test_argv_truncation_flag(agent: tuple[Any, CaptureSink]) -> None:
     _, sink = agent
     args = ["trunc-marker"] + [f"a{i}" for i in range(40)]

@@ -38,10 +38,8 @@ __noinline int nfp_path(__u64 dentry, __u64 vfsmnt, struct nf_path_t *out) {
     if (!out || !b || !dentry || !vfsmnt)
         return -1;
     struct task_struct *t = bpf_get_current_task_btf();
-    struct dentry *rd;
-    struct vfsmount *rm;
-    pt_task_root(t, &rd, &rm);
-    struct pt_req r = {dentry, vfsmnt, (__u64)rd, (__u64)rm, 0, 0};
+    struct pt_req r = {dentry, vfsmnt, 0, 0, 0, 0};
+    pt_task_root(t, &r.root_d, &r.root_m);
     __u32 off = pt_path(b, &r);
     int cut = (r.flags & (PT_PATH_TRUNCATED | PT_PATH_OUTSIDE)) ? NFP_CUT : 0;
     __u32 len = PT_PATH_MAX - off;
