@@ -2,7 +2,7 @@
 the bytes that carry no fact unwritten (a path buffer's head before the path, a string's tail
 after its NUL, padding): they hold whatever the ring held before. This pins that user space
 never reads them: real samples from the real kernel, with those bytes replaced by garbage,
-decode to the very same events."""
+decode to the very same events, through the Python decoder and its C twin."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from conftest import require_core
+from conftest import require, require_core
 
 from podtrail.bpf.process import (
     CWD_OFF,
@@ -38,6 +38,7 @@ def _capture(marker: str) -> list[bytes]:
     from podtrail.config import SensorConfig
 
     src = build_process_source(SensorConfig())
+    src.native_decoder = None  # every sample through _decode, so the test sees it raw
     raws: list[bytes] = []
     src.load()
     decode = src._decode
@@ -106,10 +107,14 @@ def test_unwritten_sample_bytes_are_never_read() -> None:
     execs = [r for r in raws if int.from_bytes(r[24:28], "little") == EV_EXEC]
     assert len(execs) >= 3 and any(int.from_bytes(r[24:28], "little") == EV_EXIT for r in raws)
     dec = ProcessDecoder(max_args=32, arg_size=256)
+    require(dec.native is not None, "podtrail.bpf._process (make native)")
     rnd = random.Random(14)
     for raw in raws:
         want = _facts(dec.decode(raw))
+        assert _facts(dec.native.decode(raw)) == want
         for _ in range(5):
-            assert _facts(dec.decode(_scribble(raw, rnd))) == want
+            scribbled = _scribble(raw, rnd)
+            assert _facts(dec.decode(scribbled)) == want
+            assert _facts(dec.native.decode(scribbled)) == want  # the C decoder reads no slack either
     cwds = {dec.decode(r)["cwd"] for r in execs}  # type: ignore[index]
     assert {"/tmp", "/usr/lib"} <= cwds
