@@ -3,7 +3,8 @@ exactly the general path's result: the same fields in the same order and the sam
 entity values, on random streams that mix what the paths must tell apart (fork-folded and
 failed execs, re-exec, a parent's or ancestor's exec, uid and cwd changes, runtime setup,
 no mount namespace or cwd, unnamed uids, relative and hostile paths, the exit of an unknown
-pid, pid reuse). Pids are above pid_max: nothing is read from /proc."""
+pid, pid reuse). The C twin of the short paths (podtrail/procs/_short.c) gives the same results
+again, on the same streams. Pids are above pid_max: nothing is read from /proc."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from podtrail.model.context import consistent, covered
 from podtrail.model.event import new_event
 from podtrail.model.fields import Kind
+from podtrail.procs import stage as stage_mod
 from podtrail.procs.stage import ProcessStage
 from podtrail.procs.table import Proc, ProcessTable
 
@@ -165,12 +167,25 @@ def events(ops: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     return out
 
 
-def run(ops: list[tuple[Any, ...]], short: bool) -> list[dict[str, Any]]:
+NATIVE = stage_mod._short
+MODES = ["python", "native"] if NATIVE is not None else ["python"]
+
+
+def run(ops: list[tuple[Any, ...]], short: bool | str, taken: list[bool] | None = None) -> list[dict[str, Any]]:
+    """The stream through a fresh stage: ``short`` False, the general path only; True or
+    "python", the Python short paths; "native", the C twin in front of them (``taken``
+    collects what it answered)."""
     t = ProcessTable(30.0, proc_fallback=True)
     init = t.by_pid[1] = Proc(1, 1, None, 0, "/sbin/init", "/sbin/init splash", "init", "/")
     shell = t.by_pid[2] = Proc(2, 2, init, 1, "/bin/bash", "-bash", "bash", "/root", 0)
     t.by_pid[3] = Proc(3, 3, shell, 2, "/usr/bin/python3", LONG, "python3", "/work", 0)
     stage = ProcessStage(t, Users())  # type: ignore[arg-type]
+    if short == "native":
+        assert NATIVE is not None
+        c = NATIVE.apply
+        stage._c = (lambda s, ev: taken.append(c(s, ev)) or taken[-1]) if taken is not None else c
+    else:
+        stage._c = None
     if not short:
         stage._exec_short = lambda *a: False  # type: ignore[method-assign]
         stage._again = lambda ev, p: False  # type: ignore[method-assign]
@@ -210,25 +225,43 @@ PERTURB: dict[str, list[tuple[Any, ...]]] = {
 }
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("perturb", PERTURB)
 @pytest.mark.parametrize("exit_cwd", [None, "/srv/app", "/tmp"])
-def test_each_difference_leaves_the_short_path(perturb: str, exit_cwd: str | None) -> None:
+def test_each_difference_leaves_the_short_path(perturb: str, exit_cwd: str | None, mode: str) -> None:
     """A story (a short-lived child's exec, a socket event, its exit) with one thing changed
     between that a short path must see: the same result as the general path."""
     ops = [STORY, ("sock", 0, None, 1000, False), *PERTURB[perturb], ("sock", 0, None, 1000, False),
            ("exit", 0, exit_cwd, 1000), ("sock", 0, None, 1000, False)]
-    assert run(ops, True) == run(ops, False)
+    assert run(ops, mode) == run(ops, False)
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(op, min_size=1, max_size=60))
 def test_short_paths_give_the_general_paths_result(ops: list[tuple[Any, ...]]) -> None:
-    assert run(ops, True) == run(ops, False)
+    general = run(ops, False)
+    assert run(ops, True) == general
+    if NATIVE is not None:
+        assert run(ops, "native") == general
 
 
-def test_a_short_lived_child_takes_the_short_paths() -> None:
+@pytest.mark.skipif(NATIVE is None, reason="podtrail.procs._short not built (test_native_build fails then)")
+def test_the_native_short_paths_answer_most_of_a_mixed_stream() -> None:
+    """The equivalence above is not vacuous: on the one-change stories one after the other,
+    the C twin does the whole job for most events, and leaves the others to Python."""
+    ops = [o for i, p in enumerate(PERTURB.values()) for o in
+           [(*STORY[:1], i % 6, *STORY[2:]), ("sock", i % 6, None, 1000, False), *p, ("exit", i % 6, None, 1000)]]
+    taken: list[bool] = []
+    assert run(ops, "native", taken) == run(ops, False)
+    assert taken.count(True) > len(taken) // 2 and False in taken
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_short_lived_child_takes_the_short_paths(mode: str) -> None:
     """The workload of the issue (a new child of a parent in the table execs, then exits): both
-    events on the short paths, siblings sharing the parent's part, the exit the exec's entity."""
+    events on the short paths (the first sibling's exec on Python's, which makes the parent's
+    memo; after it, in native mode, every event on the C twin), siblings sharing the parent's part,
+    the exit the exec's entity."""
     ops: list[tuple[Any, ...]] = [("exec", 0, -1, 1, "/srv/app", NS_A, 1000, "folded"), ("exit", 0, "/srv/app", 1000),
                                   ("exec", 1, -1, 1, "/srv/app", NS_A, 1000, "folded"), ("exit", 1, None, 1000)]
     t = ProcessTable(30.0, proc_fallback=False)
@@ -236,13 +269,19 @@ def test_a_short_lived_child_takes_the_short_paths() -> None:
     t.by_pid[3] = Proc(3, 3, t.by_pid[1], 1, "/bin/sh", "sh", "sh", "/", 1000)
     stage = ProcessStage(t, Users())  # type: ignore[arg-type]
     taken: list[str] = []
+    if mode == "python":
+        stage._c = None
+    else:
+        c = stage._c
+        assert c is not None
+        stage._c = lambda s, ev: c(s, ev) and not taken.append("c")  # type: ignore[func-returns-value]
     exec_short, again = stage._exec_short, stage._again
     stage._exec_short = lambda *a: exec_short(*a) and not taken.append("exec")  # type: ignore[method-assign,func-returns-value]
     stage._again = lambda ev, p: again(ev, p) and not taken.append("later")  # type: ignore[method-assign,func-returns-value]
     out: list[dict[str, Any]] = []
     for ev in events(ops):
         stage.process(ev, out.append)
-    assert taken == ["exec", "later", "exec", "later"]
+    assert taken == (["exec", "later", "exec", "later"] if mode == "python" else ["exec", "c", "c", "c"])
     ents = [covered(ev)[0] for ev in out]
     assert ents[0][0] is ents[1][0] and ents[2][0] is ents[3][0] and ents[0][0] is not ents[2][0]
     assert out[0]["ancestors"] is out[2]["ancestors"] and out[0]["user"] == "app"
