@@ -183,7 +183,13 @@ def run(ops: list[tuple[Any, ...]], short: bool | str, taken: list[bool] | None 
     if short == "native":
         assert NATIVE is not None
         c = NATIVE.apply
-        stage._c = (lambda s, ev: taken.append(c(s, ev)) or taken[-1]) if taken is not None else c
+
+        def noted(s: Any, ev: dict[str, Any]) -> bool:
+            r = c(s, ev)
+            if taken is not None:
+                taken.append(r)
+            return r
+        stage._c = noted
     else:
         stage._c = None
     if not short:
