@@ -154,6 +154,21 @@ static PyObject *shared(PyObject *s) {
     return s;
 }
 
+/* f"{pid}:{start_ns}" (``Proc.key``): formatted in a buffer when both fit in 64 bits. */
+static PyObject *proc_key(PyObject *pid, PyObject *start) {
+    if (PyLong_CheckExact(pid) && PyLong_CheckExact(start)) {
+        int o1, o2;
+        long long a = PyLong_AsLongLongAndOverflow(pid, &o1), b = PyLong_AsLongLongAndOverflow(start, &o2);
+        if (!o1 && !o2 && !PyErr_Occurred()) {
+            char buf[48];
+            int n = snprintf(buf, sizeof buf, "%lld:%lld", a, b);
+            if (n > 0 && n < (int)sizeof buf) return PyUnicode_FromStringAndSize(buf, n);
+        }
+        PyErr_Clear();
+    }
+    return PyUnicode_FromFormat("%S:%S", pid, start);
+}
+
 static inline int eq(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_EQ); }
 
 /* A non-empty str (what ``not x`` rejects for the strings and lists here). */
@@ -274,9 +289,9 @@ static int exec_short(PyObject *stage, PyObject *ev, PyObject *pid) {
     if (!full_str(name)) goto out;
     if (p != NULL) { /* the key of the entry itself (Proc.key) */
         if (SLOT(p, poff[P_PID]) == NULL) goto out;
-        key = PyUnicode_FromFormat("%S:%S", SLOT(p, poff[P_PID]), SLOT(p, poff[P_START]));
+        key = proc_key(SLOT(p, poff[P_PID]), SLOT(p, poff[P_START]));
     } else {
-        key = PyUnicode_FromFormat("%S:%S", pid, start);
+        key = proc_key(pid, start);
     }
     if (key == NULL) goto fail;
     /* -- every check passed: from here on, ProcessTable.on_exec and _exec_short's writes -- */
@@ -284,7 +299,7 @@ static int exec_short(PyObject *stage, PyObject *ev, PyObject *pid) {
     if (p == NULL) {
         p = Proc_T->tp_alloc(Proc_T, 0);
         if (p == NULL) goto fail;
-        ext = PyDict_New();
+        ext = _PyDict_NewPresized(6); /* the six names set below: no resize */
         if (ext == NULL) {
             Py_DECREF(p);
             goto fail;

@@ -140,15 +140,13 @@ class ProcessStage:
                 if ev.get("fork_folded"):
                     # the kernel folded this child's fork into its first exec, and that failed (a
                     # PATH search): the child as its fork would have made it, then as any failed exec
-                    t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic(), ev.get("start_ns"),
-                              ev.get("cwd"))
+                    self._forked(ev, pid)
                 p = t.get(pid)
                 if p is None:
                     return
             self._fill(ev, p, True, False)
         elif action == "fork":
-            p = t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic(), ev.get("start_ns"),
-                          ev.get("cwd"))
+            p = self._forked(ev, pid)
             pe = p.parent.extra if p.parent is not None else None
             if pe and "uid" in pe:  # same image, same root: the parent's user name (no passwd lookup)
                 p.extra["user"], p.extra["uid"] = pe["user"], pe["uid"]
@@ -157,6 +155,11 @@ class ProcessStage:
             p = t.on_exit(pid, time.monotonic()) if action == "exit" else t.get(pid)
             if p is not None and not self._again(ev, p):
                 self._fill(ev, p, False, False)
+
+    def _forked(self, ev: Event, pid: int) -> Proc:
+        """The table after the fork this event reports (a fork, or an exec the fork was folded into)."""
+        return self.table.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic(), ev.get("start_ns"),
+                                  ev.get("cwd"))
 
     def _on_exec(self, ev: Event, pid: int) -> Proc | None:
         """The table after a successful exec, and the facts the event lacks (auditd's); then
