@@ -171,7 +171,8 @@ NATIVE = stage_mod._short
 MODES = ["python", "native"] if NATIVE is not None else ["python"]
 
 
-def run(ops: list[tuple[Any, ...]], short: bool | str, taken: list[bool] | None = None) -> list[dict[str, Any]]:
+def run(ops: list[tuple[Any, ...]], short: bool | str, taken: list[bool] | None = None,
+        odd: tuple[tuple[int, str, Any], ...] | list[tuple[int, str, Any]] = ()) -> list[Any]:
     """The stream through a fresh stage: ``short`` False, the general path only; True or
     "python", the Python short paths; "native", the C twin in front of them (``taken``
     collects what it answered)."""
@@ -196,15 +197,22 @@ def run(ops: list[tuple[Any, ...]], short: bool | str, taken: list[bool] | None 
         stage._exec_short = lambda *a: False  # type: ignore[method-assign]
         stage._again = lambda ev, p: False  # type: ignore[method-assign]
     out: list[dict[str, Any]] = []
-    for ev in events(ops):
-        if "tick" in ev:
-            stage.tick(0.0, out.append)
-        else:
-            stage.process(ev, out.append)
+    evs = events(ops)
+    for i, name, value in odd:  # hostile values put in (the event i modulo their number)
+        evs[i % len(evs)][name] = value
+    errors: list[Any] = []
+    for ev in evs:
+        try:
+            if "tick" in ev:
+                stage.tick(0.0, out.append)
+            else:
+                stage.process(ev, out.append)
+        except Exception as e:  # noqa: BLE001 - compared between the paths (as the pipeline counts them)
+            errors.append((type(e), str(e)))
     stage.tick(float("inf"), out.append)
-    res = []
+    res: list[Any] = [errors] if errors else []
     for ev in out:
-        assert consistent(ev) == []
+        assert odd or consistent(ev) == []
         items = [(k, v) for k, v in ev.items() if k not in ("event_id", "time", "time_ns")]
         res.append({"items": items, "ctx": [(e.kind.name, list(e.items())) for e in covered(ev)[0]]})
     return res
@@ -249,6 +257,27 @@ def test_short_paths_give_the_general_paths_result(ops: list[tuple[Any, ...]]) -
     assert run(ops, True) == general
     if NATIVE is not None:
         assert run(ops, "native") == general
+
+
+HOSTILE: st.SearchStrategy[Any] = st.sampled_from([None, "", 0, -1, 2**70, -(2**70), 1.5, b"/bin/x", "\udcff/x", "/x\x00y", True, False, [], {},
+                           "relative/x", "/" * 600, 10**30])
+FIELD = st.sampled_from(["pid", "ppid", "uid", "path", "cmdline", "cwd", "comm", "cgroup_id", "mono_ns", "start_ns",
+                         "mnt_ns", "result", "stdin", "user", "runtime_setup", "event_type", "action", "fork_folded",
+                         "process_key", "parent_path", "ancestors"])
+
+
+@pytest.mark.skipif(NATIVE is None, reason="podtrail.procs._short not built (test_native_build fails then)")
+@settings(max_examples=300, deadline=None)
+@given(st.lists(op, min_size=1, max_size=30), st.lists(st.tuples(st.integers(0, 200), FIELD, HOSTILE), max_size=4))
+def test_native_and_python_agree_on_hostile_values(ops: list[tuple[Any, ...]], odd: list[tuple[int, str, Any]]) -> None:
+    """Wrong types, huge numbers, bytes, surrogates, relative and overlong paths in any field
+    the short paths read: the C twin gives the Python short paths' events (or the same errors)."""
+    since_boot = stage_mod.since_boot_ns
+    stage_mod.since_boot_ns = lambda wall_ns: 12345  # an auditd exec without mono_ns: its start, not the clock
+    try:
+        assert run(ops, "native", odd=odd) == run(ops, "python", odd=odd)
+    finally:
+        stage_mod.since_boot_ns = since_boot
 
 
 @pytest.mark.skipif(NATIVE is None, reason="podtrail.procs._short not built (test_native_build fails then)")
