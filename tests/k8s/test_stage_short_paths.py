@@ -133,7 +133,9 @@ def test_short_paths_give_the_full_paths_events(mode: str) -> None:
 
 OWN = st.sampled_from([{}] * 6 + [{"container_id": "ff" * 32}, {"container_id": ""}, {"node_name": "other"},
                                    {"image": "x/y:1"}, {"pod_uid": "u"}, {"cgroup_path": "/forged"},
-                                   {"container_id_method": "proc_cgroup"}, {"pod_labels": {"a": "b"}}])
+                                   {"container_id_method": "proc_cgroup"}, {"pod_labels": {"a": "b"}},
+                                   {"container_id": 5}, {"container_id": b"ab"}, {"container_id": None}, {"node_name": None},
+                                   {"event_type": None}, {"cgroup_path": "\udcff"}])
 STEP = st.one_of(
     st.tuples(st.just("send"), st.integers(1, 3), st.sampled_from([11, 11, 12, 13, 99]),
               st.sampled_from([Kind.SOCKET, Kind.PROCESS, Kind.FILE]), OWN),
