@@ -176,6 +176,18 @@ static inline int full_str(PyObject *o) { return o != NULL && PyUnicode_CheckExa
 
 #define SET(d, k, v) if (PyDict_SetItem((d), (k), (v)) < 0) goto fail
 
+/* The parent's part of the event, in _fill's order (both short paths end with it). */
+static int parent_fields(PyObject *ev, PyObject *ppid, PyObject *pkey, PyObject *ppath, PyObject *pcmd, PyObject *anc) {
+    SET(ev, k_ppid, ppid);
+    SET(ev, k_parent_key, pkey);
+    SET(ev, k_parent_path, ppath);
+    SET(ev, k_parent_cmdline, pcmd);
+    SET(ev, k_ancestors, anc);
+    return 0;
+fail:
+    return -1;
+}
+
 /* ``_on_exec`` + ``_exec_short`` for an eBPF exec of a child whose parent's part and last
  * child's memo hold. 1: done; 0: nothing touched; -1: error. */
 static int exec_short(PyObject *stage, PyObject *ev, PyObject *pid) {
@@ -337,11 +349,7 @@ static int exec_short(PyObject *stage, PyObject *ev, PyObject *pid) {
     SET(ext, k_ancestors, anc);
     SET(ev, k_process_key, key);
     SET(ev, k_user, name);
-    SET(ev, k_ppid, ppid_of_parent);
-    SET(ev, k_parent_key, pkey);
-    SET(ev, k_parent_path, ppath);
-    SET(ev, k_parent_cmdline, pcmd);
-    SET(ev, k_ancestors, anc);
+    if (parent_fields(ev, ppid_of_parent, pkey, ppath, pcmd, anc) < 0) goto fail;
     PyObject *vals = PyTuple_Pack(10, key, ppid_of_parent, pkey, sv[4], sv[5], sv[6], name, ppath, pcmd, anc);
     if (vals == NULL) goto fail;
     PyObject *ent = whole(vals);
@@ -425,11 +433,7 @@ static int again(PyObject *stage, PyObject *ev, PyObject *pid, int exit_) {
     SET(ev, k_cmdline, cmd);
     if (!own) SET(ev, k_cwd, cwd);
     SET(ev, k_user, user);
-    SET(ev, k_ppid, ppid);
-    SET(ev, k_parent_key, pkey);
-    SET(ev, k_parent_path, ppath);
-    SET(ev, k_parent_cmdline, pcmd);
-    SET(ev, k_ancestors, anc);
+    if (parent_fields(ev, ppid, pkey, ppath, pcmd, anc) < 0) goto fail;
     if (attach_first(ev, ent) < 0) goto fail;
     r = 1;
     goto out;
