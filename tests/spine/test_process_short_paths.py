@@ -321,3 +321,30 @@ def test_a_short_lived_child_takes_the_short_paths(mode: str) -> None:
     assert ents[0][0] is ents[1][0] and ents[2][0] is ents[3][0] and ents[0][0] is not ents[2][0]
     assert out[0]["ancestors"] is out[2]["ancestors"] and out[0]["user"] == "app"
     assert out[0]["parent_path"] == "/bin/sh" and out[3]["cwd"] == "/srv/app"
+
+
+def test_native_off_runs_the_python_paths_and_says_so() -> None:
+    """PODTRAIL_NATIVE=0: the three stages run their Python paths (no C twin attached; what
+    those paths give is held equal above, in "python" mode), and the agent's list of missing
+    accelerators names both modules."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+from podtrail import native
+from podtrail.enrich.container import ContainerStage
+from podtrail.enrich.cgroup_index import CgroupIndex
+from podtrail.enrich.k8s.stage import K8sStage
+from podtrail.procs.stage import ProcessStage
+from podtrail.procs.table import ProcessTable
+assert ProcessStage(ProcessTable())._c is None
+assert ContainerStage(CgroupIndex(root="/nonexistent"))._c is None
+assert K8sStage(None, None)._c is None
+missing = native.missing()
+assert "podtrail.procs._short" in missing and "podtrail.enrich._known" in missing, missing
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PODTRAIL_NATIVE": "0"}, capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
