@@ -154,15 +154,28 @@ static PyObject *shared(PyObject *s) {
     return s;
 }
 
-/* f"{pid}:{start_ns}" (``Proc.key``): formatted in a buffer when both fit in 64 bits. */
+/* The decimal digits of ``v`` at ``end`` backwards (what str(int) writes); returns the start. */
+static char *decimal(char *end, long long v) {
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--end = '-';
+    return end;
+}
+
+/* f"{pid}:{start_ns}" (``Proc.key``): written in a buffer when both fit in 64 bits. */
 static PyObject *proc_key(PyObject *pid, PyObject *start) {
     if (PyLong_CheckExact(pid) && PyLong_CheckExact(start)) {
         int o1, o2;
         long long a = PyLong_AsLongLongAndOverflow(pid, &o1), b = PyLong_AsLongLongAndOverflow(start, &o2);
         if (!o1 && !o2 && !PyErr_Occurred()) {
-            char buf[48];
-            int n = snprintf(buf, sizeof buf, "%lld:%lld", a, b);
-            if (n > 0 && n < (int)sizeof buf) return PyUnicode_FromStringAndSize(buf, n);
+            char buf[48], *end = buf + sizeof buf;
+            char *p = decimal(end, b);
+            *--p = ':';
+            p = decimal(p, a);
+            return PyUnicode_FromStringAndSize(p, end - p);
         }
         PyErr_Clear();
     }

@@ -348,3 +348,15 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PODTRAIL_NATIVE": "0"}, capture_output=True,
                          text=True, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.skipif(NATIVE is None, reason="podtrail.procs._short not built (test_native_build fails then)")
+@pytest.mark.parametrize("start", [0, 1, -1, 10**18, 2**63 - 1, -(2**63), 2**63, 2**64 + 5])
+def test_the_native_key_is_pythons(start: int) -> None:
+    """The second sibling's exec is the C twin's (the first made the parent's memo); its key is
+    ``f"{pid}:{start_ns}"`` for any start, 64-bit or not."""
+    ops = [STORY, ("exit", 0, None, 1000), (*STORY[:1], 1, *STORY[2:]), ("exit", 1, None, 1000)]
+    taken: list[bool] = []
+    got = run(ops, "native", taken, odd=[(2, "start_ns", start), (3, "start_ns", start)])
+    assert got == run(ops, "python", odd=[(2, "start_ns", start), (3, "start_ns", start)])
+    assert taken[2] is True and dict(got[2]["items"])["process_key"] == f"{PIDS[1]}:{start}"
