@@ -264,7 +264,7 @@ static int exec_short(PyObject *stage, PyObject *ev, PyObject *pid) {
     } else {
         parent = SLOT(p, poff[P_PARENT]);
     }
-    if (!is_proc(parent)) goto out;
+    if (!is_proc(parent) || parent == p) goto out; /* (its own parent: the clear below would free the parent's part) */
     PyObject *pext = extra_of(parent), *ppid_of_parent = SLOT(parent, poff[P_PID]);
     if (pext == NULL || ppid_of_parent == NULL) goto out;
     epoch = PyObject_GetAttr(stage, s_epoch);
