@@ -175,7 +175,11 @@ static PyObject *pod(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     }
     Py_INCREF(known);
     int host = cid == v_empty;
-    int go = host && !PyDict_Contains(ev, k_node_name);
+    int go = 0;
+    if (host) {
+        if ((c = PyDict_Contains(ev, k_node_name)) < 0) goto fail;
+        go = !c;
+    }
     if (!go) {
         if (host) {
             pod = Py_None;

@@ -228,7 +228,9 @@ static int exec_short(PyObject *stage, PyObject *ev, PyObject *pid) {
     if (start == NULL || !PyLong_CheckExact(start) || mnt == NULL || !PyLong_CheckExact(mnt) || _PyLong_Sign(mnt) == 0)
         return 0;
     if (ppid != NULL && ppid != Py_None && !PyLong_CheckExact(ppid)) return 0;
-    if (!PyDict_Contains(ev, k_stdin) || PyDict_Contains(ev, k_user)) return 0; /* (-1 on error: left to Python) */
+    int has_stdin = PyDict_Contains(ev, k_stdin), has_user = PyDict_Contains(ev, k_user);
+    if (has_stdin < 0 || has_user < 0) return -1;
+    if (!has_stdin || has_user) return 0;
     PyObject *setup_ = get(ev, k_runtime_setup);
     if (setup_ != NULL && setup_ != Py_None && setup_ != Py_False) return 0;
 
@@ -241,7 +243,10 @@ static int exec_short(PyObject *stage, PyObject *ev, PyObject *pid) {
     if (p != NULL) {
         if (!is_proc(p)) goto out;
         PyObject *px = extra_of(p);
-        if (px == NULL || PyDict_Contains(px, k_as_ancestor)) goto out; /* an ancestor's image changes: Python */
+        if (px == NULL) goto out;
+        int anc_ = PyDict_Contains(px, k_as_ancestor);
+        if (anc_ < 0) goto fail;
+        if (anc_) goto out; /* an ancestor's image changes: Python */
         PyObject *exited = SLOT(p, poff[P_EXITED]), *pstart = SLOT(p, poff[P_START]);
         if (exited == NULL || pstart == NULL || !PyLong_CheckExact(pstart)) goto out;
         if (exited != Py_None) p = NULL;
