@@ -3,6 +3,7 @@ container and Kubernetes stages, the pipeline's delivery (hand-over, a five-stag
 ``finalize``, the events counter) and the stdout JSON line with its share of the write.
 
     .venv/bin/python -m bench delivery [--rounds 7] [--batch 16] [--samples FILE | --pods] [--reference DIR]
+                                       [--native-off]
 
 The stream is the exec storm's at 1,000 execs/s (``bench/exec_storm.py``'s paced phase): exec
 and exit of ``/bin/busybox true`` in the host's root cgroup, children of a Python process that
@@ -19,7 +20,8 @@ events). Last, the hand-over itself: a producer thread emits one event every 300
 running ``Pipeline`` (so its thread sleeps before each), both threads' CPU per event (the
 pipeline thread's includes its idle ticks). Best of ``--rounds``, thread CPU time (kernel time of the write included).
 ``--reference DIR`` runs the same benchmark code against DIR's ``podtrail`` in a subprocess
-and prints this checkout's figures over the reference's.
+and prints this checkout's figures over the reference's; ``--native-off`` does the same with
+this checkout and ``PODTRAIL_NATIVE=0`` (the pure-Python paths of the C accelerators).
 """
 
 from __future__ import annotations
@@ -220,15 +222,15 @@ def _handover(pipeline_cls: Any, n: int) -> float:
     return (mine + spent[0]) / n / 1e3
 
 
-def _reference(ref: Path, argv: list[str]) -> dict[str, float]:
+def _reference(ref: Path, argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     """The same benchmark code against ``ref``'s podtrail (a folder of two links: -m puts the
-    working directory first on sys.path, so PYTHONPATH alone would not do it)."""
+    working directory first on sys.path, so PYTHONPATH alone would not do it), ``env`` added."""
     with tempfile.TemporaryDirectory(prefix="podtrail-bench-ref-") as d:
         os.symlink(ref.resolve() / "podtrail", Path(d) / "podtrail")
         os.symlink(HERE / "bench", Path(d) / "bench")
         py = ref / ".venv/bin/python"
         out = subprocess.run([str(py if py.exists() else sys.executable), "-m", "bench.delivery", *argv, "--json"],
-                             cwd=d, check=True, capture_output=True, text=True).stdout
+                             cwd=d, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
     return json.loads(out.splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -239,26 +241,27 @@ def main() -> None:
     ap.add_argument("--samples", help="a pickled list of raw ring-buffer samples to replay")
     ap.add_argument("--pods", action="store_true", help="bench/stage_profile's stream of processes in pods instead")
     ap.add_argument("--reference", type=Path, help="another checkout (main) to run the same code against")
+    ap.add_argument("--native-off", action="store_true", help="also this checkout with PODTRAIL_NATIVE=0, in the same run")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     argv = ["--rounds", str(a.rounds), "--batch", str(a.batch), *(["--samples", a.samples] if a.samples else []),
             *(["--pods"] if a.pods else [])]
     ref = _reference(a.reference, argv) if a.reference else None
+    off = _reference(HERE, argv, {"PODTRAIL_NATIVE": "0"}) if a.native_off else None
     this = measure(a.rounds, a.batch, a.samples, a.pods)
     if a.json:
         print(json.dumps(this))
         return
+    others = [(name, o) for name, o in (("native off", off), ("reference", ref)) if o is not None]
     print(f"load average {os.getloadavg()[0]:.1f}; µs per event, best of {a.rounds} rounds")
-    print(f"{'stage':45s} {'this':>7s}" + (f" {'reference':>10s} {'ratio':>6s}" if ref else ""))
-    for k in (*STAGES, HANDOVER):
-        line = f"{k:45s} {this[k]:7.2f}"
-        if ref:
-            line += f" {ref[k]:10.2f} {this[k] / ref[k]:6.2f}"
+    print(f"{'stage':45s} {'this':>7s}" + "".join(f" {name:>10s} {'ratio':>6s}" for name, _ in others))
+    for k in (*STAGES, HANDOVER, "total"):
+        mine = sum(this.values()) if k == "total" else this[k]
+        line = f"{k:45s} {mine:7.2f}"
+        for _, o in others:
+            theirs = sum(o.values()) if k == "total" else o[k]
+            line += f" {theirs:10.2f} {mine / theirs:6.2f}"
         print(line)
-    tot = sum(this.values())
-    rtot = sum(ref.values()) if ref else 0.0
-    print(f"{'total':45s} {tot:7.2f}" + (f" {rtot:10.2f} {tot / rtot:6.2f}" if ref else ""))
-
 
 if __name__ == "__main__":
     main()

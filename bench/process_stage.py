@@ -2,7 +2,7 @@
 checkout's stage in the same run (issue 14: ``--against /work/main``).
 
     .venv/bin/python -m bench process_stage [--cycles 10000] [--rounds 5] [--against CHECKOUT]
-                                            [--samples FILE]
+                                            [--native-off] [--samples FILE]
 
 Two workloads, each through the real eBPF decoder and then ``ProcessStage.process`` as the
 pipeline calls it, the table as the agent keeps it with eBPF (``proc_fallback`` off):
@@ -18,7 +18,9 @@ pipeline calls it, the table as the agent keeps it with eBPF (``proc_fallback`` 
 Best of ``--rounds``, each on fresh events and a fresh table. ``no_gc`` is the same loop with
 the collector off (the agent's collections are a line of their own in its profile). Pids
 are above pid_max: nothing is read from /proc. ``--against`` runs this file's measurement
-in a subprocess whose ``podtrail`` package is the other checkout's, then prints the ratios.
+in a subprocess whose ``podtrail`` package is the other checkout's, then prints the ratios;
+``--native-off`` runs it in a subprocess of this checkout with ``PODTRAIL_NATIVE=0`` (the
+pure-Python paths the C accelerators stand in for).
 """
 
 from __future__ import annotations
@@ -130,13 +132,14 @@ def measure(cycles: int, rounds: int, samples: str | None) -> dict[str, Any]:
     return {k: {"us_per_event": round(v[0], 2), "no_gc": round(v[1], 2)} for k, v in res.items()}
 
 
-def _against(checkout: str, argv: list[str]) -> dict[str, Any]:
+def _against(checkout: str, argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """This measurement with ``checkout``'s podtrail (imported first, so that every podtrail
-    module is its) and this checkout's bench code."""
+    module is its) and this checkout's bench code, with ``env`` added to the environment."""
     code = ("import sys, json; sys.path.insert(0, {!r}); import podtrail; assert podtrail.__file__.startswith({!r}), "
             "podtrail.__file__; sys.path.insert(0, {!r}); from bench.process_stage import main; "
             "sys.exit(main({!r}))").format(checkout, checkout, str(HERE), [*argv, "--json"])
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}).stdout
     return json.loads(out)  # type: ignore[no-any-return]
 
 
@@ -146,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--samples", help="a pickled list of raw process samples to replay as the host workload")
     ap.add_argument("--against", help="another checkout, measured in the same run (e.g. /work/main)")
+    ap.add_argument("--native-off", action="store_true", help="also this checkout with PODTRAIL_NATIVE=0, in the same run")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.samples:
@@ -155,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(a.cycles, a.rounds, a.samples)))
         return 0
     ref = _against(os.path.abspath(a.against), own_argv) if a.against else None
+    off = _against(str(HERE), own_argv, {"PODTRAIL_NATIVE": "0"}) if a.native_off else None
     mine = measure(a.cycles, a.rounds, a.samples)
     report: dict[str, Any] = {"this checkout": mine, "load": round(os.getloadavg()[0], 2)}
-    if ref is not None:
-        report[a.against] = ref
-        report["ratio (against / this)"] = {k: {m: round(ref[k][m] / mine[k][m], 2) for m in mine[k]} for k in mine}
+    for name, other in (("PODTRAIL_NATIVE=0", off), (a.against, ref)):
+        if other is not None:
+            report[name] = other
+            report[f"ratio ({name} / this)"] = {k: {m: round(other[k][m] / mine[k][m], 2) for m in mine[k]} for k in mine}
     print(json.dumps(report, indent=2))
     return 0
 

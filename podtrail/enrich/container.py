@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from podtrail import native
 from podtrail.enrich.cgroup_index import CgroupIndex
 from podtrail.enrich.cgroup_path import ContainerRef, parse_cgroup_path, parse_proc_cgroup
 from podtrail.model.context import CONTAINER_CTX, Entity, put, share
@@ -23,6 +24,10 @@ PARENT_TTL_S = 1.0
 _CTX_NAMES = frozenset(CONTAINER_CTX.names)
 _FILLED = _CTX_NAMES - {"cgroup_id"}
 _HOST = frozenset({"cgroup_id", "cgroup_path"})  # the context of a cgroup of no container
+# The known-cgroup branch of ``apply`` in one C call (podtrail/enrich/_known.c; the branch
+# below stays its reference and the fallback): True when done, False when nothing was touched.
+_known = native.load("podtrail.enrich._known")
+_FILLED_T = tuple(sorted(_FILLED))
 
 
 @dataclass(slots=True)
@@ -60,6 +65,7 @@ class ContainerStage:
         # whether it is a cgroup of no container): an event of a known cgroup is one dict
         # lookup and one identity check (the index may remap an id)
         self._by_cgroup: dict[int, tuple[str, Entity, ContainerInfo | None, dict[str, object], bool]] = {}
+        self._c = _known.container if _known is not None else None  # None: the Python branch only
 
     def _parse(self, path: str) -> ContainerRef | None:
         if path in self._refs:
@@ -110,6 +116,9 @@ class ContainerStage:
         return hit
 
     def apply(self, ev: Event) -> None:
+        c = self._c
+        if c is not None and c(self, ev, _FILLED_T):
+            return
         cg = ev.get("cgroup_id")
         hit = self._by_cgroup.get(cg) if type(cg) is int else None  # never filled with force_proc
         # A known cgroup: the index still names the same path, and the event has none of the

@@ -14,11 +14,12 @@ import time
 from collections import deque
 from typing import Any
 
-from podtrail.model.context import PROCESS_CTX, EventDict, share, shared_text, whole
+from podtrail import native
+from podtrail.model.context import PROCESS_CTX, SHARED_TEXT_MAX, Entity, EventDict, share, shared_text, whole
 from podtrail.model.event import Event
 from podtrail.pipeline import Emit
 from podtrail.procs.stdin import stdin_kind
-from podtrail.procs.table import Proc, ProcessTable, since_boot_ns
+from podtrail.procs.table import _SAME_START, Proc, ProcessTable, since_boot_ns
 from podtrail.procs.users import UserNames
 
 ANCESTOR_CMDLINE_MAX = 512  # full command lines are on the parent; ancestors carry a prefix
@@ -28,6 +29,15 @@ _FILLED = frozenset(PROCESS_CTX.names) - {"ppid"}
 _FILLED_BUT_CWD = _FILLED - {"cwd"}  # a later event's own cwd is compared (the kernel sends one with an exit)
 _ALL = len(PROCESS_CTX.names)
 USER_MEMO_S = 1.0  # user names per (mount namespace, uid) kept this long over UserNames' own cache
+
+# The two short paths in one C call (podtrail/procs/_short.c; this module's Python is its
+# reference and the fallback): ``apply(stage, ev)`` is True when it did what ``_on_exec`` +
+# ``_exec_short`` or ``on_exit`` + ``_again`` would, False when it touched nothing.
+_short = native.load("podtrail.procs._short")
+if _short is not None:
+    _shape = whole(PROCESS_CTX, (None,) * _ALL)
+    _short.setup(Proc, Entity, EventDict, PROCESS_CTX, _shape.names, _shape.keys, tuple(sorted(_FILLED_BUT_CWD)),
+                 _SAME_START, SHARED_TEXT_MAX)
 
 
 def _ancestor(p: Proc) -> dict[str, object]:
@@ -80,6 +90,7 @@ class ProcessStage:
         self._names: dict[tuple[int, int], str] = {}  # (mnt_ns, uid) -> user name, see _name
         self._gen = 0  # of that memo, and of the last child's name kept on each parent
         self._names_until = time.monotonic() + USER_MEMO_S
+        self._c = _short.apply if _short is not None else None  # None: the Python paths only
 
     def process(self, ev: Event, out: Emit) -> None:
         # Process events are never held: they are what the held events wait for.
@@ -106,6 +117,9 @@ class ProcessStage:
             out(ev)
 
     def apply(self, ev: Event) -> None:
+        c = self._c
+        if c is not None and c(self, ev):
+            return
         pid = ev.get("pid")
         if not isinstance(pid, int):
             return
@@ -126,15 +140,13 @@ class ProcessStage:
                 if ev.get("fork_folded"):
                     # the kernel folded this child's fork into its first exec, and that failed (a
                     # PATH search): the child as its fork would have made it, then as any failed exec
-                    t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic(), ev.get("start_ns"),
-                              ev.get("cwd"))
+                    self._forked(ev, pid)
                 p = t.get(pid)
                 if p is None:
                     return
             self._fill(ev, p, True, False)
         elif action == "fork":
-            p = t.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic(), ev.get("start_ns"),
-                          ev.get("cwd"))
+            p = self._forked(ev, pid)
             pe = p.parent.extra if p.parent is not None else None
             if pe and "uid" in pe:  # same image, same root: the parent's user name (no passwd lookup)
                 p.extra["user"], p.extra["uid"] = pe["user"], pe["uid"]
@@ -143,6 +155,11 @@ class ProcessStage:
             p = t.on_exit(pid, time.monotonic()) if action == "exit" else t.get(pid)
             if p is not None and not self._again(ev, p):
                 self._fill(ev, p, False, False)
+
+    def _forked(self, ev: Event, pid: int) -> Proc:
+        """The table after the fork this event reports (a fork, or an exec the fork was folded into)."""
+        return self.table.on_fork(ev.get("ppid") or 0, pid, ev.get("mono_ns") or 0, time.monotonic(), ev.get("start_ns"),
+                                  ev.get("cwd"))
 
     def _on_exec(self, ev: Event, pid: int) -> Proc | None:
         """The table after a successful exec, and the facts the event lacks (auditd's); then

@@ -3,7 +3,8 @@ exactly the general path's result: the same fields in the same order and the sam
 entity values, on random streams that mix what the paths must tell apart (fork-folded and
 failed execs, re-exec, a parent's or ancestor's exec, uid and cwd changes, runtime setup,
 no mount namespace or cwd, unnamed uids, relative and hostile paths, the exit of an unknown
-pid, pid reuse). Pids are above pid_max: nothing is read from /proc."""
+pid, pid reuse). The C twin of the short paths (podtrail/procs/_short.c) gives the same results
+again, on the same streams. Pids are above pid_max: nothing is read from /proc."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from podtrail.model.context import consistent, covered
 from podtrail.model.event import new_event
 from podtrail.model.fields import Kind
+from podtrail.procs import stage as stage_mod
 from podtrail.procs.stage import ProcessStage
 from podtrail.procs.table import Proc, ProcessTable
 
@@ -165,25 +167,52 @@ def events(ops: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     return out
 
 
-def run(ops: list[tuple[Any, ...]], short: bool) -> list[dict[str, Any]]:
+NATIVE = stage_mod._short
+MODES = ["python", "native"] if NATIVE is not None else ["python"]
+
+
+def run(ops: list[tuple[Any, ...]], short: bool | str, taken: list[bool] | None = None,
+        odd: tuple[tuple[int, str, Any], ...] | list[tuple[int, str, Any]] = ()) -> list[Any]:
+    """The stream through a fresh stage: ``short`` False, the general path only; True or
+    "python", the Python short paths; "native", the C twin in front of them (``taken``
+    collects what it answered)."""
     t = ProcessTable(30.0, proc_fallback=True)
     init = t.by_pid[1] = Proc(1, 1, None, 0, "/sbin/init", "/sbin/init splash", "init", "/")
     shell = t.by_pid[2] = Proc(2, 2, init, 1, "/bin/bash", "-bash", "bash", "/root", 0)
     t.by_pid[3] = Proc(3, 3, shell, 2, "/usr/bin/python3", LONG, "python3", "/work", 0)
     stage = ProcessStage(t, Users())  # type: ignore[arg-type]
+    if short == "native":
+        assert NATIVE is not None
+        c = NATIVE.apply
+
+        def noted(s: Any, ev: dict[str, Any]) -> bool:
+            r = c(s, ev)
+            if taken is not None:
+                taken.append(r)
+            return r
+        stage._c = noted
+    else:
+        stage._c = None
     if not short:
         stage._exec_short = lambda *a: False  # type: ignore[method-assign]
         stage._again = lambda ev, p: False  # type: ignore[method-assign]
     out: list[dict[str, Any]] = []
-    for ev in events(ops):
-        if "tick" in ev:
-            stage.tick(0.0, out.append)
-        else:
-            stage.process(ev, out.append)
+    evs = events(ops)
+    for i, name, value in odd:  # hostile values put in (the event i modulo their number)
+        evs[i % len(evs)][name] = value
+    errors: list[Any] = []
+    for ev in evs:
+        try:
+            if "tick" in ev:
+                stage.tick(0.0, out.append)
+            else:
+                stage.process(ev, out.append)
+        except Exception as e:  # noqa: BLE001 - compared between the paths (as the pipeline counts them)
+            errors.append((type(e), str(e)))
     stage.tick(float("inf"), out.append)
-    res = []
+    res: list[Any] = [errors] if errors else []
     for ev in out:
-        assert consistent(ev) == []
+        assert odd or consistent(ev) == []
         items = [(k, v) for k, v in ev.items() if k not in ("event_id", "time", "time_ns")]
         res.append({"items": items, "ctx": [(e.kind.name, list(e.items())) for e in covered(ev)[0]]})
     return res
@@ -210,25 +239,64 @@ PERTURB: dict[str, list[tuple[Any, ...]]] = {
 }
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("perturb", PERTURB)
 @pytest.mark.parametrize("exit_cwd", [None, "/srv/app", "/tmp"])
-def test_each_difference_leaves_the_short_path(perturb: str, exit_cwd: str | None) -> None:
+def test_each_difference_leaves_the_short_path(perturb: str, exit_cwd: str | None, mode: str) -> None:
     """A story (a short-lived child's exec, a socket event, its exit) with one thing changed
     between that a short path must see: the same result as the general path."""
     ops = [STORY, ("sock", 0, None, 1000, False), *PERTURB[perturb], ("sock", 0, None, 1000, False),
            ("exit", 0, exit_cwd, 1000), ("sock", 0, None, 1000, False)]
-    assert run(ops, True) == run(ops, False)
+    assert run(ops, mode) == run(ops, False)
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(op, min_size=1, max_size=60))
 def test_short_paths_give_the_general_paths_result(ops: list[tuple[Any, ...]]) -> None:
-    assert run(ops, True) == run(ops, False)
+    general = run(ops, False)
+    assert run(ops, True) == general
+    if NATIVE is not None:
+        assert run(ops, "native") == general
 
 
-def test_a_short_lived_child_takes_the_short_paths() -> None:
+HOSTILE: st.SearchStrategy[Any] = st.sampled_from([None, "", 0, -1, 2**70, -(2**70), 1.5, b"/bin/x", "\udcff/x", "/x\x00y", True, False, [], {},
+                           "relative/x", "/" * 600, 10**30])
+FIELD = st.sampled_from(["pid", "ppid", "uid", "path", "cmdline", "cwd", "comm", "cgroup_id", "mono_ns", "start_ns",
+                         "mnt_ns", "result", "stdin", "user", "runtime_setup", "event_type", "action", "fork_folded",
+                         "process_key", "parent_path", "ancestors"])
+
+
+@pytest.mark.skipif(NATIVE is None, reason="podtrail.procs._short not built (test_native_build fails then)")
+@settings(max_examples=300, deadline=None)
+@given(st.lists(op, min_size=1, max_size=30), st.lists(st.tuples(st.integers(0, 200), FIELD, HOSTILE), max_size=4))
+def test_native_and_python_agree_on_hostile_values(ops: list[tuple[Any, ...]], odd: list[tuple[int, str, Any]]) -> None:
+    """Wrong types, huge numbers, bytes, surrogates, relative and overlong paths in any field
+    the short paths read: the C twin gives the Python short paths' events (or the same errors)."""
+    since_boot = stage_mod.since_boot_ns
+    stage_mod.since_boot_ns = lambda wall_ns: 12345  # an auditd exec without mono_ns: its start, not the clock
+    try:
+        assert run(ops, "native", odd=odd) == run(ops, "python", odd=odd)
+    finally:
+        stage_mod.since_boot_ns = since_boot
+
+
+@pytest.mark.skipif(NATIVE is None, reason="podtrail.procs._short not built (test_native_build fails then)")
+def test_the_native_short_paths_answer_most_of_a_mixed_stream() -> None:
+    """The equivalence above is not vacuous: on the one-change stories one after the other,
+    the C twin does the whole job for most events, and leaves the others to Python."""
+    ops = [o for i, p in enumerate(PERTURB.values()) for o in
+           [(*STORY[:1], i % 6, *STORY[2:]), ("sock", i % 6, None, 1000, False), *p, ("exit", i % 6, None, 1000)]]
+    taken: list[bool] = []
+    assert run(ops, "native", taken) == run(ops, False)
+    assert taken.count(True) > len(taken) // 2 and False in taken
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_short_lived_child_takes_the_short_paths(mode: str) -> None:
     """The workload of the issue (a new child of a parent in the table execs, then exits): both
-    events on the short paths, siblings sharing the parent's part, the exit the exec's entity."""
+    events on the short paths (the first sibling's exec on Python's, which makes the parent's
+    memo; after it, in native mode, every event on the C twin), siblings sharing the parent's part,
+    the exit the exec's entity."""
     ops: list[tuple[Any, ...]] = [("exec", 0, -1, 1, "/srv/app", NS_A, 1000, "folded"), ("exit", 0, "/srv/app", 1000),
                                   ("exec", 1, -1, 1, "/srv/app", NS_A, 1000, "folded"), ("exit", 1, None, 1000)]
     t = ProcessTable(30.0, proc_fallback=False)
@@ -236,14 +304,59 @@ def test_a_short_lived_child_takes_the_short_paths() -> None:
     t.by_pid[3] = Proc(3, 3, t.by_pid[1], 1, "/bin/sh", "sh", "sh", "/", 1000)
     stage = ProcessStage(t, Users())  # type: ignore[arg-type]
     taken: list[str] = []
+    if mode == "python":
+        stage._c = None
+    else:
+        c = stage._c
+        assert c is not None
+        stage._c = lambda s, ev: c(s, ev) and not taken.append("c")  # type: ignore[func-returns-value]
     exec_short, again = stage._exec_short, stage._again
     stage._exec_short = lambda *a: exec_short(*a) and not taken.append("exec")  # type: ignore[method-assign,func-returns-value]
     stage._again = lambda ev, p: again(ev, p) and not taken.append("later")  # type: ignore[method-assign,func-returns-value]
     out: list[dict[str, Any]] = []
     for ev in events(ops):
         stage.process(ev, out.append)
-    assert taken == ["exec", "later", "exec", "later"]
+    assert taken == (["exec", "later", "exec", "later"] if mode == "python" else ["exec", "c", "c", "c"])
     ents = [covered(ev)[0] for ev in out]
     assert ents[0][0] is ents[1][0] and ents[2][0] is ents[3][0] and ents[0][0] is not ents[2][0]
     assert out[0]["ancestors"] is out[2]["ancestors"] and out[0]["user"] == "app"
     assert out[0]["parent_path"] == "/bin/sh" and out[3]["cwd"] == "/srv/app"
+
+
+def test_native_off_runs_the_python_paths_and_says_so() -> None:
+    """PODTRAIL_NATIVE=0: the three stages run their Python paths (no C twin attached; what
+    those paths give is held equal above, in "python" mode), and the agent's list of missing
+    accelerators names both modules."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+from podtrail import native
+from podtrail.enrich.container import ContainerStage
+from podtrail.enrich.cgroup_index import CgroupIndex
+from podtrail.enrich.k8s.stage import K8sStage
+from podtrail.procs.stage import ProcessStage
+from podtrail.procs.table import ProcessTable
+assert ProcessStage(ProcessTable())._c is None
+assert ContainerStage(CgroupIndex(root="/nonexistent"))._c is None
+assert K8sStage(None, None)._c is None
+missing = native.missing()
+assert "podtrail.procs._short" in missing and "podtrail.enrich._known" in missing, missing
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PODTRAIL_NATIVE": "0"}, capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.skipif(NATIVE is None, reason="podtrail.procs._short not built (test_native_build fails then)")
+@pytest.mark.parametrize("start", [0, 1, -1, 10**18, 2**63 - 1, -(2**63), 2**63, 2**64 + 5])
+def test_the_native_key_is_pythons(start: int) -> None:
+    """The second sibling's exec is the C twin's (the first made the parent's memo); its key is
+    ``f"{pid}:{start_ns}"`` for any start, 64-bit or not."""
+    ops = [STORY, ("exit", 0, None, 1000), (*STORY[:1], 1, *STORY[2:]), ("exit", 1, None, 1000)]
+    taken: list[bool] = []
+    got = run(ops, "native", taken, odd=[(2, "start_ns", start), (3, "start_ns", start)])
+    assert got == run(ops, "python", odd=[(2, "start_ns", start), (3, "start_ns", start)])
+    assert taken[2] is True and dict(got[2]["items"])["process_key"] == f"{PIDS[1]}:{start}"

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge
 
+from podtrail import native
 from podtrail.enrich.k8s.cache import PodCache
 from podtrail.enrich.k8s.iphistory import IPHistory
 from podtrail.enrich.k8s.model import PodInfo
@@ -28,6 +29,11 @@ MISSING = Counter("podtrail_k8s_metadata_missing_total", "Container events sent 
 PENDING = Gauge("podtrail_k8s_pending_events", "Events waiting for pod metadata.", registry=REGISTRY)
 _POD_NAMES = frozenset(POD_CTX.names)
 _NODE_NAMES = ("cluster_name", "node_name")  # a host event's pod context
+# The known-container branch of ``process`` in one C call (podtrail/enrich/_known.c; the branch
+# below stays its reference and the fallback): True when done (but ``out``), False when nothing
+# was touched.
+_known = native.load("podtrail.enrich._known")
+_POD_T = tuple(sorted(_POD_NAMES))
 PENDING_OVERFLOW = Counter("podtrail_k8s_pending_overflow_total", "Events sent on early because the pending queue was full.", registry=REGISTRY)
 
 
@@ -51,6 +57,7 @@ class K8sStage:
         self._known: dict[str, tuple[PodInfo | None, Entity, str | None, dict[str, object]]] = {}
         # Wait for the watch only while it can answer: API configured and last seen reachable.
         self._api_expected = api_expected or (lambda: cache is not None)
+        self._c = _known.pod if _known is not None else None  # None: the Python branch only
 
     # -- filling --------------------------------------------------------------------------------
     def _fill_pod(self, ev: Event, pod: PodInfo) -> None:
@@ -168,6 +175,10 @@ class K8sStage:
         return self.cache.by_container(cid) if cid and self.cache is not None else None
 
     def process(self, ev: Event, out: Emit) -> None:
+        c = self._c
+        if c is not None and c(self, ev, _POD_T):
+            out(ev)
+            return
         cid = ev.get("container_id") or ""
         known = self._known.get(cid) if type(cid) is str else None
         # What the full path would give, at once: for a host event (no container, no node
