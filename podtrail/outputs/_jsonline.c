@@ -78,7 +78,7 @@ static Py_ssize_t off_ctx, off_vals, off_memo; /* their slots */
 static PyObject *memo_key;             /* "jsonl" */
 
 /* 1: a byte of ASCII text that is written as it is in a JSON string */
-static unsigned char plain[128];
+static unsigned char plain[256];
 
 static const char HEX[] = "0123456789abcdef";
 
@@ -153,7 +153,7 @@ static int put_str(Buf *b, PyObject *s) {
         Py_ssize_t i = 0;
         while (i < n) {
             Py_ssize_t j = plain_run(d, i, n);
-            while (j < n && d[j] < 128 && plain[d[j]])
+            while (j < n && plain[d[j]])
                 j++;
             memcpy(o, d + i, (size_t)(j - i));
             o += j - i;
@@ -177,13 +177,26 @@ static int put_str(Buf *b, PyObject *s) {
     return OK;
 }
 
+static const char DIGITS[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 static int put_uint(Buf *b, unsigned long long u, int neg) {
     char tmp[24];
     char *e = tmp + sizeof tmp, *s = e;
-    do {
-        *--s = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    while (u >= 100) {
+        unsigned r = (unsigned)(u % 100);
+        u /= 100;
+        *--s = DIGITS[2 * r + 1];
+        *--s = DIGITS[2 * r];
+    }
+    if (u >= 10) {
+        *--s = DIGITS[2 * u + 1];
+        *--s = DIGITS[2 * u];
+    } else {
+        *--s = (char)('0' + u);
+    }
     if (neg)
         *--s = '-';
     return put(b, s, e - s);
@@ -262,6 +275,41 @@ static int put_key(Buf *b, PyObject *k) {
     return put(b, ":", 1);
 }
 
+/* The keys of events (the declared names, interned: a few dozen objects) as written, with the
+ * comma before them, by identity; each slot holds its key, so the address is not reused. */
+#define KEY_SLOTS 512
+#define KEY_TEXT 48
+static struct {
+    PyObject *key;
+    Py_ssize_t len;
+    char text[KEY_TEXT]; /* ,"name": */
+} keys[KEY_SLOTS];
+
+static int put_top_key(Buf *b, PyObject *k, int first) {
+    size_t h = (((uintptr_t)k >> 4) ^ ((uintptr_t)k >> 13)) % KEY_SLOTS;
+    if (keys[h].key == k) {
+        if (reserve(b, KEY_TEXT))
+            return FAIL;
+        memcpy(b->p + b->len, keys[h].text + first, KEY_TEXT - 1);
+        b->len += keys[h].len - first;
+        return OK;
+    }
+    Py_ssize_t start = b->len;
+    int rc = (first ? OK : put(b, ",", 1));
+    if (rc || (rc = put_key(b, k)))
+        return rc;
+    Py_ssize_t n = b->len - start + first; /* with the comma */
+    if (n <= KEY_TEXT - 1) {
+        PyObject *old = keys[h].key;
+        keys[h].text[0] = ',';
+        memcpy(keys[h].text + 1, b->p + start + (first ? 0 : 1), (size_t)(n - 1));
+        keys[h].len = n;
+        keys[h].key = Py_NewRef(k);
+        Py_XDECREF(old);
+    }
+    return OK;
+}
+
 static int put_dict(Buf *b, PyObject *v, int depth) {
     if (put(b, "{", 1))
         return FAIL;
@@ -299,6 +347,54 @@ static int put_value(Buf *b, PyObject *v, int depth) {
     if (t == &PyDict_Type)
         return put_dict(b, v, depth);
     return put_other(b, v);
+}
+
+/* Lists and dicts inside the values of context entities, by identity: an entity's values are
+ * immutable (a change is a new entity), and siblings' entities share their ancestry list, its
+ * ancestor dicts one per ancestor image (procs/stage.py). Each slot holds the object (so its
+ * address is not reused while it is here) and its text. */
+#define SHARED_SLOTS 512
+static struct {
+    PyObject *obj, *text;
+} shared[SHARED_SLOTS];
+
+static int put_shared(Buf *b, PyObject *v, int depth) {
+    if (depth > MAX_DEPTH)
+        return DECLINE;
+    size_t h = ((uintptr_t)v >> 4) % SHARED_SLOTS;
+    if (shared[h].obj == v)
+        return put(b, PyBytes_AS_STRING(shared[h].text), PyBytes_GET_SIZE(shared[h].text));
+    Py_ssize_t start = b->len;
+    int rc = OK;
+    Py_INCREF(v);
+    if (PyList_CheckExact(v)) {
+        rc = put(b, "[", 1);
+        for (Py_ssize_t i = 0; !rc && i < PyList_GET_SIZE(v); i++) {
+            if (i && (rc = put(b, ",", 1)))
+                break;
+            PyObject *x = PyList_GET_ITEM(v, i);
+            rc = PyList_CheckExact(x) || PyDict_CheckExact(x) ? put_shared(b, x, depth + 1) : put_value(b, x, depth + 1);
+        }
+        if (!rc)
+            rc = put(b, "]", 1);
+    } else {
+        rc = put_dict(b, v, depth);
+    }
+    if (!rc) {
+        PyObject *t = PyBytes_FromStringAndSize(b->p + start, b->len - start);
+        if (t == NULL) {
+            rc = FAIL;
+        } else {
+            PyObject *old_obj = shared[h].obj, *old_text = shared[h].text;
+            shared[h].obj = v; /* takes the reference held above */
+            shared[h].text = t;
+            Py_XDECREF(old_obj);
+            Py_XDECREF(old_text);
+            return OK;
+        }
+    }
+    Py_DECREF(v);
+    return rc;
 }
 
 /* The slot at ``off`` of ``o`` (borrowed; NULL when unset). */
@@ -356,7 +452,7 @@ static int put_memo(Buf *b, PyObject *v, PyObject *ctx) {
             if (PyBytes_CheckExact(f))
                 return put(b, PyBytes_AS_STRING(f), PyBytes_GET_SIZE(f));
             Py_ssize_t start = b->len;
-            int rc = put_value(b, v, 1);
+            int rc = put_shared(b, v, 1);
             if (rc)
                 return rc;
             f = PyBytes_FromStringAndSize(b->p + start, b->len - start);
@@ -387,10 +483,8 @@ static int put_event(Buf *b, PyObject *ev) {
     PyObject *k, *v;
     int rc = put(b, "{", 1), first = 1;
     while (!rc && PyDict_Next(ev, &pos, &k, &v)) {
-        if (!first && (rc = put(b, ",", 1)))
-            break;
+        rc = put_top_key(b, k, first);
         first = 0;
-        rc = put_key(b, k);
         if (!rc) {
             PyTypeObject *t = Py_TYPE(v);
             rc = DECLINE;
@@ -615,7 +709,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__jsonline(void) {
-    for (int c = 0x20; c < 128; c++)
+    for (int c = 0x20; c < 128; c++) /* and none of 128..255 */
         plain[c] = 1;
     plain['"'] = 0;
     plain['\\'] = 0;
