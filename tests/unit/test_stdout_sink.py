@@ -11,9 +11,22 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from podtrail.model.event import Event, finalize, new_event
 from podtrail.model.fields import Kind
+from podtrail.outputs import stdout
 from podtrail.outputs.stdout import StdoutSink, to_json_line
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def buffer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every behaviour with the C lines buffer (_jsonline.c) and with its pure-Python twin."""
+    if request.param == "python":
+        monkeypatch.setattr(stdout, "_native", None)
+    elif stdout._native is None:
+        pytest.skip("_jsonline not built (test_jsonline_native fails under CI)")
+    return str(request.param)
 
 
 def _events(n: int) -> list[Event]:
