@@ -220,15 +220,17 @@ def _handover(pipeline_cls: Any, n: int) -> float:
     return (mine + spent[0]) / n / 1e3
 
 
-def _reference(ref: Path, argv: list[str]) -> dict[str, float]:
+def _reference(ref: Path, argv: list[str], native: bool = True) -> dict[str, float]:
     """The same benchmark code against ``ref``'s podtrail (a folder of two links: -m puts the
-    working directory first on sys.path, so PYTHONPATH alone would not do it)."""
+    working directory first on sys.path, so PYTHONPATH alone would not do it); ``native``
+    False: with PODTRAIL_NATIVE=0 (its pure-Python paths)."""
     with tempfile.TemporaryDirectory(prefix="podtrail-bench-ref-") as d:
         os.symlink(ref.resolve() / "podtrail", Path(d) / "podtrail")
         os.symlink(HERE / "bench", Path(d) / "bench")
         py = ref / ".venv/bin/python"
+        env = {**os.environ, **({} if native else {"PODTRAIL_NATIVE": "0"})}
         out = subprocess.run([str(py if py.exists() else sys.executable), "-m", "bench.delivery", *argv, "--json"],
-                             cwd=d, check=True, capture_output=True, text=True).stdout
+                             cwd=d, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -239,25 +241,28 @@ def main() -> None:
     ap.add_argument("--samples", help="a pickled list of raw ring-buffer samples to replay")
     ap.add_argument("--pods", action="store_true", help="bench/stage_profile's stream of processes in pods instead")
     ap.add_argument("--reference", type=Path, help="another checkout (main) to run the same code against")
+    ap.add_argument("--native-off", action="store_true",
+                    help="also this checkout with PODTRAIL_NATIVE=0 (its pure-Python paths), in the same run")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     argv = ["--rounds", str(a.rounds), "--batch", str(a.batch), *(["--samples", a.samples] if a.samples else []),
             *(["--pods"] if a.pods else [])]
     ref = _reference(a.reference, argv) if a.reference else None
+    off = _reference(HERE, argv, native=False) if a.native_off else None
     this = measure(a.rounds, a.batch, a.samples, a.pods)
     if a.json:
         print(json.dumps(this))
         return
+    cols = [(name, r) for name, r in (("native off", off), ("reference", ref)) if r]
     print(f"load average {os.getloadavg()[0]:.1f}; µs per event, best of {a.rounds} rounds")
-    print(f"{'stage':45s} {'this':>7s}" + (f" {'reference':>10s} {'ratio':>6s}" if ref else ""))
-    for k in (*STAGES, HANDOVER):
-        line = f"{k:45s} {this[k]:7.2f}"
-        if ref:
-            line += f" {ref[k]:10.2f} {this[k] / ref[k]:6.2f}"
+    print(f"{'stage':45s} {'this':>7s}" + "".join(f" {n:>10s} {'ratio':>6s}" for n, _ in cols))
+    for k in (*STAGES, HANDOVER, "total"):
+        v = this[k] if k != "total" else sum(this.values())
+        line = f"{k:45s} {v:7.2f}"
+        for _, r in cols:
+            rv = r[k] if k != "total" else sum(r.values())
+            line += f" {rv:10.2f} {v / rv:6.2f}"
         print(line)
-    tot = sum(this.values())
-    rtot = sum(ref.values()) if ref else 0.0
-    print(f"{'total':45s} {tot:7.2f}" + (f" {rtot:10.2f} {tot / rtot:6.2f}" if ref else ""))
 
 
 if __name__ == "__main__":
