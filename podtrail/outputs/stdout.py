@@ -23,6 +23,7 @@ event the accelerator declines), ``_PyLines`` the buffer's twin."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import stat
@@ -41,6 +42,11 @@ from podtrail.model.context import Entity, EventDict
 from podtrail.model.event import Event
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+# A pipe on stdout (a container runtime's log pipe) is grown to this (Linux's default limit for
+# an unprivileged process, /proc/sys/fs/pipe-max-size): its default 64 KiB takes less than one
+# linger's lines at 1,000 execs/s, so every write was split and the rest handed to the writer
+# thread (one more thread wake-up per write); measured in docs/BENCHMARKS.md ("JSON lines").
+PIPE_BYTES = 1 << 20
 log = logging.getLogger(__name__)
 
 
@@ -139,7 +145,21 @@ def _fd_of(stream: IO[str]) -> tuple[int, str]:
         return -1, ""
     if stat.S_ISREG(mode):
         return fd, "plain"
+    if stat.S_ISFIFO(mode):
+        _grow_pipe(fd)
     return fd, "nowait" if _NOWAIT else ""
+
+
+def _grow_pipe(fd: int) -> None:
+    """Grow the pipe to ``PIPE_BYTES`` (never shrink it); where the system refuses, it stays."""
+    get, set_ = getattr(fcntl, "F_GETPIPE_SZ", None), getattr(fcntl, "F_SETPIPE_SZ", None)
+    if get is None or set_ is None or not PIPE_BYTES:
+        return
+    try:
+        if fcntl.fcntl(fd, get) < PIPE_BYTES:
+            fcntl.fcntl(fd, set_, PIPE_BYTES)
+    except OSError as e:  # EPERM beyond the limit, EBUSY: the pipe keeps its size
+        log.debug("stdout: pipe stays at its size: %s", e)
 
 
 class StdoutSink:
