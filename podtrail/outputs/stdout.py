@@ -101,38 +101,25 @@ class _LineBuffer(Protocol):
     def clear(self) -> None: ...
 
 
-class _PyLines:
+class _PyLines(bytearray):
     """Lines not written yet, in one growing buffer: the pure-Python twin of
-    ``_jsonline.Lines`` (which also formats: its ``add``)."""
-
-    def __init__(self) -> None:
-        self._b = bytearray()
+    ``_jsonline.Lines`` (which also formats: its ``add``). A bytearray, so appending stays C."""
 
     def add(self, ev: Event) -> bool:
         return False  # the caller formats
 
-    def extend(self, data: bytes) -> None:
-        self._b += data
-
-    def __len__(self) -> int:
-        return len(self._b)
-
     def write(self, fd: int, flags: int = 0) -> int:
         """Write the start of the buffer (``pwritev`` with ``flags`` if any), drop what was written."""
-        b = self._b
-        if not b:
+        if not self:
             return 0
-        n = os.pwritev(fd, [b], -1, flags) if flags else os.write(fd, b)
-        del b[:n]
+        n = os.pwritev(fd, [self], -1, flags) if flags else os.write(fd, self)
+        del self[:n]
         return n
 
     def take(self) -> bytes:
-        data = bytes(self._b)
-        self._b.clear()
+        data = bytes(self)
+        self.clear()
         return data
-
-    def clear(self) -> None:
-        self._b.clear()
 
 
 def _fd_of(stream: IO[str]) -> tuple[int, str]:
