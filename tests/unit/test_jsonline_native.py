@@ -157,6 +157,27 @@ def test_hostile_events_are_the_reference_bytes_or_declined(pairs: list[tuple[st
     assert got.isascii() and b"\n" not in got and b"\r" not in got
 
 
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.dictionaries(_text, _value, max_size=3), max_size=4), st.dictionaries(_text, _value, max_size=4),
+       st.lists(_value, max_size=3))
+def test_hostile_entity_values_from_the_memo_are_the_reference_bytes_or_declined(
+        ancestors: list[Any], labels: dict[str, Any], ips: list[Any]) -> None:
+    """The list and dict values of attached entities (rendered once, then copied) with hostile
+    contents: each line, first and again from the memo and the identity cache, is the
+    reference's or declined."""
+    ev = _ev_with(PROCESS_CTX, process_key="1:1", path="/bin/sh", ancestors=ancestors)
+    ev.update(pod_name="p", pod_labels=labels, pod_ips=ips)
+    share(ev, POD_CTX, None)
+    try:
+        ref: bytes | BaseException = json_line(ev)
+    except Exception as e:
+        ref = e
+    for _ in range(2):
+        got = J.line(ev)
+        if got is not None:
+            assert got == ref
+
+
 @pytest.mark.parametrize("value", ["\udcff", 2**64, -2**63 - 1, {1: 2}, [{"a": [[[["x"]]]]}], object()],
                          ids=["surrogate", "int>u64", "int<i64", "int key", "deep-ok", "object"])
 def test_what_orjson_refuses_is_declined_and_the_rest_is_written(value: Any) -> None:
