@@ -32,6 +32,7 @@
 #define OK 0
 #define DECLINE 1
 #define FAIL (-1)
+#define MISS 2 /* put_memo: not an entity's value (write it as any value) */
 #define MAX_DEPTH 64
 #define KEEP_CAP (4 << 20) /* a buffer grown past this by a burst is freed once written */
 
@@ -403,7 +404,7 @@ static inline PyObject *slot(PyObject *o, Py_ssize_t off) {
 }
 
 /* A list or dict value of the event that is a value of one of its entities: its text from the
- * entity's memo (rendered there at first use). DECLINE: not an entity's value, or not rendered. */
+ * entity's memo (rendered there at first use). MISS: not an entity's value (nothing written). */
 static int put_memo(Buf *b, PyObject *v, PyObject *ctx) {
     Py_ssize_t ne = PyTuple_GET_SIZE(ctx);
     for (Py_ssize_t e = 1; e < ne; e++) {
@@ -429,7 +430,7 @@ static int put_memo(Buf *b, PyObject *v, PyObject *ctx) {
                 memo = slot(ent, off_memo);
             }
             if (!PyDict_CheckExact(memo))
-                return DECLINE;
+                return MISS;
             PyObject *frags = PyDict_GetItemWithError(memo, memo_key);
             if (frags == NULL) {
                 if (PyErr_Occurred())
@@ -447,7 +448,7 @@ static int put_memo(Buf *b, PyObject *v, PyObject *ctx) {
                     return FAIL;
             }
             if (!PyList_CheckExact(frags) || PyList_GET_SIZE(frags) != nv)
-                return DECLINE;
+                return MISS;
             PyObject *f = PyList_GET_ITEM(frags, i);
             if (PyBytes_CheckExact(f))
                 return put(b, PyBytes_AS_STRING(f), PyBytes_GET_SIZE(f));
@@ -461,7 +462,7 @@ static int put_memo(Buf *b, PyObject *v, PyObject *ctx) {
             return PyList_SetItem(frags, i, f) ? FAIL : OK; /* steals f */
         }
     }
-    return DECLINE;
+    return MISS;
 }
 
 /* The event's line and a newline, appended to ``b``; on DECLINE or FAIL ``b`` is as before. */
@@ -487,13 +488,13 @@ static int put_event(Buf *b, PyObject *ev) {
         first = 0;
         if (!rc) {
             PyTypeObject *t = Py_TYPE(v);
-            rc = DECLINE;
+            rc = MISS;
             if (ctx != NULL && (t == &PyList_Type || t == &PyDict_Type)) {
                 Py_INCREF(v);
                 rc = put_memo(b, v, ctx);
                 Py_DECREF(v);
             }
-            if (rc == DECLINE)
+            if (rc == MISS)
                 rc = put_value(b, v, 1);
         }
     }
