@@ -84,7 +84,7 @@ static PyTypeObject LinkType = {
 
 /* -- finalize_count ------------------------------------------------------------------------ */
 
-static PyObject *severity_table, *counts, *py_finalize, *event_type; /* configure() */
+static PyObject *severity_table, *counts, *py_finalize, *py_event_out, *event_type; /* configure() */
 static PyObject *s_event_type, *s_outcome, *s_result, *s_file_name, *s_target_path, *s_severity, *s_action,
     *s_drift, *s_sensitive, *s_source, *s_process, *s_failure, *s_success, *s_empty, *i_zero, *i_one, *i_four,
     *i_seven, *i_eight;
@@ -133,8 +133,8 @@ static int finalize_process(PyObject *ev) {
         }
     }
     if (res != NULL) {
-        int neg = _PyLong_Sign(res) < 0;
-        if (PyDict_SetItem(ev, s_outcome, neg ? s_failure : s_success))
+        int neg = PyObject_RichCompareBool(res, i_zero, Py_LT);
+        if (neg < 0 || PyDict_SetItem(ev, s_outcome, neg ? s_failure : s_success))
             return -1;
     }
     if ((has = PyDict_Contains(ev, s_severity)) < 0)
@@ -194,8 +194,8 @@ static PyObject *finalize_count(PyObject *mod, PyObject *ev) {
         PyErr_SetString(PyExc_RuntimeError, "_pipeline: configure() was not called");
         return NULL;
     }
-    int done = 0;
-    if (PyDict_CheckExact(ev) || Py_TYPE(ev) == (PyTypeObject *)event_type) {
+    int done = 0, plain = PyDict_CheckExact(ev) || Py_TYPE(ev) == (PyTypeObject *)event_type;
+    if (plain) {
         PyObject *et = get(ev, s_event_type);
         if (et == NULL && PyErr_Occurred())
             return NULL;
@@ -211,10 +211,8 @@ static PyObject *finalize_count(PyObject *mod, PyObject *ev) {
             return NULL;
         Py_DECREF(r);
     }
-    if (!PyDict_Check(ev)) { /* as event_out: ev.get */
-        PyErr_SetString(PyExc_TypeError, "finalize_count: an event is a dict");
-        return NULL;
-    }
+    if (!plain) /* another mapping (its own get): event_out itself */
+        return PyObject_CallOneArg(py_event_out, ev);
     PyObject *a = or_empty(ev, s_source), *b = a ? or_empty(ev, s_event_type) : NULL, *c = b ? or_empty(ev, s_action) : NULL;
     PyObject *key = c ? PyTuple_Pack(3, a, b, c) : NULL;
     Py_XDECREF(a);
@@ -233,9 +231,11 @@ static PyObject *finalize_count(PyObject *mod, PyObject *ev) {
 }
 
 static PyObject *configure(PyObject *mod, PyObject *args) {
-    PyObject *table, *cnt, *fin, *evt;
-    if (!PyArg_ParseTuple(args, "O!O!OO!:configure", &PyDict_Type, &table, &PyDict_Type, &cnt, &fin, &PyType_Type, &evt))
+    PyObject *table, *cnt, *fin, *out, *evt;
+    if (!PyArg_ParseTuple(args, "O!O!OOO!:configure", &PyDict_Type, &table, &PyDict_Type, &cnt, &fin, &out, &PyType_Type,
+                          &evt))
         return NULL;
+    Py_XSETREF(py_event_out, Py_NewRef(out));
     Py_XSETREF(severity_table, Py_NewRef(table));
     Py_XSETREF(counts, Py_NewRef(cnt));
     Py_XSETREF(py_finalize, Py_NewRef(fin));
@@ -245,7 +245,7 @@ static PyObject *configure(PyObject *mod, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(severity table, events counts, finalize, EventDict): the references' own objects"},
+     "configure(severity table, events counts, finalize, event_out, EventDict): the references' own objects"},
     {"finalize_count", finalize_count, METH_O, "finalize_count(ev): model.event.finalize(ev), then metrics.event_out(ev)"},
     {NULL, NULL, 0, NULL},
 };

@@ -33,7 +33,7 @@ NAP_S = 0.005
 # references are _link and _finalize_count below.
 _native = native.load("podtrail._pipeline")
 if _native is not None:
-    _native.configure(_SEVERITY, metrics._event_counts, finalize, EventDict)
+    _native.configure(_SEVERITY, metrics._event_counts, finalize, metrics.event_out, EventDict)
 
 
 def _link(process: Callable[[Event, Emit], None], out: Emit) -> Emit:

@@ -77,6 +77,18 @@ def test_hostile_events_are_finalized_and_counted_as_the_reference(fields: dict[
     assert got == ref
 
 
+class _Odd(dict):  # type: ignore[type-arg]
+    """A dict whose get says otherwise: both paths read it through get."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return "odd" if key == "source" else super().get(key, default)
+
+
+def test_another_mapping_is_finalized_and_counted_through_its_own_get() -> None:
+    ref, got = _both(_Odd(event_type="process", action="exec", result=0, source="ebpf"))
+    assert got == ref and ("odd", "process", "exec") in ref[2]
+
+
 def test_link_calls_the_stage_with_the_next_step_and_passes_its_errors() -> None:
     seen: list[Any] = []
 
