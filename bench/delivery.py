@@ -1,6 +1,7 @@
 """From the stages' end to the default output, on host process events: µs per event for the
 container and Kubernetes stages, the pipeline's delivery (hand-over, a five-stage chain,
-``finalize``, the events counter) and the stdout JSON line with its share of the write.
+``finalize``, the events counter), the stdout JSON line, and the sink's ends of batch with their
+writes.
 
     .venv/bin/python -m bench delivery [--rounds 7] [--batch 16] [--samples FILE | --pods] [--reference DIR]
                                        [--native-off]
@@ -15,7 +16,7 @@ the real agent); ``--pods`` takes bench/stage_profile's stream of processes in 2
 real container stage (real cgroup index), the real Kubernetes stage as the agent builds it
 without an API server, the real ``Pipeline`` (emit of the batch, one take as after a nap, its
 chain of five pass-through stages, delivery to a sink that keeps nothing), and a ``StdoutSink`` writing a regular file
-with one end of batch per event (the pipeline's batches at 1,000 execs/s are one or two
+(the batch's lines, then one end of batch per event: the pipeline's batches at 1,000 execs/s are one or two
 events). Last, the hand-over itself: a producer thread emits one event every 300 µs into a
 running ``Pipeline`` (so its thread sleeps before each), both threads' CPU per event (the
 pipeline thread's includes its idle ticks). Best of ``--rounds``, thread CPU time (kernel time of the write included).
@@ -40,7 +41,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent.parent
 BASE_PID = 200_000  # above pid_max: /proc never answers for these
-STAGES = ("container", "k8s", "delivery (emit, chain, finalize, counter)", "stdout JSON line + write")
+STAGES = ("container", "k8s", "delivery (emit, chain, finalize, counter)", "stdout JSON line", "stdout ends of batch (writes)")
 HANDOVER = "hand-over to a sleeping pipeline (both threads)"
 
 
@@ -175,9 +176,11 @@ def measure(rounds: int, batch: int, samples_file: str | None, pods: bool = Fals
                     t3 = tc()
                     for e in got:
                         sink.submit(e)
-                        sink.end_batch()
                     t4 = tc()
-                    for k, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    for _ in got:  # an end of batch per event, as at 1,000 execs/s
+                        sink.end_batch()
+                    t5 = tc()
+                    for k, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
                         spent[k] += dt
                 for k in STAGES:
                     best[k] = min(best[k], spent[k] / n / 1e3)
@@ -222,15 +225,17 @@ def _handover(pipeline_cls: Any, n: int) -> float:
     return (mine + spent[0]) / n / 1e3
 
 
-def _reference(ref: Path, argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
+def _reference(ref: Path, argv: list[str], native: bool = True) -> dict[str, float]:
     """The same benchmark code against ``ref``'s podtrail (a folder of two links: -m puts the
-    working directory first on sys.path, so PYTHONPATH alone would not do it), ``env`` added."""
+    working directory first on sys.path, so PYTHONPATH alone would not do it); ``native``
+    False: with PODTRAIL_NATIVE=0 (its pure-Python paths)."""
     with tempfile.TemporaryDirectory(prefix="podtrail-bench-ref-") as d:
         os.symlink(ref.resolve() / "podtrail", Path(d) / "podtrail")
         os.symlink(HERE / "bench", Path(d) / "bench")
         py = ref / ".venv/bin/python"
+        env = {**os.environ, **({} if native else {"PODTRAIL_NATIVE": "0"})}
         out = subprocess.run([str(py if py.exists() else sys.executable), "-m", "bench.delivery", *argv, "--json"],
-                             cwd=d, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
+                             cwd=d, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -241,27 +246,29 @@ def main() -> None:
     ap.add_argument("--samples", help="a pickled list of raw ring-buffer samples to replay")
     ap.add_argument("--pods", action="store_true", help="bench/stage_profile's stream of processes in pods instead")
     ap.add_argument("--reference", type=Path, help="another checkout (main) to run the same code against")
-    ap.add_argument("--native-off", action="store_true", help="also this checkout with PODTRAIL_NATIVE=0, in the same run")
+    ap.add_argument("--native-off", action="store_true",
+                    help="also this checkout with PODTRAIL_NATIVE=0 (its pure-Python paths), in the same run")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     argv = ["--rounds", str(a.rounds), "--batch", str(a.batch), *(["--samples", a.samples] if a.samples else []),
             *(["--pods"] if a.pods else [])]
     ref = _reference(a.reference, argv) if a.reference else None
-    off = _reference(HERE, argv, {"PODTRAIL_NATIVE": "0"}) if a.native_off else None
+    off = _reference(HERE, argv, native=False) if a.native_off else None
     this = measure(a.rounds, a.batch, a.samples, a.pods)
     if a.json:
         print(json.dumps(this))
         return
-    others = [(name, o) for name, o in (("native off", off), ("reference", ref)) if o is not None]
+    cols = [(name, r) for name, r in (("native off", off), ("reference", ref)) if r]
     print(f"load average {os.getloadavg()[0]:.1f}; µs per event, best of {a.rounds} rounds")
-    print(f"{'stage':45s} {'this':>7s}" + "".join(f" {name:>10s} {'ratio':>6s}" for name, _ in others))
+    print(f"{'stage':45s} {'this':>7s}" + "".join(f" {n:>10s} {'ratio':>6s}" for n, _ in cols))
     for k in (*STAGES, HANDOVER, "total"):
-        mine = sum(this.values()) if k == "total" else this[k]
-        line = f"{k:45s} {mine:7.2f}"
-        for _, o in others:
-            theirs = sum(o.values()) if k == "total" else o[k]
-            line += f" {theirs:10.2f} {mine / theirs:6.2f}"
+        v = this[k] if k != "total" else sum(this.values())
+        line = f"{k:45s} {v:7.2f}"
+        for _, r in cols:
+            rv = r[k] if k != "total" else sum(r.values())
+            line += f" {rv:10.2f} {v / rv:6.2f}"
         print(line)
+
 
 if __name__ == "__main__":
     main()

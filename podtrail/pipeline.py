@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from podtrail import metrics
+from podtrail import metrics, native
 from podtrail.inbox import Inbox
-from podtrail.model.event import Event, finalize
+from podtrail.model.context import EventDict
+from podtrail.model.event import _SEVERITY, Event, finalize
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,23 @@ Emit = Callable[[Event], None]
 # one, and a wake-up per event cost more than all the stages of a host event together
 # (docs/BENCHMARKS.md, "Outputs, enrichment and delivery"). At most this much latency.
 NAP_S = 0.005
+
+
+# The chain's links and finalize + the events counter in C (podtrail/_pipeline.c); the
+# references are _link and _finalize_count below.
+_native = native.load("podtrail._pipeline")
+if _native is not None:
+    _native.configure(_SEVERITY, metrics._event_counts, finalize, metrics.event_out, EventDict)
+
+
+def _link(process: Callable[[Event, Emit], None], out: Emit) -> Emit:
+    """One step of the chain: ``process(ev, out)``."""
+    return lambda ev: process(ev, out)
+
+
+def _finalize_count(ev: Event) -> None:
+    finalize(ev)
+    metrics.event_out(ev)
 
 
 class Source(Protocol):
@@ -129,17 +147,24 @@ class Pipeline:
     def _build_chain(self) -> list[Emit]:
         """outs[i] feeds stage i; outs[len(stages)] finalizes and fans out to the sinks."""
         sinks = self._sinks
+        link = _native.Link if _native is not None else _link
+        if _native is not None:
+            fin = _native.finalize_count
 
-        def deliver(ev: Event) -> None:
-            finalize(ev)
-            metrics.event_out(ev)
-            for s in sinks:
-                s.submit(ev)
+            def deliver(ev: Event) -> None:
+                fin(ev)
+                for s in sinks:
+                    s.submit(ev)
+        else:
+            def deliver(ev: Event) -> None:  # _finalize_count inline: one frame fewer per event
+                finalize(ev)
+                metrics.event_out(ev)
+                for s in sinks:
+                    s.submit(ev)
 
         outs: list[Emit] = [deliver]
         for stage in reversed(self._stages):
-            nxt = outs[0]
-            outs.insert(0, (lambda st, n: (lambda ev: st.process(ev, n)))(stage, nxt))
+            outs.insert(0, link(stage.process, outs[0]))
         return outs
 
     def _tick(self, now: float) -> None:

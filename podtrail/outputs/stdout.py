@@ -13,11 +13,17 @@ auditd exec path").
 Lines linger up to ``linger_s`` (or ``linger_lines``) before they are written: at 1,000 execs/s
 the pipeline's batches are one or two events, and one write per batch cost more than formatting
 the line (docs/BENCHMARKS.md, "Outputs, enrichment and delivery"). The pipeline ends a batch at
-least every tick, so a line is out within ``linger_s`` plus a tick; ``close`` writes the rest."""
+least every tick, so a line is out within ``linger_s`` plus a tick; ``close`` writes the rest.
+
+With the native accelerator (``_jsonline.c``) a JSON line goes from the event straight into
+one buffer kept between writes, and the list and dict values of the event's context entities
+are rendered once per entity version; ``json_line`` stays the reference (and the path of any
+event the accelerator declines), ``_PyLines`` the buffer's twin."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import stat
@@ -25,16 +31,22 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
-from podtrail import metrics
+from podtrail import metrics, native
 from podtrail.formatters.jsonenc import ascii_json, dumpb
 from podtrail.inbox import Inbox
+from podtrail.model.context import Entity, EventDict
 from podtrail.model.event import Event
 
 _NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+# A pipe on stdout (a container runtime's log pipe) is grown to this (Linux's default limit for
+# an unprivileged process, /proc/sys/fs/pipe-max-size): its default 64 KiB takes less than one
+# linger's lines at 1,000 execs/s, so every write was split and the rest handed to the writer
+# thread (one more thread wake-up per write); measured in docs/BENCHMARKS.md ("JSON lines").
+PIPE_BYTES = 1 << 20
 log = logging.getLogger(__name__)
 
 
@@ -75,6 +87,41 @@ def _ancestry(anc: list[Any]) -> tuple[list[Any], orjson.Fragment]:
     return hit
 
 
+_native = native.load("podtrail.outputs._jsonline")
+if _native is not None:
+    _native.configure(EventDict, Entity, orjson.dumps)
+
+
+class _LineBuffer(Protocol):
+    def add(self, ev: Event) -> bool: ...
+    def extend(self, data: bytes) -> None: ...
+    def __len__(self) -> int: ...
+    def write(self, fd: int, flags: int = 0) -> int: ...
+    def take(self) -> bytes: ...
+    def clear(self) -> None: ...
+
+
+class _PyLines(bytearray):
+    """Lines not written yet, in one growing buffer: the pure-Python twin of
+    ``_jsonline.Lines`` (which also formats: its ``add``). A bytearray, so appending stays C."""
+
+    def add(self, ev: Event) -> bool:
+        return False  # the caller formats
+
+    def write(self, fd: int, flags: int = 0) -> int:
+        """Write the start of the buffer (``pwritev`` with ``flags`` if any), drop what was written."""
+        if not self:
+            return 0
+        n = os.pwritev(fd, [self], -1, flags) if flags else os.write(fd, self)
+        del self[:n]
+        return n
+
+    def take(self) -> bytes:
+        data = bytes(self)
+        self.clear()
+        return data
+
+
 def _fd_of(stream: IO[str]) -> tuple[int, str]:
     """(descriptor or -1, how the pipeline may write it: "plain" (a regular file never waits
     for a reader), "nowait" (RWF_NOWAIT), or "" (only the writer thread may))."""
@@ -85,7 +132,21 @@ def _fd_of(stream: IO[str]) -> tuple[int, str]:
         return -1, ""
     if stat.S_ISREG(mode):
         return fd, "plain"
+    if stat.S_ISFIFO(mode):
+        _grow_pipe(fd)
     return fd, "nowait" if _NOWAIT else ""
+
+
+def _grow_pipe(fd: int) -> None:
+    """Grow the pipe to ``PIPE_BYTES`` (never shrink it); where the system refuses, it stays."""
+    get, set_ = getattr(fcntl, "F_GETPIPE_SZ", None), getattr(fcntl, "F_SETPIPE_SZ", None)
+    if get is None or set_ is None or not PIPE_BYTES:
+        return
+    try:
+        if fcntl.fcntl(fd, get) < PIPE_BYTES:
+            fcntl.fcntl(fd, set_, PIPE_BYTES)
+    except OSError as e:  # EPERM beyond the limit, EBUSY: the pipe keeps its size
+        log.debug("stdout: pipe stays at its size: %s", e)
 
 
 class StdoutSink:
@@ -100,7 +161,9 @@ class StdoutSink:
         self._enc = getattr(self._stream, "encoding", None) or "utf-8"
         # Lines not written yet, encoded, in one growing buffer: holding many separate line
         # objects until a write cost more than making them (measured)
-        self._buf = bytearray()
+        self._buf: _LineBuffer = _native.Lines() if _native is not None else _PyLines()
+        # the accelerator's JSON line into the buffer (False: it declined; None: not this format)
+        self._add: Callable[[Event], bool] | None = self._buf.add if self._fmtb is not None and _native else None
         self._n = 0  # lines in _buf
         self._linger = linger_s
         self._linger_bytes = linger_bytes
@@ -124,15 +187,17 @@ class StdoutSink:
 
     def submit(self, ev: Event) -> None:
         try:
-            fmt = self._fmtb
-            line = fmt(ev) if fmt is not None else self._fmt(ev).encode(self._enc, "backslashreplace")
+            add = self._add
+            if add is None or not add(ev):
+                fmt = self._fmtb
+                line = fmt(ev) if fmt is not None else self._fmt(ev).encode(self._enc, "backslashreplace")
+                buf = self._buf
+                buf.extend(line)
+                buf.extend(b"\n")
         except Exception:  # a formatting bug loses this line only, counted; the other outputs still get the event
             log.exception("stdout: cannot format an event")
             metrics.dropped("stdout", "format_error")
             return
-        buf = self._buf
-        buf += line
-        buf += b"\n"
         self._n += 1
 
     def end_batch(self) -> None:
@@ -161,31 +226,27 @@ class StdoutSink:
             return
         self.writes += 1
         if self._fd < 0:
-            text = buf.decode(self._enc)
-            buf.clear()
-            self._hand_over(text, n_lines)
+            self._hand_over(buf.take().decode(self._enc), n_lines)
             return
         if self._direct and not self._behind:
             try:
-                n = self._write_now(buf)
+                self._write_now(buf)
             except (BrokenPipeError, ValueError):
                 buf.clear()
                 self._closed(n_lines)
                 return
-            if n == len(buf):
-                buf.clear()
+            if not len(buf):
                 return
-            del buf[:n]  # the rest (from a partial line on) goes to the writer thread
-        data = bytes(buf)
-        buf.clear()
+            # the rest (from a partial line on) goes to the writer thread
+        data = buf.take()
         self._hand_over(data, data.count(b"\n"))
 
-    def _write_now(self, data: bytearray) -> int:
-        """Bytes written without waiting (0: the reader is behind)."""
+    def _write_now(self, buf: _LineBuffer) -> int:
+        """Bytes written (and dropped from ``buf``) without waiting (0: the reader is behind)."""
         if self._direct == "plain":
-            return os.write(self._fd, data)
+            return buf.write(self._fd)
         try:
-            return os.pwritev(self._fd, [data], -1, _NOWAIT)
+            return buf.write(self._fd, _NOWAIT)
         except BlockingIOError:
             return 0
         except OSError as e:

@@ -31,6 +31,7 @@ from podtrail.formatters.parse import parse_cef, parse_leef
 from podtrail.model.context import EventDict, consistent
 from podtrail.model.event import finalize, new_event, validate
 from podtrail.model.fields import Kind
+from podtrail.outputs.stdout import _native as jsonline_c
 from podtrail.outputs.stdout import to_json_line
 from podtrail.procs.stage import ProcessStage
 from podtrail.procs.table import Proc, ProcessTable
@@ -39,9 +40,12 @@ NODE = "node-a"
 
 
 def outputs(ev: dict[str, Any]) -> dict[str, Any]:
-    """Every text output of an event, parsed (CEF and LEEF keys are unordered)."""
+    """Every text output of an event, parsed (CEF and LEEF keys are unordered); the JSON line
+    also as the C accelerator writes it, byte for byte the reference's."""
+    line = to_json_line(ev)
+    assert jsonline_c is None or jsonline_c.line(ev) == line.encode()
     return {"cef": parse_cef(format_cef(ev)), "leef": parse_leef(format_leef(ev)), "ecs": json.loads(format_ecs(ev)),
-            "json": json.loads(to_json_line(ev))}
+            "json": json.loads(line)}
 
 
 def assert_same_as_plain(ev: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +105,7 @@ def test_pod_label_change_and_container_gone_reach_every_output(api: FakeAPIServ
         assert o1["cef"][1]["podLabels"] == '{"app":"web","tier":"v1"}' and o1["ecs"]["orchestrator"]["resource"]["label"]["tier"] == "v1"
         assert_same_as_plain(e2)
         assert pod1.memo is not None and "cef" in pod1.memo and "ecs" in pod1.memo  # rendered once, kept
+        assert jsonline_c is None or "jsonl" in pod1.memo
 
         api.add_pod(make_pod("web-1", "shop", c.pod_uid, NODE, container_id=c.id, labels={"app": "web", "tier": "v2"}))
         _wait(lambda: watcher.cache.by_container(c.id).labels.get("tier") == "v2")

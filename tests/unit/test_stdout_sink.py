@@ -11,9 +11,22 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from podtrail.model.event import Event, finalize, new_event
 from podtrail.model.fields import Kind
+from podtrail.outputs import stdout
 from podtrail.outputs.stdout import StdoutSink, to_json_line
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def buffer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every behaviour with the C lines buffer (_jsonline.c) and with its pure-Python twin."""
+    if request.param == "python":
+        monkeypatch.setattr(stdout, "_native", None)
+    elif stdout._native is None:
+        pytest.skip("_jsonline not built (test_jsonline_native fails under CI)")
+    return str(request.param)
 
 
 def _events(n: int) -> list[Event]:
@@ -163,3 +176,18 @@ def test_hostile_ancestry_and_own_fields_never_break_or_forge_a_line() -> None:
         back = json.loads(line)
         assert back["ancestors"] == json.loads(json.dumps(anc)) and back["event_type"] == "process"
         assert back == json.loads(json.dumps(dict(ev), default=str))
+
+
+def test_a_pipe_on_stdout_is_grown_so_a_lingered_batch_fits_in_one_write() -> None:
+    import fcntl
+
+    r, w = os.pipe()
+    try:
+        assert fcntl.fcntl(w, fcntl.F_GETPIPE_SZ) < stdout.PIPE_BYTES
+        stream = os.fdopen(w, "w", closefd=False)
+        StdoutSink(stream)
+        allowed = os.geteuid() == 0 or int(Path("/proc/sys/fs/pipe-max-size").read_text()) >= stdout.PIPE_BYTES
+        assert fcntl.fcntl(w, fcntl.F_GETPIPE_SZ) == stdout.PIPE_BYTES or not allowed
+    finally:
+        os.close(r)
+        os.close(w)
