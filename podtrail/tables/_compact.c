@@ -10,6 +10,13 @@
  * redefines ==) is handed to the Python ``_Fast.record`` of that layout. Exceptions the Python
  * loop would let through are let through here too.
  *
+ * What it does beyond the reference, none of it visible in a record: it reads an event's values
+ * where the same names sat in the last event's dict (checked by key identity, see fetch), it
+ * remembers the families of the batch by identity (see Fam), and its records are not tracked
+ * by the cycle collector (they cannot be in a cycle; full tables hold 150k of them). Reading by
+ * position skips hash lookups, so a key object with a user-defined __eq__ colliding with a
+ * field name's hash would see fewer calls than under Python; nothing else differs.
+ *
  * Only the CPython C API and libc.
  */
 #define PY_SSIZE_T_CLEAN
@@ -83,7 +90,8 @@ Layout_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Py_ssize_t n = PyTuple_GET_SIZE(names);
     if (PyTuple_GET_SIZE(types) != n || n < 4 || pid_at >= n || (pid_at >= 0 && n < 6) || rep_a < 0 || rep_a > rep_b ||
         rep_b > n || pool_b < 0 || pool_b > pool_d || pool_d > n || others_at < 0 || others_at > n || mode < 0 ||
-        mode > 3 || PyTuple_GET_SIZE(how) != n - others_at) {
+        mode > 3 || PyTuple_GET_SIZE(how) != n - others_at ||
+        others_at != (mode == 3 ? pool_b : mode == 2 ? pool_d : n) || (mode == 0 && pool_d != n)) {
         PyErr_SetString(PyExc_ValueError, "Layout: inconsistent layout");
         return NULL;
     }
@@ -656,6 +664,10 @@ judge:
     for (i = 0; i < nown; i++)
         PyTuple_SET_ITEM(rec, k++, own[i]);
     nown = 0;  /* moved */
+    /* A record is in no reference cycle (an immutable tuple of values that existed before it,
+       reachable only from its kind's deque): the cycle collector need not walk it, and the
+       150k records of full tables would otherwise make every full collection walk them all. */
+    PyObject_GC_UnTrack(rec);
     *out = rec;
     ret = 1;
 done:
