@@ -917,6 +917,56 @@ fail:
     return NULL;
 }
 
+/* _Shape.observe's loop: for each (name, values) of ``seen``, add ev.get(name) when the set
+   has at most repeat_max values and it is exactly a str, an int or None, else a new object() */
+static PyObject *
+observe(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "observe(seen: dict, ev, repeat_max)");
+        return NULL;
+    }
+    PyObject *seen = args[0], *ev = args[1], *name, *vals;
+    Py_ssize_t rmax = PyLong_AsSsize_t(args[2]), pos = 0;
+    if (rmax == -1 && PyErr_Occurred())
+        return NULL;
+    int exact = PyDict_CheckExact(ev) || (PyObject *)Py_TYPE(ev) == EventDictType;
+    PyObject *get = NULL;
+    if (!exact && (get = PyObject_GetAttrString(ev, "get")) == NULL)
+        return NULL;
+    while (PyDict_Next(seen, &pos, &name, &vals)) {
+        if (!PySet_CheckExact(vals)) {
+            PyErr_SetString(PyExc_TypeError, "observe: values must be sets");
+            goto fail;
+        }
+        PyObject *v;
+        if (exact) {
+            v = PyDict_GetItemWithError(ev, name);
+            if (v == NULL && PyErr_Occurred())
+                goto fail;
+            v = v ? v : Py_None;
+            Py_INCREF(v);
+        } else if ((v = PyObject_CallOneArg(get, name)) == NULL)
+            goto fail;
+        int r;
+        if (PySet_GET_SIZE(vals) <= rmax && (PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || v == Py_None))
+            r = PySet_Add(vals, v);
+        else {
+            PyObject *o = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+            r = o ? PySet_Add(vals, o) : -1;
+            Py_XDECREF(o);
+        }
+        Py_DECREF(v);
+        if (r < 0)
+            goto fail;
+    }
+    Py_XDECREF(get);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(get);
+    return NULL;
+}
+
 static PyObject *
 setup(PyObject *mod, PyObject *args)
 {
@@ -967,6 +1017,8 @@ static PyMethodDef methods[] = {
      "setup(EventDict, id_head, from_ns, Argv, compact_id, const_names): the buffer module's objects."},
     {"compact", (PyCFunction)(void (*)(void))compact, METH_FASTCALL,
      "compact(pending, cfast, pool, combos, general): EventBuffers._compact's loop over the pending events."},
+    {"observe", (PyCFunction)(void (*)(void))observe, METH_FASTCALL,
+     "observe(seen, ev, repeat_max): _Shape.observe's loop over the values a learning shape counts."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -179,17 +179,21 @@ class _Shape:
         self.seen: dict[str, set[Any]] | None = {n: set() for n in texts + ints} if reps is None else None
         self.n_seen = 0
 
-    def observe(self, ev: Event) -> tuple[str, ...] | None:
-        """Count this event's values; after ``_LEARN`` events, the names that repeat."""
+    def observe(self, ev: Event, c: Any = None) -> tuple[str, ...] | None:
+        """Count this event's values; after ``_LEARN`` events, the names that repeat. (``c``:
+        the C module, whose ``observe`` does this loop.)"""
         seen = self.seen
         if seen is None:
             return None
-        for n, vals in seen.items():
-            v = ev.get(n)
-            if len(vals) <= _REPEAT_MAX and type(v) in _SHARE_T:
-                vals.add(v)
-            else:
-                vals.add(object())  # unshareable or too many: never repeating
+        if c is not None:
+            c.observe(seen, ev, _REPEAT_MAX)
+        else:
+            for n, vals in seen.items():
+                v = ev.get(n)
+                if len(vals) <= _REPEAT_MAX and type(v) in _SHARE_T:
+                    vals.add(v)
+                else:
+                    vals.add(object())  # unshareable or too many: never repeating
         self.n_seen += 1
         if self.n_seen < _LEARN:
             return None
@@ -431,7 +435,7 @@ class EventBuffers:
             own = tuple(k for k in keys if k not in cover and k not in skip)
             shape = self._shapes[sk] = _Shape(own, cover, len(ents), const, packed, same_tid)
         elif shape.seen is not None:
-            reps = shape.observe(ev)
+            reps = shape.observe(ev, self._c)
             if reps is not None:  # learned: this shape's later records share their repeating values
                 shape = self._shapes[sk] = _Shape(shape.own, shape.cover, shape.n_ents, shape.const, shape.packed,
                                                   shape.tid_is_pid, reps)

@@ -327,3 +327,32 @@ def test_no_reference_is_lost_or_kept() -> None:
     before = [sys.getrefcount(v) for v in vals]
     assert after(True) == before
     assert after(False) == before
+
+
+class _Getter(dict):  # type: ignore[type-arg]
+    """A mapping whose get is its own (observe must call it, as Python does)."""
+
+    def get(self, k: Any, default: Any = None) -> Any:
+        return "got-" + k if k == "comm" else super().get(k, default)
+
+
+@settings(max_examples=100, deadline=None)
+@given(vals=st.lists(_odd, min_size=1, max_size=40), kind=st.sampled_from([EventDict, dict, D, _Getter]))
+def test_observe_counts_alike(vals: list[Any], kind: type) -> None:
+    """_Shape.observe's loop in C and in Python leave the same counts and values."""
+    names = ("comm", "uid", "path", "absent")
+
+    def counted(c: Any) -> dict[str, tuple[int, set[Any]]]:
+        seen: dict[str, set[Any]] = {n: set() for n in names}
+        for i in range(80):  # uid: 40 values, across the 32 that still count as repeating
+            v = vals[i % len(vals)]
+            ev = kind(comm=v, uid=i % 40, path=v if i % 3 else "/bin/sh")
+            if c is None:
+                shape = _Shape.__new__(_Shape)
+                shape.seen, shape.n_seen = seen, 0
+                shape.observe(ev)
+            else:
+                C.observe(seen, ev, buffer._REPEAT_MAX)
+        return {n: (len(s), {v for v in s if type(v) is not object}) for n, s in seen.items()}
+
+    assert counted(C) == counted(None)
