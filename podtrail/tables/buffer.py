@@ -306,7 +306,6 @@ _NO_FAST: list[_Fast] = []
 _PENDING_MAX = 256  # events waiting for compaction before a submit compacts them itself
 
 
-
 def _with_native(mod: Any) -> Any:
     """The C module, given this module's objects it must give back the same (None stays None)."""
     if mod is not None:
