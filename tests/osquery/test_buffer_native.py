@@ -356,3 +356,48 @@ def test_observe_counts_alike(vals: list[Any], kind: type) -> None:
         return {n: (len(s), {v for v in s if type(v) is not object}) for n, s in seen.items()}
 
     assert counted(C) == counted(None)
+
+
+def test_real_kernel_events_give_the_same_records_and_rows() -> None:
+    """Samples the real kernel wrote (process.bpf.c through its ring buffer) for 320 execs of a
+    real dash and busybox, through the real decoder, process table and container stages and
+    finalize: the same records, rows and Thrift bytes from C and from Python."""
+    import subprocess
+
+    from conftest import require_core
+
+    from bench.stage_profile import through
+    from podtrail.bpf.libbpf import RingBuffer
+    from podtrail.bpf.process import ProcessDecoder, build_process_source
+    from podtrail.config import SensorConfig
+    from podtrail.enrich.container import ContainerStage
+    from podtrail.model.event import finalize
+    from podtrail.procs.stage import ProcessStage
+    from podtrail.procs.table import ProcessTable
+
+    require_core()
+    src = build_process_source(SensorConfig(ringbuf_pages=4096))
+    src.load()
+    assert src.obj is not None
+    raw: list[bytes] = []
+    try:  # a shell running 320 commands, each an exec and an exit (its fork folded into the exec)
+        subprocess.run(["/bin/dash", "-c", "i=0; while [ $i -lt 320 ]; do /bin/busybox true buffers-$i; i=$((i+1)); done"],
+                       check=True)
+        rb = RingBuffer(src.obj.map("events"), raw.append)
+        rb.consume()
+        rb.close()
+    finally:
+        src.close()
+    dec = ProcessDecoder()
+    evs = [finalize(e) for e in through([ProcessStage(ProcessTable()), ContainerStage()],
+                                        [e for e in map(dec.decode, raw) if e is not None])]
+    assert sum(e.get("action") == "exec" for e in evs) >= 320
+    c, p = pair(events_max=5000)
+    feed((c, p), evs)
+    general = c.general
+    feed((c, p), evs)
+    assert c._cfast and c.general - general < len(evs) / 4, "the second time most took a proven layout, in C"
+    same(c, p)
+    for spec in EVENT_TABLES:
+        assert TableService(c).generate(spec.name) == TableService(p).generate(spec.name)
+        assert _reply(TableService(c), spec.name) == _reply(TableService(p), spec.name)
