@@ -396,7 +396,9 @@ def test_real_kernel_events_give_the_same_records_and_rows() -> None:
     feed((c, p), evs)
     general = c.general
     feed((c, p), evs)
-    assert c._cfast and c.general - general < len(evs) / 4, "the second time most took a proven layout, in C"
+    # the second time, the workload's 640 execs and exits took proven layouts, in C (events of
+    # other processes on the machine meanwhile may be of shapes too rare to learn)
+    assert c._cfast and c.general - general <= len(evs) - 600
     same(c, p)
     for spec in EVENT_TABLES:
         assert TableService(c).generate(spec.name) == TableService(p).generate(spec.name)
