@@ -1,6 +1,7 @@
 """CPU per event of the osquery event buffers' write path (``EventBuffers.submit`` plus the
-compaction into records, wherever it happens), this tree against a reference tree's buffer,
-in one run, over the per-stage profile's realistic stream.
+compaction into records, wherever it happens), this tree compacting in C (``tables/_compact.c``),
+this tree compacting in Python (``native=False``, as under ``PODTRAIL_NATIVE=0``) and a
+reference tree's buffer, in one run, over the per-stage profile's realistic stream.
 
     .venv/bin/python -m bench buffer_submit [--cycles 5000] [--rounds 5] [--keep 5000] [--ref /work/main]
 
@@ -15,8 +16,10 @@ CPU (``thread_time_ns``), best of ``--rounds``:
   have seen them once (the steady state of a busy node: learned, full, one out per one in);
 - for this tree also the submit calls alone and the compaction alone (``end_batch``);
 - "interleaved": as in the agent, each batch of ``--batch`` events comes fresh out of decode,
-  the real stages and finalize (untimed) and goes into both buffers at once (which goes first
-  alternates per batch), so the buffers meet events the stages just warmed, between other work.
+  the real stages and finalize (untimed) and goes into the three buffers at once (which goes
+  first rotates per batch), so the buffers meet events the stages just warmed, between other work;
+- "full_gc_ms": one full collection (``gc.collect()``) with ``--full`` events a kind held, the
+  events themselves gone (the C path's records are not tracked by the cycle collector).
 
 The reference's ``podtrail/tables/buffer.py`` is loaded from ``--ref`` under another module
 name (its metrics in a throwaway registry); both use this tree's event model.
@@ -25,6 +28,7 @@ name (its metrics in a throwaway registry); both use this tree's event model.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import importlib.util
 import json
@@ -92,13 +96,13 @@ def measure(cls: Any, evs: list[Any], rounds: int, keep: int, batch: int) -> dic
             "warm_us": round(best(rounds, warmed, lambda b: feed(b, evs, batch)) / n / 1e3, 2)}
 
 
-def split(evs: list[Any], rounds: int, keep: int) -> dict[str, float]:
+def split(cls: Any, evs: list[Any], rounds: int, keep: int) -> dict[str, float]:
     """This tree's warm cost in two parts: the submit calls, and the compaction they queued."""
     saved = ours._PENDING_MAX
     ours._PENDING_MAX = len(evs) + 1  # nothing compacts during the submits
     try:
         def warmed() -> Any:
-            b = ours.EventBuffers(events_max=keep, expiry_s=10**9)
+            b = cls(events_max=keep, expiry_s=10**9)
             feed(b, evs, 1024)
             return b
 
@@ -118,7 +122,7 @@ def split(evs: list[Any], rounds: int, keep: int) -> dict[str, float]:
     return {"submit_calls_us": round(sub / len(evs) / 1e3, 2), "compaction_us": round(comp / len(evs) / 1e3, 2)}
 
 
-def interleaved(ref_cls: Any, cycles: int, batch: int, keep: int) -> dict[str, float]:
+def interleaved(classes: dict[str, Any], cycles: int, batch: int, keep: int) -> dict[str, Any]:
     """µs per event of each buffer (submit + end_batch) on fresh batches out of the stages."""
     from bench.stage_profile import World, cycle, decode_items, through
     from podtrail.bpf.process import ProcessDecoder
@@ -131,8 +135,9 @@ def interleaved(ref_cls: Any, cycles: int, batch: int, keep: int) -> dict[str, f
     dec = ProcessDecoder()
     stages: list[Any] = [ProcessStage(world.table), ContainerStage(world.index),
                          K8sStage(world.cache, None, cluster_name="prod-eu-1", node_name="node-1", labels=["app"])]
-    bufs = [ours.EventBuffers(events_max=keep, expiry_s=10**9), ref_cls(events_max=keep, expiry_s=10**9)]
-    spent = [0, 0]
+    names = list(classes)
+    bufs = [cls(events_max=keep, expiry_s=10**9) for cls in classes.values()]
+    spent = [0] * len(bufs)
     n = 0
     per = max(1, batch // 6)  # cycles per batch (6 events a cycle)
     for c0 in range(0, cycles, per):
@@ -141,13 +146,25 @@ def interleaved(ref_cls: Any, cycles: int, batch: int, keep: int) -> dict[str, f
         for ev in evs:
             finalize(ev)
         n += len(evs)
-        for j in ((0, 1) if (c0 // per) % 2 else (1, 0)):
+        k = (c0 // per) % len(bufs)
+        for j in [*range(k, len(bufs)), *range(k)]:
             b = bufs[j]
             t0 = time.thread_time_ns()
             feed(b, evs, len(evs))
             spent[j] += time.thread_time_ns() - t0
-    return {"this_tree_us": round(spent[0] / n / 1e3, 2), "reference_us": round(spent[1] / n / 1e3, 2),
-            "ratio": round(spent[1] / spent[0], 2), "events": n}
+    return {"events": n, **{f"{name}_us": round(t / n / 1e3, 2) for name, t in zip(names, spent, strict=True)},
+            **{f"{name}_over_c": round(t / spent[0], 2) for name, t in zip(names[1:], spent[1:], strict=True)}}
+
+
+def full_gc_ms(cls: Any, cycles: int) -> float:
+    """One full collection with ``cycles`` cycles' events held (50k a kind at 50,000 cycles)."""
+    from bench.stage_profile import enriched_events
+    b = cls(events_max=10**9, expiry_s=10**9)
+    feed(b, [e for e in enriched_events(cycles) if e.get("event_type") != "alert"], 64)
+    gc.collect()
+    t0 = time.perf_counter()
+    gc.collect()
+    return round((time.perf_counter() - t0) * 1e3, 1)
 
 
 def main() -> int:
@@ -157,21 +174,32 @@ def main() -> int:
     ap.add_argument("--keep", type=int, default=5000, help="events a kind the warm buffers hold")
     ap.add_argument("--batch", type=int, default=64, help="events per pipeline batch (end_batch after each)")
     ap.add_argument("--ref", default="/work/main", help="reference tree")
+    ap.add_argument("--full", type=int, default=0, help="also time a full gc with this many cycles' events held")
     a = ap.parse_args()
+    if ours._C is None:
+        raise SystemExit(f"buffer_submit: the C compaction is not loaded ({ours.native.missing()}); run `make native`")
     ref = load_reference(a.ref)
-    mixed = interleaved(ref.EventBuffers, a.cycles, a.batch, a.keep)  # first: no prebuilt events alive yet
+    c, py = ours.EventBuffers, functools.partial(ours.EventBuffers, native=False)
+    mixed = interleaved({"c": c, "python": py, "reference": ref.EventBuffers}, a.cycles, a.batch, a.keep)  # no prebuilt events alive yet
     evs = [e for e in enriched_events(a.cycles) if e.get("event_type") != "alert"]
-    here = measure(ours.EventBuffers, evs, a.rounds, a.keep, a.batch)
+    here = measure(c, evs, a.rounds, a.keep, a.batch) | split(c, evs, a.rounds, a.keep)
+    python = measure(py, evs, a.rounds, a.keep, a.batch) | split(py, evs, a.rounds, a.keep)
     there = measure(ref.EventBuffers, evs, a.rounds, a.keep, a.batch)
-    b = ours.EventBuffers(events_max=len(evs) + 1, expiry_s=10**9)
+    b = c(events_max=len(evs) + 1, expiry_s=10**9)
     feed(b, evs, a.batch)
-    print(json.dumps({"events": len(evs), "batch": a.batch, "keep": a.keep, "this_tree": here | split(evs, a.rounds, a.keep),
-                      "reference": there | {"tree": a.ref},
-                      "ratio_warm": round(there["warm_us"] / here["warm_us"], 2),
-                      "ratio_cold": round(there["cold_us"] / here["cold_us"], 2),
-                      "general_path_share_cold": round(b.general / len(evs), 3),
-                      "interleaved": mixed,
-                      "load_avg_1m": os.getloadavg()[0]}, indent=2))
+    out: dict[str, Any] = {
+        "events": len(evs), "batch": a.batch, "keep": a.keep, "c": here, "python": python,
+        "reference": there | {"tree": a.ref},
+        "warm_python_over_c": round(python["warm_us"] / here["warm_us"], 2),
+        "warm_reference_over_c": round(there["warm_us"] / here["warm_us"], 2),
+        "cold_reference_over_c": round(there["cold_us"] / here["cold_us"], 2),
+        "compaction_python_over_c": round(python["compaction_us"] / here["compaction_us"], 2),
+        "general_path_share_cold": round(b.general / len(evs), 3),
+        "interleaved": mixed}
+    del evs, b
+    if a.full:
+        out["full_gc_ms"] = {"c": full_gc_ms(c, a.full), "python": full_gc_ms(py, a.full)}
+    print(json.dumps(out | {"load_avg_1m": os.getloadavg()[0]}, indent=2))
     return 0
 
 

@@ -15,7 +15,9 @@ Compaction is off the per-event call: ``submit`` queues the event, and the queue
 at the pipeline's batch end, when it grows long, and before any read. Once a shape has learned,
 each layout of its events (names, entity cover, value types) is proven once and then compacted
 by one C-level getter and one comparison of value types (``_Fast``); anything else takes the
-general path (``EventBuffers._record``), which makes the same records.
+general path (``EventBuffers._record``), which makes the same records. The batch loop over the
+proven layouts runs in C where ``podtrail.tables._compact`` is built (``_compact.c``: the same
+records, objects and order; this module's loop is its reference and the fallback).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from podtrail import native
 from podtrail.metrics import REGISTRY
 from podtrail.model.context import EventDict, attach, covered
 from podtrail.model.event import RUN_PREFIX, Event
@@ -176,17 +179,21 @@ class _Shape:
         self.seen: dict[str, set[Any]] | None = {n: set() for n in texts + ints} if reps is None else None
         self.n_seen = 0
 
-    def observe(self, ev: Event) -> tuple[str, ...] | None:
-        """Count this event's values; after ``_LEARN`` events, the names that repeat."""
+    def observe(self, ev: Event, c: Any = None) -> tuple[str, ...] | None:
+        """Count this event's values; after ``_LEARN`` events, the names that repeat. (``c``:
+        the C module, whose ``observe`` does this loop.)"""
         seen = self.seen
         if seen is None:
             return None
-        for n, vals in seen.items():
-            v = ev.get(n)
-            if len(vals) <= _REPEAT_MAX and type(v) in _SHARE_T:
-                vals.add(v)
-            else:
-                vals.add(object())  # unshareable or too many: never repeating
+        if c is not None:
+            c.observe(seen, ev, _REPEAT_MAX)
+        else:
+            for n, vals in seen.items():
+                v = ev.get(n)
+                if len(vals) <= _REPEAT_MAX and type(v) in _SHARE_T:
+                    vals.add(v)
+                else:
+                    vals.add(object())  # unshareable or too many: never repeating
         self.n_seen += 1
         if self.n_seen < _LEARN:
             return None
@@ -208,10 +215,11 @@ class _Fast:
     make. Whatever does not match (a missing name, another type, a foreign event id, a thread
     whose tid is not its pid) takes the general path."""
 
-    __slots__ = ("get", "types", "shape", "put", "fixed", "rep", "pooled", "others", "how", "mode")
+    __slots__ = ("names", "get", "types", "shape", "put", "fixed", "rep", "pooled", "others", "how", "mode", "cuts")
 
     def __init__(self, shape: _Shape, put: Callable[[tuple[Any, ...]], None], vals: tuple[Any, ...],
                  names: tuple[str, ...]) -> None:
+        self.names = names
         self.get = itemgetter(*names)
         self.types = tuple(map(type, vals))
         self.shape = shape
@@ -234,6 +242,15 @@ class _Fast:
             self.mode, self.how = 2, shape.others_how
         else:
             self.mode, self.how = (1 if shape.others_how else 0), ()
+        self.cuts = (a, b, d)
+
+    def native(self, c: Any) -> Any:
+        """This layout for the C loop (``_compact.Layout``): the same numbers."""
+        a, b, d = self.cuts
+        at = {3: b, 2: d}.get(self.mode, len(self.names))
+        pid_at = self.names.index("pid") if self.shape.tid_is_pid else -1
+        return c.Layout(self.names, self.types, self.shape, self.put, self, pid_at, a, b, b, d, at,
+                        self.rep is not None, self.mode, tuple(_HOW_CODE[h] for h in self.how))
 
     @staticmethod
     def names_of(shape: _Shape) -> tuple[str, ...]:
@@ -277,6 +294,7 @@ class _Fast:
 
 
 _POOL_T = frozenset({str, int})
+_HOW_CODE = {_KEEP: 0, _ID: 1, _ARGS: 2, _POOLED: 3}  # as _compact.c numbers them
 
 
 def _shared(rv: tuple[Any, ...], pool: dict[Any, Any]) -> tuple[Any, ...]:
@@ -286,6 +304,16 @@ def _shared(rv: tuple[Any, ...], pool: dict[Any, Any]) -> tuple[Any, ...]:
 
 _NO_FAST: list[_Fast] = []
 _PENDING_MAX = 256  # events waiting for compaction before a submit compacts them itself
+
+
+def _with_native(mod: Any) -> Any:
+    """The C module, given this module's objects it must give back the same (None stays None)."""
+    if mod is not None:
+        mod.setup(EventDict, _ID_HEAD, _FROM_NS, _Argv, _compact_id, _CONST)
+    return mod
+
+
+_C = _with_native(native.load("podtrail.tables._compact"))
 
 
 class EventBuffers:
@@ -298,7 +326,7 @@ class EventBuffers:
 
     name = "tables"
 
-    def __init__(self, events_max: int = 50000, expiry_s: float = 3600.0) -> None:
+    def __init__(self, events_max: int = 50000, expiry_s: float = 3600.0, *, native: bool = True) -> None:
         self.max = events_max
         self.expiry_ns = int(expiry_s * 1e9)
         self._q: dict[str, deque[tuple[Any, ...]]] = {k.value: deque() for k in (Kind.PROCESS, Kind.SOCKET, Kind.FILE, Kind.ALERT)}
@@ -306,6 +334,8 @@ class EventBuffers:
         self._pending: deque[Event] = deque()  # submitted, not yet compacted (append/popleft: atomic)
         self._shapes: dict[tuple[Any, ...], _Shape] = {}
         self._fast: dict[tuple[Any, ...], list[_Fast]] = {}
+        self._c = _C if native else None  # the C loop (same records), or this module's
+        self._cfast: dict[tuple[Any, ...], list[Any]] = {}  # _fast's layouts for the C loop, in the same order
         self._values: dict[Any, Any] = {}  # repeating str/int values -> the one shared object
         self._combos: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # repeating values of a shape -> one shared tuple
         self._dropped = {kind: EXPIRED.labels(kind, "max") for kind in self._q}  # labels() once, not per event
@@ -326,12 +356,26 @@ class EventBuffers:
 
     def _compact(self) -> None:
         """Move the pending events into their kinds' records, in order (the caller holds the lock)."""
-        pend = self._pending
-        qs, fast, pool, combos = self._q, self._fast, self._values, self._combos
+        qs, pool, combos = self._q, self._values, self._combos
         if len(pool) > _INTERN_MAX:
             pool.clear()  # still correct: later values are simply not shared with earlier ones
         if len(combos) > _COMBOS_MAX:
             combos.clear()
+        if self._c is not None:
+            self._c.compact(self._pending, self._cfast, pool, combos, self._general_put)
+        else:
+            self._compact_py()
+        for kind, q in qs.items():
+            over = len(q) - self.max
+            if over > 0:  # the steady state of a busy node: one out for each one in
+                for _ in range(over):
+                    q.popleft()
+                self._dropped[kind].inc(over)
+
+    def _compact_py(self) -> None:
+        """The loop ``_compact.compact`` does in C (its reference)."""
+        pend = self._pending
+        qs, fast, pool, combos = self._q, self._fast, self._values, self._combos
         popleft = pend.popleft
         for _ in range(len(pend)):  # only those there now: later submits wait for the next call
             ev = popleft()
@@ -349,12 +393,12 @@ class EventBuffers:
                 rec, kind = self._general(ev)
                 if kind is not None:
                     qs[kind].append(rec)
-        for kind, q in qs.items():
-            over = len(q) - self.max
-            if over > 0:  # the steady state of a busy node: one out for each one in
-                for _ in range(over):
-                    q.popleft()
-                self._dropped[kind].inc(over)
+
+    def _general_put(self, ev: Event) -> None:
+        """The C loop's way out for an event no proven layout takes."""
+        rec, kind = self._general(ev)
+        if kind is not None:
+            self._q[kind].append(rec)
 
     def _general(self, ev: Event) -> tuple[Any, str | None]:
         """(record, kind) by the general path; kind None: not a table's event."""
@@ -390,7 +434,7 @@ class EventBuffers:
             own = tuple(k for k in keys if k not in cover and k not in skip)
             shape = self._shapes[sk] = _Shape(own, cover, len(ents), const, packed, same_tid)
         elif shape.seen is not None:
-            reps = shape.observe(ev)
+            reps = shape.observe(ev, self._c)
             if reps is not None:  # learned: this shape's later records share their repeating values
                 shape = self._shapes[sk] = _Shape(shape.own, shape.cover, shape.n_ents, shape.const, shape.packed,
                                                   shape.tid_is_pid, reps)
@@ -444,9 +488,12 @@ class EventBuffers:
         fams = self._fast
         if len(fams) > 4096:
             fams.clear()
+            self._cfast.clear()
         fam = fams.setdefault(key, [])
         if len(fam) < _FAST_MAX and not any(g.shape is shape and g.types == f.types for g in fam):
             fam.append(f)
+            if self._c is not None:
+                self._cfast.setdefault(key, []).append(f.native(self._c))
 
     def expire(self, now_ns: int | None = None) -> None:
         cut = (time.time_ns() if now_ns is None else now_ns) - self.expiry_ns
