@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podtrail.detect.alert import new_alert
-from podtrail.detect.codegen import Scan, build_scan
+from podtrail.detect.codegen import Scan, accelerator, build_scan
 from podtrail.detect.correlate import Correlator
 from podtrail.detect.predicate import Anchor, View
 from podtrail.detect.ruleset import RuleSet, Signature
@@ -190,13 +190,15 @@ class Engine:
     Each (event type, action) bucket's rules run as one generated function
     (``podtrail.detect.codegen``); ``compiled=False`` keeps the interpreted index and closures
     (the reference the generated code is tested against, and the fallback should generation
-    fail)."""
+    fail); ``native=False`` computes the generated functions' anchor masks in Python instead of
+    ``podtrail.detect._multimatch`` (as when it is not built or ``PODTRAIL_NATIVE=0``)."""
 
     def __init__(self, rules: RuleSet, *, max_groups: int = 10000, max_events: int = 10000,
-                 compiled: bool = True) -> None:
+                 compiled: bool = True, native: bool = True) -> None:
         self.rules = rules
         self.sigs = rules.signatures
         self.compiled = compiled
+        self.accel = accelerator() if compiled and native else None  # the mask in C (codegen)
         self.correlators = [Correlator(c.spec, max_groups, max_events) for c in rules.correlations]
         self.sig_stats = [RuleStats() for _ in self.sigs]
         self.corr_stats = [RuleStats() for _ in rules.correlations]
@@ -238,7 +240,7 @@ class Engine:
             try:
                 scan, self.sources[key] = build_scan(
                     [(i, self.sigs[i].tree, self.sigs[i].pred, self.sig_stats[i], more[p]) for p, i in enumerate(order)],
-                    ix)
+                    ix, accel=self.accel)
                 return scan
             except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError):  # noqa: PERF203
                 log.warning("rules of %s could not be compiled to one function; interpreting them", key,
