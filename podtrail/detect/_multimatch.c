@@ -22,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -665,6 +666,11 @@ fail:
     return NULL;
 }
 
+static PyMemberDef pf_members[] = {
+    {"fields", T_OBJECT_EX, offsetof(Prefilter, fields), READONLY, "(name, FieldMask or callable) per field"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyTypeObject PrefilterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "podtrail.detect._multimatch.Prefilter",
@@ -675,6 +681,7 @@ static PyTypeObject PrefilterType = {
     .tp_doc = "Prefilter(always, fields): p(ev) is always | the mask of each field's value that is not None.",
     .tp_traverse = (traverseproc)pf_traverse,
     .tp_clear = (inquiry)pf_clear,
+    .tp_members = pf_members,
     .tp_new = pf_new,
 };
 

@@ -70,7 +70,8 @@ def _words(rx: re.Pattern[str], masks: dict[str, int], s: str, m: re.Match[str] 
     out = 0
     while m is not None:
         out |= masks[m.group()]
-        m = rx.search(s, m.start() + 1)
+        i = m.start() + 1
+        m = rx.search(s, i) if i <= len(s) else None  # past the end (an empty word matched there): done
     return out
 
 

@@ -82,7 +82,8 @@ def rules_in(any_word: re.Pattern[str], by_word: dict[str, list[int]], s: str) -
     m = any_word.search(s)
     while m is not None:
         out.update(by_word[m.group()])
-        m = any_word.search(s, m.start() + 1)
+        i = m.start() + 1
+        m = any_word.search(s, i) if i <= len(s) else None  # an empty word matches at the end, once
     return out
 
 
