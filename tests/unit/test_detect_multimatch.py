@@ -155,7 +155,6 @@ HOSTILE_TEXT = st.one_of(st.sampled_from(HOSTILE), st.text(alphabet=ALPHABET, ma
 
 def test_prefilter_equals_the_python_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     from bench.detect_eval import make_events
-
     from tests.unit.test_detect_codegen import _events
 
     events = make_events(1500) + _events()[:3000]
@@ -222,7 +221,6 @@ def test_engines_agree_and_try_the_same_rules() -> None:
     """C masks and Python masks are equal, so the same rules run (``evaluated`` per rule) and the
     verdicts equal the interpreted engine's; the C prefilter is in the generated source."""
     from bench.detect_eval import make_events
-
     from tests.unit.test_detect_codegen import _events
 
     events = make_events(2000) + _events()
