@@ -224,14 +224,17 @@ class Engine:
         if self.compiled:
             # Bits 0..n-1: each rule's cheapest anchor set. Beyond: up to MAX_REQUIREMENTS more
             # conjuncts' anchor sets of the same rule (a shell's path and a terminal as stdin):
-            # all must hold. Only exact, prefix and suffix anchors: a substring one would make
-            # the text's word search longer for every event, which costs more than it saves.
+            # all must hold. In Python only exact, prefix and suffix anchors: a substring one
+            # would make the regex word search longer for every event, which costs more than it
+            # saves; the native automaton's cost does not grow with its words, so there substring
+            # ones count too (a `curl ` needs its `| sh` before the rule runs).
             ix, more, n = Index(), [], len(order)
             for pos, i in enumerate(order):
                 sig = self.sigs[i]
                 ix.add(pos, sig.anchors)
                 bits = []
-                extra = [r for r in sig.requirements if r != sig.anchors and all(k != "sub" for _, k, _ in r)]
+                extra = [r for r in sig.requirements if r != sig.anchors
+                         and (self.accel is not None or all(k != "sub" for _, k, _ in r))]
                 for req in extra[:MAX_REQUIREMENTS] if sig.anchors else []:
                     bits.append(n)
                     ix.add(n, req)

@@ -218,8 +218,8 @@ def _engines() -> None:
 
 
 def test_engines_agree_and_try_the_same_rules() -> None:
-    """C masks and Python masks are equal, so the same rules run (``evaluated`` per rule) and the
-    verdicts equal the interpreted engine's; the C prefilter is in the generated source."""
+    """Verdicts with the C masks == with the Python masks == the interpreted engine's, and no
+    rule runs more often with the C masks; the C prefilter is in the generated source."""
     from bench.detect_eval import make_events
     from tests.unit.test_detect_codegen import _events
 
@@ -233,7 +233,8 @@ def test_engines_agree_and_try_the_same_rules() -> None:
             want = _verdict(interp, ev)
             assert _verdict(c, ev) == want == _verdict(py, ev), (name, ev)
             matched += bool(want) and not isinstance(want, str)
-        assert [s.evaluated for s in c.sig_stats] == [s.evaluated for s in py.sig_stats], name
+        # the C engine also demands its substring conjuncts' words: never more rules run
+        assert all(a.evaluated <= b.evaluated for a, b in zip(c.sig_stats, py.sig_stats, strict=True)), name
     assert matched > 300
 
 
