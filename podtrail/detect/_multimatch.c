@@ -16,7 +16,9 @@
  *   occurs in fold(s) (for the prefix-free "kept" words of engine.word_finder: exactly
  *   _words(rx, masks, fold(s), rx.search(fold(s)))).
  * - FieldMask(...): fm(r) is _memo/_mask of one field's plan for a value r (exact str of a
- *   text field here, anything else through the Python fallback given).
+ *   text field here, anything else through the Python fallback given): its prefix and suffix
+ *   tables are tries (Automaton modes 1 and 2; "last path component is x" is the suffix "/x"),
+ *   walked over the folded text without a slice; only the exact table needs the folded copy.
  * - Prefilter(always, fields): p(ev) is `always` OR the mask of each (name, FieldMask or
  *   callable) whose value in the event dict is not None: the generated function's first part.
  */
@@ -30,12 +32,15 @@
 
 /* ---- Automaton ------------------------------------------------------------------------------ */
 
+enum { CONTAINS = 0, PREFIX = 1, SUFFIX = 2 };
+
 typedef struct {
     PyObject_HEAD
+    int mode;          /* CONTAINS: Aho-Corasick; PREFIX / SUFFIX: a trie walked from the start / end */
     int32_t nstates, nclasses;
     int32_t *delta;    /* nstates * nclasses: next state */
     int32_t *word;     /* per state: the word ending exactly here, or -1 */
-    int32_t *out;      /* per state: nearest proper-suffix state where a word ends, or -1 */
+    int32_t *out;      /* per state: nearest proper-suffix state where a word ends, or -1 (CONTAINS) */
     uint64_t *seen;    /* per word: the scan epoch that last reported it */
     uint64_t epoch;
     Py_ssize_t nwords;
@@ -167,7 +172,7 @@ static int automaton_build(Automaton *a, PyObject *words) {
         const void *data = PyUnicode_DATA(k);
         int32_t s = 0;
         for (Py_ssize_t i = 0, n = PyUnicode_GET_LENGTH(k); i < n; i++) {
-            int32_t c = word_class(a, PyUnicode_READ(kind, data, i), raw_ascii);
+            int32_t c = word_class(a, PyUnicode_READ(kind, data, a->mode == SUFFIX ? n - 1 - i : i), raw_ascii);
             int32_t *t = &a->delta[(int64_t)s * nclasses + c];
             if (*t < 0) {
                 *t = a->nstates;
@@ -181,6 +186,11 @@ static int automaton_build(Automaton *a, PyObject *words) {
             Py_INCREF(v);
             a->masks[a->nwords++] = v;
         }
+    }
+    if (a->mode != CONTAINS) { /* a trie: a missing transition ends the walk */
+        PyMem_Free(fail);
+        PyMem_Free(queue);
+        return 0;
     }
     /* failure links breadth first; missing transitions become those of the failure state */
     Py_ssize_t head = 0, tail = 0;
@@ -218,11 +228,17 @@ static int automaton_build(Automaton *a, PyObject *words) {
 }
 
 static PyObject *automaton_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"words", NULL};
+    static char *kwlist[] = {"words", "mode", NULL};
     PyObject *words;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!", kwlist, &PyDict_Type, &words)) return NULL;
+    int mode = CONTAINS;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|i", kwlist, &PyDict_Type, &words, &mode)) return NULL;
+    if (mode != CONTAINS && mode != PREFIX && mode != SUFFIX) {
+        PyErr_SetString(PyExc_ValueError, "mode must be 0 (contains), 1 (prefix) or 2 (suffix)");
+        return NULL;
+    }
     Automaton *a = (Automaton *)type->tp_alloc(type, 0);
     if (!a) return NULL;
+    a->mode = mode;
     if (automaton_build(a, words) < 0) {
         Py_DECREF(a);
         return NULL;
@@ -258,8 +274,35 @@ static inline int report(Automaton *a, int32_t t, PyObject **acc) {
         }                                                                               \
     } while (0)
 
-/* The OR of the masks of every word occurring in fold(text); a new reference. */
+/* PREFIX / SUFFIX: the OR of the masks of every word fold(text) starts / ends with: one walk of
+ * the trie, at most as many steps as the longest word. */
+static PyObject *anchored_scan(Automaton *a, PyObject *text) {
+    PyObject *acc = PyLong_FromLong(0);
+    if (!acc) return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text), back = a->mode == SUFFIX;
+    const void *data = PyUnicode_DATA(text);
+    int32_t st = 0;
+    for (Py_ssize_t i = 0;; i++) {
+        int32_t w = a->word[st];
+        if (w >= 0) {
+            PyObject *m = PyNumber_Or(acc, a->masks[w]);
+            if (!m) {
+                Py_DECREF(acc);
+                return NULL;
+            }
+            Py_SETREF(acc, m);
+        }
+        if (i >= n) break;
+        st = a->delta[(int64_t)st * a->nclasses + class_of(a, PyUnicode_READ(kind, data, back ? n - 1 - i : i))];
+        if (st < 0) break;
+    }
+    return acc;
+}
+
+/* CONTAINS: the OR of the masks of every word occurring in fold(text); a new reference. */
 static PyObject *automaton_scan(Automaton *a, PyObject *text) {
+    if (a->mode != CONTAINS) return anchored_scan(a, text);
     PyObject *acc = PyLong_FromLong(0);
     if (!acc) return NULL;
     a->epoch++;
@@ -294,7 +337,8 @@ static PyObject *automaton_states(Automaton *a, void *closure) {
 
 static PyMethodDef automaton_methods[] = {
     {"mask", (PyCFunction)automaton_mask, METH_O,
-     "mask(s) -> int: the OR of the masks of every word occurring in s, ASCII letters folded."},
+     "mask(s) -> int: the OR of the masks of every word occurring in (mode 0), starting (1) or ending (2) "
+     "s, ASCII letters folded."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -309,7 +353,8 @@ static PyTypeObject AutomatonType = {
     .tp_basicsize = sizeof(Automaton),
     .tp_dealloc = (destructor)automaton_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Automaton(words: dict[str, int]): Aho-Corasick over folded words, each with its mask.",
+    .tp_doc = "Automaton(words: dict[str, int], mode=0): folded words, each with its mask; mode 0: "
+              "Aho-Corasick (contains), 1: prefixes, 2: suffixes.",
     .tp_methods = automaton_methods,
     .tp_getset = automaton_getset,
     .tp_new = automaton_new,
@@ -321,20 +366,16 @@ typedef struct {
     PyObject_HEAD
     int text;            /* the field's str values normalize to themselves (not a numeric field) */
     PyObject *eq;        /* dict folded value -> mask, or NULL */
-    PyObject *base;      /* dict last path component -> mask, or NULL */
-    PyObject *pre;       /* tuple of (length, dict), ascending, or NULL */
-    PyObject *suf;
+    PyObject *pre;       /* Automaton (PREFIX) or NULL */
+    PyObject *suf;       /* Automaton (SUFFIX) or NULL */
     PyObject *words;     /* Automaton or NULL */
     PyObject *memo;      /* dict raw value -> mask */
     PyObject *fallback;  /* callable(r) -> int, for every value this type does not handle */
     Py_ssize_t memo_size, memo_max_len;
-    uint8_t pre_first[128], suf_last[128]; /* ASCII first / last characters of the keys */
-    int pre_any, suf_any; /* a key that is empty or starts (ends) with a non-ASCII character */
 } FieldMask;
 
 static int fm_traverse(FieldMask *f, visitproc visit, void *arg) {
     Py_VISIT(f->eq);
-    Py_VISIT(f->base);
     Py_VISIT(f->pre);
     Py_VISIT(f->suf);
     Py_VISIT(f->words);
@@ -345,7 +386,6 @@ static int fm_traverse(FieldMask *f, visitproc visit, void *arg) {
 
 static int fm_clear(FieldMask *f) {
     Py_CLEAR(f->eq);
-    Py_CLEAR(f->base);
     Py_CLEAR(f->pre);
     Py_CLEAR(f->suf);
     Py_CLEAR(f->words);
@@ -360,60 +400,23 @@ static void fm_dealloc(FieldMask *f) {
     Py_TYPE(f)->tp_free((PyObject *)f);
 }
 
-/* Checks a (length, dict) tuple and notes each key's first (last) character. */
-static int fm_fixes(PyObject *fixes, uint8_t *chars, int *any, int last) {
-    if (!PyTuple_Check(fixes)) {
-        PyErr_SetString(PyExc_TypeError, "pre/suf must be a tuple of (length, dict)");
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fixes); i++) {
-        PyObject *item = PyTuple_GET_ITEM(fixes, i), *k, *v;
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || !PyLong_Check(PyTuple_GET_ITEM(item, 0)) ||
-            !PyDict_Check(PyTuple_GET_ITEM(item, 1))) {
-            PyErr_SetString(PyExc_TypeError, "pre/suf must be a tuple of (length, dict)");
-            return -1;
-        }
-        Py_ssize_t n = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 0)), pos = 0;
-        if (n < 0) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "negative length");
-            return -1;
-        }
-        if (i > 0 && n < PyLong_AsSsize_t(PyTuple_GET_ITEM(PyTuple_GET_ITEM(fixes, i - 1), 0))) {
-            PyErr_SetString(PyExc_ValueError, "pre/suf lengths must ascend");
-            return -1;
-        }
-        while (PyDict_Next(PyTuple_GET_ITEM(item, 1), &pos, &k, &v)) {
-            if (!PyUnicode_CheckExact(k) || PyUnicode_GET_LENGTH(k) != n || !PyLong_Check(v)) {
-                PyErr_SetString(PyExc_TypeError, "pre/suf tables map str of their length to int");
-                return -1;
-            }
-            if (n == 0) {
-                *any = 1;
-                continue;
-            }
-            Py_UCS4 c = PyUnicode_READ_CHAR(k, last ? n - 1 : 0);
-            if (c < 128) chars[c] = 1;
-            else *any = 1;
-        }
-    }
-    return 0;
-}
-
 static PyObject *fm_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"text", "eq", "base", "pre", "suf", "words", "memo", "memo_size", "memo_max_len",
-                             "fallback", NULL};
+    static char *kwlist[] = {"text", "eq", "pre", "suf", "words", "memo", "memo_size", "memo_max_len", "fallback",
+                             NULL};
     int text;
-    PyObject *eq, *base, *pre, *suf, *words, *memo, *fallback;
+    PyObject *eq, *pre, *suf, *words, *memo, *fallback;
     Py_ssize_t memo_size, memo_max_len;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "pOOOOOO!nnO", kwlist, &text, &eq, &base, &pre, &suf, &words,
-                                     &PyDict_Type, &memo, &memo_size, &memo_max_len, &fallback))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "pOOOOO!nnO", kwlist, &text, &eq, &pre, &suf, &words, &PyDict_Type,
+                                     &memo, &memo_size, &memo_max_len, &fallback))
         return NULL;
-    if ((eq != Py_None && !PyDict_Check(eq)) || (base != Py_None && !PyDict_Check(base))) {
-        PyErr_SetString(PyExc_TypeError, "eq and base must be dicts or None");
+    if (eq != Py_None && !PyDict_Check(eq)) {
+        PyErr_SetString(PyExc_TypeError, "eq must be a dict or None");
         return NULL;
     }
-    if (words != Py_None && !PyObject_TypeCheck(words, &AutomatonType)) {
-        PyErr_SetString(PyExc_TypeError, "words must be an Automaton or None");
+    if ((words != Py_None && (!PyObject_TypeCheck(words, &AutomatonType) || ((Automaton *)words)->mode != CONTAINS)) ||
+        (pre != Py_None && (!PyObject_TypeCheck(pre, &AutomatonType) || ((Automaton *)pre)->mode != PREFIX)) ||
+        (suf != Py_None && (!PyObject_TypeCheck(suf, &AutomatonType) || ((Automaton *)suf)->mode != SUFFIX))) {
+        PyErr_SetString(PyExc_TypeError, "words, pre and suf must be Automatons of mode 0, 1, 2 or None");
         return NULL;
     }
     if (!PyCallable_Check(fallback)) {
@@ -423,17 +426,9 @@ static PyObject *fm_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     FieldMask *f = (FieldMask *)type->tp_alloc(type, 0);
     if (!f) return NULL;
     f->text = text;
-    memset(f->pre_first, 0, sizeof f->pre_first);
-    memset(f->suf_last, 0, sizeof f->suf_last);
-    if ((pre != Py_None && fm_fixes(pre, f->pre_first, &f->pre_any, 0) < 0) ||
-        (suf != Py_None && fm_fixes(suf, f->suf_last, &f->suf_any, 1) < 0)) {
-        Py_DECREF(f);
-        return NULL;
-    }
-#define KEEP(field, obj) f->field = (obj == Py_None || (PyTuple_Check(obj) && !PyTuple_GET_SIZE(obj)) || \
-                                     (PyDict_Check(obj) && !PyDict_GET_SIZE(obj))) ? NULL : (Py_INCREF(obj), obj)
+#define KEEP(field, obj) f->field = (obj == Py_None || (PyDict_Check(obj) && !PyDict_GET_SIZE(obj))) ? NULL \
+                                                                                              : (Py_INCREF(obj), obj)
     KEEP(eq, eq);
-    KEEP(base, base);
     KEEP(pre, pre);
     KEEP(suf, suf);
     KEEP(words, words);
@@ -481,19 +476,13 @@ static int or_probe(PyObject **acc, PyObject *table, PyObject *key) {
     return 0;
 }
 
-/* _fix of codegen: each (n, table) with n <= len, probed with the first (last) n characters. */
-static int or_fixes(PyObject **acc, PyObject *fixes, PyObject *s, int last) {
-    Py_ssize_t size = PyUnicode_GET_LENGTH(s);
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fixes); i++) {
-        PyObject *item = PyTuple_GET_ITEM(fixes, i);
-        Py_ssize_t n = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 0));
-        if (n > size) break;
-        PyObject *key = last ? PyUnicode_Substring(s, size - n, size) : PyUnicode_Substring(s, 0, n);
-        if (!key) return -1;
-        int r = or_probe(acc, PyTuple_GET_ITEM(item, 1), key);
-        Py_DECREF(key);
-        if (r < 0) return -1;
-    }
+static int or_walk(PyObject **acc, PyObject *trie, PyObject *text) {
+    PyObject *m = anchored_scan((Automaton *)trie, text);
+    if (!m) return -1;
+    PyObject *r = PyNumber_Or(*acc, m);
+    Py_DECREF(m);
+    if (!r) return -1;
+    Py_SETREF(*acc, r);
     return 0;
 }
 
@@ -501,34 +490,15 @@ static int or_fixes(PyObject **acc, PyObject *fixes, PyObject *s, int last) {
 static PyObject *fm_text_mask(FieldMask *f, PyObject *r) {
     PyObject *acc = f->words ? automaton_scan((Automaton *)f->words, r) : PyLong_FromLong(0);
     if (!acc) return NULL;
-    if (!f->eq && !f->base && !f->pre && !f->suf) return acc;
+    if ((f->pre && or_walk(&acc, f->pre, r) < 0) || (f->suf && or_walk(&acc, f->suf, r) < 0)) goto fail_acc;
+    if (!f->eq) return acc;
     PyObject *s = fold(r);
-    if (!s) goto fail;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
-    if (f->eq && or_probe(&acc, f->eq, s) < 0) goto fail;
-    if (f->base) {
-        Py_ssize_t i = PyUnicode_FindChar(s, '/', 0, n, -1);
-        if (i == -2) goto fail;
-        if (i >= 0) {
-            PyObject *key = PyUnicode_Substring(s, i + 1, n);
-            if (!key) goto fail;
-            int e = or_probe(&acc, f->base, key);
-            Py_DECREF(key);
-            if (e < 0) goto fail;
-        }
-    }
-    if (f->pre) {
-        Py_UCS4 c = n ? PyUnicode_READ_CHAR(s, 0) : 0;
-        if ((f->pre_any || (n && (c >= 128 || f->pre_first[c]))) && or_fixes(&acc, f->pre, s, 0) < 0) goto fail;
-    }
-    if (f->suf) {
-        Py_UCS4 c = n ? PyUnicode_READ_CHAR(s, n - 1) : 0;
-        if ((f->suf_any || (n && (c >= 128 || f->suf_last[c]))) && or_fixes(&acc, f->suf, s, 1) < 0) goto fail;
-    }
+    if (!s) goto fail_acc;
+    int e = or_probe(&acc, f->eq, s);
     Py_DECREF(s);
+    if (e < 0) goto fail_acc;
     return acc;
-fail:
-    Py_XDECREF(s);
+fail_acc:
     Py_DECREF(acc);
     return NULL;
 }
@@ -574,7 +544,7 @@ static PyTypeObject FieldMaskType = {
     .tp_dealloc = (destructor)fm_dealloc,
     .tp_call = (ternaryfunc)fm_call,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "FieldMask(text, eq, base, pre, suf, words, memo, memo_size, memo_max_len, fallback): "
+    .tp_doc = "FieldMask(text, eq, pre, suf, words, memo, memo_size, memo_max_len, fallback): "
               "fm(value) is the anchor mask of one field's value (codegen._memo).",
     .tp_traverse = (traverseproc)fm_traverse,
     .tp_clear = (inquiry)fm_clear,

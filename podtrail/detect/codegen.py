@@ -176,18 +176,22 @@ def _field_fn(plan: FieldPlan, memo: dict[str | int, int]) -> Callable[[Any], in
 
 def prefilter(mm: Any, always: int, plans: list[FieldPlan]) -> Callable[[dict[str, Any]], int]:
     """The native twin of the generated per-field blocks: ``always`` | each present field's mask.
-    A field whose words are too many for the automaton's table keeps its Python block."""
+    Prefixes, suffixes and last path components become tries. A field whose words are too many
+    for the automaton's table keeps its Python block."""
     fields = []
     for plan in plans:
         memo: dict[str | int, int] = {}
         fn: Any = _field_fn(plan, memo)
+        pre = {k: m for _, table in plan.pre[1] for k, m in table.items()}
+        suf = {k: m for _, table in plan.suf[1] for k, m in table.items()}
+        for k, m in plan.base.items():  # the last path component is k <=> ends with "/k" (k has no "/")
+            suf["/" + k] = suf.get("/" + k, 0) | m
         try:
             words = mm.Automaton(plan.sub[1]) if plan.sub is not None else None
+            fn = mm.FieldMask(plan.name not in _NUMERIC_NAMES, plan.eq, mm.Automaton(pre, 1) if pre else None,
+                              mm.Automaton(suf, 2) if suf else None, words, memo, MEMO_SIZE, MEMO_MAX_LEN, fn)
         except ValueError:
             pass
-        else:
-            fn = mm.FieldMask(plan.name not in _NUMERIC_NAMES, plan.eq, plan.base, plan.pre[1], plan.suf[1], words, memo,
-                              MEMO_SIZE, MEMO_MAX_LEN, fn)
         fields.append((plan.name, fn))
     return mm.Prefilter(always, tuple(fields))  # type: ignore[no-any-return]
 

@@ -1,6 +1,7 @@
 """The native anchor mask (``podtrail.detect._multimatch``) equals its Python reference
-(``podtrail.detect.codegen``'s ``_words``/``_memo``/``_mask`` and the generated per-field blocks):
-the Aho–Corasick automaton against the trie regex on words and text of every Unicode kind
+(``podtrail.detect.codegen``'s ``_words``/``_fix``/``_memo``/``_mask`` and the generated per-field
+blocks): the Aho–Corasick automaton against the trie regex, and the prefix/suffix tries against
+the per-length probes, on words and text of every Unicode kind
 (ASCII, Latin-1, BMP, astral, lone surrogates), ASCII folding as ``predicate.fold`` defines it
 (``İ``, the Kelvin sign and ``ß`` keep their code points), overlapping and empty words and
 very long text; each bucket's C prefilter against the Python blocks on the shipped, community
@@ -71,6 +72,23 @@ def test_automaton_equals_the_trie_regex(words: list[str], text: str, data: st.D
     assert native(ws, text) == reference(ws, text), (words, text)
 
 
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(WORD.map(fold), min_size=1, max_size=12, unique=True), TEXT, st.data())
+def test_prefix_and_suffix_tries_equal_fix(words: list[str], text: str, data: st.DataObject) -> None:
+    """Modes 1 and 2 against ``codegen._fix`` (the per-length probes of the folded text)."""
+    ws = {w: 1 << i for i, w in enumerate(words)}
+    if data.draw(st.booleans()):
+        w = data.draw(st.sampled_from(words))
+        text = (w.upper() + text) if data.draw(st.booleans()) else (text + w)
+    s = fold(text)
+    for prefix, mode in ((True, 1), (False, 2)):
+        lens: dict[int, dict[str, int]] = {}
+        for w, m in ws.items():
+            lens.setdefault(len(w), {})[w] = m
+        want = codegen._fix(s, prefix, sorted(lens.items()))
+        assert mm.Automaton(ws, mode).mask(text) == want, (words, text, mode)  # type: ignore[union-attr]
+
+
 def test_automaton_on_exact_words_and_edges() -> None:
     A = mm.Automaton  # type: ignore[union-attr]
     a = A({"abc": 1, "bc": 2, "c": 4, "xyz": 8, "İ": 16, "\u212a": 32, "\U0001F600x": 64})
@@ -83,6 +101,10 @@ def test_automaton_on_exact_words_and_edges() -> None:
     big = 1 << 700
     assert A({"needle": big}).mask("x" * 1_000_000 + "NeeDLE") == big  # long text: linear, found at the end
     assert A({"aa": 1, "a": 2}).mask("a" * 100_000) == 3  # a match at every position, each word once
+    pre, suf = A({"/usr/": 1, "/": 2, "": 4, "/usr/bin/x": 8}, 1), A({"/sh": 1, "h": 2, "İ": 4}, 2)
+    assert pre.mask("/USR/bin/x") == 15 and pre.mask("usr") == 4 and suf.mask("/bin/SH") == 3 and suf.mask("aİ") == 4
+    with pytest.raises(ValueError):
+        A({}, 3)
     with pytest.raises(TypeError):
         A({"a": "1"})
     with pytest.raises(TypeError):
@@ -267,11 +289,11 @@ def test_bad_arguments_are_type_errors() -> None:
         mm.Prefilter(0, (("cmdline", 5),))  # type: ignore[union-attr]
     with pytest.raises(TypeError):
         mm.Prefilter(0, ())(["not", "a", "dict"])  # type: ignore[union-attr]
+    with pytest.raises(TypeError):  # a contains automaton where a prefix trie belongs
+        mm.FieldMask(True, None, mm.Automaton({"ab": 1}), None, None, {}, 1, 1, len)  # type: ignore[union-attr]
     with pytest.raises(TypeError):
-        mm.FieldMask(True, None, None, ((1, {"ab": 1}),), None, None, {}, 1, 1, len)  # type: ignore[union-attr]
-    with pytest.raises(ValueError):
-        mm.FieldMask(True, None, None, ((2, {"ab": 1}), (1, {"a": 1})), None, None, {}, 1, 1, len)  # type: ignore[union-attr]
-    fm = mm.FieldMask(True, {"x": 2}, None, None, None, None, {}, 1, 1, lambda r: 1 / 0)  # type: ignore[union-attr]
+        mm.FieldMask(True, [], None, None, None, {}, 1, 1, len)  # type: ignore[union-attr]
+    fm = mm.FieldMask(True, {"x": 2}, None, None, None, {}, 1, 1, lambda r: 1 / 0)  # type: ignore[union-attr]
     assert fm("X") == 2 and fm(None) == 0 and fm("") == 0
     with pytest.raises(ZeroDivisionError):
         fm(5)
