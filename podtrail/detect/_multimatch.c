@@ -505,15 +505,17 @@ fail_acc:
 
 /* fm(r): the mask of value r (not None). A new reference. */
 static PyObject *fm_mask(FieldMask *f, PyObject *r) {
-    if (!f->text || !PyUnicode_CheckExact(r)) return PyObject_CallOneArg(f->fallback, r);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(r);
-    if (!n) return PyLong_FromLong(0); /* an empty string is absent */
-    PyObject *m = PyDict_GetItemWithError(f->memo, r);
+    int str = PyUnicode_CheckExact(r);
+    if (!str && !PyLong_CheckExact(r)) return PyObject_CallOneArg(f->fallback, r);
+    PyObject *m = PyDict_GetItemWithError(f->memo, r); /* exact str and int values are remembered */
     if (m) {
         Py_INCREF(m);
         return m;
     }
     if (PyErr_Occurred()) return NULL;
+    if (!str || !f->text) return PyObject_CallOneArg(f->fallback, r); /* it remembers what it computes */
+    Py_ssize_t n = PyUnicode_GET_LENGTH(r);
+    if (!n) return PyLong_FromLong(0); /* an empty string is absent */
     m = fm_text_mask(f, r);
     if (!m) return NULL;
     if (n <= f->memo_max_len) {
