@@ -41,11 +41,12 @@ typedef struct {
     int32_t *delta;    /* nstates * nclasses: next state */
     int32_t *word;     /* per state: the word ending exactly here, or -1 */
     int32_t *out;      /* per state: nearest proper-suffix state where a word ends, or -1 (CONTAINS) */
+    int32_t *hit;      /* per state: itself if a word ends here, else out (CONTAINS): one load per character */
     uint64_t *seen;    /* per word: the scan epoch that last reported it */
     uint64_t epoch;
     Py_ssize_t nwords;
     PyObject **masks;  /* per word: its mask (a Python int) */
-    int32_t ascii_class[128]; /* per ASCII code point, after folding: its class (0: in no word) */
+    int32_t ascii_class[256]; /* per code point < 256, after folding: its class (0: in no word) */
     Py_UCS4 *wide;     /* sorted non-ASCII code points of the words */
     int32_t *wide_class;
     Py_ssize_t nwide;
@@ -59,6 +60,7 @@ static void automaton_dealloc(Automaton *a) {
     PyMem_Free(a->delta);
     PyMem_Free(a->word);
     PyMem_Free(a->out);
+    PyMem_Free(a->hit);
     PyMem_Free(a->seen);
     PyMem_Free(a->wide);
     PyMem_Free(a->wide_class);
@@ -81,7 +83,7 @@ static inline int32_t wide_lookup(const Automaton *a, Py_UCS4 c) {
 }
 
 static inline int32_t class_of(const Automaton *a, Py_UCS4 c) {
-    if (c < 128) return a->ascii_class[c];
+    if (c < 256) return a->ascii_class[c];
     return a->nwide ? wide_lookup(a, c) : 0;
 }
 
@@ -143,6 +145,7 @@ static int automaton_build(Automaton *a, PyObject *words) {
         int f = (c >= 'A' && c <= 'Z') ? c + 32 : c;
         a->ascii_class[c] = raw_ascii[f];
     }
+    for (int c = 128; c < 256; c++) a->ascii_class[c] = a->nwide ? wide_lookup(a, (Py_UCS4)c) : 0;
     int64_t maxstates = (int64_t)total + 1;
     if (maxstates * nclasses > MAX_TABLE) {
         PyErr_SetString(PyExc_ValueError, "too many words for the automaton's table");
@@ -154,9 +157,10 @@ static int automaton_build(Automaton *a, PyObject *words) {
     a->out = PyMem_Malloc(sizeof(int32_t) * (size_t)maxstates);
     a->masks = PyMem_Calloc((size_t)nw + 1, sizeof(PyObject *));
     a->seen = PyMem_Calloc((size_t)nw + 1, sizeof(uint64_t));
+    a->hit = PyMem_Malloc(sizeof(int32_t) * (size_t)maxstates);
     int32_t *fail = PyMem_Malloc(sizeof(int32_t) * (size_t)maxstates);
     int32_t *queue = PyMem_Malloc(sizeof(int32_t) * (size_t)maxstates);
-    if (!a->delta || !a->word || !a->out || !a->masks || !a->seen || !fail || !queue) {
+    if (!a->delta || !a->word || !a->out || !a->hit || !a->masks || !a->seen || !fail || !queue) {
         PyMem_Free(fail);
         PyMem_Free(queue);
         PyErr_NoMemory();
@@ -222,6 +226,7 @@ static int automaton_build(Automaton *a, PyObject *words) {
             }
         }
     }
+    for (int32_t s = 0; s < a->nstates; s++) a->hit[s] = a->word[s] >= 0 ? s : a->out[s];
     PyMem_Free(fail);
     PyMem_Free(queue);
     return 0;
@@ -265,8 +270,8 @@ static inline int report(Automaton *a, int32_t t, PyObject **acc) {
     do {                                                                                \
         const TYPE *p = (const TYPE *)data;                                             \
         for (Py_ssize_t i = 0; i < n; i++) {                                            \
-            st = delta[(int64_t)st * K + class_of(a, p[i])];                            \
-            int32_t t = a->word[st] >= 0 ? st : a->out[st];                             \
+            st = delta[(int64_t)st * K + CLASS(p[i])];                                  \
+            int32_t t = hit[st];                                                        \
             if (t >= 0 && a->seen[a->word[t]] != a->epoch && report(a, t, &acc) < 0) {  \
                 Py_DECREF(acc);                                                         \
                 return NULL;                                                            \
@@ -310,15 +315,19 @@ static PyObject *automaton_scan(Automaton *a, PyObject *text) {
         Py_DECREF(acc);
         return NULL;
     }
-    const int32_t *delta = a->delta;
+    const int32_t *delta = a->delta, *hit = a->hit, *cls = a->ascii_class;
     const int64_t K = a->nclasses;
     int32_t st = 0;
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     const void *data = PyUnicode_DATA(text);
     switch (PyUnicode_KIND(text)) {
+#define CLASS(c) cls[c] /* a 1-byte kind reads its class from the table alone */
     case PyUnicode_1BYTE_KIND: SCAN(Py_UCS1); break;
+#undef CLASS
+#define CLASS(c) class_of(a, c)
     case PyUnicode_2BYTE_KIND: SCAN(Py_UCS2); break;
     default: SCAN(Py_UCS4); break;
+#undef CLASS
     }
     return acc;
 }
