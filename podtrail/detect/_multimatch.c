@@ -30,6 +30,22 @@
 
 #define MAX_TABLE (1 << 22) /* transition table entries (16 MiB); larger word sets stay with `re` */
 
+static PyObject *ZERO; /* the int 0 (CPython's shared small int) */
+
+/* *acc |= m, without a new int when either side is 0 (the common case: most values hit nothing). */
+static inline int or_into(PyObject **acc, PyObject *m) {
+    if (m == ZERO) return 0;
+    if (*acc == ZERO && PyLong_CheckExact(m)) {
+        Py_INCREF(m);
+        Py_SETREF(*acc, m);
+        return 0;
+    }
+    PyObject *r = PyNumber_Or(*acc, m);
+    if (!r) return -1;
+    Py_SETREF(*acc, r);
+    return 0;
+}
+
 /* ---- Automaton ------------------------------------------------------------------------------ */
 
 enum { CONTAINS = 0, PREFIX = 1, SUFFIX = 2 };
@@ -258,9 +274,7 @@ static inline int report(Automaton *a, int32_t t, PyObject **acc) {
         int32_t w = a->word[t];
         if (a->seen[w] == a->epoch) return 0;
         a->seen[w] = a->epoch;
-        PyObject *m = PyNumber_Or(*acc, a->masks[w]);
-        if (!m) return -1;
-        Py_SETREF(*acc, m);
+        if (or_into(acc, a->masks[w]) < 0) return -1;
         t = a->out[t];
     }
     return 0;
@@ -282,21 +296,16 @@ static inline int report(Automaton *a, int32_t t, PyObject **acc) {
 /* PREFIX / SUFFIX: the OR of the masks of every word fold(text) starts / ends with: one walk of
  * the trie, at most as many steps as the longest word. */
 static PyObject *anchored_scan(Automaton *a, PyObject *text) {
-    PyObject *acc = PyLong_FromLong(0);
-    if (!acc) return NULL;
+    PyObject *acc = Py_NewRef(ZERO);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text), back = a->mode == SUFFIX;
     const void *data = PyUnicode_DATA(text);
     int32_t st = 0;
     for (Py_ssize_t i = 0;; i++) {
         int32_t w = a->word[st];
-        if (w >= 0) {
-            PyObject *m = PyNumber_Or(acc, a->masks[w]);
-            if (!m) {
-                Py_DECREF(acc);
-                return NULL;
-            }
-            Py_SETREF(acc, m);
+        if (w >= 0 && or_into(&acc, a->masks[w]) < 0) {
+            Py_DECREF(acc);
+            return NULL;
         }
         if (i >= n) break;
         st = a->delta[(int64_t)st * a->nclasses + class_of(a, PyUnicode_READ(kind, data, back ? n - 1 - i : i))];
@@ -308,8 +317,7 @@ static PyObject *anchored_scan(Automaton *a, PyObject *text) {
 /* CONTAINS: the OR of the masks of every word occurring in fold(text); a new reference. */
 static PyObject *automaton_scan(Automaton *a, PyObject *text) {
     if (a->mode != CONTAINS) return anchored_scan(a, text);
-    PyObject *acc = PyLong_FromLong(0);
-    if (!acc) return NULL;
+    PyObject *acc = Py_NewRef(ZERO);
     a->epoch++;
     if (a->word[0] >= 0 && report(a, 0, &acc) < 0) { /* the empty word occurs in every text */
         Py_DECREF(acc);
@@ -479,25 +487,20 @@ static PyObject *fold(PyObject *s) {
 static int or_probe(PyObject **acc, PyObject *table, PyObject *key) {
     PyObject *m = PyDict_GetItemWithError(table, key);
     if (!m) return PyErr_Occurred() ? -1 : 0;
-    PyObject *r = PyNumber_Or(*acc, m);
-    if (!r) return -1;
-    Py_SETREF(*acc, r);
-    return 0;
+    return or_into(acc, m);
 }
 
 static int or_walk(PyObject **acc, PyObject *trie, PyObject *text) {
     PyObject *m = anchored_scan((Automaton *)trie, text);
     if (!m) return -1;
-    PyObject *r = PyNumber_Or(*acc, m);
+    int e = or_into(acc, m);
     Py_DECREF(m);
-    if (!r) return -1;
-    Py_SETREF(*acc, r);
-    return 0;
+    return e;
 }
 
 /* _mask of codegen for a non-empty str of a text field. A new reference. */
 static PyObject *fm_text_mask(FieldMask *f, PyObject *r) {
-    PyObject *acc = f->words ? automaton_scan((Automaton *)f->words, r) : PyLong_FromLong(0);
+    PyObject *acc = f->words ? automaton_scan((Automaton *)f->words, r) : Py_NewRef(ZERO);
     if (!acc) return NULL;
     if ((f->pre && or_walk(&acc, f->pre, r) < 0) || (f->suf && or_walk(&acc, f->suf, r) < 0)) goto fail_acc;
     if (!f->eq) return acc;
@@ -636,10 +639,9 @@ static PyObject *pf_call(Prefilter *p, PyObject *args, PyObject *kwds) {
         PyObject *m = Py_IS_TYPE(fn, &FieldMaskType) ? fm_mask((FieldMask *)fn, r) : PyObject_CallOneArg(fn, r);
         Py_DECREF(r);
         if (!m) goto fail;
-        PyObject *o = PyNumber_Or(acc, m);
+        int e = or_into(&acc, m);
         Py_DECREF(m);
-        if (!o) goto fail;
-        Py_SETREF(acc, o);
+        if (e < 0) goto fail;
     }
     return acc;
 fail:
@@ -675,6 +677,7 @@ static struct PyModuleDef moduledef = {
 };
 
 PyMODINIT_FUNC PyInit__multimatch(void) {
+    if (!ZERO && !(ZERO = PyLong_FromLong(0))) return NULL;
     if (PyType_Ready(&AutomatonType) < 0 || PyType_Ready(&FieldMaskType) < 0 || PyType_Ready(&PrefilterType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
