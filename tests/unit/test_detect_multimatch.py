@@ -297,3 +297,16 @@ def test_bad_arguments_are_type_errors() -> None:
     assert fm("X") == 2 and fm(None) == 0 and fm("") == 0
     with pytest.raises(ZeroDivisionError):
         fm(5)
+
+
+def test_the_detect_stage_asks_for_the_accelerator_before_its_rules_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent names missing accelerators at start; the rules compile in the background, so
+    the stage asks for this one when it is built: with PODTRAIL_NATIVE=0 it is named at once."""
+    from podtrail import native as nat
+    from podtrail.config import DetectionConfig
+    from podtrail.detect.stage import build_detect_stage
+
+    monkeypatch.setenv("PODTRAIL_NATIVE", "0")
+    monkeypatch.setattr(nat, "_missing", {})
+    assert build_detect_stage(DetectionConfig()) is not None
+    assert "podtrail.detect._multimatch" in nat.missing()
