@@ -1,7 +1,11 @@
-"""The detection stage's cost per event on the hot path: generated rule functions against the
-interpreted engine (the closures and index the agent used before), same events, same run.
+"""The detection stage's cost per event on the hot path: the generated rule functions with their
+anchor masks in C (``podtrail.detect._multimatch``), the same with the masks in Python (as with
+``PODTRAIL_NATIVE=0``), the interpreted engine (the closures and index the agent used before), and
+the generated functions of another checkout (``--reference``, default ``/work/main`` when it
+exists; measured by a child process importing that tree), same events, one run.
 
     .venv/bin/python -m bench detect_hot [--execs 10000] [--cycles 5000] [--rounds 5] [--samples FILE]
+                                         [--reference DIR | --no-reference]
 
 Streams, each through ``DetectStage.process`` with the shipped rules (finalize included, as in
 the agent; the downstream ``out`` is a list append):
@@ -15,7 +19,9 @@ the agent; the downstream ``out`` is a list append):
   every connection matches the building blocks of three correlations.
 
 CPU time of the measuring thread (thread_time), best of ``--rounds``, µs per event; each round
-starts from fresh copies of the events. Prints JSON with the ratio interpreted / generated.
+starts from fresh engines (empty memos: every command line is new in stage_profile) and fresh
+copies of the events. Prints JSON with each side's ratio to the C side; the alert counts of all
+sides must be equal.
 """
 
 from __future__ import annotations
@@ -25,8 +31,11 @@ import copy
 import json
 import os
 import pickle
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench.process_samples import exec_sample, header_sample
@@ -88,12 +97,25 @@ def per_event(make: Callable[[], DetectStage], events: list[Any], rounds: int) -
     return best, alerts
 
 
+def reference_run(checkout: str, argv: list[str]) -> dict[str, Any]:
+    """``generated`` µs and alerts per stream of the checkout's own code (a child process with that
+    tree first on its path)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(checkout).resolve())}
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, "--child"], env=env, cwd=checkout,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--execs", type=int, default=10000)
     ap.add_argument("--cycles", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--samples", help="a pickled list of raw process ring-buffer samples to replay")
+    ap.add_argument("--reference", default="/work/main" if Path("/work/main/podtrail").is_dir() else None,
+                    help="another checkout whose generated functions run on the same streams")
+    ap.add_argument("--no-reference", dest="reference", action="store_const", const=None)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     rules = load_paths([])
     if a.samples:
@@ -108,16 +130,34 @@ def main() -> int:
     streams: dict[str, list[Any]] = {"busybox true, host": host, "busybox true, in a pod": pod, "stage_profile": sp}
     for kind in ("fork", "exec", "connect", "open", "exit"):
         streams[f"stage_profile {kind}"] = [ev for ev in sp if ev.get("action") == kind]
-    engines = {"generated": lambda: Engine(rules), "interpreted": lambda: Engine(rules, compiled=False)}
-    res: dict[str, Any] = {"load_avg_1m": os.getloadavg()[0], "rules": rules.usable, "streams": {}}
+    if a.child:  # the reference checkout's generated functions, whatever their mask
+        print(json.dumps({name: per_event(lambda: DetectStage([SigmaDetector(Engine(rules))]), evs, a.rounds)
+                          for name, evs in streams.items()}))
+        return 0
+    from podtrail.detect.codegen import accelerator
+
+    if accelerator() is None:
+        raise SystemExit("podtrail.detect._multimatch is not built (or PODTRAIL_NATIVE=0): run `make native`")
+    engines = {"c": lambda: Engine(rules), "python": lambda: Engine(rules, native=False),
+               "interpreted": lambda: Engine(rules, compiled=False)}
+    res: dict[str, Any] = {"load_avg_1m": os.getloadavg()[0], "rules": rules.usable, "reference": a.reference,
+                           "streams": {}}
+    argv = [f"--execs={a.execs}", f"--cycles={a.cycles}", f"--rounds={a.rounds}"] + (
+        [f"--samples={Path(a.samples).resolve()}"] if a.samples else [])
+    ref = reference_run(a.reference, argv) if a.reference else {}
     for name, evs in streams.items():
         row: dict[str, Any] = {"events": len(evs)}
         for label, build in engines.items():
             us, alerts = per_event(lambda build=build: DetectStage([SigmaDetector(build())]), evs, a.rounds)  # type: ignore[misc]
             row[f"{label}_us"] = round(us, 2)
             row[f"{label}_alerts"] = alerts
-        assert row["generated_alerts"] == row["interpreted_alerts"], (name, row)
-        row["ratio_interpreted_over_generated"] = round(row["interpreted_us"] / row["generated_us"], 2)
+        if name in ref:
+            row["reference_us"], row["reference_alerts"] = round(ref[name][0], 2), ref[name][1]
+        labels = [k[:-3] for k in row if k.endswith("_us")]
+        assert len({row[f"{k}_alerts"] for k in labels}) == 1, (name, row)
+        for k in labels:
+            if k != "c":
+                row[f"{k}_over_c"] = round(row[f"{k}_us"] / row["c_us"], 2)
         res["streams"][name] = row
     res["load_avg_1m_end"] = os.getloadavg()[0]
     print(json.dumps(res, indent=2))

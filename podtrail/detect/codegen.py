@@ -12,7 +12,10 @@ a query. The function:
    needs ``container_id``: a host process costs one dict probe);
 3. computes the candidates as a bit mask from the same anchors the interpreted index uses
    (dict probes, C-level prefix/suffix tests, one trie-regex search per substring field),
-   remembered per text or integer value, so a recurring value costs one dict probe; a rule
+   remembered per text or integer value, so a recurring value costs one dict probe (with the
+   native accelerator ``podtrail.detect._multimatch``, all of this is one C call per event:
+   text values are folded and probed in C and the substring words are one Aho–Corasick
+   automaton instead of the regex; other values go through the same Python code); a rule
    whose other conjuncts have exact/prefix/suffix anchors stays a candidate only if those
    hold too; returns when none is left: the common case, with no allocation;
 4. else evaluates the candidate rules' conditions, inlined, in rule order, and returns the
@@ -30,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from podtrail import native
 from podtrail.detect.predicate import (
     _ASCII_LOWER,
     _NUMERIC_NAMES,
@@ -66,7 +70,8 @@ def _words(rx: re.Pattern[str], masks: dict[str, int], s: str, m: re.Match[str] 
     out = 0
     while m is not None:
         out |= masks[m.group()]
-        m = rx.search(s, m.start() + 1)
+        i = m.start() + 1
+        m = rx.search(s, i) if i <= len(s) else None  # past the end (an empty word matched there): done
     return out
 
 
@@ -78,6 +83,11 @@ def _fix(s: str, prefix: bool, lens: Sequence[tuple[int, dict[str, int]]]) -> in
             break
         out |= table.get(s[:n] if prefix else s[size - n:], 0)
     return out
+
+
+def accelerator() -> Any:
+    """``podtrail.detect._multimatch``, or None (not built, or ``PODTRAIL_NATIVE=0``)."""
+    return native.load("podtrail.detect._multimatch")
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,38 @@ def _memo(plan: FieldPlan, memo: dict[str | int, int], r: str | int) -> int:
             memo.clear()
         memo[r] = h
     return h
+
+
+def _field_fn(plan: FieldPlan, memo: dict[str | int, int]) -> Callable[[Any], int]:
+    """The mask of one field's value (not None), as the generated Python block computes it."""
+    def mask(r: Any) -> int:
+        if type(r) is str or type(r) is int:
+            m = memo.get(r)
+            return _memo(plan, memo, r) if m is None else m
+        return _mask(plan, r)
+    return mask
+
+
+def prefilter(mm: Any, always: int, plans: list[FieldPlan]) -> Callable[[dict[str, Any]], int]:
+    """The native twin of the generated per-field blocks: ``always`` | each present field's mask.
+    Prefixes, suffixes and last path components become tries. A field whose words are too many
+    for the automaton's table keeps its Python block."""
+    fields = []
+    for plan in plans:
+        memo: dict[str | int, int] = {}
+        fn: Any = _field_fn(plan, memo)
+        pre = {k: m for _, table in plan.pre[1] for k, m in table.items()}
+        suf = {k: m for _, table in plan.suf[1] for k, m in table.items()}
+        for k, m in plan.base.items():  # the last path component is k <=> ends with "/k" (k has no "/")
+            suf["/" + k] = suf.get("/" + k, 0) | m
+        try:
+            words = mm.Automaton(plan.sub[1]) if plan.sub is not None else None
+            fn = mm.FieldMask(plan.name not in _NUMERIC_NAMES, plan.eq, mm.Automaton(pre, 1) if pre else None,
+                              mm.Automaton(suf, 2) if suf else None, words, memo, MEMO_SIZE, MEMO_MAX_LEN, fn)
+        except ValueError:
+            pass
+        fields.append((plan.name, fn))
+    return mm.Prefilter(always, tuple(fields))  # type: ignore[no-any-return]
 
 
 _HELPERS: dict[str, Any] = {"_mask": _mask, "_memo": _memo, "_norm": normalize, "_fold": fold, "_text": _text, "_cidr": in_network, "_compare": compare_value,
@@ -367,14 +409,15 @@ class _Source:
         return "(" + " or ".join(parts) + ")" if parts else "False"
 
 
-def build_scan(rules: Sequence[tuple[int, Any, Any, Any, list[int]]], index: Any) -> tuple[Scan, str]:
+def build_scan(rules: Sequence[tuple[int, Any, Any, Any, list[int]]], index: Any, *,
+               accel: Any = None) -> tuple[Scan, str]:
     """The generated function for one bucket, and its source.
 
     ``rules``: (signature index, condition tree or None, closure, stats, requirement bits) in
     signature order; ``index``: a ``podtrail.detect.engine.Index`` whose positions 0..n-1 are
     those rules (their cheapest anchor sets) and whose further positions are the requirement
     bits (other conjuncts' anchor sets, each of which must hold too); its anchor tables become
-    bit masks here."""
+    bit masks here. ``accel``: the native module (``accelerator()``) computing the mask, or None."""
     src = _Source()
     L = src.lines
     L.append("def scan(ev):")
@@ -386,8 +429,14 @@ def build_scan(rules: Sequence[tuple[int, Any, Any, Any, list[int]]], index: Any
         L.append(f"    if {src.g(name)} is None:")
         L.append("        return None")
 
-    L.append(f"    h = {sum(1 << p for p in set(index.always))}")
-    for plan in field_plans(index):
+    always = sum(1 << p for p in set(index.always))
+    plans = field_plans(index)
+    if accel is not None:
+        L.append(f"    h = {src.const(prefilter(accel, always, plans))}(ev)")
+        plans = []
+    else:
+        L.append(f"    h = {always}")
+    for plan in plans:
         memo, fp = src.const({}), src.const(plan)
         L.append(f"    r = get({plan.name!r})")
         L.append("    if r is not None:")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podtrail.detect.alert import new_alert
-from podtrail.detect.codegen import Scan, build_scan
+from podtrail.detect.codegen import Scan, accelerator, build_scan
 from podtrail.detect.correlate import Correlator
 from podtrail.detect.predicate import Anchor, View
 from podtrail.detect.ruleset import RuleSet, Signature
@@ -82,7 +82,8 @@ def rules_in(any_word: re.Pattern[str], by_word: dict[str, list[int]], s: str) -
     m = any_word.search(s)
     while m is not None:
         out.update(by_word[m.group()])
-        m = any_word.search(s, m.start() + 1)
+        i = m.start() + 1
+        m = any_word.search(s, i) if i <= len(s) else None  # an empty word matches at the end, once
     return out
 
 
@@ -190,13 +191,15 @@ class Engine:
     Each (event type, action) bucket's rules run as one generated function
     (``podtrail.detect.codegen``); ``compiled=False`` keeps the interpreted index and closures
     (the reference the generated code is tested against, and the fallback should generation
-    fail)."""
+    fail); ``native=False`` computes the generated functions' anchor masks in Python instead of
+    ``podtrail.detect._multimatch`` (as when it is not built or ``PODTRAIL_NATIVE=0``)."""
 
     def __init__(self, rules: RuleSet, *, max_groups: int = 10000, max_events: int = 10000,
-                 compiled: bool = True) -> None:
+                 compiled: bool = True, native: bool = True) -> None:
         self.rules = rules
         self.sigs = rules.signatures
         self.compiled = compiled
+        self.accel = accelerator() if compiled and native else None  # the mask in C (codegen)
         self.correlators = [Correlator(c.spec, max_groups, max_events) for c in rules.correlations]
         self.sig_stats = [RuleStats() for _ in self.sigs]
         self.corr_stats = [RuleStats() for _ in rules.correlations]
@@ -221,14 +224,17 @@ class Engine:
         if self.compiled:
             # Bits 0..n-1: each rule's cheapest anchor set. Beyond: up to MAX_REQUIREMENTS more
             # conjuncts' anchor sets of the same rule (a shell's path and a terminal as stdin):
-            # all must hold. Only exact, prefix and suffix anchors: a substring one would make
-            # the text's word search longer for every event, which costs more than it saves.
+            # all must hold. In Python only exact, prefix and suffix anchors: a substring one
+            # would make the regex word search longer for every event, which costs more than it
+            # saves; the native automaton's cost does not grow with its words, so there substring
+            # ones count too (a `curl ` needs its `| sh` before the rule runs).
             ix, more, n = Index(), [], len(order)
             for pos, i in enumerate(order):
                 sig = self.sigs[i]
                 ix.add(pos, sig.anchors)
                 bits = []
-                extra = [r for r in sig.requirements if r != sig.anchors and all(k != "sub" for _, k, _ in r)]
+                extra = [r for r in sig.requirements if r != sig.anchors
+                         and (self.accel is not None or all(k != "sub" for _, k, _ in r))]
                 for req in extra[:MAX_REQUIREMENTS] if sig.anchors else []:
                     bits.append(n)
                     ix.add(n, req)
@@ -238,7 +244,7 @@ class Engine:
             try:
                 scan, self.sources[key] = build_scan(
                     [(i, self.sigs[i].tree, self.sigs[i].pred, self.sig_stats[i], more[p]) for p, i in enumerate(order)],
-                    ix)
+                    ix, accel=self.accel)
                 return scan
             except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError):  # noqa: PERF203
                 log.warning("rules of %s could not be compiled to one function; interpreting them", key,

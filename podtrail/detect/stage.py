@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from podtrail import metrics
 from podtrail.config import ConfigError, DetectionConfig
+from podtrail.detect.codegen import accelerator
 from podtrail.detect.engine import Engine
 from podtrail.detect.ruleset import Problem, RuleLoadError, load_texts, rule_texts
 from podtrail.model.event import Event, finalize
@@ -127,6 +128,7 @@ def build_detect_stage(cfg: DetectionConfig) -> DetectStage | None:
     if not cfg.enabled:
         return None
     texts, outputs = read_rules(cfg)
+    accelerator()  # asked now, so the agent's start names it if it runs in Python (rules compile later)
 
     def build() -> Engine:
         rules = load_texts(texts, outputs=outputs)

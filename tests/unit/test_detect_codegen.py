@@ -130,12 +130,12 @@ def test_generated_verdicts_equal_interpreted() -> None:
     events = _events()
     seen = 0
     for rules in _rule_sets():
-        gen, interp = Engine(rules), Engine(rules, compiled=False)
+        gen, py, interp = Engine(rules), Engine(rules, native=False), Engine(rules, compiled=False)
         assert gen.sources, "no bucket was compiled"
         for ev in events:
             want = _verdicts(interp, ev)
-            assert _verdicts(gen, ev) == want, ev
-            assert _verdicts(gen, ev) == want, ev  # again: the text values now come from the memo
+            assert _verdicts(gen, ev) == want == _verdicts(py, ev), ev
+            assert _verdicts(gen, ev) == want == _verdicts(py, ev), ev  # again: the text values now come from the memo
             seen += bool(want) and not isinstance(want, str)
     assert seen > 300  # many matches compared, not only misses
 
@@ -177,10 +177,10 @@ def test_too_deep_trees_and_a_small_memo_keep_the_verdicts(monkeypatch: pytest.M
     monkeypatch.setattr(codegen, "MEMO_SIZE", 3)  # the memo starts over all the time
     monkeypatch.setattr(codegen, "MEMO_MAX_LEN", 20)
     rules = _rule_sets()[2]
-    gen, interp = Engine(rules), Engine(rules, compiled=False)
+    gen, py, interp = Engine(rules), Engine(rules, native=False), Engine(rules, compiled=False)
     assert all("(View(ev))" in src for src in gen.sources.values())
     for ev in _events()[:2000]:
-        assert _verdicts(gen, ev) == _verdicts(interp, ev), ev
+        assert _verdicts(gen, ev) == _verdicts(interp, ev) == _verdicts(py, ev), ev
 
 
 def test_uncompilable_bucket_falls_back_to_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,14 +210,15 @@ def test_every_conjunct_anchor_must_hold_before_a_rule_runs() -> None:
     assert engine.sig_stats[pos].evaluated == 1
 
 
-def test_large_rule_sets_keep_the_verdicts() -> None:
+@pytest.mark.parametrize("size", [400, 500])
+def test_large_rule_sets_keep_the_verdicts(size: int) -> None:
     """Hundreds of rules in a bucket: candidates tested 16 at a time under 128-rule tests."""
     from bench.detect_eval import make_events, variant_texts
 
-    texts, outputs = variant_texts(400)
+    texts, outputs = variant_texts(size)
     rules = load_texts(texts, outputs=outputs)
     assert not rules.problems
-    gen, interp = Engine(rules), Engine(rules, compiled=False)
+    gen, py, interp = Engine(rules), Engine(rules, native=False), Engine(rules, compiled=False)
     n_exec = sum(1 for s in gen.sigs if ("process", "exec") in s.sources)
     outer = [x for x in gen.sources[("process", "exec")].splitlines() if x.startswith("    if h & ")]
     assert n_exec > codegen.OUTER and len(outer) == -(-n_exec // codegen.OUTER)  # the two-level layout ran
@@ -225,6 +226,6 @@ def test_large_rule_sets_keep_the_verdicts() -> None:
     matched = 0
     for ev in events:
         want = _verdicts(interp, ev)
-        assert _verdicts(gen, ev) == want, ev
+        assert _verdicts(gen, ev) == want == _verdicts(py, ev), ev
         matched += bool(want) and not isinstance(want, str)
     assert matched > 30
