@@ -216,6 +216,12 @@ def with_podtrail(n: int, paced_s: float, rate: float, all_sensors: bool = False
             "paced_rate": k / paced_wall, "cpu_paced": (c2 - c1) / (paced_wall + 1.0), "paced_seen": n_paced, "paced_n": k}
 
 
+def _audit_enabled() -> str:
+    """The kernel's audit ``enabled`` state (0, 1, or 2 when locked) as ``auditctl -s`` shows it."""
+    out = subprocess.run(["auditctl", "-s"], capture_output=True, text=True).stdout
+    return next((line.split()[1] for line in out.splitlines() if line.startswith("enabled ")), "")
+
+
 def with_auditd(n: int) -> dict[str, float]:
     with open("/tmp/podtrail-auditd.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -223,6 +229,9 @@ def with_auditd(n: int) -> dict[str, float]:
         log = d / "audit.log"
         (d / "auditd.conf").write_text(f"log_file = {log}\nlog_format = ENRICHED\nflush = INCREMENTAL_ASYNC\nfreq = 50\nmax_log_file = 512\nmax_log_file_action = ROTATE\nspace_left = 2\nadmin_space_left = 1\ndisk_full_action = IGNORE\ndisk_error_action = IGNORE\n")
         os.chmod(d / "auditd.conf", 0o640)
+        # auditd leaves kernel auditing on when it stops, which slows every task started later
+        # (later runs' agents included): the state found is put back after
+        enabled = _audit_enabled()
         auditd = subprocess.Popen(["auditd", "-n", "-c", str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             time.sleep(1.0)
@@ -235,6 +244,8 @@ def with_auditd(n: int) -> dict[str, float]:
             subprocess.run(["auditctl", "-D"], capture_output=True)
             auditd.send_signal(signal.SIGTERM)
             auditd.wait(30)
+            if enabled in ("0", "1"):
+                subprocess.run(["auditctl", "-e", enabled], capture_output=True)
         seen = log.read_bytes().count(b"storm-au") if log.exists() else 0
         return {"wall": wall, "cpu_storm": (c1 - c0) / (wall + 1.0), "seen_records": seen}
 
