@@ -61,6 +61,7 @@ class _Lib:
             "bpf_object__next_program": (P, [P, P]),
             "bpf_object__next_map": (P, [P, P]),
             "bpf_program__name": (ct.c_char_p, [P]),
+            "bpf_program__fd": (INT, [P]),
             "bpf_program__set_autoload": (INT, [P, ct.c_bool]),
             "bpf_program__autoload": (ct.c_bool, [P]),
             "bpf_program__attach": (P, [P]),
@@ -321,6 +322,19 @@ class BpfMap:
 # ---- objects ---------------------------------------------------------------------------------
 
 
+def fdinfo_count(fd: int, key: str) -> int:
+    """A counter of a BPF object's fdinfo (``/proc/self/fdinfo/<fd>``), 0 where the kernel has none."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def destroy_links(links: list[int]) -> None:
     """Destroy links side by side, one thread each (ctypes releases the GIL): a syscall
     tracepoint's detach waits for an RCU grace period in the kernel (tens of ms each), and
@@ -371,6 +385,18 @@ class BpfObject:
             out[(lib().c.bpf_program__name(p) or b"").decode()] = p
             p = lib().c.bpf_object__next_program(self._handle(), p)
         return out
+
+    def recursion_misses(self) -> int:
+        """Runs of this object's programs the kernel skipped because a BPF program was already
+        running on that CPU (``recursion_misses`` in each program's fdinfo, Linux 5.12+): events
+        lost before any ring buffer, which the ``lost`` maps cannot see."""
+        total = 0
+        for p in self.programs().values():
+            fd = lib().c.bpf_program__fd(p)
+            if fd < 0:
+                continue  # not loaded (autoload off)
+            total += fdinfo_count(fd, "recursion_misses")
+        return total
 
     def maps(self) -> list[BpfMap]:
         out = []

@@ -129,6 +129,7 @@ class RingReader:
         self._poll_ms = poll_ms
         self._emit_batch: Callable[[list[Any]], None] | None = None
         self._lost_seen = 0
+        self._skipped_seen = 0
         self.samples = 0
 
     def load(self) -> None:
@@ -137,6 +138,11 @@ class RingReader:
     def lost(self) -> int:
         """Samples the kernel could not put in the ring buffer, since load."""
         raise NotImplementedError
+
+    def skipped(self) -> int:
+        """Program runs the kernel skipped (another BPF program was running on that CPU), since
+        load: events never made. 0 for a source that cannot tell."""
+        return 0
 
     def _poll(self, timeout_ms: int) -> None:
         """Wait for samples up to ``timeout_ms`` and consume every one there (0: no wait)."""
@@ -186,6 +192,10 @@ class RingReader:
             metrics.LOST_SAMPLES.labels(self.name).inc(n - self._lost_seen)
             metrics.dropped(self.name, "ringbuf_full", n - self._lost_seen)
             self._lost_seen = n
+        k = self.skipped()
+        if k > self._skipped_seen:
+            metrics.dropped(self.name, "bpf_recursion", k - self._skipped_seen)
+            self._skipped_seen = k
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         self.load()
@@ -266,6 +276,9 @@ class RingBufferSource(RingReader):
         if self.obj is None:
             return 0
         return self.obj.map("lost").sum_percpu_u64(b"\0" * 4)
+
+    def skipped(self) -> int:
+        return 0 if self.obj is None else self.obj.recursion_misses()
 
     def close(self) -> None:
         if self._ring is not None:
