@@ -375,7 +375,7 @@ class EventBuffers:
     def _compact_py(self) -> None:
         """The loop ``_compact.compact`` does in C (its reference)."""
         pend = self._pending
-        qs, fast, pool, combos = self._q, self._fast, self._values, self._combos
+        fast, pool, combos = self._fast, self._values, self._combos
         popleft = pend.popleft
         for _ in range(len(pend)):  # only those there now: later submits wait for the next call
             ev = popleft()
@@ -390,12 +390,10 @@ class EventBuffers:
                     f.put(rec)
                     break
             else:
-                rec, kind = self._general(ev)
-                if kind is not None:
-                    qs[kind].append(rec)
+                self._general_put(ev)
 
     def _general_put(self, ev: Event) -> None:
-        """The C loop's way out for an event no proven layout takes."""
+        """An event no proven layout takes, by the general path (the C loop's way out too)."""
         rec, kind = self._general(ev)
         if kind is not None:
             self._q[kind].append(rec)
