@@ -1,14 +1,17 @@
 """Exec storm: workload slowdown and agent CPU, no monitor vs podtrail vs auditd, one run.
 
-    .venv/bin/python -m bench exec_storm [--execs 6000] [--paced-seconds 10] [--paced-rate 1000]
+    .venv/bin/python -m bench exec_storm [--execs 6000] [--storm-rounds 3] [--paced-seconds 10] [--paced-rate 1000]
 
 The workload is busybox sh forking and exec'ing the static /bin/busybox in a loop (about
 2,000 execs/s per core here). podtrail runs as the real agent (`podtrail run`, eBPF process
 sensor, process table, container stage, JSON lines to a file); auditd runs with one execve
-rule. Prints slowdown ratios, agent CPU % of one core, events seen vs execs, and losses.
-Then a paced phase: ``--paced-rate`` execs/s of ``/bin/busybox true paced-pt`` only (one
-posix_spawn per slot of a fixed schedule, nothing else exec'd), for the agent's µs of CPU per
-exec and % of a core at the rate achieved; and the kernel-side reductions from the metrics.
+rule. The three storms run in ``--storm-rounds`` interleaved rounds (baseline, podtrail,
+auditd, ..., baseline); each slowdown is against the baselines just before and after it, and
+the medians over the rounds are printed with every round's figure. Prints slowdown ratios,
+agent CPU % of one core, events seen vs execs, and losses. In each round, a paced phase:
+``--paced-rate`` execs/s of ``/bin/busybox true paced-pt`` only (one posix_spawn per slot of
+a fixed schedule, nothing else exec'd), for the agent's µs of CPU per exec and % of a core at
+the rate achieved; and the kernel-side reductions from the metrics.
 
 What the slowdown is made of (printed as ``slowdown_split``): the workload is one shell that
 forks and waits, so it keeps about one of the two cores busy. The agent's eBPF programs run
@@ -250,6 +253,37 @@ def with_auditd(n: int) -> dict[str, float]:
         return {"wall": wall, "cpu_storm": (c1 - c0) / (wall + 1.0), "seen_records": seen}
 
 
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def storm_rounds(execs: int, rounds: int, paced_s: float, rate: float, all_sensors: bool) -> dict[str, Any]:
+    """``rounds`` rounds of: a baseline storm, a storm under podtrail (then its paced phase),
+    a storm under auditd; and a last baseline. Each storm's slowdown is against the mean of
+    the baselines just before and just after it, and the figures are medians over the rounds:
+    the machine's drift hits the three alike, and no side gets the best of several tries while
+    the other gets one (a minimum of baselines against single measured storms biases every
+    slowdown upwards by the noise)."""
+    storm(500, "warm")
+    bases = [storm(execs, "storm-base")]
+    pts: list[dict[str, Any]] = []
+    aus: list[dict[str, float]] = []
+    for _ in range(rounds):
+        pts.append(with_podtrail(execs, paced_s, rate, all_sensors))
+        aus.append(with_auditd(execs))
+        bases.append(storm(execs, "storm-base"))
+    return {"bases": bases, "pts": pts, "aus": aus, "pt_slowdown": slowdowns([p["wall"] for p in pts], bases),
+            "au_slowdown": slowdowns([a["wall"] for a in aus], bases)}
+
+
+def slowdowns(walls: list[float], bases: list[float]) -> list[float]:
+    """Each round's slowdown in %: storm ``walls[i]`` against the mean of the baselines just
+    before and after it (``bases[i]``, ``bases[i + 1]``)."""
+    if len(bases) != len(walls) + 1:
+        raise ValueError("one baseline before each round and one after the last")
+    return [(w / ((bases[i] + bases[i + 1]) / 2) - 1) * 100 for i, w in enumerate(walls)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--execs", type=int, default=6000)
@@ -257,47 +291,55 @@ def main() -> int:
     ap.add_argument("--paced-rate", type=float, default=1000, help="execs/s of the paced phase")
     ap.add_argument("--reference", type=Path, help="another checkout (with its .venv): only the paced phase, "
                     "alternating with this one for --rounds rounds; prints µs per exec of both and the ratio")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of the --reference comparison")
+    ap.add_argument("--storm-rounds", type=int, default=3,
+                    help="rounds of baseline / podtrail / auditd storms (and paced phases); medians are reported")
     ap.add_argument("--all-sensors", action="store_true", help="the agent with its default sensors (socket and file too)")
     a = ap.parse_args()
     if a.reference:
         print(json.dumps(paced_ab(a.reference, a.rounds, a.paced_seconds, a.paced_rate), indent=2))
         return 0
-    storm(500, "warm")
-    base = min(storm(a.execs, "storm-base") for _ in range(2))
-    pt = with_podtrail(a.execs, a.paced_seconds, a.paced_rate, a.all_sensors)
-    au = with_auditd(a.execs)
-    base2 = storm(a.execs, "storm-base")
-    base = min(base, base2)
+    r = storm_rounds(a.execs, max(1, a.storm_rounds), a.paced_seconds, a.paced_rate, a.all_sensors)
+    pts, aus, bases = r["pts"], r["aus"], r["bases"]
+    pt_slow, au_slow = _median(r["pt_slowdown"]), _median(r["au_slowdown"])
+    paced_us = [p["cpu_us_per_exec_paced"] for p in pts]
+    base = _median(bases)
     res = {
         "execs": a.execs,
+        "storm_rounds": len(pts),
         "baseline_execs_per_s": a.execs / base,
-        "podtrail_slowdown_pct": (pt["wall"] / base - 1) * 100,
-        "auditd_slowdown_pct": (au["wall"] / base - 1) * 100,
-        "podtrail_cpu_pct_of_core_storm": pt["cpu_storm"] * 100,
-        "podtrail_events_seen": pt["seen"],
-        "podtrail_dropped": pt["lost"],
-        "podtrail_drops_by_reason": pt["drops"],
-        "podtrail_kernel_reductions": pt["reductions"],
-        "podtrail_cpu_us_per_exec_storm": pt["cpu_us_per_exec_storm"],
-        "podtrail_cpu_us_per_exec_paced": pt["cpu_us_per_exec_paced"],
-        "paced_execs_per_s": pt["paced_rate"],
-        "podtrail_cpu_pct_of_core_paced": pt["cpu_paced"] * 100,
-        "paced_events_seen": pt["paced_seen"], "paced_execs": pt["paced_n"],
-        "auditd_cpu_pct_of_core_storm": au["cpu_storm"] * 100,
+        "podtrail_slowdown_pct": pt_slow,
+        "auditd_slowdown_pct": au_slow,
+        "podtrail_slowdown_pct_rounds": [round(x, 1) for x in r["pt_slowdown"]],
+        "auditd_slowdown_pct_rounds": [round(x, 1) for x in r["au_slowdown"]],
+        "baseline_s_rounds": [round(x, 3) for x in bases],
+        "podtrail_cpu_pct_of_core_storm": _median([p["cpu_storm"] for p in pts]) * 100,
+        "podtrail_events_seen": [p["seen"] for p in pts],
+        "podtrail_dropped": sum(p["lost"] for p in pts),
+        "podtrail_drops_by_reason": pts[-1]["drops"],
+        "podtrail_kernel_reductions": pts[-1]["reductions"],
+        "podtrail_cpu_us_per_exec_storm": _median([p["cpu_us_per_exec_storm"] for p in pts]),
+        "podtrail_cpu_us_per_exec_paced": _median(paced_us),
+        "podtrail_cpu_us_per_exec_paced_rounds": [round(x, 1) for x in paced_us],
+        "paced_execs_per_s": _median([p["paced_rate"] for p in pts]),
+        "podtrail_cpu_pct_of_core_paced": _median([p["cpu_paced"] for p in pts]) * 100,
+        "paced_events_seen": [p["paced_seen"] for p in pts], "paced_execs": [p["paced_n"] for p in pts],
+        "auditd_cpu_pct_of_core_storm": _median([x["cpu_storm"] for x in aus]) * 100,
+        "load_average": os.getloadavg()[0],
     }
-    res["slowdown_ratio_podtrail_over_auditd"] = res["podtrail_slowdown_pct"] / res["auditd_slowdown_pct"] if res["auditd_slowdown_pct"] > 0 else float("nan")
+    res["slowdown_ratio_podtrail_over_auditd"] = pt_slow / au_slow if au_slow > 0 else float("nan")
     base_us_per_exec = base / a.execs * 1e6
-    bpf_all, bpf_own = pt["bpf_ns_per_exec_storm"]
+    bpf_own = _median([p["bpf_ns_per_exec_storm"][1] for p in pts])
+    bpf_all = _median([p["bpf_ns_per_exec_storm"][0] for p in pts])
     kernel_pct = bpf_own / 1000 / base_us_per_exec * 100
     res["slowdown_split"] = {
         "baseline_us_per_exec": round(base_us_per_exec, 1),
         "bpf_us_per_exec": round(bpf_own / 1000, 2),
         "bpf_us_per_exec_incl_other_node_activity": round(bpf_all / 1000, 2),
-        "bpf_programs_of_the_agent": pt["bpf_programs"],
+        "bpf_programs_of_the_agent": pts[-1]["bpf_programs"],
         "kernel_part_pct": round(kernel_pct, 2),
-        "rest_pct (agent user space competing, and noise)": round(res["podtrail_slowdown_pct"] - kernel_pct, 2),
-        "goal_pct (5 and a quarter of auditd's)": round(min(5.0, res["auditd_slowdown_pct"] / 4), 2),
+        "rest_pct (agent user space competing, and noise)": round(pt_slow - kernel_pct, 2),
+        "goal_pct (5 and a quarter of auditd's)": round(min(5.0, au_slow / 4), 2),
     }
     print(json.dumps(res, indent=2))
     return 0

@@ -7,10 +7,11 @@ from __future__ import annotations
 import ctypes as ct
 import os
 
+import pytest
 from conftest import require_core
 
 from bench.bpf_cost import summarize
-from bench.exec_storm import bpf_ns_per_exec, prog_ids
+from bench.exec_storm import bpf_ns_per_exec, prog_ids, slowdowns
 
 
 def test_summarize_takes_medians_and_sums_the_once_per_exec_programs() -> None:
@@ -25,6 +26,13 @@ def test_summarize_takes_medians_and_sums_the_once_per_exec_programs() -> None:
     assert once["median_ns"] == 400 + 100 and once["min_ns"] == 300 + 100
     assert s["by_sensor"] == {"process": 400 + 110, "file": 60}  # median ns per run x median runs per exec
     assert s["ns_per_exec_rounds"] == [450, 690, 570]
+
+
+def test_storm_slowdowns_are_against_the_baselines_around_each_round() -> None:
+    # round 0 between baselines 10 and 12 (mean 11), round 1 between 12 and 8 (mean 10)
+    assert slowdowns([11.0, 12.5], [10.0, 12.0, 8.0]) == pytest.approx([0.0, 25.0])
+    with pytest.raises(ValueError):
+        slowdowns([11.0, 12.5], [10.0, 12.0])
 
 
 def test_storm_estimate_counts_each_program_at_most_once_per_exec() -> None:
