@@ -184,7 +184,7 @@ def test_reference_counting_frees_what_the_table_forgets(monkeypatch: pytest.Mon
             res[retire is not None] = _held_and_left(raws)
     finally:
         gc.enable()
-    (held0, left0, refs0), (held1, left1, refs) = res[False], res[True]
+    (_, left0, refs0), (held1, left1, refs) = res[False], res[True]
     assert refs == refs0 and set(refs) == {3}, refs[:5]  # the list, the loop's name, getrefcount's argument
     assert held1 - left1 > 2_000_000, res  # ~5,000 processes' records were freed
     assert left1 <= left0 + 64 * 1024, res
@@ -204,7 +204,8 @@ def test_anything_not_verified_acyclic_stays_tracked() -> None:
     loop: list[Any] = []
     loop.append(loop)
     assert not R.data(loop) and gc.is_tracked(loop)
-    for odd in ({1, 2}, Other(), Proc(1, 1), [Proc(1, 1)], {"k": [set()]}):
+    odds: list[Any] = [{1, 2}, Other(), Proc(1, 1), [Proc(1, 1)], {"k": [set()]}]
+    for odd in odds:
         wrapped = {"v": odd}
         assert not R.data(wrapped) and gc.is_tracked(wrapped), odd
     deep: Any = "leaf"
