@@ -50,16 +50,21 @@ tracked = []
 def reset(*a):
     stats["n"].clear(); stats["ns"].clear(); tracked.clear()
 signal.signal(signal.SIGUSR1, reset)
+def dump(why="exit"):
+    import resource
+    out = {"gc": stats, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+           "threshold": gc.get_threshold(), "frozen": gc.get_freeze_count(), "tracked": tracked, "why": why}
+    try:
+        sys.stderr.write("GCSTATS " + json.dumps(out) + "\n")
+        sys.stderr.flush()
+    except RuntimeError:  # a reentrant write (the main thread was writing): the next one counts
+        pass
 def sample(*a):
     t0 = time.thread_time_ns()
     n = len(gc.get_objects())
     tracked.append([time.monotonic(), n, time.thread_time_ns() - t0])
+    dump("sample")  # the figures so far: the last one is the storm's end (the stop is not counted)
 signal.signal(signal.SIGUSR2, sample)
-def dump():
-    import resource
-    out = {"gc": stats, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-           "threshold": gc.get_threshold(), "frozen": gc.get_freeze_count(), "tracked": tracked}
-    sys.stderr.write("GCSTATS " + json.dumps(out) + "\n")
 atexit.register(dump)
 import podtrail.agent
 if policy == "default":
@@ -123,8 +128,14 @@ def run(policy: str, seconds: float, rate: float, checkout: Path = HERE, sample_
                 events = sum(1 for _ in lines)
         finally:
             a.send_signal(signal.SIGINT)
-            _, err = a.communicate(timeout=60)
-    line = next((x for x in err.decode().splitlines() if x.startswith("GCSTATS ")), None)
+            try:
+                _, err = a.communicate(timeout=60)
+                hung = False
+            except subprocess.TimeoutExpired:  # (main before daf6d6e could deadlock in its SIGINT handler)
+                a.kill()
+                _, err = a.communicate()
+                hung = True
+    line = next((x for x in reversed(err.decode().splitlines()) if x.startswith("GCSTATS ") and '"why": "sample"' in x), None)
     stats = json.loads(line[len("GCSTATS "):]) if line else {}
     gc_ns = sum(stats.get("gc", {}).get("ns", {}).values())
     tracked = stats.get("tracked", [])
@@ -142,6 +153,7 @@ def run(policy: str, seconds: float, rate: float, checkout: Path = HERE, sample_
         "rss_mb_start": round(rss0 / 1024, 1), "rss_mb_every_5s": [round(r / 1024, 1) for r in rss],
         "maxrss_mb": round(stats.get("maxrss_kb", 0) / 1024, 1), "threshold": stats.get("threshold"),
         "frozen_objects": stats.get("frozen"),
+        **({"stop": "hung after SIGINT, killed (figures from the last sample)"} if hung else {}),
     }
 
 
