@@ -14,7 +14,8 @@ this one, both with their own policy, alternating round by round:
 
 Tracked objects (``len(gc.get_objects())``, frozen ones not counted) are sampled in the agent
 every ``--sample-every`` seconds of the storm; the sampling's own CPU is taken out of the
-agent's. The sensor sees every process of the machine: on a shared machine the events per
+agent's. After the storm the agent times one full collection (what the next full one costs,
+outside the figures). The sensor sees every process of the machine: on a shared machine the events per
 exec vary between runs, so both are printed.
 """
 
@@ -65,6 +66,11 @@ def sample(*a):
     tracked.append([time.monotonic(), n, time.thread_time_ns() - t0])
     dump("sample")  # the figures so far: the last one is the storm's end (the stop is not counted)
 signal.signal(signal.SIGUSR2, sample)
+def full(*a):  # one full collection, timed: what the next one would cost at this point
+    t0 = time.perf_counter()
+    gc.collect()
+    sys.stderr.write("FULLGC %.2f\n" % ((time.perf_counter() - t0) * 1e3))
+signal.signal(signal.SIGWINCH, full)
 atexit.register(dump)
 import podtrail.agent
 if policy == "default":
@@ -124,6 +130,8 @@ def run(policy: str, seconds: float, rate: float, checkout: Path = HERE, sample_
             a.send_signal(signal.SIGUSR2)  # and at its end
             time.sleep(0.5)
             cpu = cpu_s(a.pid) - c0
+            a.send_signal(signal.SIGWINCH)  # then one full collection, timed (not in the figures above)
+            time.sleep(1.0)
             with open(out, "rb") as lines:
                 events = sum(1 for _ in lines)
         finally:
@@ -136,6 +144,7 @@ def run(policy: str, seconds: float, rate: float, checkout: Path = HERE, sample_
                 _, err = a.communicate()
                 hung = True
     line = next((x for x in reversed(err.decode().splitlines()) if x.startswith("GCSTATS ") and '"why": "sample"' in x), None)
+    full_ms = next((float(x.split()[1]) for x in err.decode().splitlines() if x.startswith("FULLGC ")), None)
     stats = json.loads(line[len("GCSTATS "):]) if line else {}
     gc_ns = sum(stats.get("gc", {}).get("ns", {}).values())
     tracked = stats.get("tracked", [])
@@ -145,6 +154,7 @@ def run(policy: str, seconds: float, rate: float, checkout: Path = HERE, sample_
         "policy": policy, "checkout": str(checkout), "execs": n, "events_written": events,
         "load": os.getloadavg()[0],
         "agent_us_per_exec": round((cpu - sampling_s) / n * 1e6, 1),
+        "agent_us_per_event": round((cpu - sampling_s) / max(events, 1) * 1e6, 2),  # (other sessions' execs vary)
         "tracked_objects": [[round(x[0] - t0), x[1]] for x in tracked],
         "tracked_growth_per_exec": round((tracked[-1][1] - tracked[0][1]) / n, 3) if len(tracked) > 1 else None,
         "gc_us_per_exec": round(gc_ns / n / 1e3, 2),
@@ -153,6 +163,7 @@ def run(policy: str, seconds: float, rate: float, checkout: Path = HERE, sample_
         "rss_mb_start": round(rss0 / 1024, 1), "rss_mb_every_5s": [round(r / 1024, 1) for r in rss],
         "maxrss_mb": round(stats.get("maxrss_kb", 0) / 1024, 1), "threshold": stats.get("threshold"),
         "frozen_objects": stats.get("frozen"),
+        "full_collection_ms_at_end": full_ms,
         **({"stop": "hung after SIGINT, killed (figures from the last sample)"} if hung else {}),
     }
 
@@ -164,13 +175,14 @@ def _median(xs: list[float]) -> float:
 
 def summary(results: list[dict[str, Any]], names: tuple[str, str]) -> dict[str, Any]:
     """Medians per side (``names``: (before, after)) and the ratios after / before."""
-    keys = ("agent_us_per_exec", "gc_us_per_exec", "tracked_growth_per_exec")
+    keys = ("agent_us_per_exec", "agent_us_per_event", "gc_us_per_exec", "tracked_growth_per_exec")
     out: dict[str, Any] = {}
     for name in names:
         rs = [r for r in results if r["side"] == name]
         out[name] = {k: round(_median([r[k] for r in rs if r[k] is not None] or [0.0]), 3) for k in keys}
         out[name]["tracked_at_end"] = [r["tracked_objects"][-1][1] if r["tracked_objects"] else None for r in rs]
         out[name]["gc_collections"] = [r["gc_collections"] for r in rs]
+        out[name]["full_collection_ms_at_end"] = [r["full_collection_ms_at_end"] for r in rs]
     a, b = out[names[0]], out[names[1]]
     out[f"ratio ({names[1]} / {names[0]})"] = {k: round(b[k] / a[k], 3) if a[k] else None for k in keys}
     return out

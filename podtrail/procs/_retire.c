@@ -13,17 +13,21 @@
  * tracked, which is correct, only slower). What it must never do is untrack an object that is
  * or may become part of a cycle: a cycle through an untracked object is never collected (a
  * leak, never a crash). So it untracks only what it has verified, bottom-up:
- *   - data: str, bytes, int, float, bool, None; exact tuples, frozensets, lists and dicts
- *     whose items are data, at most MAX_DEPTH deep (a container that contains itself is
- *     deeper than any bound: refused); instances of the record types given to setup (the
- *     process entity and its kind) whose every slot holds data. Everything reachable from a
- *     verified object is then a finite, acyclic graph of such objects, so it cannot lead back
- *     to itself. (The reference every instance of a class holds to its class leads only to
- *     module-level objects, which are never garbage while the agent runs.)
+ *   - data: any object the collector does not track (texts, numbers, None; a tuple or dict
+ *     CPython untracked; a container untracked before): a cycle through such an object is
+ *     never collected anyway (the collector cannot see its references), so untracking what
+ *     holds it makes no collectable cycle uncollectable. And tracked exact tuples, frozensets,
+ *     lists and dicts whose items are data, at most MAX_DEPTH deep (a container that contains
+ *     itself is deeper than any bound: refused); tracked instances of the record types given
+ *     to setup (the process entity and its kind) whose every slot holds data. What is
+ *     reachable from a verified object through tracked objects is then a finite, acyclic
+ *     graph, so it cannot lead back to itself. (The reference every instance of a class holds
+ *     to its class leads only to module-level objects, never garbage while the agent runs.)
  *   - a Proc whose slots (but ``parent``) and ``extra`` dict are data, and whose parent chain
- *     is Procs ending in None within MAX_CHAIN steps without meeting it again. Nothing of the
- *     table keeps a Proc in an ``extra`` dict (only data and entities: podtrail/procs/table.py),
- *     so the parent chain is the only way from a Proc to a Proc.
+ *     is Procs ending in None (or in an untracked, i.e. retired, Proc) within MAX_CHAIN steps
+ *     without meeting it again. Nothing of the table keeps a Proc in an ``extra`` dict (only
+ *     data and entities: podtrail/procs/table.py), so the parent chain is the only way from a
+ *     Proc to a Proc.
  * Anything unexpected (another type, a subclass, a set, an unset slot in a Proc's parent
  * chain) leaves the object tracked, and with it every container that holds it.
  * Later changes: a dict tracks itself again when a container is put in it (CPython does this
@@ -73,9 +77,7 @@ static int slots_are_data(PyObject *o, Py_ssize_t skip, int depth) {
  * containers found to be data below it are untracked all the same: each is on its own). */
 static int data(PyObject *o, int depth) {
     PyTypeObject *t = Py_TYPE(o);
-    if (t == &PyUnicode_Type || t == &PyLong_Type || o == Py_None || t == &PyBool_Type || t == &PyFloat_Type
-        || t == &PyBytes_Type)
-        return 1;
+    if (t == &PyUnicode_Type || t == &PyLong_Type || !PyObject_GC_IsTracked(o)) return 1;
     if (depth >= MAX_DEPTH) return 0;
     if (t == &PyTuple_Type) {
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(o); i++)
@@ -110,6 +112,7 @@ static int proc(PyObject *p) {
     PyObject *q = SLOT(p, off_parent);
     for (int i = 0; ok && q != NULL && q != Py_None; i++) {
         if (q == p || Py_TYPE(q) != Proc_T || i >= MAX_CHAIN) ok = 0;
+        else if (!PyObject_GC_IsTracked(q)) break; /* retired: its chain was checked then (parents never change) */
         else q = SLOT(q, off_parent);
     }
     if (ok && q == NULL) ok = 0; /* an unset parent slot: not a Proc as the table makes them */

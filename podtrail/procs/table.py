@@ -16,7 +16,8 @@ and rendered fragments) in every collection, ~200,000 at 1,000 execs/s. None of 
 a reference cycle, so reference counting frees them as before when ``reap`` forgets them. Why
 none is: a Proc refers to its parent Proc (made before it; the chain is checked to end), texts,
 numbers and its ``extra`` dict, which holds only data and entities (never a Proc; the C
-module checks each value and leaves anything else, and what holds it, tracked).
+module checks each value, and anything else the collector tracks stays tracked, with what
+holds it).
 """
 
 from __future__ import annotations

@@ -208,6 +208,9 @@ def test_anything_not_verified_acyclic_stays_tracked() -> None:
     for odd in odds:
         wrapped = {"v": odd}
         assert not R.data(wrapped) and gc.is_tracked(wrapped), odd
+    # an object the collector does not track is a leaf (a cycle through it is never collected
+    # anyway): a retired list, a plain object() (no references the collector could see)
+    assert R.data({"v": inner, "o": object()})
     deep: Any = "leaf"
     for _ in range(20):
         deep = [deep]
@@ -217,7 +220,7 @@ def test_anything_not_verified_acyclic_stays_tracked() -> None:
     t.on_fork(0, 930000, 1, 0.0)
     ok = t.on_exec(930001, "/bin/true", "true", "true", 0, 0, 2, 930000, cwd="/", start_ns=2)
     odd_extra = t.on_exec(930002, "/bin/true", "true", "true", 0, 0, 3, 930000, cwd="/", start_ns=3)
-    odd_extra.extra["peer"] = ok  # a Proc in extra: never done by the table, refused if it were
+    odd_extra.extra["peer"] = t.by_pid[930000]  # a (live) Proc in extra: never done by the table, refused if it were
     odd_ent = t.on_exec(930003, "/bin/true", "true", "true", 0, 0, 4, 930000, cwd="/", start_ns=4)
     odd_ent.extra["ctx"] = snapshot(PROCESS_CTX, {"path": "/bin/true", "ancestors": [{1, 2}]})  # a set inside
     a = t.on_exec(930004, "/bin/a", "a", "a", 0, 0, 5, 930000, cwd="/", start_ns=5)
