@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 # young collection runs every 50,000 tracked allocations (seconds at 1,000 execs/s), and a full
 # one at most every 20 middle ones (minutes, and only after CPython's rule that the old
 # generation grew by a quarter). Cycles are still collected, only later: memory stays bounded.
+# What the agent keeps for seconds (exited processes for the exit grace period, with their
+# entities; the osquery buffers' records and argv texts) is untracked once kept (procs/_retire.c,
+# tables/_compact.c): verified acyclic, freed by reference counting, never walked by a
+# collection (tracked objects stay flat under a steady storm instead of ~7 more per exec).
 GC_THRESHOLDS = (50_000, 10, 20)
 _gc_tuned = False
 

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -188,24 +187,25 @@ def run(args: argparse.Namespace) -> int:
 def _wait(agent: Any, duration: float | None) -> str:
     """Until a signal, the deadline, or the agent ending by itself (its only output closed,
     auditd closed the plugin's stdin); returns why."""
-    done = threading.Event()
     got: list[str] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
+        # Only a note: the handler runs in this thread between two bytecodes, possibly while
+        # ``stop.wait`` below holds the event's lock; ``Event.set`` here would then wait for
+        # that lock forever (seen: an agent that never stopped on SIGINT). The loop sets it.
         got.append(signal.Signals(signum).name)
-        done.set()
-        agent.stop_event.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     stop = agent.stop_event
     deadline = None if duration is None else time.monotonic() + duration
-    while not stop.is_set():  # short waits: signal handlers run between them
+    while not stop.is_set() and not got:  # short waits: signal handlers run between them
         left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
         if left <= 0:
             break
         stop.wait(left)
     if got:
+        stop.set()
         return got[0]
     if stop.is_set():
         return agent.end_reason or "a source ended"

@@ -72,7 +72,12 @@ class Entity:
     a change is a new Entity. ``memo`` holds each output's rendering of it, by format name.
 
     Stored as a shared tuple of names and a tuple of values (a third of a dict's size: the
-    osquery buffers keep one per process for as long as its events are buffered)."""
+    osquery buffers keep one per process for as long as its events are buffered).
+
+    Never part of a reference cycle: its values are the event's data (texts, numbers, lists and
+    dicts of those), ``memo`` holds renderings of them, and nothing it refers to refers back to
+    an entity. So an exited process's entity leaves the cyclic collector with it
+    (podtrail/procs/_retire.c, which checks each value) and is freed by reference counting."""
 
     __slots__ = ("kind", "names", "vals", "keys", "memo")
 

@@ -29,6 +29,7 @@ static PyObject *EventDictType;  /* podtrail.model.context.EventDict */
 static PyObject *IdHead;         /* RUN_PREFIX + "-" */
 static PyObject *FromNs;         /* buffer._FROM_NS */
 static PyObject *ArgvType;       /* buffer._Argv */
+static int ArgvUntrack;          /* its instances can leave the cycle collector (see keep) */
 static PyObject *CompactId;      /* buffer._compact_id */
 static PyObject *ConstNames;     /* buffer._CONST */
 static PyObject *CatchFamily;    /* (AttributeError, KeyError, TypeError) */
@@ -237,6 +238,10 @@ keep(PyObject *v, int how)
             return NULL;
         PyObject *r = PyObject_CallOneArg(ArgvType, j);
         Py_DECREF(j);
+        /* An _Argv refers to nothing but its class (a str subclass with no __dict__): it is in
+           no cycle, and the records keep one per exec for as long as its event is buffered. */
+        if (r != NULL && ArgvUntrack && Py_IS_TYPE(r, (PyTypeObject *)ArgvType))
+            PyObject_GC_UnTrack(r);
         return r;
     }
     Py_INCREF(v);
@@ -1005,6 +1010,8 @@ setup(PyObject *mod, PyObject *args)
     Py_XSETREF(FromNs, from_ns);
     Py_INCREF(argv_t);
     Py_XSETREF(ArgvType, argv_t);
+    PyTypeObject *at = (PyTypeObject *)argv_t;
+    ArgvUntrack = at->tp_base == &PyUnicode_Type && at->tp_dictoffset == 0 && PyType_IS_GC(at);
     Py_INCREF(cid);
     Py_XSETREF(CompactId, cid);
     Py_INCREF(consts);

@@ -57,7 +57,9 @@ _CONST = ("event_type", "action", "source", "hostname")
 
 class _Argv(str):
     """argv kept as one NUL-joined text (a kernel argument never holds a NUL): one object
-    instead of a list and a string per argument; a list again on reading."""
+    instead of a list and a string per argument; a list again on reading. No ``__dict__``: it
+    refers to nothing but its class, so the C loop takes it out of the cycle collector (one
+    per buffered exec)."""
 
     __slots__ = ()
 # Values never shared between events (interning them would only fill the table).

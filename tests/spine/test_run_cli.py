@@ -68,3 +68,38 @@ def test_user_mistakes_are_one_line_errors(tmp_path: os.PathLike[str]) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot read config" in r.stderr
     r = subprocess.run([*PODTRAIL, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("podtrail ")
+
+
+def test_a_signal_while_the_wait_holds_the_stop_events_lock_still_stops() -> None:
+    """SIGTERM handled at the moment the main thread's ``stop.wait`` holds the stop event's
+    lock (as Condition.wait does when it wakes after each 0.1 s): the handler must not take
+    that lock (it did, through Event.set, and `podtrail run` never stopped on SIGINT; seen
+    under load in bench gc_storm). SIGALRM turns such a deadlock into a failure."""
+    import signal
+    from types import SimpleNamespace
+    from typing import Any
+
+    from podtrail.commands.run import _wait
+
+    class Stop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            with self._cond:  # type: ignore[attr-defined]
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # bytecodes: the handler runs here, the lock held
+                    pass
+            return super().wait(timeout)
+
+    def alarm(*_: Any) -> None:
+        raise TimeoutError("the signal handler waited for the lock its own thread holds")
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(5)
+    try:
+        agent = SimpleNamespace(stop_event=Stop(), end_reason="")
+        assert _wait(agent, None) == "SIGTERM"
+        assert agent.stop_event.is_set()
+    finally:
+        signal.alarm(0)
+        for s, h in saved.items():
+            signal.signal(s, h)

@@ -1,0 +1,9 @@
+"""podtrail/procs/_retire.c: exited processes out of the cyclic garbage collector (no Python
+reference: without it they stay tracked)."""
+
+from collections.abc import Iterable
+from typing import Any
+
+def setup(proc: type, record_types: tuple[type, ...], /) -> None: ...
+def retire(procs: Iterable[Any], /) -> int: ...
+def data(obj: object, /) -> bool: ...
