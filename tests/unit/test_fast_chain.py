@@ -1,0 +1,241 @@
+"""The pipeline's whole chain in one C call (``_pipeline.Chain``) against the Python chain it
+stands for (``Pipeline._outs``, the reference): the same JSON lines, table records, alerts in
+the same order, event and drop counters and rule statistics, on real kernel samples through
+the agent's real stages (process table, container, Kubernetes, Sigma detection) and sinks
+(stdout JSON lines, the osquery event buffers), including every way off the C path: an event
+the process stage holds, a cgroup no container stage knows yet, a rule that fires, a detector
+and a stage that raise, a line the C line maker declines, a Python stage in the chain."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from podtrail import metrics, pipeline
+from podtrail.model import event as event_mod
+from podtrail.model.context import EventDict
+from podtrail.model.fields import Kind
+
+C = pipeline._native
+pytestmark = pytest.mark.skipif(C is None and os.environ.get("CI") != "true", reason="_pipeline not built")
+REAL_SAMPLES = Path("/work/wt/prof/samples.pkl")  # real kernel samples where this machine has them
+MARK = "fastchain-marker"  # in the command line of the execs the test's rule fires on
+
+
+def _samples(n: int) -> list[Any]:
+    """Real ring-buffer samples (exec and exit) where recorded, else bench/delivery's made ones,
+    decoded once (each run gets copies: the same ids and times)."""
+    from podtrail.bpf.process import ProcessDecoder
+
+    if REAL_SAMPLES.exists():
+        raw = list(pickle.loads(REAL_SAMPLES.read_bytes())[:n])
+    else:
+        from bench.delivery import _samples as made
+
+        raw = made(n // 2)
+    dec = ProcessDecoder()
+    return [e for e in map(dec.decode, raw) if e is not None]
+
+
+def _rule() -> tuple[str, str]:
+    doc = {"title": "fast chain marker", "id": "00000000-0000-4000-8000-00000000fc01", "name": "fast_chain_marker",
+           "status": "test", "logsource": {"category": "process_creation", "product": "linux"}, "level": "high",
+           "detection": {"sel": {"CommandLine|contains": MARK}, "condition": "sel"}}
+    return "fast_chain_marker.yml", yaml.safe_dump(doc)
+
+
+class _Flaky:
+    """A detector with a bug: raises on every 7th event it sees."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def process(self, ev: Any) -> list[Any]:
+        self.n += 1
+        if self.n % 7 == 0:
+            raise RuntimeError("detector bug")
+        return []
+
+    def tick(self, now: float) -> list[Any]:
+        return []
+
+
+class _Tag:
+    """A plain Python stage (as baselines or an extra stage would be): the chain stops before it."""
+
+    def process(self, ev: Any, out: Callable[[Any], None]) -> None:
+        ev.setdefault("message", "tagged")
+        out(ev)
+
+    def tick(self, now: float, out: Callable[[Any], None]) -> None:
+        return None
+
+
+def _dropped() -> dict[tuple[str, str], float]:
+    out = {}
+    for fam in metrics.REGISTRY.collect():
+        for s in fam.samples:
+            if s.name == "podtrail_dropped_events_total":
+                out[(s.labels["stage"], s.labels["reason"])] = s.value
+    return out
+
+
+def _run(samples: list[Any], fast: bool, tmp: Path, *, extra: Any = None, odd: bool = True) -> dict[str, Any]:
+    """The samples through fresh real stages and sinks, by the C chain or the Python chain."""
+    from podtrail.config import KubernetesConfig
+    from podtrail.detect.engine import Engine
+    from podtrail.detect.ruleset import load_texts, rule_texts
+    from podtrail.detect.stage import DetectStage, SigmaDetector
+    from podtrail.enrich.cgroup_index import CgroupIndex
+    from podtrail.enrich.container import ContainerStage
+    from podtrail.enrich.k8s import build_k8s_stage
+    from podtrail.outputs.stdout import StdoutSink
+    from podtrail.procs.stage import ProcessStage
+    from podtrail.procs.table import Proc, ProcessTable
+    from podtrail.tables.buffer import EventBuffers
+
+    event_mod._SEQ = itertools.count(1 << 20)  # the same alert ids in both runs
+    table = ProcessTable()
+    table.seed()
+    me = table.get(os.getpid())
+    evs = [EventDict({k: list(v) if type(v) is list else v for k, v in e.items()}) for e in samples]
+    for e in evs:
+        if e.get("ppid") and e["ppid"] not in table.by_pid:
+            table.by_pid[e["ppid"]] = Proc(e["ppid"], 1, me, os.getpid(), sys.executable, f"{sys.executable} -m pytest",
+                                           "python", "/")
+    texts, outputs = rule_texts([], shipped=True)
+    engine = Engine(load_texts([*texts, _rule()], outputs=outputs))
+    index = CgroupIndex()
+    procs, cont = ProcessStage(table), ContainerStage(index)
+    k8s, stop, _ = build_k8s_stage(KubernetesConfig(), "node-1")
+    detect = DetectStage([SigmaDetector(engine), *([_Flaky()] if odd else [])])
+    out = tmp / ("fast.jsonl" if fast else "python.jsonl")
+    f = open(out, "w")  # noqa: SIM115 - closed by the sink's close below
+    sink = StdoutSink(f, linger_s=0)
+    buffers = EventBuffers(100000, 1e9)
+    stages = [procs, cont, k8s, *([extra] if extra is not None else []), detect]
+    p = pipeline.Pipeline(stages, [sink, buffers])
+    assert p._fast is not None
+    first = p._fast if fast else p._outs[0]
+    bad_cg = 987654321
+    if odd:  # every way off the C path, the same in both runs
+        known = index.known
+
+        def known_or_bug(cg: Any) -> Any:
+            if cg == bad_cg:
+                raise RuntimeError("stage bug")
+            return known(cg)
+
+        index.known = known_or_bug  # the container stage's C step calls it: a stage that raises
+        for i, e in enumerate(evs):
+            if e["action"] == "exec" and i % 97 == 5:
+                e["cmdline"] += " " + MARK  # a rule fires
+            if i % 211 == 17:
+                e["cgroup_id"] = 4242 + i  # a cgroup the index does not know: the container stage's Python
+            if i % 401 == 33:
+                e["cgroup_id"] = bad_cg
+            if i % 307 == 11:
+                e["exit_code"] = 2**70  # beyond 64 bits: the C line maker declines, the sink's Python writes it
+        held = []
+        for i in range(0, len(evs), 500):  # a socket event of a process the table does not know (held), and one it does
+            held.append((i, {"event_type": "socket", "action": "connect", "pid": 999999 - i, "source": "ebpf", "uid": 0,
+                             "remote_address": "127.0.0.1", "remote_port": 9, "cgroup_id": 1}))
+        for i, h in reversed(held):
+            from podtrail.model.event import new_event
+
+            evs.insert(i + 1, new_event(Kind.SOCKET, "connect", time_ns=evs[i]["time_ns"],
+                                        **{k: v for k, v in h.items() if k not in ("event_type", "action")}))
+    counts0, dropped0 = dict(metrics._event_counts), _dropped()
+    stats0 = [(s.evaluated, s.matched, s.alerts) for s in engine.sig_stats]
+    frames: Counter[str] = Counter()  # Python functions called while the events went through
+
+    def note(frame: Any, what: str, arg: Any) -> None:
+        if what == "call":
+            frames[frame.f_code.co_qualname] += 1
+
+    try:
+        for i in range(0, len(evs), 64):
+            sys.setprofile(note)
+            p._run_batch(first, evs[i:i + 64])
+            sys.setprofile(None)
+            p._end_batch()
+        p._tick(float("inf"))
+        p._end_batch()
+        p.close()
+    finally:
+        sys.setprofile(None)
+        stop()
+    counts = {k: n - counts0.get(k, 0) for k, n in metrics._event_counts.items() if n != counts0.get(k, 0)}
+    dropped = {k: n - dropped0.get(k, 0) for k, n in _dropped().items() if n != dropped0.get(k, 0)}
+    stats = [(s.evaluated, s.matched, s.alerts) for s in engine.sig_stats]
+    records = {k.value: buffers.events(k) for k in (Kind.PROCESS, Kind.SOCKET, Kind.ALERT)}
+    return {"lines": out.read_bytes(), "records": records, "counts": counts, "dropped": dropped,
+            "stats": [(a - b[0], m - b[1], al - b[2]) for (a, m, al), b in zip(stats, stats0, strict=True)],
+            "frames": frames, "events": len(evs)}
+
+
+def test_the_accelerator_is_built_under_ci() -> None:
+    assert C is not None and hasattr(C, "Chain"), "podtrail._pipeline is not built: make native"
+
+
+@pytest.mark.parametrize("odd", [False, True], ids=["common", "every-way-off"])
+def test_real_samples_give_the_same_output_by_either_chain(odd: bool, tmp_path: Path) -> None:
+    samples = _samples(4000)
+    ref = _run(samples, False, tmp_path, odd=odd)
+    got = _run(samples, True, tmp_path, odd=odd)
+    lines = ref["lines"].splitlines()
+    assert len(lines) >= len(samples) * 0.9
+    assert got["lines"] == ref["lines"]
+    assert got["records"] == ref["records"]
+    assert got["counts"] == ref["counts"] and got["dropped"] == ref["dropped"] and got["stats"] == ref["stats"]
+    n, py, c = ref["events"], ref["frames"], got["frames"]
+    stage_frames = ("ProcessStage.process", "ContainerStage.process", "K8sStage.process", "DetectStage.process",
+                    "StdoutSink.submit", "EventBuffers.submit", "Engine.process")
+    assert all(py[f] >= n * 0.9 for f in stage_frames[:-1])  # the reference runs each per event
+    if not odd:  # the common event: none of them in Python (the execs' generated scan still is)
+        assert all(c[f] <= 2 for f in stage_frames), c  # (the first exec of a parent, and the first exit, are not common)
+        assert sum(c.values()) <= n // 2 + 200, c.most_common(8)
+    else:  # only the events off the C path
+        assert 0 < c["ProcessStage.process"] < n // 10 and c["StdoutSink.submit"] < n // 10
+    if odd:
+        assert b'"exit_code":1180591620717411303424' in ref["lines"]
+        assert ref["dropped"][("detect", "detector_error")] > 0
+        assert ref["dropped"][("ebpf", "processing_error")] > 0
+        alerts = [x for x in lines if b'"event_type":"alert"' in x]
+        assert alerts and len(ref["records"]["alert"]) == len(alerts)
+        assert any(b'"pid":999999' in x for x in lines)  # the held socket event, released
+        # every alert right after its trigger
+        for i, x in enumerate(lines):
+            if b"fast chain marker" in x:
+                assert MARK.encode() in lines[i - 1] and b'"action":"exec"' in lines[i - 1]
+    else:
+        assert not ref["dropped"]
+
+
+def test_a_python_stage_in_the_chain_keeps_the_rest_in_python(tmp_path: Path) -> None:
+    samples = _samples(1200)
+    ref = _run(samples, False, tmp_path, extra=_Tag())
+    got = _run(samples, True, tmp_path, extra=_Tag())
+    py, c = ref.pop("frames"), got.pop("frames")
+    assert got == ref and b'"message":"tagged"' in ref["lines"]
+    n = ref["events"]
+    assert c["_Tag.process"] == py["_Tag.process"] >= n * 0.9 and c["DetectStage.process"] >= n * 0.9
+    assert c["ProcessStage.process"] < n // 10 <= py["ProcessStage.process"]  # the stages before it: C
+
+
+def test_no_chain_without_the_accelerator_or_a_first_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    from podtrail.procs.stage import ProcessStage
+    from podtrail.procs.table import ProcessTable
+
+    assert pipeline.Pipeline([_Tag(), ProcessStage(ProcessTable())], [])._fast is None
+    monkeypatch.setattr(pipeline, "_native", None)
+    assert pipeline.Pipeline([ProcessStage(ProcessTable())], [])._fast is None
