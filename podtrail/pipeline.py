@@ -221,8 +221,8 @@ class Pipeline:
         self._tick(float("inf"))
         self._end_batch()
 
-    @staticmethod
-    def _run_batch(first: Emit, batch: list[Event]) -> None:
+    def _run_batch(self, first: Emit, batch: list[Event]) -> None:
+        """Each event of a taken batch through the chain from ``first``."""
         for ev in batch:
             try:
                 first(ev)

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from podtrail import metrics, pipeline
 from podtrail.model import event as event_mod
@@ -103,7 +105,6 @@ def _run(samples: list[Any], fast: bool, tmp: Path, *, extra: Any = None, odd: b
     from podtrail.procs.table import Proc, ProcessTable
     from podtrail.tables.buffer import EventBuffers
 
-    event_mod._SEQ = itertools.count(1 << 20)  # the same alert ids in both runs
     table = ProcessTable()
     table.seed()
     me = table.get(os.getpid())
@@ -152,9 +153,10 @@ def _run(samples: list[Any], fast: bool, tmp: Path, *, extra: Any = None, odd: b
         for i, h in reversed(held):
             from podtrail.model.event import new_event
 
-            evs.insert(i + 1, new_event(Kind.SOCKET, "connect", time_ns=evs[i]["time_ns"],
+            evs.insert(i + 1, new_event(Kind.SOCKET, "connect", time_ns=evs[i]["time_ns"], event_id=f"held-{i}",
                                         **{k: v for k, v in h.items() if k not in ("event_type", "action")}))
     counts0, dropped0 = dict(metrics._event_counts), _dropped()
+    seq, event_mod._SEQ = event_mod._SEQ, itertools.count(1 << 40)  # the same alert ids in both runs
     stats0 = [(s.evaluated, s.matched, s.alerts) for s in engine.sig_stats]
     frames: Counter[str] = Counter()  # Python functions called while the events went through
 
@@ -173,6 +175,7 @@ def _run(samples: list[Any], fast: bool, tmp: Path, *, extra: Any = None, odd: b
         p.close()
     finally:
         sys.setprofile(None)
+        event_mod._SEQ = seq
         stop()
     counts = {k: n - counts0.get(k, 0) for k, n in metrics._event_counts.items() if n != counts0.get(k, 0)}
     dropped = {k: n - dropped0.get(k, 0) for k, n in _dropped().items() if n != dropped0.get(k, 0)}
@@ -239,3 +242,106 @@ def test_no_chain_without_the_accelerator_or_a_first_step(monkeypatch: pytest.Mo
     assert pipeline.Pipeline([_Tag(), ProcessStage(ProcessTable())], [])._fast is None
     monkeypatch.setattr(pipeline, "_native", None)
     assert pipeline.Pipeline([ProcessStage(ProcessTable())], [])._fast is None
+
+
+# -- hostile streams ------------------------------------------------------------------------
+
+_RULES: list[Any] = []
+
+
+def _rules() -> Any:
+    if not _RULES:
+        from podtrail.detect.ruleset import load_texts
+
+        _RULES.append(load_texts([_rule()]))
+    return _RULES[0]
+
+
+def _stream_through(evs: list[Any], fast: bool, tmp: Path) -> dict[str, Any]:
+    """``evs`` through fresh real stages (a table that knows the samples' parent, no /proc
+    fallback; the host's cgroups; no Kubernetes API; the marker rule) and the real sinks."""
+    from podtrail.config import KubernetesConfig
+    from podtrail.detect.engine import Engine
+    from podtrail.detect.stage import DetectStage, SigmaDetector
+    from podtrail.enrich.cgroup_index import CgroupIndex
+    from podtrail.enrich.container import ContainerStage
+    from podtrail.enrich.k8s import build_k8s_stage
+    from podtrail.outputs.stdout import StdoutSink
+    from podtrail.procs.stage import ProcessStage
+    from podtrail.procs.table import Proc, ProcessTable
+    from podtrail.tables.buffer import EventBuffers
+
+    table = ProcessTable()
+    table.proc_fallback = False
+    top = table.by_pid[1] = Proc(1, 1, None, 0, "/sbin/init", "/sbin/init", "init", "/")
+    for e in evs:
+        ppid = e.get("ppid")
+        if type(ppid) is int and ppid > 1 and ppid not in table.by_pid:
+            table.by_pid[ppid] = Proc(ppid, 1, top, 1, "/bin/sh", "/bin/sh -c loop", "sh", "/")
+    k8s, stop, _ = build_k8s_stage(KubernetesConfig(), "node-1")
+    out = tmp / ("fast.jsonl" if fast else "python.jsonl")
+    f = open(out, "w")  # noqa: SIM115 - closed by the sink's close below
+    buffers = EventBuffers(100000, 1e9)
+    engine = Engine(_rules())
+    p = pipeline.Pipeline([ProcessStage(table), ContainerStage(CgroupIndex()), k8s, DetectStage([SigmaDetector(engine)])],
+                          [StdoutSink(f, linger_s=0), buffers])
+    assert p._fast is not None
+    counts0, dropped0 = dict(metrics._event_counts), _dropped()
+    seq, event_mod._SEQ = event_mod._SEQ, itertools.count(1 << 40)
+    try:
+        p._run_batch(p._fast if fast else p._outs[0], evs)
+        try:
+            p._tick(float("inf"))  # the held events, by the Python chain (both ways)
+            tick_error = ""
+        except Exception as e:  # noqa: BLE001 - compared: a held event's error escapes the tick either way
+            tick_error = repr(e)
+        p._end_batch()
+        p.close()
+    finally:
+        event_mod._SEQ = seq
+        stop()
+    return {"lines": out.read_bytes(), "records": {k.value: buffers.events(k) for k in Kind if k.value in buffers._q},
+            "counts": {k: n - counts0.get(k, 0) for k, n in metrics._event_counts.items() if n != counts0.get(k, 0)},
+            "dropped": {k: n - dropped0.get(k, 0) for k, n in _dropped().items() if n != dropped0.get(k, 0)},
+            "stats": [(s.evaluated, s.matched, s.alerts) for s in engine.sig_stats], "events": [dict(e) for e in evs],
+            "tick_error": tick_error}
+
+
+_TEMPLATES: list[Any] = []
+_odd = st.sampled_from([None, "", "0", -1, 0, 1, 2**64, 2**70, 1.5, True, "\udcff", ["x"], ("t",)])
+_FIELDS = {"pid": _odd, "ppid": _odd, "event_type": st.sampled_from(["process", "socket", "file", "alert", "x"]) | _odd,
+           "action": st.sampled_from(["exec", "exit", "fork", "connect", "open"]) | _odd,
+           "cgroup_id": st.sampled_from([1, 4242]) | _odd, "container_id": st.sampled_from(["ab" * 32, ""]) | _odd,
+           "cmdline": st.sampled_from([f"/bin/sh -c {MARK}", "x"]) | _odd, "result": st.sampled_from([-2, 0]) | _odd,
+           "node_name": st.just("other") | _odd, "cwd": st.sampled_from(["/", "rel"]) | _odd, "uid": _odd,
+           "user": _odd, "severity": _odd, "outcome": _odd, "target_path": st.just("/etc/shadow") | _odd,
+           "mnt_ns": _odd, "start_ns": _odd, "stdin": _odd, "source": st.sampled_from(["auditd", ""]), "ancestors": _odd}
+
+
+@st.composite
+def _streams(draw: Any) -> list[Any]:
+    if not _TEMPLATES:
+        _TEMPLATES.extend(_samples(200))
+    out = []
+    for _ in range(draw(st.integers(1, 24))):
+        e = EventDict({k: list(v) if type(v) is list else v for k, v in draw(st.sampled_from(_TEMPLATES)).items()})
+        if draw(st.booleans()):  # most events as the kernel sent them; the others changed
+            for name in draw(st.lists(st.sampled_from(sorted(_FIELDS)), max_size=3)):
+                if draw(st.booleans()):
+                    e[name] = draw(_FIELDS[name])
+                else:
+                    e.pop(name, None)
+        out.append(e)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(_streams())
+def test_hostile_streams_give_the_same_output_by_either_chain(evs: list[Any]) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        ref = _stream_through([EventDict({k: list(v) if type(v) is list else v for k, v in e.items()}) for e in evs],
+                              False, Path(d))
+        got = _stream_through(evs, True, Path(d))
+    assert got == ref
