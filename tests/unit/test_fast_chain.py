@@ -120,7 +120,7 @@ def _run(samples: list[Any], fast: bool, tmp: Path, *, extra: Any = None, odd: b
     k8s, stop, _ = build_k8s_stage(KubernetesConfig(), "node-1")
     detect = DetectStage([SigmaDetector(engine), *([_Flaky()] if odd else [])])
     out = tmp / ("fast.jsonl" if fast else "python.jsonl")
-    f = open(out, "w")  # noqa: SIM115 - closed by the sink's close below
+    f = open(out, "w")  # noqa: SIM115 - closed at the end below
     sink = StdoutSink(f, linger_s=0)
     buffers = EventBuffers(100000, 1e9)
     stages = [procs, cont, k8s, *([extra] if extra is not None else []), detect]
@@ -177,6 +177,7 @@ def _run(samples: list[Any], fast: bool, tmp: Path, *, extra: Any = None, odd: b
         sys.setprofile(None)
         event_mod._SEQ = seq
         stop()
+        f.close()
     counts = {k: n - counts0.get(k, 0) for k, n in metrics._event_counts.items() if n != counts0.get(k, 0)}
     dropped = {k: n - dropped0.get(k, 0) for k, n in _dropped().items() if n != dropped0.get(k, 0)}
     stats = [(s.evaluated, s.matched, s.alerts) for s in engine.sig_stats]
@@ -280,7 +281,7 @@ def _stream_through(evs: list[Any], fast: bool, tmp: Path) -> dict[str, Any]:
             table.by_pid[ppid] = Proc(ppid, 1, top, 1, "/bin/sh", "/bin/sh -c loop", "sh", "/")
     k8s, stop, _ = build_k8s_stage(KubernetesConfig(), "node-1")
     out = tmp / ("fast.jsonl" if fast else "python.jsonl")
-    f = open(out, "w")  # noqa: SIM115 - closed by the sink's close below
+    f = open(out, "w")  # noqa: SIM115 - closed at the end below
     buffers = EventBuffers(100000, 1e9)
     engine = Engine(_rules())
     p = pipeline.Pipeline([ProcessStage(table), ContainerStage(CgroupIndex()), k8s, DetectStage([SigmaDetector(engine)])],
@@ -300,6 +301,7 @@ def _stream_through(evs: list[Any], fast: bool, tmp: Path) -> dict[str, Any]:
     finally:
         event_mod._SEQ = seq
         stop()
+        f.close()
     return {"lines": out.read_bytes(), "records": {k.value: buffers.events(k) for k in Kind if k.value in buffers._q},
             "counts": {k: n - counts0.get(k, 0) for k, n in metrics._event_counts.items() if n != counts0.get(k, 0)},
             "dropped": {k: n - dropped0.get(k, 0) for k, n in _dropped().items() if n != dropped0.get(k, 0)},
