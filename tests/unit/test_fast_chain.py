@@ -347,3 +347,71 @@ def test_hostile_streams_give_the_same_output_by_either_chain(evs: list[Any]) ->
                               False, Path(d))
         got = _stream_through(evs, True, Path(d))
     assert got == ref
+
+
+# -- the Chain object itself ------------------------------------------------------------------
+
+def _step(ok: bool, seen: list[Any], tag: str) -> Callable[..., bool]:
+    def fn(head: Any, ev: Any, *tail: Any) -> bool:
+        seen.append((tag, head, tail))
+        if ok:
+            ev.setdefault("path_of", []).append(tag)
+        return ok
+    return fn
+
+
+def test_a_decline_hands_the_event_to_the_python_chain_from_that_stage() -> None:
+    assert C is not None
+    seen: list[Any] = []
+    outs = [lambda ev, i=i: seen.append(("py", i, ev.get("n"))) for i in range(3)]  # type: ignore[misc]
+    got: list[Any] = []
+    chain = C.Chain([("step", _step(True, seen, "a"), "A", (1, 2)), ("step", _step(False, seen, "b"), "B", ())], outs,
+                    [("plain", got.append)], False)
+    chain(EventDict(n=1))
+    assert seen == [("a", "A", (1, 2)), ("b", "B", ()), ("py", 1, 1)] and not got  # stage b's own process, then Python
+    seen.clear()
+
+    class Mapping(dict):  # type: ignore[type-arg]
+        pass
+
+    chain(Mapping(n=2))  # not a dict or an EventDict: the Python chain from the start
+    assert seen == [("py", 0, 2)]
+
+
+def test_a_detector_that_raises_is_handed_over_but_not_a_base_exception() -> None:
+    assert C is not None
+    failed: list[Any] = []
+
+    class Bad:
+        def __init__(self, exc: BaseException) -> None:
+            self.exc = exc
+
+        def process(self, ev: Any) -> list[Any]:
+            raise self.exc
+
+    class Stage:
+        detectors = [Bad(ValueError("x")), Bad(KeyboardInterrupt())]
+
+    got: list[Any] = []
+    chain = C.Chain([("detect", object(), Stage(), lambda d, e: failed.append((type(d).__name__, repr(e))))],
+                    [got.append, got.append], [("plain", got.append)], True)
+    ev = EventDict(event_type="process", action="exec", source="t")
+    with pytest.raises(KeyboardInterrupt):
+        chain(ev)
+    assert failed == [("Bad", "ValueError('x')")] and got == [ev] and ev["severity"] == 3
+
+
+@pytest.mark.parametrize("args", [
+    ([], [print], None, False),  # no step
+    ([("step", print, None, ())], [print], None, False),  # outs one short
+    ([("other", print, None, ())], [print, print], None, False),
+    ([("step", print, None, (1, 2, 3, 4, 5))], [print, print], None, False),
+    ([("step", 1, None, ())], [print, print], None, False),
+    ([("step", print, None, ())], [print, print], [("nosuch", print)], False),
+    ([("step", print, None, ())], [print, print], [("queue", [], "x", print)], False),
+    ([("step", print)], [print, print], None, False),
+])
+def test_a_bad_spec_is_refused_at_once(args: tuple[Any, ...]) -> None:
+    assert C is not None
+    with pytest.raises((TypeError, ValueError)):
+        C.Chain(*args)
