@@ -47,6 +47,21 @@ def _events(path: Path | None) -> list[Any]:
     return [e for e in map(dec.decode, raw) if e is not None]
 
 
+def parents_table(evs: list[Any]) -> Any:
+    """A process table without /proc fallback that knows the events' parents (a shell under
+    init): their execs take the process stage's short path from the first one on."""
+    from podtrail.procs.table import Proc, ProcessTable
+
+    table = ProcessTable()
+    table.proc_fallback = False
+    top = table.by_pid[1] = Proc(1, 1, None, 0, "/sbin/init", "/sbin/init", "init", "/")
+    for e in evs:
+        ppid = e.get("ppid")
+        if type(ppid) is int and ppid > 1 and ppid not in table.by_pid:
+            table.by_pid[ppid] = Proc(ppid, 1, top, 1, "/bin/sh", "/bin/sh -c loop", "sh", "/")
+    return table
+
+
 def _pipeline(evs: list[Any]) -> tuple[Any, Any]:
     from podtrail import pipeline
     from podtrail.config import DetectionConfig, KubernetesConfig
@@ -56,16 +71,9 @@ def _pipeline(evs: list[Any]) -> tuple[Any, Any]:
     from podtrail.enrich.k8s import build_k8s_stage
     from podtrail.outputs.stdout import StdoutSink
     from podtrail.procs.stage import ProcessStage
-    from podtrail.procs.table import Proc, ProcessTable
     from podtrail.tables.buffer import EventBuffers
 
-    table = ProcessTable()
-    table.proc_fallback = False
-    top = table.by_pid[1] = Proc(1, 1, None, 0, "/sbin/init", "/sbin/init", "init", "/")
-    for e in evs:
-        ppid = e.get("ppid")
-        if type(ppid) is int and ppid > 1 and ppid not in table.by_pid:
-            table.by_pid[ppid] = Proc(ppid, 1, top, 1, "/bin/sh", "/bin/sh -c loop", "sh", "/")
+    table = parents_table(evs)
     k8s, stop, _ = build_k8s_stage(KubernetesConfig(), "node-1")
     detect = build_detect_stage(DetectionConfig())
     assert detect is not None

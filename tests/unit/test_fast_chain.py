@@ -261,6 +261,7 @@ def _rules() -> Any:
 def _stream_through(evs: list[Any], fast: bool, tmp: Path) -> dict[str, Any]:
     """``evs`` through fresh real stages (a table that knows the samples' parent, no /proc
     fallback; the host's cgroups; no Kubernetes API; the marker rule) and the real sinks."""
+    from bench.stage_chain import parents_table
     from podtrail.config import KubernetesConfig
     from podtrail.detect.engine import Engine
     from podtrail.detect.stage import DetectStage, SigmaDetector
@@ -269,16 +270,9 @@ def _stream_through(evs: list[Any], fast: bool, tmp: Path) -> dict[str, Any]:
     from podtrail.enrich.k8s import build_k8s_stage
     from podtrail.outputs.stdout import StdoutSink
     from podtrail.procs.stage import ProcessStage
-    from podtrail.procs.table import Proc, ProcessTable
     from podtrail.tables.buffer import EventBuffers
 
-    table = ProcessTable()
-    table.proc_fallback = False
-    top = table.by_pid[1] = Proc(1, 1, None, 0, "/sbin/init", "/sbin/init", "init", "/")
-    for e in evs:
-        ppid = e.get("ppid")
-        if type(ppid) is int and ppid > 1 and ppid not in table.by_pid:
-            table.by_pid[ppid] = Proc(ppid, 1, top, 1, "/bin/sh", "/bin/sh -c loop", "sh", "/")
+    table = parents_table(evs)
     k8s, stop, _ = build_k8s_stage(KubernetesConfig(), "node-1")
     out = tmp / ("fast.jsonl" if fast else "python.jsonl")
     f = open(out, "w")  # noqa: SIM115 - closed at the end below
