@@ -42,6 +42,7 @@ WRAPPED = (
     ("podtrail.outputs.stdout", "StdoutSink", "end_batch", "stdout write (per batch)"),
     ("podtrail.tables.buffer", "EventBuffers", "submit", "buffers submit"),
     ("podtrail.tables.buffer", "EventBuffers", "end_batch", "buffers compaction (per batch)"),
+    ("podtrail.pipeline", "Pipeline", "_run_batch", "stage chain, whole batch (with the C chain: all of it)"),
     ("podtrail.pipeline", "Pipeline", "emit", "pipeline hand-over"),
     ("podtrail.pipeline", "Pipeline", "emit_batch", "pipeline hand-over (per batch)"),
 )

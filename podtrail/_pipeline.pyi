@@ -1,7 +1,8 @@
 """podtrail._pipeline (_pipeline.c): the pipeline thread's per-event glue in C; references:
-pipeline._link and pipeline._finalize_count."""
+pipeline._link, pipeline._finalize_count and model.event.finalize; Chain's is the Python chain
+(pipeline.Pipeline._build_chain with the stages' and sinks' own methods)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 class Link:
@@ -12,3 +13,9 @@ class Link:
 def configure(severity: dict[Any, int], counts: dict[Any, int], finalize: Callable[[dict[str, Any]], Any],
               event_out: Callable[[dict[str, Any]], None], event_type: type) -> None: ...
 def finalize_count(ev: dict[str, Any]) -> None: ...
+def finalize(ev: dict[str, Any]) -> dict[str, Any]: ...
+
+class Chain:
+    def __init__(self, steps: Sequence[tuple[object, ...]], outs: Sequence[Callable[[dict[str, Any]], None]],
+                 sinks: Sequence[tuple[object, ...]] | None, finalized: bool) -> None: ...
+    def __call__(self, ev: dict[str, Any]) -> None: ...

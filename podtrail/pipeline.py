@@ -67,7 +67,7 @@ class Stage(Protocol):
 class Sink(Protocol):
     """A consumer: stdout, a SIEM output, the osquery event buffer. ``submit`` never blocks.
     A sink may also have ``end_batch()``, called after each batch the pipeline took (and at
-    its ticks): it can then write once for many events."""
+    its ticks): it can then write once for many events, and ``fast_submit()`` (see Chain)."""
 
     name: str
 
@@ -120,6 +120,7 @@ class Pipeline:
         self._tick_interval = tick_interval
         self._nap = nap  # see Inbox.take
         self._outs = self._build_chain()
+        self._fast = self._fast_chain()  # None: every event takes the Python chain
         self._batch_ends: list[Callable[[], None]] = [
             end for end in (getattr(s, "end_batch", None) for s in self._sinks) if callable(end)]
         self.stop_event = threading.Event()  # tells the sources (and helpers) to stop
@@ -167,6 +168,34 @@ class Pipeline:
             outs.insert(0, link(stage.process, outs[0]))
         return outs
 
+    def _fast_chain(self) -> Emit | None:
+        """The chain in one C call for the common event (``_pipeline.Chain``), from the stages'
+        C steps in order (``fast_step()``: a tuple, or None) and the sinks' C submits
+        (``fast_submit()``, else their ``submit``). It runs the leading stages that have a
+        step; a step that declines, and every stage after the first without one, is the Python
+        chain (``self._outs``, the reference), and so is every event without the accelerator."""
+        if _native is None:
+            return None
+        steps: list[tuple[object, ...]] = []
+        for stage in self._stages:
+            fast = getattr(stage, "fast_step", None)
+            step = fast() if callable(fast) else None
+            if step is None:
+                break
+            steps.append(step)
+        if not steps:
+            return None
+        whole = len(steps) == len(self._stages)
+        sinks = [self._fast_submit(s) for s in self._sinks] if whole else None
+        chain: Emit = _native.Chain(steps, self._outs[:len(steps) + 1], sinks, whole and steps[-1][0] == "detect")
+        return chain
+
+    @staticmethod
+    def _fast_submit(sink: Sink) -> tuple[object, ...]:
+        fast = getattr(sink, "fast_submit", None)
+        got = fast() if callable(fast) else None
+        return got if got is not None else ("plain", sink.submit)
+
     def _tick(self, now: float) -> None:
         for i, stage in enumerate(self._stages):
             stage.tick(now, self._outs[i + 1])
@@ -177,16 +206,11 @@ class Pipeline:
         Events are taken from the source side in batches (one wake-up for all that queued
         while the previous batch was processed, or during a nap), then run one by one through
         the stages."""
-        first = self._outs[0]
+        first = self._fast if self._fast is not None else self._outs[0]
         next_tick = time.monotonic() + self._tick_interval
         while not self._closing.is_set() or not self._q.empty():
             batch, _ = self._q.take(1024, self._tick_interval, self._nap)
-            for ev in batch:
-                try:
-                    first(ev)
-                except Exception:  # an enrichment bug must not kill the agent
-                    log.exception("event processing failed")
-                    metrics.dropped(ev.get("source", "unknown"), "processing_error")
+            self._run_batch(first, batch)
             now = time.monotonic()
             if now >= next_tick:
                 self._tick(now)
@@ -196,6 +220,15 @@ class Pipeline:
                 self._end_batch()
         self._tick(float("inf"))
         self._end_batch()
+
+    def _run_batch(self, first: Emit, batch: list[Event]) -> None:
+        """Each event of a taken batch through the chain from ``first``."""
+        for ev in batch:
+            try:
+                first(ev)
+            except Exception:  # an enrichment bug must not kill the agent
+                log.exception("event processing failed")
+                metrics.dropped(ev.get("source", "unknown"), "processing_error")
 
     def _end_batch(self) -> None:
         for end in self._batch_ends:

@@ -189,6 +189,13 @@ class ContainerStage:
         self.apply(ev)
         out(ev)
 
+    def fast_step(self) -> tuple[object, ...] | None:
+        """This stage in the pipeline's C chain (pipeline.Pipeline._fast_chain): the known-cgroup
+        branch in C; None while the stage runs Python only."""
+        if _known is None or self._c is not _known.container:
+            return None
+        return ("step", _known.container, self, (_FILLED_T,))
+
     def tick(self, now: float, out: Emit) -> None:
         return None
 

@@ -194,11 +194,22 @@ class StdoutSink:
                 buf = self._buf
                 buf.extend(line)
                 buf.extend(b"\n")
-        except Exception:  # a formatting bug loses this line only, counted; the other outputs still get the event
-            log.exception("stdout: cannot format an event")
-            metrics.dropped("stdout", "format_error")
+        except Exception as e:  # a formatting bug loses this line only, counted; the other outputs still get the event
+            self._format_failed(e)
             return
         self._n += 1
+
+    def _format_failed(self, e: BaseException) -> None:
+        log.error("stdout: cannot format an event", exc_info=e)
+        metrics.dropped("stdout", "format_error")
+
+    def fast_submit(self) -> tuple[object, ...] | None:
+        """``submit`` in the pipeline's C chain (pipeline.Pipeline._fast_chain): the C line
+        maker's ``add``, then ``_n``; what it declines, ``submit`` itself; what it raises,
+        ``_format_failed``. None without the accelerator (or another format)."""
+        if self._add is None:
+            return None
+        return ("lines", self._add, self, self._format_failed)
 
     def end_batch(self) -> None:
         """Write what waits once it has lingered ``linger_s`` or reached ``linger_bytes``."""

@@ -54,7 +54,7 @@ static int slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *out) {
 }
 
 /* interned attribute and key names */
-static PyObject *s_table, *s_by_pid, *s_names, *s_epoch, *s_gen, *s_exited, *s_append;
+static PyObject *s_table, *s_by_pid, *s_names, *s_epoch, *s_gen, *s_exited, *s_append, *s_held;
 static PyObject *k_pid, *k_event_type, *k_action, *k_result, *k_path, *k_cmdline, *k_cwd, *k_uid, *k_comm,
     *k_cgroup_id, *k_mono_ns, *k_ppid, *k_start_ns, *k_mnt_ns, *k_stdin, *k_user, *k_runtime_setup,
     *k_as_ancestor, *k_as_parent, *k_child, *k_key, *k_ancestors, *k_ctx, *k_process_key, *k_parent_key,
@@ -63,7 +63,7 @@ static PyObject *k_pid, *k_event_type, *k_action, *k_result, *k_path, *k_cmdline
 static int intern_all(void) {
 #define I(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1;
     I(s_table, "table") I(s_by_pid, "by_pid") I(s_epoch, "_epoch")
-    I(s_gen, "_gen") I(s_names, "_names") I(s_exited, "_exited") I(s_append, "append")
+    I(s_gen, "_gen") I(s_names, "_names") I(s_exited, "_exited") I(s_append, "append") I(s_held, "_held")
     I(k_pid, "pid") I(k_event_type, "event_type") I(k_action, "action") I(k_result, "result") I(k_path, "path")
     I(k_cmdline, "cmdline") I(k_cwd, "cwd") I(k_uid, "uid") I(k_comm, "comm") I(k_cgroup_id, "cgroup_id")
     I(k_mono_ns, "mono_ns") I(k_ppid, "ppid") I(k_start_ns, "start_ns") I(k_mnt_ns, "mnt_ns") I(k_stdin, "stdin")
@@ -494,10 +494,35 @@ static PyObject *apply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     return PyBool_FromLong(r);
 }
 
+/* ``ProcessStage.process`` but its ``out`` call, for the pipeline's C chain: ``apply``, when the
+ * stage would not hold the event (a process event; or none held, and ``apply``'s later-event
+ * path needs the pid's entry in the table, so ``_unknown`` is False). True: done; False: nothing
+ * touched (``process`` itself then runs). */
+static PyObject *process(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "process(stage, ev)");
+        return NULL;
+    }
+    PyObject *ev = args[1];
+    if (!PyDict_Check(ev)) Py_RETURN_FALSE;
+    PyObject *et = get(ev, k_event_type);
+    if (et == NULL || !PyUnicode_CheckExact(et) || !_PyUnicode_EQ(et, v_process)) {
+        PyObject *held = PyObject_GetAttr(args[0], s_held);
+        if (held == NULL) return NULL;
+        Py_ssize_t n = PyObject_Size(held);
+        Py_DECREF(held);
+        if (n < 0) return NULL;
+        if (n > 0) Py_RETURN_FALSE;
+    }
+    return apply(self, args, nargs);
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "setup(Proc, Entity, EventDict, PROCESS_CTX, names, keys, filled_but_cwd, same_start, shared_text_max)"},
     {"apply", (PyCFunction)(void (*)(void))apply, METH_FASTCALL,
      "apply(stage, ev) -> bool: the exec or later-event short path done (True), or nothing touched (False)"},
+    {"process", (PyCFunction)(void (*)(void))process, METH_FASTCALL,
+     "process(stage, ev) -> bool: ProcessStage.process but out: apply when nothing is held for it, or nothing touched"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -102,6 +102,13 @@ class ProcessStage:
         self.apply(ev)
         out(ev)
 
+    def fast_step(self) -> tuple[object, ...] | None:
+        """This stage in the pipeline's C chain (pipeline.Pipeline._fast_chain): ``process`` but
+        its ``out`` call, in C (``_short.process``); None while the stage runs Python only."""
+        if _short is None or self._c is not _short.apply:
+            return None
+        return ("step", _short.process, self, ())
+
     def _unknown(self, ev: Event) -> bool:
         pid = ev.get("pid")
         return isinstance(pid, int) and self.table.get(pid) is None

@@ -350,6 +350,11 @@ class EventBuffers:
         if len(p) >= _PENDING_MAX:
             self.end_batch()
 
+    def fast_submit(self) -> tuple[object, ...]:
+        """``submit`` in the pipeline's C chain (pipeline.Pipeline._fast_chain): the same
+        append to ``_pending``, and ``end_batch`` once ``_PENDING_MAX`` wait."""
+        return ("queue", self._pending, _PENDING_MAX, self.end_batch)
+
     def end_batch(self) -> None:
         """Compact what was submitted since (the pipeline calls it after each batch)."""
         if self._pending:

@@ -213,6 +213,13 @@ class K8sStage:
         self._pending.append((time.monotonic() + self.pending_s, ev))
         PENDING.set(len(self._pending))
 
+    def fast_step(self) -> tuple[object, ...] | None:
+        """This stage in the pipeline's C chain (pipeline.Pipeline._fast_chain): the
+        known-container branch in C; None while the stage runs Python only."""
+        if _known is None or self._c is not _known.pod:
+            return None
+        return ("step", _known.pod, self, (_POD_T,))
+
     def _remember(self, ev: Event, cid: str) -> None:
         """Keep the result for the container's next events when it depended on the pod object
         alone (found in the cache, or a host event) and the entity holds every name set."""
