@@ -96,15 +96,16 @@ def running_agent(priv: Path, checkout: Path = HERE, python: str = sys.executabl
                   all_sensors: bool = False) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
     """``podtrail run`` of ``checkout`` (process sensor only unless ``all_sensors``, JSON lines to ``priv/out.jsonl``),
     attached: its own warm-up exec has shown up. Yields (agent, its output file, its metrics
-    port); stopped with SIGINT after (the output is complete then). Its own lock and API socket
-    in ``priv``: another agent on the node (a test's) must not stop this one."""
+    port); stopped with SIGINT after (the output is complete then). Its own lock, API socket
+    and ports: another agent on the node (a test's) must not stop this one, nor take its port."""
     out = priv / "out.jsonl"
     port = free_port()
     (priv / "agent.yaml").write_text(f"lock_file: {priv}/agent.lock\nosquery:\n  api_socket: {priv}/api.sock\n")
     with open(out, "wb") as f:
         only_process = [] if all_sensors else ["--no-sockets", "--no-files"]
         agent = subprocess.Popen([python, "-m", "podtrail", "run", "-c", str(priv / "agent.yaml"), *only_process,
-                                  "--metrics-port", str(port)], cwd=checkout, stdout=f, stderr=subprocess.PIPE)
+                                  "--metrics-port", str(port), "--health-port", str(free_port())],
+                                 cwd=checkout, stdout=f, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and agent.poll() is None:
