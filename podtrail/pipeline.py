@@ -36,6 +36,16 @@ if _native is not None:
     _native.configure(_SEVERITY, metrics._event_counts, finalize, metrics.event_out, EventDict)
 
 
+def _source(ev: Event) -> str:
+    """The event's source as a metric label; "unknown" for anything but a text (an event is
+    counted, never lost to its own odd value)."""
+    try:
+        src = ev.get("source", "unknown")
+    except Exception:  # noqa: BLE001 - not even a mapping
+        return "unknown"
+    return src if type(src) is str else "unknown"
+
+
 def _link(process: Callable[[Event, Emit], None], out: Emit) -> Emit:
     """One step of the chain: ``process(ev, out)``."""
     return lambda ev: process(ev, out)
@@ -135,14 +145,14 @@ class Pipeline:
         try:
             self._q.put_nowait(ev)
         except queue.Full:
-            metrics.dropped(ev.get("source", "unknown"), "pipeline_queue_full")
+            metrics.dropped(_source(ev), "pipeline_queue_full")
 
     def emit_batch(self, evs: list[Event]) -> None:
         """Hand over what one ring-buffer consume decoded, in one call (one append of many,
         at most one wake-up); what does not fit is counted as dropped, as ``emit`` does."""
         left = self._q.put_many(evs)
         for ev in evs[len(evs) - left:] if left else ():
-            metrics.dropped(ev.get("source", "unknown"), "pipeline_queue_full")
+            metrics.dropped(_source(ev), "pipeline_queue_full")
 
     # -- pipeline thread --------------------------------------------------------------------
     def _build_chain(self) -> list[Emit]:
@@ -198,7 +208,11 @@ class Pipeline:
 
     def _tick(self, now: float) -> None:
         for i, stage in enumerate(self._stages):
-            stage.tick(now, self._outs[i + 1])
+            try:
+                stage.tick(now, self._outs[i + 1])
+            except Exception:  # a bug releasing one held event must not kill the pipeline thread
+                log.exception("%s: releasing held events failed", type(stage).__name__)
+                metrics.dropped("unknown", "processing_error")
 
     def run(self) -> None:
         """Consume until stopped; then drain what is queued and release held events.
@@ -228,7 +242,7 @@ class Pipeline:
                 first(ev)
             except Exception:  # an enrichment bug must not kill the agent
                 log.exception("event processing failed")
-                metrics.dropped(ev.get("source", "unknown"), "processing_error")
+                metrics.dropped(_source(ev), "processing_error")
 
     def _end_batch(self) -> None:
         for end in self._batch_ends:
