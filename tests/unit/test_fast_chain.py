@@ -206,7 +206,9 @@ def test_real_samples_give_the_same_output_by_either_chain(odd: bool, tmp_path: 
                     "StdoutSink.submit", "EventBuffers.submit", "Engine.process")
     assert all(py[f] >= n * 0.9 for f in stage_frames[:-1])  # the reference runs each per event
     if not odd:  # the common event: none of them in Python (the execs' generated scan still is)
-        assert all(c[f] <= 2 for f in stage_frames), c  # (the first exec of a parent, and the first exit, are not common)
+        # a few are not common (the first exec of a parent, the first exit; how many depends on
+        # the host's live pids and cgroups): at most 1 %, where the Python chain runs each per event
+        assert all(c[f] <= max(2, n // 100) for f in stage_frames), c
         assert sum(c.values()) <= n // 2 + 200, c.most_common(8)
     else:  # only the events off the C path
         assert 0 < c["ProcessStage.process"] < n // 10 and c["StdoutSink.submit"] < n // 10
