@@ -222,7 +222,7 @@ def build_agent(cfg: Config, sinks: list[Sink] | None = None, extra_stages: list
     from podtrail.detect.stage import build_detect_stage
 
     detect = build_detect_stage(cfg.detection)  # first: a bad rule path fails before any sensor loads
-    table = ProcessTable(cfg.sensor.exit_grace_seconds)
+    table = ProcessTable(cfg.sensor.exit_grace_seconds, max_exited=cfg.sensor.max_exited_processes)
     table.seed()
     index = CgroupIndex()
     containers = ContainerStage(index, force_proc=cfg.sensor.proc_fallback)

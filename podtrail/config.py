@@ -32,6 +32,7 @@ class SensorConfig:
     ringbuf_pages: int = 1024  # ring buffer size in pages (power of two)
     containers_only: bool = False  # drop host events in the kernel
     exit_grace_seconds: float = 30.0  # keep exited processes in the table this long
+    max_exited_processes: int = 16384  # and at most this many (the oldest go first, counted): memory bounded by count, not exit rate
     proc_fallback: bool = False  # force /proc/<pid>/cgroup instead of cgroup ids
     # socket/file sensor (in-kernel filters)
     sockets: bool = True
@@ -318,6 +319,7 @@ RULES: dict[str, Rule] = {
     "sensor.argv_max_arg_bytes": between(16, 4096),
     "sensor.ringbuf_pages": power_of_two(1, 1 << 18),
     "sensor.exit_grace_seconds": not_negative,
+    "sensor.max_exited_processes": between(1, 1 << 24),
     "audit.input": one_of("plugin", "socket", "log"),
     "audit.event_timeout_seconds": positive,
     "kubernetes.tombstone_seconds": not_negative,

@@ -33,6 +33,12 @@ KERNEL_REDUCTIONS = Counter(
     "'Fewer crossings'): fork_folded, fork_sent_late, fork_map_full, socket_repeats.",
     ["program", "outcome"], registry=REGISTRY,
 )
+EXITED_EVICTED = Counter(
+    "podtrail_process_table_evicted_total",
+    "Exited processes the process table forgot before sensor.exit_grace_seconds because more than "
+    "sensor.max_exited_processes had exited (a late event of one finds no ancestry in the table).",
+    registry=REGISTRY,
+)
 PROCESS_TABLE_SIZE = Gauge(
     "podtrail_process_table_size", "Processes tracked in the user-space process table.", registry=REGISTRY,
 )

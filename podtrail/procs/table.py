@@ -115,10 +115,13 @@ def same_start(a: int, b: int) -> bool:
 
 
 class ProcessTable:
-    def __init__(self, exit_grace_s: float = 30.0, proc_fallback: bool = True) -> None:
+    def __init__(self, exit_grace_s: float = 30.0, proc_fallback: bool = True, max_exited: int = 16384) -> None:
         self.by_pid: dict[int, Proc] = {}
         self.proc_fallback = proc_fallback
         self.grace = exit_grace_s
+        # The grace period alone would make memory grow with the exit rate (an exec storm or a
+        # fork bomb: ~1.2 KB per exited process, 30 s of them); beyond this many, the oldest go.
+        self.max_exited = max_exited
         self._exited: deque[Proc] = deque()  # in the order they exited (exited_at set)
         self._kept = 0  # of those, how many reap has seen (and retired) already
 
@@ -210,8 +213,9 @@ class ProcessTable:
         return p
 
     def reap(self, now: float) -> int:
-        """Forget processes that exited more than the grace period ago; those that exited
-        since the last call leave the cyclic collector (see the module docstring)."""
+        """Forget processes that exited more than the grace period ago, and the oldest beyond
+        ``max_exited`` (counted); those that exited since the last call leave the cyclic
+        collector (see the module docstring)."""
         n = 0
         exited = self._exited
         new = len(exited) - self._kept  # only appended to since the last call
@@ -222,6 +226,14 @@ class ProcessTable:
             if self.by_pid.get(p.pid) is p:
                 del self.by_pid[p.pid]
                 n += 1
+        over = len(exited) - self.max_exited
+        if over > 0:  # more exited within the grace period than kept: the oldest go, counted
+            for _ in range(over):
+                p = exited.popleft()
+                if self.by_pid.get(p.pid) is p:
+                    del self.by_pid[p.pid]
+                    n += 1
+            metrics.EXITED_EVICTED.inc(over)
         self._kept = len(exited)
         metrics.PROCESS_TABLE_SIZE.set(len(self.by_pid))
         return n

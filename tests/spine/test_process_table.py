@@ -52,6 +52,22 @@ def test_exited_entries_removed_after_grace() -> None:
     assert 920001 not in t.by_pid
 
 
+def test_exited_entries_beyond_the_cap_go_oldest_first_and_are_counted() -> None:
+    from podtrail import metrics
+
+    before = metrics.EXITED_EVICTED._value.get()
+    t = ProcessTable(exit_grace_s=30, max_exited=3)
+    pids = list(range(930001, 930006))
+    for i, pid in enumerate(pids):
+        t.on_fork(os.getpid(), pid, 1, 0)
+        t.on_exit(pid, 100.0 + i)
+    t.on_fork(os.getpid(), 930099, 1, 0)  # alive: never forgotten for the cap
+    assert t.reap(106.0) == 2  # within the grace period, but five exited: the two oldest go
+    assert [p for p in pids if p in t.by_pid] == pids[2:] and 930099 in t.by_pid
+    assert metrics.EXITED_EVICTED._value.get() - before == 2
+    assert t.reap(106.5) == 0  # at the cap: nothing more
+
+
 def test_relative_exec_path_resolved_against_the_sensors_cwd() -> None:
     """``cd /tmp && ./x``: the kernel reports the path as given; the stage makes it absolute from the
     working directory the sensor reported with the exec (never /proc's, which for a container
