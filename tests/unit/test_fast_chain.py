@@ -209,7 +209,7 @@ def test_real_samples_give_the_same_output_by_either_chain(odd: bool, tmp_path: 
         # a few are not common (the first exec of a parent, the first exit; how many depends on
         # the host's live pids and cgroups): at most 1 %, where the Python chain runs each per event
         assert all(c[f] <= max(2, n // 100) for f in stage_frames), c
-        assert sum(c.values()) <= n // 2 + 200, c.most_common(8)
+        assert sum(c.values()) <= n // 2 + n // 10, c.most_common(8)  # the scan per exec, and the few above
     else:  # only the events off the C path
         assert 0 < c["ProcessStage.process"] < n // 10 and c["StdoutSink.submit"] < n // 10
     if odd:
