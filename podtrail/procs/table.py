@@ -221,19 +221,20 @@ class ProcessTable:
         new = len(exited) - self._kept  # only appended to since the last call
         if new > 0 and _retire is not None:
             _retire.retire(islice(reversed(exited), new))
-        while exited and now - exited[0].exited_at >= self.grace:  # type: ignore[operator]
-            p = exited.popleft()
-            if self.by_pid.get(p.pid) is p:
-                del self.by_pid[p.pid]
+        by_pid, grace, cap = self.by_pid, self.grace, self.max_exited
+        evicted = 0  # forgotten within the grace period: more than ``cap`` had exited
+        while exited:
+            p = exited[0]
+            if now - p.exited_at < grace:  # type: ignore[operator]
+                if len(exited) <= cap:
+                    break
+                evicted += 1
+            exited.popleft()
+            if by_pid.get(p.pid) is p:
+                del by_pid[p.pid]
                 n += 1
-        over = len(exited) - self.max_exited
-        if over > 0:  # more exited within the grace period than kept: the oldest go, counted
-            for _ in range(over):
-                p = exited.popleft()
-                if self.by_pid.get(p.pid) is p:
-                    del self.by_pid[p.pid]
-                    n += 1
-            metrics.EXITED_EVICTED.inc(over)
+        if evicted:
+            metrics.EXITED_EVICTED.inc(evicted)
         self._kept = len(exited)
         metrics.PROCESS_TABLE_SIZE.set(len(self.by_pid))
         return n
