@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -168,18 +169,13 @@ def run(policy: str, seconds: float, rate: float, checkout: Path = HERE, sample_
     }
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-
-
 def summary(results: list[dict[str, Any]], names: tuple[str, str]) -> dict[str, Any]:
     """Medians per side (``names``: (before, after)) and the ratios after / before."""
     keys = ("agent_us_per_exec", "agent_us_per_event", "gc_us_per_exec", "tracked_growth_per_exec")
     out: dict[str, Any] = {}
     for name in names:
         rs = [r for r in results if r["side"] == name]
-        out[name] = {k: round(_median([r[k] for r in rs if r[k] is not None] or [0.0]), 3) for k in keys}
+        out[name] = {k: round(statistics.median([r[k] for r in rs if r[k] is not None] or [0.0]), 3) for k in keys}
         out[name]["tracked_at_end"] = [r["tracked_objects"][-1][1] if r["tracked_objects"] else None for r in rs]
         out[name]["gc_collections"] = [r["gc_collections"] for r in rs]
         out[name]["full_collection_ms_at_end"] = [r["full_collection_ms_at_end"] for r in rs]
