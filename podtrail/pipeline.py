@@ -27,6 +27,12 @@ Emit = Callable[[Event], None]
 # one, and a wake-up per event cost more than all the stages of a host event together
 # (docs/BENCHMARKS.md, "Outputs, enrichment and delivery"). At most this much latency.
 NAP_S = 0.005
+# With no event for IDLE_AFTER_S, the stages tick once a second instead of ten times: each
+# wake-up of an idle thread costs ~0.2 ms of CPU here (docs/BENCHMARKS.md, "Fewer wake-ups").
+# An event wakes the thread at once either way; what an idle tick delays (by under a second)
+# is only what a stage still holds that long after the last event.
+IDLE_AFTER_S = 2.0
+IDLE_TICK_S = 1.0
 
 
 # The chain's links and finalize + the events counter in C (podtrail/_pipeline.c); the
@@ -221,14 +227,22 @@ class Pipeline:
         while the previous batch was processed, or during a nap), then run one by one through
         the stages."""
         first = self._fast if self._fast is not None else self._outs[0]
-        next_tick = time.monotonic() + self._tick_interval
+        interval = self._tick_interval
+        next_tick = last_event = time.monotonic()
+        next_tick += interval
         while not self._closing.is_set() or not self._q.empty():
-            batch, _ = self._q.take(1024, self._tick_interval, self._nap)
+            batch, _ = self._q.take(1024, interval, self._nap)
             self._run_batch(first, batch)
             now = time.monotonic()
+            if batch:
+                last_event = now
+                interval = self._tick_interval
+                next_tick = min(next_tick, now + interval)  # not an idle tick's second away
+            elif now - last_event >= IDLE_AFTER_S:
+                interval = max(self._tick_interval, IDLE_TICK_S)
             if now >= next_tick:
                 self._tick(now)
-                next_tick = now + self._tick_interval
+                next_tick = now + interval
                 self._end_batch()
             elif batch:
                 self._end_batch()
@@ -259,6 +273,7 @@ class Pipeline:
         """Drain what the sources handed over (call it after their threads returned), then close the sinks."""
         self.stop_event.set()
         self._closing.set()
+        self._q.close()  # wakes the thread now, not at its next tick (up to IDLE_TICK_S)
         if self._thread is not None:
             self._thread.join(timeout)
         for s in self._sinks:

@@ -42,9 +42,6 @@ KF_SYN_SENT, KF_ESTABLISHED, KF_TRUNCATED = 32, 64, 128
 KF_PEER_KERNEL = 256  # accept: both ends read from the new socket's struct sock
 KF_PATH_CUT = 512  # the cwd/dirfd walk was cut, or the file is outside the task's root
 
-# The kernel wakes the reader once per 128 samples per CPU (netfile.bpf.h WAKEUP_EVERY);
-# fewer are picked up by this poll timeout.
-POLL_MS = 50
 # socket.bpf.c counts a process's identical socket events within this window instead of
 # sending each (docs/fields.md, Fewer crossings); a window that ends without a next event is
 # reported by the sweep, REPEAT_MARGIN_NS after its end (the kernel no longer counts into it).
@@ -295,18 +292,37 @@ class NetFileSource(RingBufferSource):
             configure(o)
 
         super().__init__(name, obj, decode, prepare=leave_out_missing, configure=configure_all,
-                         ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), poll_ms=POLL_MS, shared=shared)
+                         ringbuf_bytes=ringbuf_bytes(cfg.ringbuf_pages), shared=shared)
         self._drift = PercpuCounters("drift_stats", DRIFT_OUTCOMES, lambda o, n: DRIFT_RECORDS.labels(o).inc(n))
         self._repeats = PercpuCounters("repeat_stats", ("socket_repeats",),
                                        lambda o, n: metrics.kernel_reduced(self.name, o, n))
         self._next_flush = 0.0
         self.repeat_flushes = 0
+        self._samples_seen = 0
+        self._windows_until = 0.0  # windows may be open until then: sweep every REPEAT_SWEEP_S
+        self._repeats_map: bool | None = None  # the object has the socket sensor's repeats map
 
-    def _count_lost(self) -> None:
-        super()._count_lost()
+    def _count_lost(self, skipped: bool = True) -> None:
+        super()._count_lost(skipped)
         if self.obj is not None:
             self._drift.export(self.obj)
             self._repeats.export(self.obj)
+
+    def _timeout_ms(self) -> int:
+        """A repeat window opens with a sent sample: for a window and its margin after the last
+        one, wake for the sweep; else the poll timeout (an idle reader wakes 5 times a second)."""
+        now = time.monotonic()
+        if self.samples != self._samples_seen:
+            self._samples_seen = self.samples
+            self._windows_until = now + (self.repeat_window_ns + REPEAT_MARGIN_NS) / 1e9 + REPEAT_SWEEP_S
+        if now < self._windows_until and self._has_repeats():
+            return max(1, min(self._poll_ms, int((self._next_flush - now) * 1000) + 1))
+        return self._poll_ms
+
+    def _has_repeats(self) -> bool:
+        if self._repeats_map is None and self.obj is not None:
+            self._repeats_map = self.obj.has_map("repeats")
+        return bool(self._repeats_map)
 
     def _poll(self, timeout_ms: int) -> None:
         super()._poll(timeout_ms)

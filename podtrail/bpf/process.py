@@ -361,6 +361,16 @@ class ProcessSource(RingBufferSource):
             self._count = mmap.mmap(obj.map("held_count").fd, mmap.PAGESIZE, mmap.MAP_SHARED,
                                     mmap.PROT_READ | mmap.PROT_WRITE)
 
+    def _timeout_ms(self) -> int:
+        """While the kernel may hold a fork, wake for the next generation (a held fork is so
+        reported ``hold_ns`` to 1.5 ``hold_ns`` after it happened); else the poll timeout (an
+        idle reader wakes 5 times a second, not 20; a late generation only makes the forks in
+        it older, never reported early)."""
+        if self.held() <= 0:
+            return self._poll_ms
+        left_ms = int((self._next_epoch - time.monotonic()) * 1000) + 1
+        return max(1, min(self._poll_ms, left_ms))
+
     def _poll(self, timeout_ms: int) -> None:
         super()._poll(timeout_ms)
         now = time.monotonic()
@@ -416,8 +426,8 @@ class ProcessSource(RingBufferSource):
                 metrics.kernel_reduced(self.name, "fork_sent_late", n)
             return n
 
-    def _count_lost(self) -> None:
-        super()._count_lost()
+    def _count_lost(self, skipped: bool = True) -> None:
+        super()._count_lost(skipped)
         if self.obj is not None:
             self._folds.export(self.obj)
 

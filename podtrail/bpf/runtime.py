@@ -23,6 +23,16 @@ from podtrail.pipeline import Emit, batch_emitter
 
 log = logging.getLogger(__name__)
 
+# The reader's poll timeout. The kernel wakes the reader at once for a sample that follows a
+# quiet spell on its CPU of as long (include/ringbuf.h WAKE_QUIET_NS), and once per
+# WAKEUP_EVERY samples per CPU under load; this picks up what is left between (a sample waits
+# at most about this long). Each wake-up of an idle reader cost ~0.2 ms of CPU here: at
+# 50 ms, an idle agent's readers alone took ~0.5 % of a core (docs/BENCHMARKS.md).
+POLL_MS = 200
+# Runs the kernel skipped are read from each program's fdinfo (a file per program: ~0.5 ms
+# for a source's programs) this often; the lost-sample counter (one map read) every second.
+SKIPPED_EVERY_S = 10.0
+
 MOUNTS = (
     ("tracefs", "/sys/kernel/tracing"),
     ("debugfs", "/sys/kernel/debug"),
@@ -148,6 +158,10 @@ class RingReader:
         """Wait for samples up to ``timeout_ms`` and consume every one there (0: no wait)."""
         raise NotImplementedError
 
+    def _timeout_ms(self) -> int:
+        """How long the next poll may wait (a source with timed work of its own says less)."""
+        return self._poll_ms
+
     def _deliver(self, raw: bytes) -> None:
         """One sample from elsewhere than the ring buffer (a held fork, a counted repeat)."""
         item: Any = raw
@@ -186,12 +200,15 @@ class RingReader:
         if out and self._emit_batch is not None:
             self._emit_batch(out)
 
-    def _count_lost(self) -> None:
+    def _count_lost(self, skipped: bool = True) -> None:
+        """Export the kernel's lost samples and, with ``skipped``, its skipped runs."""
         n = self.lost()
         if n > self._lost_seen:
             metrics.LOST_SAMPLES.labels(self.name).inc(n - self._lost_seen)
             metrics.dropped(self.name, "ringbuf_full", n - self._lost_seen)
             self._lost_seen = n
+        if not skipped:
+            return
         k = self.skipped()
         if k > self._skipped_seen:
             metrics.dropped(self.name, "bpf_recursion", k - self._skipped_seen)
@@ -200,13 +217,16 @@ class RingReader:
     def run(self, emit: Emit, stop: threading.Event) -> None:
         self.load()
         self._emit_batch = batch_emitter(emit)
-        last = 0.0
+        last = last_skipped = 0.0
         while not stop.is_set():
-            self._poll(self._poll_ms)
+            self._poll(self._timeout_ms())
             now = time.monotonic()
             if now - last > 1.0:
-                self._count_lost()
+                every = now - last_skipped > SKIPPED_EVERY_S
+                self._count_lost(every)
                 last = now
+                if every:
+                    last_skipped = now
         self._poll(0)
         self._count_lost()
 
@@ -223,7 +243,7 @@ class RingBufferSource(RingReader):
     def __init__(self, name: str, obj: str, decode: Callable[[bytes], Any], *,
                  prepare: Callable[[BpfObject], None] | None = None,
                  configure: Callable[[BpfObject], None] | None = None,
-                 ringbuf_bytes: int | None = None, poll_ms: int = 50,
+                 ringbuf_bytes: int | None = None, poll_ms: int = POLL_MS,
                  shared: SharedMaps | None = None, path: Path | None = None,
                  native_decoder: Any = None) -> None:
         super().__init__(name, decode, poll_ms, native_decoder)

@@ -66,7 +66,7 @@ class UnixAcceptor:
         os.chmod(self.path, mode)
         self._ino = os.stat(self.path).st_ino
         s.listen(16)
-        s.settimeout(0.2)  # so stop() is noticed without a connection
+        s.settimeout(1.0)  # stop() shuts the socket down, which ends accept at once; this is the backstop
         self._sock = s
         self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()
@@ -86,6 +86,10 @@ class UnixAcceptor:
     def stop(self) -> None:
         self.stopped.set()
         if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept (Linux)
+            except OSError:
+                pass
             self._sock.close()
         if self._thread is not None:
             self._thread.join(2)

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
+import pytest
 from conftest import require_ebpf, require_runc
 from containers import run_container
 
@@ -70,36 +72,50 @@ def test_user_mistakes_are_one_line_errors(tmp_path: os.PathLike[str]) -> None:
     assert r.returncode == 0 and r.stdout.startswith("podtrail ")
 
 
-def test_a_signal_while_the_wait_holds_the_stop_events_lock_still_stops() -> None:
-    """SIGTERM handled at the moment the main thread's ``stop.wait`` holds the stop event's
-    lock (as Condition.wait does when it wakes after each 0.1 s): the handler must not take
-    that lock (it did, through Event.set, and `podtrail run` never stopped on SIGINT; seen
-    under load in bench gc_storm). SIGALRM turns such a deadlock into a failure."""
+def _with_alarm(seconds: int, body: Any) -> Any:
+    """``body()`` with SIGALRM turning a wait that does not end into a failure; the
+    signal handlers as they were after."""
     import signal
-    from types import SimpleNamespace
-    from typing import Any
-
-    from podtrail.commands.run import _wait
-
-    class Stop(threading.Event):
-        def wait(self, timeout: float | None = None) -> bool:
-            with self._cond:  # type: ignore[attr-defined]
-                os.kill(os.getpid(), signal.SIGTERM)
-                for _ in range(1000):  # bytecodes: the handler runs here, the lock held
-                    pass
-            return super().wait(timeout)
 
     def alarm(*_: Any) -> None:
-        raise TimeoutError("the signal handler waited for the lock its own thread holds")
+        raise TimeoutError("the wait did not end")
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(5)
+    signal.alarm(seconds)
     try:
-        agent = SimpleNamespace(stop_event=Stop(), end_reason="")
-        assert _wait(agent, None) == "SIGTERM"
-        assert agent.stop_event.is_set()
+        return body()
     finally:
         signal.alarm(0)
         for s, h in saved.items():
             signal.signal(s, h)
+
+
+def test_a_signal_from_another_thread_ends_the_wait_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM sent while ``_wait`` sleeps: the wake-up fd ends the sleep at once. Its look
+    interval is set to a minute, so a wait that only noticed the signal at its next look fails
+    at the 5 s alarm. (It once took the stop event's lock in the handler and never stopped.)"""
+    import signal
+    from types import SimpleNamespace
+
+    from podtrail.commands import run
+
+    monkeypatch.setattr(run, "WAIT_S", 60.0)
+    agent = SimpleNamespace(stop_event=threading.Event(), end_reason="")
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    assert _with_alarm(5, lambda: run._wait(agent, None)) == "SIGTERM"
+    assert agent.stop_event.is_set()
+    assert signal.set_wakeup_fd(-1) == -1  # the wake-up fd is given back
+
+
+def test_the_agent_ending_by_itself_ends_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source that ends sets the stop event from its thread: the wait sees it at its next
+    look and says why."""
+    from types import SimpleNamespace
+
+    from podtrail.commands import run
+
+    monkeypatch.setattr(run, "WAIT_S", 0.05)
+    agent = SimpleNamespace(stop_event=threading.Event(), end_reason="its only output closed")
+    threading.Timer(0.2, agent.stop_event.set).start()
+    assert _with_alarm(5, lambda: run._wait(agent, None)) == "its only output closed"

@@ -54,10 +54,9 @@ struct {
     __type(value, __u8);
 } excluded_comms SEC(".maps");
 
-/* The ring buffer, its lost counter and batched wake-ups (ringbuf.h). A wake-up per 128
- * samples per CPU: the reader polls every 50 ms (netfile.py POLL_MS), and nothing needs /proc
- * after the fact any more, so no sample is urgent. */
-#define WAKEUP_EVERY 128
+/* The ring buffer, its lost counter and batched wake-ups (ringbuf.h: at once after a quiet
+ * spell, else once per WAKEUP_EVERY samples per CPU; nothing needs /proc after the fact any
+ * more, so no sample is urgent). */
 #include "ringbuf.h"
 
 static __always_inline struct nf_cfg_t *get_cfg(void) {

@@ -2,15 +2,20 @@
  * podtrail.bpf.runtime.RingBufferSource.lost and exported as metrics), and batched wake-ups.
  * Include after vmlinux.h and bpf_helpers.h. The loader sets the ring buffer's real size.
  *
- * The reader is woken once per WAKEUP_EVERY samples per CPU, not per sample: in a storm a
- * wake-up per sample costs the workload more than the sample. The reader also polls with a
- * short timeout, so a lone sample waits at most that long. */
+ * Wake-ups: a sample wakes the reader when no sample on its CPU did for WAKE_QUIET_NS (the
+ * first after a quiet spell: a lone exec is read at once), else once per WAKEUP_EVERY samples
+ * per CPU; the reader's poll timeout (podtrail.bpf.runtime.POLL_MS, the same 200 ms) picks up
+ * the rest. A wake-up is not free for either side: in a storm a wake-up per sample cost the
+ * workload more than the sample, and each wake-up of the agent's reader and pipeline threads
+ * costs ~0.1-0.2 ms of CPU here however little it finds (docs/BENCHMARKS.md, "Fewer wake-ups"),
+ * so under load they come once per WAKEUP_EVERY samples and, idle, not at all. */
 #ifndef PODTRAIL_RINGBUF_H
 #define PODTRAIL_RINGBUF_H
 
 #ifndef WAKEUP_EVERY
-#define WAKEUP_EVERY 64
+#define WAKEUP_EVERY 256
 #endif
+#define WAKE_QUIET_NS 200000000ULL /* = POLL_MS: a sample waits at most about that long */
 
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -24,12 +29,18 @@ struct {
     __type(value, __u64);
 } lost SEC(".maps");
 
+struct wake_state_t {
+    __u64 last_ns; /* this CPU's last forced wake-up */
+    __u32 since;   /* samples on this CPU since */
+    __u32 pad;
+};
+
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
-    __type(value, __u32);
-} since_wakeup SEC(".maps");
+    __type(value, struct wake_state_t);
+} wake_state SEC(".maps");
 
 static __always_inline void count_lost(void)
 {
@@ -39,13 +50,18 @@ static __always_inline void count_lost(void)
         __sync_fetch_and_add(l, 1);
 }
 
-/* The wake-up flag for the next sample: one forced wake-up per WAKEUP_EVERY per CPU. */
+/* The wake-up flag for the next sample: forced for the first sample on this CPU after
+ * WAKE_QUIET_NS without one, and for every WAKEUP_EVERY-th. */
 static __always_inline __u64 wakeup_flags(void)
 {
     __u32 z = 0;
-    __u32 *n = bpf_map_lookup_elem(&since_wakeup, &z);
-    if (n && ++(*n) >= WAKEUP_EVERY) {
-        *n = 0;
+    struct wake_state_t *w = bpf_map_lookup_elem(&wake_state, &z);
+    if (!w)
+        return 0; /* cannot happen (an array's slot 0); libbpf's default: wake when caught up */
+    __u64 now = bpf_ktime_get_ns();
+    if (++w->since >= WAKEUP_EVERY || now - w->last_ns >= WAKE_QUIET_NS) {
+        w->since = 0;
+        w->last_ns = now;
         return BPF_RB_FORCE_WAKEUP;
     }
     return BPF_RB_NO_WAKEUP;
