@@ -152,6 +152,10 @@ class Agent:
         if self._pipeline is None:
             return
         self._pipeline.stop_event.set()
+        for s in self.sources:  # a reader asleep in its poll notices now, not at its timeout
+            wake = getattr(s, "wake", None)
+            if callable(wake):
+                wake()
         for t in self._threads:
             t.join(10)
         # detach the sensors now (their readers have returned), side by side and while the

@@ -532,6 +532,9 @@ class RingBuffer:
         self._consume = lib().py.ring_buffer__consume
         self._wait = select.poll()
         self._wait.register(int(lib().c.ring_buffer__epoll_fd(rb)), select.POLLIN)
+        # ``wake`` ends a wait early (a stop need not wait out the poll timeout)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wait.register(self._wake_r, select.POLLIN)
 
     @property
     def native(self) -> bool:
@@ -539,12 +542,25 @@ class RingBuffer:
         return self._keep is not None
 
     def poll(self, timeout_ms: int) -> int:
-        """Wait up to ``timeout_ms`` for data and consume it; the number of samples."""
+        """Wait up to ``timeout_ms`` for data (or ``wake``) and consume it; the number of samples."""
         if self._rb is None:
             return 0
-        if not self._wait.poll(timeout_ms):
+        ready = self._wait.poll(timeout_ms)
+        if not ready:
             return 0
+        if any(fd == self._wake_r for fd, _ in ready):
+            try:
+                os.read(self._wake_r, 64)
+            except BlockingIOError:
+                pass
         return self.consume()
+
+    def wake(self) -> None:
+        """End a ``poll`` that is waiting (from another thread), or the next one."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is pending already, or the ring buffer is closed
 
     def consume(self) -> int:
         """Consume whatever is there without waiting (samples sent with BPF_RB_NO_WAKEUP), in
@@ -570,6 +586,8 @@ class RingBuffer:
         if self._rb is not None:
             lib().c.ring_buffer__free(self._rb)
             self._rb = None
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
 
 def _collector(cap: int) -> tuple[Any, Callable[[], tuple[list[Any], int, int]]]:

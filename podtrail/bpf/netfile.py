@@ -26,7 +26,15 @@ from prometheus_client import Counter
 
 from podtrail import metrics
 from podtrail.bpf.libbpf import BpfObject, SharedMaps
-from podtrail.bpf.runtime import PercpuCounters, RingBufferSource, kstr, ringbuf_bytes, take_older
+from podtrail.bpf.runtime import (
+    IDLE_POLL_MS,
+    POLL_MS,
+    PercpuCounters,
+    RingBufferSource,
+    kstr,
+    ringbuf_bytes,
+    take_older,
+)
 from podtrail.config import ConfigError, SensorConfig
 from podtrail.metrics import REGISTRY
 from podtrail.pipeline import Emit
@@ -310,14 +318,15 @@ class NetFileSource(RingBufferSource):
 
     def _timeout_ms(self) -> int:
         """A repeat window opens with a sent sample: for a window and its margin after the last
-        one, wake for the sweep; else the poll timeout (an idle reader wakes 5 times a second)."""
+        one, wake for the sweep; after a quiet wait, IDLE_POLL_MS (an idle reader wakes once a
+        second); else the poll timeout."""
         now = time.monotonic()
         if self.samples != self._samples_seen:
             self._samples_seen = self.samples
             self._windows_until = now + (self.repeat_window_ns + REPEAT_MARGIN_NS) / 1e9 + REPEAT_SWEEP_S
         if now < self._windows_until and self._has_repeats():
             return max(1, min(self._poll_ms, int((self._next_flush - now) * 1000) + 1))
-        return self._poll_ms
+        return IDLE_POLL_MS if self.quiet and self._poll_ms == POLL_MS else self._poll_ms
 
     def _has_repeats(self) -> bool:
         if self._repeats_map is None and self.obj is not None:

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 # at most about this long). Each wake-up of an idle reader cost ~0.2 ms of CPU here: at
 # 50 ms, an idle agent's readers alone took ~0.5 % of a core (docs/BENCHMARKS.md).
 POLL_MS = 200
+# A reader whose last wait of at least WAKE_QUIET_NS (= POLL_MS) ended with nothing may sleep
+# this long: no sample came on any CPU for that long, so the kernel forces a wake-up for the
+# next one wherever it comes. (The process reader does not: a fork the kernel holds sends
+# nothing, and its sweep is due 100-150 ms later.)
+IDLE_POLL_MS = 1000
 # Runs the kernel skipped are read from each program's fdinfo (a file per program: ~0.5 ms
 # for a source's programs) this often; the lost-sample counter (one map read) every second.
 SKIPPED_EVERY_S = 10.0
@@ -162,6 +167,9 @@ class RingReader:
         """How long the next poll may wait (a source with timed work of its own says less)."""
         return self._poll_ms
 
+    def wake(self) -> None:
+        """End the current wait now (the agent stopping)."""
+
     def _deliver(self, raw: bytes) -> None:
         """One sample from elsewhere than the ring buffer (a held fork, a counted repeat)."""
         item: Any = raw
@@ -256,6 +264,7 @@ class RingBufferSource(RingReader):
         self.obj: BpfObject | None = None
         self._ring: RingBuffer | None = None
         self._shares = False  # counted as a user of ``shared``: released at close
+        self.quiet = False  # the last wait, of at least POLL_MS, ended with nothing (IDLE_POLL_MS)
 
     def load(self) -> None:
         if self.obj is not None:
@@ -287,10 +296,16 @@ class RingBufferSource(RingReader):
         self.obj = obj
 
     def _poll(self, timeout_ms: int) -> None:
+        ring = self._ring
+        if ring is not None:
+            t0 = time.monotonic()
+            n = ring.poll(timeout_ms) if timeout_ms else 0
+            n += ring.consume()  # samples sent without a wake-up (batched in the kernel)
+            self.quiet = n == 0 and time.monotonic() - t0 >= POLL_MS / 1000
+
+    def wake(self) -> None:
         if self._ring is not None:
-            if timeout_ms:
-                self._ring.poll(timeout_ms)
-            self._ring.consume()  # samples sent without a wake-up (batched in the kernel)
+            self._ring.wake()
 
     def lost(self) -> int:
         if self.obj is None:

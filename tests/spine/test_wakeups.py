@@ -73,3 +73,49 @@ def test_the_reader_sleeps_the_poll_timeout_unless_a_fork_is_held() -> None:
         assert 1 <= src._timeout_ms() <= 31
     finally:
         src.close()
+
+
+def test_wake_ends_a_wait_at_once() -> None:
+    """``wake`` from another thread ends a reader's wait (the agent stopping): a poll of a
+    minute returns; SIGALRM after 5 s turns a wait that does not end into a failure."""
+    import signal
+    import threading
+
+    require_core()
+    from podtrail.bpf.process import build_process_source
+
+    src = build_process_source(SensorConfig())
+    src._emit_batch = lambda evs: None  # type: ignore[assignment]
+    src.load()
+
+    def alarm(*_: Any) -> None:
+        raise TimeoutError("wake did not end the wait")
+
+    saved = signal.signal(signal.SIGALRM, alarm)
+    try:
+        ring = src._ring
+        assert ring is not None
+        threading.Timer(0.2, src.wake).start()
+        signal.alarm(5)
+        ring.poll(60_000)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, saved)
+        src.close()
+    src.wake()  # closed: nothing to wake, no error
+
+
+def test_socket_and_file_readers_sleep_longer_after_a_quiet_wait() -> None:
+    """After a wait of at least POLL_MS that found nothing, the next sample on any CPU is
+    one the kernel wakes the reader for, so these readers may sleep IDLE_POLL_MS; while a
+    socket repeat window may be open, they wake for its sweep instead."""
+    from podtrail.bpf.netfile import REPEAT_SWEEP_S, build_socket_file_sources
+    from podtrail.bpf.runtime import IDLE_POLL_MS
+
+    for src in build_socket_file_sources(SensorConfig()):
+        assert src._timeout_ms() == POLL_MS
+        src.quiet = True
+        assert src._timeout_ms() == IDLE_POLL_MS
+        src.samples += 1  # a sample came: a repeat window may be open
+        src._has_repeats = lambda: True  # type: ignore[method-assign]
+        assert 1 <= src._timeout_ms() <= REPEAT_SWEEP_S * 1000 + 1
