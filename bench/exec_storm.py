@@ -1,13 +1,16 @@
 """Exec storm: workload slowdown and agent CPU, no monitor vs podtrail vs auditd, one run.
 
-    .venv/bin/python -m bench exec_storm [--execs 6000] [--storm-rounds 3] [--paced-seconds 10] [--paced-rate 1000]
+    .venv/bin/python -m bench exec_storm [--execs 6000] [--storm-rounds 12] [--paced-seconds 2] [--paced-rate 1000]
 
 The workload is busybox sh forking and exec'ing the static /bin/busybox in a loop (about
 2,000 execs/s per core here). podtrail runs as the real agent (`podtrail run`, eBPF process
 sensor, process table, container stage, JSON lines to a file); auditd runs with one execve
 rule. The three storms run in ``--storm-rounds`` interleaved rounds (baseline, podtrail,
 auditd, ..., baseline); each slowdown is against the baselines just before and after it, and
-the medians over the rounds are printed with every round's figure. Prints slowdown ratios,
+the medians over the rounds are printed with every round's figure, and the noise to read them
+against: each inner baseline's own "slowdown" against its neighbours (its stdev was 3.3 % here,
+so a median of 5 rounds is good to about ±2 % and the default 12 rounds to about ±1 %; the
+goal's quarter of auditd's is ~3 %). Prints slowdown ratios,
 agent CPU % of one core, events seen vs execs, and losses. In each round, a paced phase:
 ``--paced-rate`` execs/s of ``/bin/busybox true paced-pt`` only (one posix_spawn per slot of
 a fixed schedule, nothing else exec'd), for the agent's µs of CPU per exec and % of a core at
@@ -304,10 +307,16 @@ def slowdowns(walls: list[float], bases: list[float]) -> list[float]:
     return [(w / ((bases[i] + bases[i + 1]) / 2) - 1) * 100 for i, w in enumerate(walls)]
 
 
+def baseline_noise(bases: list[float]) -> list[float]:
+    """Each inner baseline's slowdown in % against the mean of the baselines either side of
+    it: what the machine alone does to a storm between rounds (the noise floor)."""
+    return [(bases[i] / ((bases[i - 1] + bases[i + 1]) / 2) - 1) * 100 for i in range(1, len(bases) - 1)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--execs", type=int, default=6000)
-    ap.add_argument("--paced-seconds", type=float, default=10)
+    ap.add_argument("--paced-seconds", type=float, default=2)
     ap.add_argument("--paced-rate", type=float, default=1000, help="execs/s of the paced phase")
     ap.add_argument("--reference", type=Path, help="another checkout (with its .venv): only the paced phase, "
                     "alternating with this one for --rounds rounds; prints µs per exec of both and the ratio")
@@ -315,7 +324,7 @@ def main() -> int:
     ap.add_argument("--retry-foreign", type=float, default=0.0, metavar="SHARE",
                     help="with --reference: take a round again when its agent saw more than SHARE (e.g. 0.05) "
                     "execs besides its paced ones (another benchmark or suite on a shared machine)")
-    ap.add_argument("--storm-rounds", type=int, default=3,
+    ap.add_argument("--storm-rounds", type=int, default=12,
                     help="rounds of baseline / podtrail / auditd storms (and paced phases); medians are reported")
     ap.add_argument("--all-sensors", action="store_true", help="the agent with its default sensors (socket and file too)")
     a = ap.parse_args()
@@ -336,6 +345,8 @@ def main() -> int:
         "podtrail_slowdown_pct_rounds": [round(x, 1) for x in r["pt_slowdown"]],
         "auditd_slowdown_pct_rounds": [round(x, 1) for x in r["au_slowdown"]],
         "baseline_s_rounds": [round(x, 3) for x in bases],
+        "noise_baseline_vs_neighbours_pct": [round(x, 1) for x in baseline_noise(bases)],
+        "noise_stdev_pct": round(statistics.stdev(baseline_noise(bases)), 2) if len(bases) >= 4 else None,
         "podtrail_cpu_pct_of_core_storm": _median([p["cpu_storm"] for p in pts]) * 100,
         "podtrail_events_seen": [p["seen"] for p in pts],
         "podtrail_dropped": sum(p["lost"] for p in pts),

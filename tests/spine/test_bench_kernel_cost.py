@@ -11,7 +11,7 @@ import pytest
 from conftest import require_core
 
 from bench.bpf_cost import summarize
-from bench.exec_storm import bpf_ns_per_exec, prog_ids, slowdowns
+from bench.exec_storm import baseline_noise, bpf_ns_per_exec, prog_ids, slowdowns
 
 
 def test_summarize_takes_medians_and_sums_the_once_per_exec_programs() -> None:
@@ -33,6 +33,13 @@ def test_storm_slowdowns_are_against_the_baselines_around_each_round() -> None:
     assert slowdowns([11.0, 12.5], [10.0, 12.0, 8.0]) == pytest.approx([0.0, 25.0])
     with pytest.raises(ValueError):
         slowdowns([11.0, 12.5], [10.0, 12.0])
+
+
+def test_baseline_noise_is_each_inner_baseline_against_its_neighbours() -> None:
+    """The noise floor printed next to the slowdowns: a baseline that took 10 % longer than
+    the mean of the two around it reads +10 %; the first and last have no two neighbours."""
+    assert baseline_noise([10.0, 11.0, 12.0, 12.0]) == pytest.approx([0.0, 4.3478260869565215])
+    assert baseline_noise([10.0, 11.0]) == []
 
 
 def test_storm_estimate_counts_each_program_at_most_once_per_exec() -> None:
