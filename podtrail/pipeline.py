@@ -228,8 +228,8 @@ class Pipeline:
         the stages."""
         first = self._fast if self._fast is not None else self._outs[0]
         interval = self._tick_interval
-        next_tick = last_event = time.monotonic()
-        next_tick += interval
+        last_event = time.monotonic()
+        next_tick = last_event + interval
         while not self._closing.is_set() or not self._q.empty():
             batch, _ = self._q.take(1024, interval, self._nap)
             self._run_batch(first, batch)

@@ -28,7 +28,6 @@ from podtrail import metrics
 from podtrail.bpf.libbpf import BpfObject, SharedMaps
 from podtrail.bpf.runtime import (
     IDLE_POLL_MS,
-    POLL_MS,
     PercpuCounters,
     RingBufferSource,
     kstr,
@@ -325,8 +324,8 @@ class NetFileSource(RingBufferSource):
             self._samples_seen = self.samples
             self._windows_until = now + (self.repeat_window_ns + REPEAT_MARGIN_NS) / 1e9 + REPEAT_SWEEP_S
         if now < self._windows_until and self._has_repeats():
-            return max(1, min(self._poll_ms, int((self._next_flush - now) * 1000) + 1))
-        return IDLE_POLL_MS if self.quiet and self._poll_ms == POLL_MS else self._poll_ms
+            return self._until_ms(self._next_flush)
+        return IDLE_POLL_MS if self.quiet else self._poll_ms
 
     def _has_repeats(self) -> bool:
         if self._repeats_map is None and self.obj is not None:
@@ -344,7 +343,7 @@ class NetFileSource(RingBufferSource):
         """Report the counted repeats of windows at least ``min_age_ns`` old that no later
         event carried: the last of them, with ``repeat_count`` = how many were counted."""
         obj = self.obj
-        if obj is None or not obj.has_map("repeats"):
+        if obj is None or not self._has_repeats():
             return 0
         n = 0
         for raw in take_older(obj.map("repeats"), time.monotonic_ns() - min_age_ns):

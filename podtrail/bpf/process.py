@@ -366,10 +366,7 @@ class ProcessSource(RingBufferSource):
         reported ``hold_ns`` to 1.5 ``hold_ns`` after it happened); else the poll timeout (an
         idle reader wakes 5 times a second, not 20; a late generation only makes the forks in
         it older, never reported early)."""
-        if self.held() <= 0:
-            return self._poll_ms
-        left_ms = int((self._next_epoch - time.monotonic()) * 1000) + 1
-        return max(1, min(self._poll_ms, left_ms))
+        return self._poll_ms if self.held() <= 0 else self._until_ms(self._next_epoch)
 
     def _poll(self, timeout_ms: int) -> None:
         super()._poll(timeout_ms)

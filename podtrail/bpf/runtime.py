@@ -167,6 +167,10 @@ class RingReader:
         """How long the next poll may wait (a source with timed work of its own says less)."""
         return self._poll_ms
 
+    def _until_ms(self, deadline: float) -> int:
+        """The poll timeout, or less: milliseconds until ``deadline`` (monotonic), at least 1."""
+        return max(1, min(self._poll_ms, int((deadline - time.monotonic()) * 1000) + 1))
+
     def wake(self) -> None:
         """End the current wait now (the agent stopping)."""
 
